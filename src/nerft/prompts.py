@@ -1,0 +1,66 @@
+"""Prompts: the system prompt is built from the label set and the output format.
+
+Two styles:
+- ``nerft``: a short prompt (cost is proportional to tokens processed: every prompt token is paid for on every
+  training example and every prediction), the text itself as the user turn.
+- ``tutorial``: the Qwen2-NER tutorial's exact system prompt and its ``文本:`` user prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .formats import get_format
+from .labels import LabelSet
+
+# Verbatim from the tutorial (note the trailing space). Its label list is hard-coded for CCFBDCI.
+TUTORIAL_SYSTEM_PROMPT = (
+    "你是一个文本实体识别领域的专家，你需要从给定的句子中提取 地点; 人名; 地理实体; 组织 实体. "
+    '以 json 格式输出, 如 {"entity_text": "南京", "entity_label": "地理实体"} '
+    '注意: 1. 输出的每一行都必须是正确的 json 字符串. 2. 找不到任何实体时, 输出"没有找到任何实体". '
+)
+
+PROMPT_STYLES = ("nerft", "tutorial")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Everything needed to turn a text into chat messages. Stored in a run directory as prompt.json."""
+
+    system: str
+    user_prefix: str = ""
+    style: str = "nerft"
+    output_format: str = "compact"
+
+    def messages(self, text: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_prefix + text}]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"system": self.system, "user_prefix": self.user_prefix, "style": self.style,
+                "output_format": self.output_format}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prompt:
+        return cls(d["system"], d.get("user_prefix", ""), d.get("style", "nerft"), d.get("output_format", "compact"))
+
+
+def build_prompt(labels: LabelSet, output_format: str = "compact", style: str = "nerft",
+                 describe_labels: bool = False) -> Prompt:
+    if style == "tutorial":
+        if output_format != "tutorial":
+            # The tutorial's prompt describes its own JSON target; pairing it with another target would mislead.
+            raise ValueError("the tutorial prompt style goes with the tutorial output format")
+        if labels.names == ["地点", "人名", "地理实体", "组织"]:
+            system = TUTORIAL_SYSTEM_PROMPT
+        else:  # the same wording for another label set
+            system = TUTORIAL_SYSTEM_PROMPT.replace("地点; 人名; 地理实体; 组织", "; ".join(labels.names)).replace(
+                '"entity_label": "地理实体"', f'"entity_label": "{labels.names[0]}"'
+            )
+        return Prompt(system, "文本:", "tutorial", "tutorial")
+    if style != "nerft":
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
+    fmt = get_format(output_format)
+    described = [f"{lab.name}({lab.description})" if describe_labels and lab.description else lab.name
+                 for lab in labels.labels]
+    system = f"抽取实体：{'、'.join(described)}。{fmt.instruction(labels)}"
+    return Prompt(system, "", "nerft", output_format)
