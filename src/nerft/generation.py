@@ -1,8 +1,15 @@
-"""Batched greedy generation for chat prompts, shared by training-time dev evaluation and the predictors."""
+"""Batched greedy generation for chat prompts, shared by training-time dev evaluation and the predictors.
+
+``generate_batch`` runs its own greedy loop instead of ``model.generate``: it keeps only the log-probability of
+each chosen token (``generate(output_scores=True)`` holds a batch x steps x 151,936 tensor), computes the lm_head
+only at the last position, stops each row at end-of-turn, at its own token limit or when ``stop_row`` says so, and
+can reuse the KV cache of a prompt prefix shared by every row (the system prompt).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -47,48 +54,105 @@ def prompt_ids(tokenizer, prompt: Prompt, text: str) -> list[int]:
     return list(ids)
 
 
+def shared_prefix_ids(tokenizer, prompt: Prompt) -> list[int]:
+    """The longest token prefix that every prompt built from ``prompt`` starts with (system turn + user header)."""
+    a, b = prompt_ids(tokenizer, prompt, "甲"), prompt_ids(tokenizer, prompt, "Zq 9")
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
 def pad_token_id(tokenizer) -> int:
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id
     return stop_token_ids(tokenizer)[-1]
 
 
+class PrefixCache:
+    """The KV cache of a prompt prefix shared by all rows, computed once per model and copied into each batch.
+
+    The batch is laid out ``[prefix][left padding][row tokens]``: the attention mask hides the padding and the
+    position ids come from the mask, so each row sees exactly what it would see alone.
+    """
+
+    def __init__(self, model, prefix: Sequence[int]):
+        self.ids = list(prefix)
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([self.ids], device=device), use_cache=True, logits_to_keep=1)
+        self._cache = out.past_key_values
+
+    def for_batch(self, batch_size: int):
+        cache = copy.deepcopy(self._cache)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
+
+
 @torch.inference_mode()
 def generate_batch(model, tokenizer, batch_ids: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
-                   logits_processor=None) -> list[Generated]:
-    """Greedy-decode one batch of prompts (left-padded); stop each row at an end-of-turn token."""
+                   logits_processor=None, *, prefix: PrefixCache | None = None,
+                   stop_row: Callable[[int, list[int]], bool] | None = None) -> list[Generated]:
+    """Greedy-decode one batch of prompts (left-padded); stop each row at an end-of-turn token.
+
+    ``logits_processor`` is called like a transformers LogitsProcessor(List): ``(input_ids, scores) -> scores``
+    with the full sequences so far. ``prefix``: a PrefixCache whose ids every row starts with. ``stop_row(i, ids)``
+    is asked after each new token of row ``i`` (its generated ids so far) whether to stop it early.
+    """
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
-    width = max(len(ids) for ids in batch_ids)
-    input_ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
-    for i, ids in enumerate(batch_ids):
-        input_ids[i, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
-        attention[i, width - len(ids):] = 1
-    limits = [max_new_tokens] * len(batch_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     stops = stop_token_ids(tokenizer)
-    out = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        max_new_tokens=max(1, max(limits)),
-        do_sample=False,
-        eos_token_id=stops,
-        pad_token_id=pad,
-        output_scores=True,
-        return_dict_in_generate=True,
-        logits_processor=logits_processor,
-    )
-    new_tokens = out.sequences[:, width:].cpu()
-    steps = torch.stack(out.scores, dim=1).float().log_softmax(-1).cpu() if out.scores else None
-    results = []
-    for i in range(len(batch_ids)):
-        ids, lps, finished = [], [], False
-        for t in range(min(new_tokens.shape[1], limits[i])):
-            tid = int(new_tokens[i, t])
+    n = len(batch_ids)
+    limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    skip = 0
+    if prefix is not None and all(list(ids[: len(prefix.ids)]) == prefix.ids and len(ids) > len(prefix.ids)
+                                  for ids in batch_ids):
+        skip = len(prefix.ids)
+    rows = [list(ids[skip:]) for ids in batch_ids]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((n, skip + width), pad, dtype=torch.long)
+    attention = torch.zeros((n, skip + width), dtype=torch.long)
+    for i, ids in enumerate(batch_ids):
+        input_ids[i, :skip] = torch.tensor(list(ids[:skip]), dtype=torch.long)
+        attention[i, :skip] = 1
+        input_ids[i, skip + width - len(rows[i]):] = torch.tensor(rows[i], dtype=torch.long)
+        attention[i, skip + width - len(rows[i]):] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    cache = prefix.for_batch(n) if skip else None
+    step_input = input_ids[:, skip:]
+    out_ids: list[list[int]] = [[] for _ in range(n)]
+    out_lps: list[list[float]] = [[] for _ in range(n)]
+    finished = [False] * n
+    active = [limits[i] > 0 for i in range(n)]
+    sequences = input_ids
+    for _step in range(max(limits, default=0)):
+        if not any(active):
+            break
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
+        out = model(input_ids=step_input, attention_mask=attention, position_ids=positions,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        logprobs = logits.log_softmax(-1)
+        scores = logits_processor(sequences, logits) if logits_processor is not None else logits
+        next_ids = scores.argmax(-1)
+        chosen = logprobs.gather(1, next_ids[:, None])[:, 0].tolist()
+        next_list = next_ids.tolist()
+        for i in range(n):
+            if not active[i]:
+                next_list[i] = pad
+                continue
+            tid = next_list[i]
             if tid in stops:
-                finished = True
-                break
-            ids.append(tid)
-            lps.append(float(steps[i, t, tid]) if steps is not None else 0.0)
-        results.append(Generated(tokenizer.decode(ids, skip_special_tokens=True), ids, lps, finished))
-    return results
+                finished[i], active[i] = True, False
+                continue
+            out_ids[i].append(tid)
+            out_lps[i].append(chosen[i])
+            if len(out_ids[i]) >= limits[i] or (stop_row is not None and stop_row(i, out_ids[i])):
+                active[i] = False
+                finished[i] = len(out_ids[i]) < limits[i]  # a cut repetition loop counts as finished
+        step_input = torch.tensor(next_list, dtype=torch.long, device=device)[:, None]
+        sequences = torch.cat([sequences, step_input], dim=1)
+        attention = torch.cat([attention, torch.ones((n, 1), dtype=attention.dtype, device=device)], dim=1)
+    return [Generated(tokenizer.decode(out_ids[i], skip_special_tokens=True), out_ids[i], out_lps[i], finished[i])
+            for i in range(n)]
