@@ -12,6 +12,7 @@ punctuation, truncated JSON, prose around the answer), returns every entity it c
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Iterable
@@ -58,6 +59,9 @@ class OutputFormat:
         return parse_answer(text, labels)
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
 def _ordered(entities: Iterable[Entity]) -> list[Entity]:
     return sorted(entities, key=lambda e: (e.start if e.start is not None else 1 << 30, e.end or 0, e.label))
 
@@ -97,7 +101,9 @@ class CompactFormat(OutputFormat):
     name = "compact"
 
     def render(self, entities: Iterable[Entity], labels: LabelSet) -> str:
-        return "\n".join(f"{labels.name_of(e.label)}:{e.text}" for e in _ordered(entities))
+        # A line break inside a mention would split its line; a space stands in for it and grounding, which
+        # ignores white space when the exact string is not in the text, finds the original span again.
+        return "\n".join(f"{labels.name_of(e.label)}:{_LINE_BREAKS.sub(' ', e.text)}" for e in _ordered(entities))
 
     def instruction(self, labels: LabelSet) -> str:
         return "按原文顺序每行输出“类型:实体”，没有实体时不输出。"
@@ -115,76 +121,129 @@ def get_format(name: str) -> OutputFormat:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Parsing
+#
+# One reader for every format, so a model that drifts between formats (or wraps its answer in prose or a code
+# fence) loses only what it garbled. The answer is scanned left to right: a ``{`` starts a JSON object (an entity,
+# or ``{"entities": [...]}``, or ``{label: [mentions]}``); anything else is read one line at a time as a
+# ``标签:实体`` line. What cannot be read is reported in ``errors`` and scanning resumes at the next line or ``{``,
+# so one broken piece never hides the well-formed entities after it.
 
-_FENCE = re.compile(r"```[a-zA-Z]*")
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*")
+_OPEN, _CLOSE = "{｛", "}｝"
 # Full-width structural punctuation that models sometimes emit inside JSON.
 _JSON_REPAIR = str.maketrans({"｛": "{", "｝": "}", "“": '"', "”": '"', "：": ":", "，": ","})
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _TEXT_KEYS = ("entity_text", "text", "entity", "mention", "name", "实体")
 _LABEL_KEYS = ("entity_label", "label", "type", "entity_type", "类型", "标签")
-_LINE = re.compile(r"^\s*(?:[-*•]\s*|\d+[.)、]\s*)?(?P<label>[^:：\n]{1,40}?)\s*[:：]\s*(?P<mention>.+?)\s*$")
+# The tutorial builds its target with an f-string, so a mention holding a double quote comes out as invalid JSON
+# (``{"entity_text": "他说"好"", ...}``); this reads that shape back with the greedy match ending at the last quote.
+_UNESCAPED = re.compile(
+    r'^\{\s*"entity_text"\s*:\s*"(?P<mention>.*)"\s*,\s*"entity_label"\s*:\s*"(?P<label>[^"]*)"\s*\}$', re.S
+)
+_LINE = re.compile(r"^(?:[-*•]\s*|\d{1,3}[.)、]\s*)?(?P<label>[^:：\n]{1,40}?)\s*[:：]\s*(?P<mention>.+?)\s*$")
+_SEPARATORS = " \t\r\n[],，;；、"
+_FAILED = object()
 
 
-def _json_objects(text: str) -> tuple[list[tuple[int, int, str]], list[tuple[int, int]]]:
-    """Spans of balanced {...} groups (respecting strings), and spans of unterminated ones (truncated output)."""
-    found, broken = [], []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] not in "{｛":
-            i += 1
-            continue
-        depth, j, in_str, esc = 0, i, False, False
-        while j < n:
-            c = text[j]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c in '"”':
-                    in_str = False
-            elif c in '"“':
-                in_str = True
-            elif c in "{｛":
-                depth += 1
-            elif c in "}｝":
-                depth -= 1
-                if depth == 0:
-                    break
-            elif c == "\n" and depth == 1 and j > i and text[j - 1] not in ",，{｛":
-                # a line break inside an unclosed object that does not continue it: the object was cut off
-                break
-            j += 1
-        if j < n and text[j] in "}｝" and depth == 0:
-            found.append((i, j + 1, text[i : j + 1]))
-            i = j + 1
-        else:
-            broken.append((i, j))
-            i = j if j > i else i + 1
-    return found, broken
+def _object_end(text: str, i: int) -> int | None:
+    """End (exclusive) of the balanced ``{...}`` starting at ``i``, respecting strings; None when it is cut off.
+
+    A raw line break inside a string ends the object as broken: JSON strings cannot hold one, and it is what a
+    truncated object followed by the next line looks like.
+    """
+    depth, quote, escaped = 0, "", False
+    for j in range(i, len(text)):
+        c = text[j]
+        if quote:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == "\n":
+                return None
+            elif c == '"' or (quote == "“" and c == "”"):
+                quote = ""
+        elif c in '"“':
+            quote = c
+        elif c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return None
 
 
-def _mention_from_obj(obj: object, labels: LabelSet) -> tuple[Mention | None, str | None]:
-    if not isinstance(obj, dict):
-        return None, f"not an entity object: {obj!r}"[:120]
-    mention = next((obj[k] for k in _TEXT_KEYS if isinstance(obj.get(k), str)), None)
-    written = next((obj[k] for k in _LABEL_KEYS if isinstance(obj.get(k), str)), None)
-    if mention is None or written is None:
-        return None, f"entity object without text or label: {json.dumps(obj, ensure_ascii=False)}"[:120]
-    code = labels.to_code(written)
-    if code is None:
-        return None, f"unknown label {written!r} for {mention!r}"
-    if not mention.strip():
-        return None, f"empty mention for label {written!r}"
-    return Mention(mention.strip(), code), None
-
-
-def _parse_json_piece(piece: str) -> object:
-    for candidate in (piece, piece.translate(_JSON_REPAIR)):
+def _load_object(piece: str) -> object:
+    """The JSON value of ``piece`` after light repairs, or _FAILED."""
+    repaired = _TRAILING_COMMA.sub(r"\1", piece.translate(_JSON_REPAIR))
+    for candidate in (piece, _TRAILING_COMMA.sub(r"\1", piece), repaired):
         try:
             return json.loads(candidate)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-    raise ValueError
+    for candidate in (piece, repaired):
+        m = _UNESCAPED.match(candidate)
+        if m:
+            return {"entity_text": m.group("mention"), "entity_label": m.group("label")}
+    for candidate in (piece, repaired):  # a Python dict repr: {'entity_text': '南京', ...}
+        try:
+            value = ast.literal_eval(candidate)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return _FAILED
+
+
+def _clip(piece: str, limit: int = 80) -> str:
+    piece = piece.strip()
+    return piece if len(piece) <= limit else piece[:limit] + "…"
+
+
+def _mentions_from_value(value: object, labels: LabelSet, found: list[Mention], errors: list[str]) -> None:
+    """Entities from a parsed JSON value: an entity object, a list of them, {"entities": [...]}, {label: [...]}."""
+    if isinstance(value, list):
+        for item in value:
+            _mentions_from_value(item, labels, found, errors)
+        return
+    if not isinstance(value, dict):
+        errors.append(f"not an entity object: {_clip(repr(value))}")
+        return
+    if isinstance(value.get("entities"), list) and len(value) == 1:
+        _mentions_from_value(value["entities"], labels, found, errors)
+        return
+    mention = next((value[k] for k in _TEXT_KEYS if isinstance(value.get(k), str)), None)
+    written = next((value[k] for k in _LABEL_KEYS if isinstance(value.get(k), str)), None)
+    if mention is None and written is None and value and all(labels.to_code(str(k)) for k in value):
+        for key, items in value.items():  # {"地点": ["北京", "上海"], "人名": "张三"}
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, str) and item.strip():
+                    found.append(Mention(item, labels.to_code(str(key))))  # type: ignore[arg-type]
+                else:
+                    errors.append(f"not a mention for label {key!r}: {_clip(repr(item))}")
+        return
+    if mention is None or written is None:
+        errors.append(f"entity object without text or label: {_clip(json.dumps(value, ensure_ascii=False))}")
+        return
+    code = labels.to_code(written)
+    if code is None:
+        errors.append(f"unknown label {written!r} for {mention!r}")
+    elif not mention.strip():
+        errors.append(f"empty mention for label {written!r}")
+    else:
+        found.append(Mention(mention, code))
+
+
+def _read_line(line: str, labels: LabelSet, found: list[Mention], errors: list[str]) -> None:
+    m = _LINE.match(line)
+    code = labels.to_code(m.group("label")) if m else None
+    if m and code is not None:
+        found.append(Mention(m.group("mention"), code))
+    elif m:
+        errors.append(f"unknown label {m.group('label').strip()!r} for {m.group('mention')!r}")
+    else:
+        errors.append(f"unreadable line: {_clip(line)}")
 
 
 def parse_answer(text: str, labels: LabelSet) -> ParseResult:
@@ -197,43 +256,59 @@ def parse_answer(text: str, labels: LabelSet) -> ParseResult:
     return result
 
 
+def _is_none_answer(piece: str) -> bool:
+    return piece.strip().strip("。.!！\"'“”").lower() in NONE_ANSWERS
+
+
 def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
-    body = _FENCE.sub("\n", text).strip()
-    if body.lower() in NONE_ANSWERS:
+    body = _FENCE.sub("\n", text)
+    if _is_none_answer(body):
         return
-    found: list[tuple[int, Mention]] = []  # (position in the answer, mention): mixed formats keep their order
-    objects, broken = _json_objects(body)
-    for start, _end, piece in objects:
-        try:
-            obj = _parse_json_piece(piece)
-        except ValueError:
-            result.errors.append(f"invalid JSON: {piece[:80]}")
+    found, errors = result.mentions, result.errors
+    i, n = 0, len(body)
+    while i < n:
+        if body[i] in _SEPARATORS:
+            i += 1
             continue
-        for item in obj if isinstance(obj, list) else [obj]:
-            mention, error = _mention_from_obj(item, labels)
-            if mention:
-                found.append((start, mention))
-            elif error:
-                result.errors.append(error)
-    for start, end in broken:
-        result.errors.append(f"unterminated JSON: {body[start:end][:80]}")
-    # The text outside the JSON pieces is read line by line (compact lines, or prose around the answer).
-    gaps, last = [], 0
-    for start, end in sorted([(s, e) for s, e, _ in objects] + broken):
-        gaps.append((last, body[last:start]))
-        last = max(last, end)
-    gaps.append((last, body[last:]))
-    for offset, gap in gaps:
-        for line_match in re.finditer(r"[^\n]+", gap):
-            line = line_match.group().strip().strip("[],，")
-            if not line or line.lower() in NONE_ANSWERS:
+        eol = body.find("\n", i)
+        eol = n if eol == -1 else eol
+        if body[i] in _OPEN:
+            end = _object_end(body, i)
+            value = _load_object(body[i:end]) if end is not None else _FAILED
+            if value is not _FAILED:
+                _mentions_from_value(value, labels, found, errors)
+                i = end  # type: ignore[assignment]
                 continue
-            m = _LINE.match(line)
-            code = labels.to_code(m.group("label")) if m else None
-            if m and code is not None:
-                found.append((offset + line_match.start(), Mention(m.group("mention").strip(), code)))
-            elif m:
-                result.errors.append(f"unknown label {m.group('label').strip()!r} for {m.group('mention')!r}")
-            else:
-                result.errors.append(f"unreadable line: {line[:80]}")
-    result.mentions.extend(m for _, m in sorted(found, key=lambda pair: pair[0]))
+            # Broken: report it and resume at the next "{" or line, whichever comes first.
+            stop = min([eol] + [k for k in (body.find("{", i + 1), body.find("｛", i + 1)) if k != -1])
+            if end is None and stop == eol:
+                # Cut off after its last field (a generation limit): the fields written are whole, keep them.
+                value = _load_object(body[i:stop].rstrip().rstrip(",，") + "}")
+                closed: list[Mention] = []
+                if isinstance(value, dict):
+                    _mentions_from_value(value, labels, closed, [])
+                if closed:
+                    errors.append(f"unterminated JSON, read as closed: {_clip(body[i:stop])}")
+                    found.extend(closed)
+                    i = stop
+                    continue
+            what = "unterminated JSON" if end is None else "invalid JSON"
+            errors.append(f"{what}: {_clip(body[i:stop])}")
+            i = stop
+            continue
+        line = body[i:eol].rstrip()
+        m = _LINE.match(line)
+        if m and labels.to_code(m.group("label")) is not None:
+            _read_line(line, labels, found, errors)
+            i = eol
+            continue
+        brace = min([k for k in (line.find("{"), line.find("｛")) if k != -1], default=-1)
+        if brace > 0:  # prose before a JSON object on the same line
+            prose = line[:brace].strip(_SEPARATORS)
+            if prose and not _is_none_answer(prose):
+                errors.append(f"unreadable text: {_clip(prose)}")
+            i += brace
+            continue
+        if not _is_none_answer(line.strip(_SEPARATORS)):
+            _read_line(line.strip(), labels, found, errors)
+        i = eol

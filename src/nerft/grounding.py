@@ -6,8 +6,11 @@ Rules, in order, for each (mention, label) in the order written:
    the same with surrounding quotes/brackets stripped from the mention.
 2. Occurrences already given to the same label are skipped: a mention that occurs twice and is written twice gets
    both places; written more often than it occurs, the extras are duplicates (dropped and counted).
-3. Of the rest, the first at or after the previous mention's start wins (answers are written in text order),
-   else the first one left.
+3. Answers are written in text order (spans sorted by start, then end), so of the rest the first span at or after
+   the previous mention's span (comparing (start, end)) wins, else the first one left. This reads back every
+   rendered gold answer exactly, nested and overlapping spans included, unless the gold leaves an occurrence of
+   a mention unannotated between the previous entity and the annotated one: a mention string cannot say which
+   occurrence it means, and the first is the best guess.
 A mention with no candidate is a hallucination: dropped and counted, or kept with ``start = end = None``.
 """
 
@@ -77,7 +80,7 @@ def ground_mentions(text: str, mentions: Sequence[Mention], *, keep_hallucinated
     """Map each mention to a span of ``text``; see the module docstring for the rules."""
     result = Grounding()
     taken: set[tuple[int, int, str]] = set()
-    cursor = 0
+    previous = (0, 0)
     for k, m in enumerate(mentions):
         score = score_of[k] if score_of is not None else None
         candidates = find_candidates(text, m.text)
@@ -86,13 +89,13 @@ def ground_mentions(text: str, mentions: Sequence[Mention], *, keep_hallucinated
             if keep_hallucinated:
                 result.entities.append(Entity(None, None, m.label, m.text, score))
             continue
-        free = [(s, e) for s, e in candidates if (s, e, m.label) not in taken]
+        free = [span for span in candidates if (*span, m.label) not in taken]
         if not free:
             result.duplicates.append(m)
             continue
-        start, end = next(((s, e) for s, e in free if s >= cursor), free[0])
+        start, end = next((span for span in free if span >= previous), free[0])
         taken.add((start, end, m.label))
-        cursor = start
+        previous = (start, end)
         result.entities.append(Entity(start, end, m.label, text[start:end], score))
     result.entities.sort(key=lambda e: (e.start if e.start is not None else 1 << 30, e.end or 0, e.label))
     return result
