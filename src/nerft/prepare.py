@@ -1,0 +1,390 @@
+"""``nerft prepare``: read a dataset in any supported format, check it, and write seeded train/dev/test splits.
+
+Output directory::
+
+    OUT/
+      train.jsonl, dev.jsonl, test.jsonl   canonical nerft JSONL (documents keep their input order within a split)
+      labels.json                          the label set: given (--labels), a built-in matching the data, or inferred
+      stats.json, stats.md                 sizes, entities per label, empty-document share, text lengths,
+                                           duplicate texts, conflicting annotations, reader warnings
+      entities_per_label.png               entities per label and split
+
+Splitting: documents are grouped by identical text, the groups shuffled with ``seed`` and dealt to test, then dev,
+then train until each reaches its share, so a repeated text never straddles two splits (very frequent texts stay in
+train, see :func:`split_documents`). Texts that repeat with
+different annotations are listed as conflicts (and kept). A directory with train/dev/test files is a predefined
+split and is kept as it is (``--keep-split`` asks for that explicitly); a split missing from it (CLUENER ships no
+labelled test file) is carved from train with the same seeded, group-aware procedure.
+
+Labels: with ``--labels`` every entity label must be a code or display name of that set (names are mapped to
+codes). An entity with another label is an error by default, naming the labels and their counts; with
+``--unknown-labels drop`` such entities are removed and counted in stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import random
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import ConfigError, add_config_arguments, build_config, opt, to_dict
+from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
+from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
+from .schema import Document, Entity, NerftError, atomic_write, write_json, write_jsonl
+
+PLOT_FILE = "entities_per_label.png"
+MAX_EVAL_GROUP_SHARE = 0.01  # see split_documents
+MAX_LISTED_CONFLICTS = 50  # in stats.md; stats.json lists all
+
+
+@dataclass
+class PrepareConfig:
+    input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET")
+    out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats")
+    format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "nerft"] = opt("auto", "input format")
+    conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
+    labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "
+                                   "built-in that covers the data, else inferred from it")
+    unknown_labels: Literal["error", "drop"] = opt("error", "entities whose label is not in --labels: fail, or "
+                                                            "drop them and count")
+    seed: int = opt(42, "seed of the shuffled split")
+    dev: float = opt(0.05, "share of documents for dev")
+    test: float = opt(0.1, "share of documents for test")
+    keep_split: bool = opt(False, "keep the train/dev/test files of a split directory (implied for directories)")
+    skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
+    reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")
+    plot: bool = opt(True, f"write {PLOT_FILE}")
+
+    def __post_init__(self) -> None:
+        for name in ("dev", "test"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"config key '{name}' must be in [0, 1), got {value}")
+        if self.dev + self.test >= 1.0:
+            raise ConfigError(f"dev + test must leave documents for train, got {self.dev} + {self.test}")
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    split_sizes: dict[str, int]
+    labels: LabelSet
+    label_source: str
+    read: ReadReport
+    stats: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A short plain-text table for the terminal."""
+        rows = [("split", "docs", "entities", "no entity", "mean len")]
+        for split in (*SPLITS, "all"):
+            s = self.stats["splits"][split] if split != "all" else self.stats["all"]
+            rows.append((split, str(s["docs"]), str(s["entities"]), f"{s['empty_share']:.1%}",
+                         f"{s['text_length']['mean']:.1f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        read = self.read
+        lines += [
+            f"labels ({self.label_source}): {', '.join(self.labels.codes)}",
+            f"read {read.docs} docs from {read.source} ({read.format}); skipped {read.skipped}, "
+            f"repaired tags {read.repaired_tags}, overlapping pairs {read.overlaps}",
+            f"duplicate texts {self.stats['duplicate_texts']}, conflicting annotations "
+            f"{len(self.stats['conflicts'])}, dropped entities {sum(self.stats['dropped_entities'].values())}",
+            f"wrote {self.out_dir}/ ({', '.join(p.name for p in self.files)})",
+        ]
+        if self.stats["texts_in_several_splits"]:
+            lines.append(f"note: {self.stats['texts_in_several_splits']} texts occur in more than one predefined split")
+        lines += [f"note: {note}" for note in self.stats.get("notes", [])]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------- entry
+
+
+def prepare(cfg: PrepareConfig) -> PrepareReport:
+    if not cfg.input:
+        raise ConfigError("missing --input (a dataset file, a split directory or hub:REPO:SUBSET)")
+    if not cfg.out:
+        raise ConfigError("missing --out (the output directory)")
+    splits, read_report, split_mode, notes = _read_input(cfg)
+
+    all_docs = [doc for split in SPLITS for doc in splits[split]]
+    label_set, label_source = _choose_labels(cfg, all_docs)
+    dropped = _apply_labels(all_docs, label_set, cfg.unknown_labels)
+
+    stats = build_stats(splits, label_set)
+    stats.update({
+        "source": str(cfg.input), "format": read_report.format, "split_mode": split_mode, "seed": cfg.seed,
+        "label_source": label_source, "dropped_entities": dict(dropped), "read": read_report.to_dict(),
+        "notes": notes, "config": to_dict(cfg),
+    })
+
+    out = Path(cfg.out)
+    files = []
+    for split in SPLITS:
+        write_jsonl(out / f"{split}.jsonl", splits[split])
+        files.append(out / f"{split}.jsonl")
+    write_json(out / "labels.json", label_set.to_dict())
+    write_json(out / "stats.json", stats)
+    with atomic_write(out / "stats.md") as f:
+        f.write(stats_markdown(stats))
+    files += [out / "labels.json", out / "stats.json", out / "stats.md"]
+    if cfg.plot:
+        plot_entities_per_label(stats, out / PLOT_FILE)
+        files.append(out / PLOT_FILE)
+    return PrepareReport(out, {s: len(splits[s]) for s in SPLITS}, label_set, label_source, read_report, stats, files)
+
+
+def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadReport, str, list[str]]:
+    """Documents per split, the read report, ``random``/``predefined``, and notes on what was done."""
+    options = {"skip_invalid": cfg.skip_invalid, "reject_overlaps": cfg.reject_overlaps,
+               "conll_scheme": cfg.conll_scheme}
+    source = Path(cfg.input)
+    is_dir = not cfg.input.startswith(HUB_PREFIX) and source.is_dir()
+    if cfg.keep_split and not is_dir:
+        raise NerftError(f"--keep-split needs a directory with train/dev/test files; {cfg.input} is not one")
+    notes: list[str] = []
+    if not is_dir:
+        docs, report = read_dataset(cfg.input, cfg.format, **options)
+        if not docs:
+            raise NerftError(f"{cfg.input} holds no documents")
+        return split_documents(docs, cfg.seed, cfg.dev, cfg.test), report, "random", notes
+    given, report = read_split_dir(source, cfg.format, **options)
+    splits = {split: given.get(split, []) for split in SPLITS}
+    missing = [split for split in ("dev", "test") if split not in given]
+    if missing:
+        shares = {split: getattr(cfg, split) if split in missing else 0.0 for split in ("dev", "test")}
+        carved = split_documents(splits["train"], cfg.seed, shares["dev"], shares["test"])
+        splits["train"] = carved["train"]
+        for split in missing:
+            splits[split] = carved[split]
+            notes.append(f"{source} has no {split} file: {len(carved[split])} documents "
+                         f"({shares[split]:.0%} of train, seed {cfg.seed}) were carved from train")
+    return splits, report, "predefined", notes
+
+
+# ---------------------------------------------------------------------------------------------------- splitting
+
+
+def split_documents(docs: list[Document], seed: int, dev: float, test: float) -> dict[str, list[Document]]:
+    """Seeded, reproducible split; documents with identical text always land in the same split.
+
+    Groups of identical texts are shuffled and dealt to test, then dev, while the group fits in the room left
+    (each takes ``round(share * len(docs))`` documents); everything else is train. A text repeated more often than
+    ``MAX_EVAL_GROUP_SHARE`` of an evaluation split's size is kept for train, so a filler such as "嗯。" (331 copies
+    in CCFBDCI) cannot make up a fifth of a test set. Each split keeps the input order of its documents.
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, doc in enumerate(docs):
+        groups[doc.text].append(index)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    targets = {"test": round(test * len(docs)), "dev": round(dev * len(docs))}
+    largest = {split: max(1, int(MAX_EVAL_GROUP_SHARE * target)) for split, target in targets.items()}
+    assigned: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for members in order:
+        size = len(members)
+        split = next((s for s in ("test", "dev")
+                      if size <= largest[s] and len(assigned[s]) + size <= targets[s]), "train")
+        assigned[split].extend(members)
+    return {split: [docs[i] for i in sorted(assigned[split])] for split in SPLITS}
+
+
+# ------------------------------------------------------------------------------------------------------- labels
+
+
+def _choose_labels(cfg: PrepareConfig, docs: list[Document]) -> tuple[LabelSet, str]:
+    if cfg.labels:
+        return load_label_set(cfg.labels), f"given: {cfg.labels}"
+    seen = {e.label for doc in docs for e in doc.entities}
+    for name, builder in BUILTIN_LABEL_SETS.items():
+        builtin = builder()
+        if seen and seen <= set(builtin.codes):
+            return builtin, f"built-in: {name}"
+    return LabelSet.infer(sorted(seen)), "inferred from the data"
+
+
+def _apply_labels(docs: list[Document], label_set: LabelSet, unknown: str) -> Counter[str]:
+    """Map labels written as display names to codes; drop (and count) or reject labels outside the set."""
+    unknown_counts: Counter[str] = Counter()
+    for doc in docs:
+        for e in doc.entities:
+            if label_set.to_code(e.label) is None:
+                unknown_counts[e.label] += 1
+    if unknown_counts and unknown == "error":
+        listed = ", ".join(f"{label!r} ({n})" for label, n in unknown_counts.most_common())
+        raise NerftError(
+            f"entity labels not in the label set ({', '.join(label_set.codes)}): {listed}; fix --labels, "
+            "or pass --unknown-labels drop to remove those entities"
+        )
+    for doc in docs:
+        kept = []
+        for e in doc.entities:
+            code = label_set.to_code(e.label)
+            if code is not None:
+                kept.append(e if code == e.label else Entity(e.start, e.end, code, e.text, e.score))
+        doc.entities = kept
+    return unknown_counts
+
+
+# -------------------------------------------------------------------------------------------------------- stats
+
+
+def build_stats(splits: dict[str, list[Document]], label_set: LabelSet) -> dict[str, Any]:
+    """Per-split and overall statistics, duplicate texts and conflicting annotations."""
+    all_docs = [doc for split in SPLITS for doc in splits[split]]
+    stats: dict[str, Any] = {
+        "labels": label_set.codes,
+        "splits": {split: _split_stats(splits[split], label_set) for split in SPLITS},
+        "all": _split_stats(all_docs, label_set),
+    }
+    by_text: dict[str, list[tuple[str, Document]]] = defaultdict(list)
+    for split in SPLITS:
+        for doc in splits[split]:
+            by_text[doc.text].append((split, doc))
+    stats["duplicate_texts"] = sum(len(group) - 1 for group in by_text.values())
+    stats["texts_in_several_splits"] = sum(1 for group in by_text.values() if len({s for s, _ in group}) > 1)
+    stats["conflicts"] = find_conflicts(by_text)
+    return stats
+
+
+def _split_stats(docs: list[Document], label_set: LabelSet) -> dict[str, Any]:
+    per_label = Counter(e.label for doc in docs for e in doc.entities)
+    lengths = sorted(len(doc.text) for doc in docs)
+    return {
+        "docs": len(docs),
+        "entities": sum(per_label.values()),
+        "entities_per_label": {code: per_label.get(code, 0) for code in label_set.codes},
+        "empty_docs": sum(1 for doc in docs if not doc.entities),
+        "empty_share": round(sum(1 for doc in docs if not doc.entities) / len(docs), 4) if docs else 0.0,
+        "text_length": {
+            "min": lengths[0] if lengths else 0,
+            "mean": round(statistics.fmean(lengths), 2) if lengths else 0.0,
+            "p50": _percentile(lengths, 0.5),
+            "p95": _percentile(lengths, 0.95),
+            "max": lengths[-1] if lengths else 0,
+        },
+    }
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of a sorted list (0 for an empty one)."""
+    if not sorted_values:
+        return 0
+    rank = max(1, math.ceil(round(q * len(sorted_values), 9)))  # round() keeps 0.95 * 20 from becoming 19.000001
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def find_conflicts(by_text: dict[str, list[tuple[str, Document]]]) -> list[dict[str, Any]]:
+    """Texts that occur more than once with different entity sets, with each variant's document ids."""
+    conflicts = []
+    for text, group in by_text.items():
+        if len(group) < 2:
+            continue
+        variants: dict[tuple, list[str]] = defaultdict(list)
+        for split, doc in group:
+            key = tuple(sorted((e.start, e.end, e.label) for e in doc.entities))
+            variants[key].append(f"{split}:{doc.id}")
+        if len(variants) > 1:
+            conflicts.append({
+                "text": text,
+                "variants": [
+                    {"ids": ids, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
+                                              for s, e, lab in key]}
+                    for key, ids in variants.items()
+                ],
+            })
+    return conflicts
+
+
+def stats_markdown(stats: dict[str, Any]) -> str:
+    lines = [f"# Dataset statistics: {stats.get('source', '')}", ""]
+    lines += [f"Format `{stats.get('format')}`, split `{stats.get('split_mode')}` (seed {stats.get('seed')}), "
+              f"labels {stats.get('label_source')}.", ""]
+    columns = [*SPLITS, "all"]
+    table = {split: stats["splits"][split] for split in SPLITS} | {"all": stats["all"]}
+    lines += ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+
+    def row(name: str, value) -> str:
+        return f"| {name} | " + " | ".join(str(value(table[c])) for c in columns) + " |"
+
+    lines.append(row("documents", lambda s: s["docs"]))
+    lines.append(row("entities", lambda s: s["entities"]))
+    for code in stats["labels"]:
+        lines.append(row(f"&nbsp;&nbsp;{code}", lambda s, code=code: s["entities_per_label"][code]))
+    lines.append(row("no entity", lambda s: f"{s['empty_share']:.1%}"))
+    for key in ("min", "mean", "p50", "p95", "max"):
+        lines.append(row(f"length {key}", lambda s, key=key: s["text_length"][key]))
+    read = stats.get("read", {})
+    lines += ["", f"- duplicate texts (repeats of an earlier text): {stats['duplicate_texts']}",
+              f"- texts found in more than one split: {stats['texts_in_several_splits']}",
+              f"- skipped records: {read.get('skipped', 0)}; repaired tags: {read.get('repaired_tags', 0)}; "
+              f"overlapping entity pairs: {read.get('overlaps', 0)}",
+              f"- dropped entities (label not in the set): {stats.get('dropped_entities') or 'none'}"]
+    lines += [f"- {note}" for note in stats.get("notes", [])]
+    conflicts = stats["conflicts"]
+    lines += ["", f"## Conflicting annotations ({len(conflicts)})", ""]
+    for conflict in conflicts[:MAX_LISTED_CONFLICTS]:
+        lines.append(f"- {conflict['text']!r}")
+        for variant in conflict["variants"]:
+            ents = ", ".join(f"{e['text']}/{e['label']}" for e in variant["entities"]) or "(no entity)"
+            lines.append(f"  - {', '.join(variant['ids'])}: {ents}")
+    if len(conflicts) > MAX_LISTED_CONFLICTS:
+        lines.append(f"- ... {len(conflicts) - MAX_LISTED_CONFLICTS} more in stats.json")
+    warnings = read.get("warnings", [])
+    if warnings:
+        lines += ["", "## Reader warnings", ""] + [f"- {w}" for w in warnings]
+        if read.get("more_warnings"):
+            lines.append(f"- ... and {read['more_warnings']} more")
+    return "\n".join(lines) + "\n"
+
+
+def plot_entities_per_label(stats: dict[str, Any], path: Path) -> None:
+    """A grouped bar chart: entities per label, one bar per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = stats["labels"]
+    width = 0.8 / len(SPLITS)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.2), dpi=100)
+    for i, split in enumerate(SPLITS):
+        counts = [stats["splits"][split]["entities_per_label"][code] for code in labels]
+        ax.bar([x + (i - 1) * width for x in range(len(labels))], counts, width, label=split)
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+    ax.set_ylabel("entities")
+    ax.set_title("entities per label and split")
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=summary, description=summary)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of prepare options; flags override it")
+    add_config_arguments(parser, PrepareConfig)
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = build_config(PrepareConfig, args, config_path=args.config)
+    report = prepare(cfg)
+    print(report.summary())
+    return 0
