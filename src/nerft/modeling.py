@@ -1,0 +1,159 @@
+"""Builders that turn the model and LoRA config into objects: tokenizer, base model, ``peft.LoraConfig``.
+
+Model sources (``model.name_or_path``):
+- a Hugging Face hub id (``Qwen/Qwen2-1.5B-Instruct``), downloaded into the HF cache by transformers;
+- ``modelscope:qwen/Qwen2-1.5B-Instruct``, downloaded with ``modelscope.snapshot_download`` (``pip install
+  nerft[modelscope]``), useful where the HF hub is slow or blocked;
+- a local folder written by ``save_pretrained`` (what the tests and the CPU recipe use);
+- a GGUF file (``path/to/model.gguf``) or a folder/hub id plus ``model.gguf_file``; transformers dequantises it
+  (``pip install nerft[gguf]``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .config import opt
+from .schema import NerftError
+
+TUTORIAL_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODELSCOPE_PREFIX = "modelscope:"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = opt("Qwen/Qwen2-1.5B-Instruct",
+                            "hub id, modelscope:<id>, a local model folder, or a .gguf file")
+    gguf_file: str | None = opt(None, "GGUF file name inside name_or_path (when it is a folder or hub id)")
+    revision: str | None = opt(None, "hub revision (branch, tag or commit)")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "weights/compute dtype; auto = bf16 on a CUDA GPU that supports it, fp32 on CPU (faster there)")
+    device: str = opt("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; ignored under a launcher")
+    attn_implementation: str = opt("sdpa", "attention kernel: sdpa, eager or flash_attention_2")
+    trust_remote_code: bool = opt(False, "run Python code shipped with the model (only for sources you trust)")
+    load_in_4bit: bool = opt(False, "QLoRA: load the base model in 4-bit NF4 with bitsandbytes (CUDA only)")
+
+
+@dataclass
+class LoraSettings:
+    r: int = opt(8, "LoRA rank")
+    alpha: int = opt(32, "LoRA alpha (scaling = alpha / r)")
+    dropout: float = opt(0.1, "dropout on the LoRA input")
+    target_modules: list[str] = opt(help="linear layers that get adapters", factory=lambda: list(TUTORIAL_TARGET_MODULES))
+    bias: Literal["none", "all", "lora_only"] = opt("none", "which biases to train")
+
+
+def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
+    """(path or hub id for from_pretrained, gguf file name or None); downloads a modelscope: source."""
+    source, gguf = cfg.name_or_path, cfg.gguf_file
+    if source.startswith(MODELSCOPE_PREFIX):
+        try:
+            from modelscope import snapshot_download
+        except ImportError:
+            raise NerftError(
+                f"{source!r} needs the modelscope package: pip install 'nerft[modelscope]' "
+                "(or download the model yourself and pass its folder)"
+            ) from None
+        source = snapshot_download(source[len(MODELSCOPE_PREFIX):], revision=cfg.revision or None)
+    path = Path(os.path.expanduser(source))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise NerftError(f"GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    if path.exists():
+        if not path.is_dir():
+            raise NerftError(f"model path {path} is neither a folder nor a .gguf file")
+        return str(path), gguf
+    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+        raise NerftError(f"model folder {path} does not exist")
+    return source, gguf
+
+
+def resolve_device(cfg: ModelConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NerftError(f"model.device is {cfg.device!r} but no CUDA GPU is available; use cpu or auto")
+    return device
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA with bf16 support, else fp32 (on CPU fp32 LoRA training is ~1.4x faster than bf16)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+def load_tokenizer(cfg: ModelConfig, source: str | None = None):
+    """The model's tokenizer, with a pad token (Qwen2 pads with <|endoftext|>)."""
+    from transformers import AutoTokenizer
+
+    path, gguf = resolve_source(cfg) if source is None else (source, None)
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                            **kwargs)
+    except OSError as exc:
+        raise NerftError(f"cannot load a tokenizer from {path}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig, device: torch.device | None = None):
+    """The base causal LM on ``device`` (default from ``cfg.device``), in the resolved dtype, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or resolve_device(cfg)
+    dtype = resolve_dtype(cfg.dtype, device)
+    path, gguf = resolve_source(cfg)
+    kwargs: dict = {"dtype": dtype, "attn_implementation": cfg.attn_implementation,
+                    "trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if cfg.load_in_4bit:
+        if device.type != "cuda":
+            raise NerftError("model.load_in_4bit (QLoRA) needs a CUDA GPU; on CPU train plain LoRA in fp32")
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError:
+            raise NerftError("QLoRA needs bitsandbytes: pip install 'nerft[qlora]'") from None
+        compute = dtype if dtype != torch.float32 else torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise NerftError(f"cannot load a model from {path}: {exc}") from None
+    if not cfg.load_in_4bit:
+        model.to(device)
+    return model.eval()
+
+
+def build_lora(cfg: LoraSettings):
+    """A ``peft.LoraConfig`` for causal-LM fine-tuning (defaults = the tutorial's: r 8, alpha 32, dropout 0.1)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), bias=cfg.bias, inference_mode=False)
+
+
+def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False):
+    """Wrap a base model with fresh LoRA adapters (k-bit models are prepared for training first)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return get_peft_model(model, build_lora(cfg))

@@ -1,0 +1,113 @@
+"""Experiment tracking: SwanLab (offline by default, no account needed), TensorBoard, or nothing.
+
+``train_log.jsonl`` in the run directory is always written, whatever the backend. A SwanLab cloud run reads its
+key from the ``SWANLAB_API_KEY`` environment variable; the key is never a config field, so it never reaches a
+log, a config dump or the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import opt
+from .schema import NerftError, dumps_line
+
+
+@dataclass
+class TrackingConfig:
+    backend: Literal["swanlab", "tensorboard", "none"] = opt("swanlab", "where curves go (train_log.jsonl always)")
+    mode: Literal["offline", "local", "cloud", "disabled"] = opt(
+        "offline", "SwanLab mode: offline/local keep everything in RUN/swanlog; cloud uploads (needs SWANLAB_API_KEY)")
+    project: str = opt("nerft", "SwanLab project name")
+    run_name: str | None = opt(None, "experiment name (default: the run directory's name)")
+    log_every: int = opt(10, "log loss, lr and tokens/s every N optimizer steps")
+
+
+class JsonlLog:
+    """Append-only ``train_log.jsonl``: one flushed line per record, so a crash loses nothing already logged."""
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(dumps_line(record))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Tracker:
+    """One object for the training loop: ``log(metrics, step)``, ``log_samples(rows, step)``, ``finish()``."""
+
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any], resume: bool = False,
+                 enabled: bool = True):
+        self.enabled = enabled  # False on non-zero ranks of a distributed run
+        self.jsonl = JsonlLog(run_dir / "train_log.jsonl", resume=resume) if enabled else None
+        self._swanlab = None
+        self._tb = None
+        if not enabled or cfg.backend == "none":
+            return
+        if cfg.backend == "swanlab":
+            self._swanlab = _start_swanlab(cfg, run_dir, config)
+        else:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise NerftError("tracking.backend tensorboard needs: pip install 'nerft[tensorboard]'") from None
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self._tb.add_text("config", "```\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```")
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write({"step": step, **metrics})
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._swanlab is not None:
+            self._swanlab.log(numbers, step=step)
+        if self._tb is not None:
+            for k, v in numbers.items():
+                self._tb.add_scalar(k, v, step)
+
+    def log_samples(self, rows: list[dict[str, str]], step: int) -> None:
+        """Sample predictions (text, gold, predicted) as text."""
+        if not self.enabled or not rows:
+            return
+        body = "\n\n".join(f"文本: {r['text']}\n标注: {r['gold']}\n预测: {r['predicted']}" for r in rows)
+        if self._swanlab is not None:
+            import swanlab
+
+            self._swanlab.log({"dev/samples": swanlab.Text(body)}, step=step)
+        if self._tb is not None:
+            self._tb.add_text("dev/samples", body.replace("\n", "  \n"), step)
+
+    def finish(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self._swanlab is not None:
+            self._swanlab.finish()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _start_swanlab(cfg: TrackingConfig, run_dir: Path, config: dict[str, Any]):
+    try:
+        import swanlab
+    except ImportError:
+        raise NerftError("tracking.backend swanlab needs: pip install 'nerft[swanlab]' "
+                         "(or set --tracking.backend none or tensorboard)") from None
+    mode = {"cloud": "online"}.get(cfg.mode, cfg.mode)
+    if mode == "online":
+        key = os.environ.get("SWANLAB_API_KEY")
+        if not key:
+            raise NerftError("tracking.mode cloud needs your SwanLab key in the SWANLAB_API_KEY environment "
+                             "variable (or use --tracking.mode offline and `swanlab sync` later)")
+        swanlab.login(api_key=key, save=False)
+    return swanlab.init(project=cfg.project, name=cfg.run_name or run_dir.name, mode=mode,
+                        log_dir=str(run_dir / "swanlog"), config=config)
