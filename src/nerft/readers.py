@@ -363,7 +363,7 @@ def read_conll(
     rows = [row for sentence in sentences for row in sentence if not isinstance(row, InputError)]
     if segmented_tokens is None:
         segmented_tokens = bool(rows) and all(len(tok) > 1 and tok[-1].isdigit() for _, tok, _ in rows)
-    allowed = _allowed_prefixes(scheme, {_tag_prefix(tag) for _, _, tag in rows})
+    allowed = _allowed_prefixes(scheme)
     repairs = [0]
 
     def records() -> Iterator[tuple[int, Document | InputError]]:
@@ -430,7 +430,7 @@ def _tag_prefix(tag: str) -> str:
     return head.upper() if sep else "?"
 
 
-def _allowed_prefixes(scheme: TagScheme, seen: set[str]) -> set[str]:
+def _allowed_prefixes(scheme: TagScheme) -> set[str]:
     if scheme == "bio":
         return {"O", "B", "I"}
     if scheme == "bioes":
@@ -632,7 +632,7 @@ def _iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
     """(line where it starts, object or InputError) for concatenated JSON values, one a line or pretty-printed.
 
     A top-level array yields its items. After a syntax error the walk resumes at the next line starting with
-    ``{``, so ``skip_invalid`` can step over one broken object.
+    ``{`` after the broken object's first line, so ``skip_invalid`` can step over one broken object.
     """
     text = path.read_text(encoding="utf-8").lstrip("\ufeff")
     decoder = json.JSONDecoder()
@@ -647,7 +647,9 @@ def _iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             yield line, InputError(path, exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno})")
-            resume = text.find("\n{", exc.pos)
+            # Resume at the next line that opens a top-level object after the broken one's start (nested objects
+            # of pretty-printed JSON are indented, so they do not match).
+            resume = text.find("\n{", pos + 1)
             if resume < 0:
                 return
             line += text.count("\n", pos, resume + 1)
