@@ -1,0 +1,247 @@
+"""Scoring predicted entities against gold: pure functions, used by ``evaluate``, by ``train`` (dev F1) and ``predict``.
+
+Three matching rules, each giving precision, recall and F1:
+- ``strict``: same span and same label;
+- ``boundary``: same span, any label (a span carrying two labels counts once);
+- ``partial``: overlapping spans with the same label, each gold and each predicted entity used at most once
+  (exact matches first, then the largest overlap).
+
+Conventions (those of scikit-learn's ``zero_division=0``): precision is 0 when nothing was predicted, recall is 0
+when there is no gold entity, F1 is 0 when precision + recall is 0. So a corpus with no gold and no predicted
+entity scores 0 everywhere rather than dividing by zero; look at ``documents_with_errors`` (0 there) to tell a
+perfect empty answer from a poor one.
+
+Within a document a prediction written twice (same span and label) counts once and is reported in
+``duplicates``. A prediction without offsets (an ungrounded, hallucinated mention kept on request) matches
+nothing: it is a false positive under every rule and is counted in ``hallucinations``.
+
+The result is a plain dict (JSON-ready); other tools read these keys:
+``strict.micro.{precision,recall,f1,tp,fp,fn}``, ``strict.macro.{precision,recall,f1}``,
+``strict.per_label.<LABEL>.{precision,recall,f1,support,predicted,tp,fp,fn}``, the same under ``boundary.micro``
+and ``partial.micro``, and ``parse_failures``, ``hallucinations``, ``duplicates``, ``documents``,
+``documents_with_errors``, ``exact_match`` (share of documents predicted exactly) and ``confusion``
+(``{gold label: {predicted label: count}}`` over spans whose boundaries match).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .formats import get_format
+from .grounding import ground_mentions
+from .labels import LabelSet
+from .schema import Document, Entity
+
+Span = tuple[int, int, str]
+
+
+def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall and F1 from counts, with the zero conventions of the module docstring."""
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+@dataclass
+class _Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, tp: int, fp: int, fn: int) -> None:
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+
+    def summary(self) -> dict[str, Any]:
+        return {**prf(self.tp, self.fp, self.fn), "tp": self.tp, "fp": self.fp, "fn": self.fn}
+
+
+def _overlap(a: Span, b: Span) -> int:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
+def partial_matches(gold: Iterable[Span], pred: Iterable[Span]) -> int:
+    """How many (gold, pred) pairs with the same label and overlapping spans can be matched, each used once.
+
+    Exact matches are taken first, then, for each prediction in text order, the unused gold entity it overlaps
+    most (ties: the earliest).
+    """
+    gold_left = set(gold) - set(pred)
+    matched = len(set(gold) & set(pred))
+    for p in sorted(set(pred) - set(gold)):
+        best = max(
+            (g for g in gold_left if g[2] == p[2] and _overlap(g, p) > 0),
+            key=lambda g: (_overlap(g, p), -g[0], -g[1]),
+            default=None,
+        )
+        if best is not None:
+            gold_left.discard(best)
+            matched += 1
+    return matched
+
+
+def _confusion_pairs(gold: set[Span], pred: set[Span]) -> list[tuple[str, str]]:
+    """(gold label, predicted label) for each span that both sides have; equal labels pair up first."""
+    by_span_gold: dict[tuple[int, int], list[str]] = defaultdict(list)
+    by_span_pred: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for s, e, label in gold:
+        by_span_gold[(s, e)].append(label)
+    for s, e, label in pred:
+        by_span_pred[(s, e)].append(label)
+    pairs = []
+    for span in sorted(by_span_gold.keys() & by_span_pred.keys()):
+        g, p = sorted(by_span_gold[span]), sorted(by_span_pred[span])
+        same = sorted(set(g) & set(p))
+        pairs += [(label, label) for label in same]
+        pairs += list(zip([x for x in g if x not in same], [x for x in p if x not in same], strict=False))
+    return pairs
+
+
+def score_documents(
+    gold: Sequence[Document],
+    pred: Sequence[Sequence[Entity]],
+    *,
+    labels: LabelSet | Sequence[str] | None = None,
+    parse_failures: int = 0,
+    hallucinations: int = 0,
+    duplicates: int = 0,
+) -> dict[str, Any]:
+    """Score ``pred[i]`` against ``gold[i].entities`` for every document; see the module docstring for the keys.
+
+    ``parse_failures``, ``hallucinations`` and ``duplicates`` are what happened before scoring (answers that did
+    not parse cleanly, mentions that grounding dropped because they are not in the text or were written more
+    often than they occur); they are added to what the scorer itself finds in ``pred``. ``labels`` fixes the
+    order of ``per_label`` and adds labels that neither side used; ``macro`` averages over the labels that occur
+    in the gold or in the predictions (a label nobody used would only add a meaningless 0).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold documents but {len(pred)} predictions")
+    strict: dict[str, _Counts] = defaultdict(_Counts)
+    strict_all, boundary, partial = _Counts(), _Counts(), _Counts()
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    support: Counter[str] = Counter()
+    documents_with_errors = 0
+    for doc, predicted in zip(gold, pred, strict=True):
+        gold_spans = {(e.start, e.end, e.label) for e in doc.entities if e.start is not None and e.end is not None}
+        grounded = [(e.start, e.end, e.label) for e in predicted if e.start is not None and e.end is not None]
+        ungrounded = [e for e in predicted if e.start is None or e.end is None]
+        pred_spans = set(grounded)
+        duplicates += len(grounded) - len(pred_spans)
+        hallucinations += len(ungrounded)
+
+        for label in {s[2] for s in gold_spans | pred_spans} | {e.label for e in ungrounded}:
+            g = {s for s in gold_spans if s[2] == label}
+            p = {s for s in pred_spans if s[2] == label}
+            extra = sum(e.label == label for e in ungrounded)
+            strict[label].add(len(g & p), len(p - g) + extra, len(g - p))
+            support[label] += len(g)
+        tp = len(gold_spans & pred_spans)
+        strict_all.add(tp, len(pred_spans) - tp + len(ungrounded), len(gold_spans) - tp)
+        if tp != len(gold_spans) or tp != len(pred_spans) or ungrounded:
+            documents_with_errors += 1
+
+        gold_bounds, pred_bounds = {s[:2] for s in gold_spans}, {s[:2] for s in pred_spans}
+        btp = len(gold_bounds & pred_bounds)
+        boundary.add(btp, len(pred_bounds) - btp + len(ungrounded), len(gold_bounds) - btp)
+
+        ptp = partial_matches(gold_spans, pred_spans)
+        partial.add(ptp, len(pred_spans) - ptp + len(ungrounded), len(gold_spans) - ptp)
+
+        for g_label, p_label in _confusion_pairs(gold_spans, pred_spans):
+            confusion[g_label][p_label] += 1
+
+    order = list(labels.codes if isinstance(labels, LabelSet) else labels or [])
+    order += sorted(set(strict) - set(order))
+    per_label = {
+        label: {**prf(c.tp, c.fp, c.fn), "support": support[label], "predicted": c.tp + c.fp,
+                "tp": c.tp, "fp": c.fp, "fn": c.fn}
+        for label in order
+        for c in [strict.get(label, _Counts())]
+    }
+    used = [label for label in order if label in strict]
+    macro = {k: sum(per_label[label][k] for label in used) / len(used) if used else 0.0
+             for k in ("precision", "recall", "f1")}
+    n = len(gold)
+    return {
+        "strict": {"micro": strict_all.summary(), "macro": macro, "per_label": per_label},
+        "boundary": {"micro": boundary.summary()},
+        "partial": {"micro": partial.summary()},
+        "documents": n,
+        "documents_with_errors": documents_with_errors,
+        "exact_match": (n - documents_with_errors) / n if n else 0.0,
+        "parse_failures": parse_failures,
+        "hallucinations": hallucinations,
+        "duplicates": duplicates,
+        "confusion": {g: dict(sorted(row.items())) for g, row in sorted(confusion.items())},
+    }
+
+
+@dataclass
+class AnswerReading:
+    """What one raw model answer yielded once parsed and grounded in its text."""
+
+    entities: list[Entity]
+    hallucinated: int
+    duplicates: int
+    errors: list[str]
+
+    @property
+    def parse_ok(self) -> bool:
+        return not self.errors
+
+
+def read_answer(text: str, raw_answer: str, fmt: str, labels: LabelSet, *,
+                keep_hallucinated: bool = False) -> AnswerReading:
+    """Parse a raw answer in format ``fmt`` and ground its mentions in ``text``. Never raises on the answer."""
+    parsed = get_format(fmt).parse(raw_answer, labels)
+    grounding = ground_mentions(text, parsed.mentions, keep_hallucinated=keep_hallucinated)
+    return AnswerReading(grounding.entities, len(grounding.hallucinated), len(grounding.duplicates), parsed.errors)
+
+
+def predictions_from_raw(text: str, raw_answer: str, fmt: str, labels: LabelSet, *,
+                         keep_hallucinated: bool = False) -> tuple[list[Entity], int, bool]:
+    """(entities, number of hallucinated mentions, whether the answer parsed cleanly) for one raw answer."""
+    reading = read_answer(text, raw_answer, fmt, labels, keep_hallucinated=keep_hallucinated)
+    return reading.entities, reading.hallucinated, reading.parse_ok
+
+
+def score_raw_answers(gold: Sequence[Document], answers: Sequence[str], fmt: str, labels: LabelSet, *,
+                      keep_hallucinated: bool = False) -> dict[str, Any]:
+    """Parse, ground and score one raw answer per gold document (what a dev evaluation during training needs).
+
+    With ``keep_hallucinated`` a mention that is not in the text stays a (false positive) prediction; otherwise it
+    is dropped, as ``predict`` drops it, and only counted.
+    """
+    if len(gold) != len(answers):
+        raise ValueError(f"{len(gold)} gold documents but {len(answers)} answers")
+    readings = [read_answer(d.text, a, fmt, labels, keep_hallucinated=keep_hallucinated)
+                for d, a in zip(gold, answers, strict=True)]
+    return score_documents(
+        gold, [r.entities for r in readings], labels=labels,
+        parse_failures=sum(not r.parse_ok for r in readings),
+        # kept hallucinations are counted by the scorer itself
+        hallucinations=0 if keep_hallucinated else sum(r.hallucinated for r in readings),
+        duplicates=sum(r.duplicates for r in readings),
+    )
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A markdown table: one row per label (P/R/F1/support), then micro and macro, then the error counts."""
+    rows = ["| label | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
+    strict = metrics["strict"]
+    for label, m in strict["per_label"].items():
+        rows.append(f"| {label} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+    total = sum(m["support"] for m in strict["per_label"].values())
+    for name, m in (("micro", strict["micro"]), ("macro", strict["macro"])):
+        rows.append(f"| **{name}** | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {total} |")
+    for rule in ("boundary", "partial"):
+        m = metrics[rule]["micro"]
+        rows.append(f"| {rule} (micro) | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {total} |")
+    counts = ", ".join(f"{k.replace('_', ' ')} {metrics[k]}" for k in
+                       ("documents", "documents_with_errors", "parse_failures", "hallucinations", "duplicates"))
+    return "\n".join(rows) + f"\n\n{counts}"

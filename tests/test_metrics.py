@@ -1,0 +1,185 @@
+"""Metrics on hand-computed cases: empty sides, duplicates, overlaps, ungrounded predictions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nerft.formats import get_format
+from nerft.labels import ccfbdci_labels
+from nerft.metrics import (
+    format_table,
+    partial_matches,
+    predictions_from_raw,
+    prf,
+    read_answer,
+    score_documents,
+    score_raw_answers,
+)
+from nerft.schema import Document, Entity
+
+LABELS = ccfbdci_labels()
+
+
+def E(start, end, label, text="x"):  # noqa: N802 - reads like a literal
+    return Entity(start, end, label, text)
+
+
+def doc(*entities, text="0123456789" * 3):
+    return Document("d", text, list(entities))
+
+
+def micro(m, rule="strict"):
+    x = m[rule]["micro"]
+    return round(x["precision"], 4), round(x["recall"], 4), round(x["f1"], 4)
+
+
+def test_prf_zero_conventions():
+    assert prf(0, 0, 0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert prf(0, 3, 0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert prf(1, 1, 3) == {"precision": 0.5, "recall": 0.25, "f1": pytest.approx(1 / 3)}
+
+
+def test_perfect_prediction():
+    gold = [doc(E(0, 2, "PER"), E(3, 5, "GPE")), doc()]
+    m = score_documents(gold, [d.entities for d in gold], labels=LABELS)
+    assert micro(m) == micro(m, "boundary") == micro(m, "partial") == (1.0, 1.0, 1.0)
+    assert m["strict"]["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert m["documents"] == 2 and m["documents_with_errors"] == 0 and m["exact_match"] == 1.0
+    assert list(m["strict"]["per_label"]) == ["LOC", "PER", "GPE", "ORG"]
+    assert m["strict"]["per_label"]["PER"]["support"] == 1 and m["strict"]["per_label"]["LOC"]["support"] == 0
+    assert m["confusion"] == {"GPE": {"GPE": 1}, "PER": {"PER": 1}}
+
+
+def test_empty_gold_and_empty_predictions():
+    m = score_documents([doc(), doc()], [[], []])
+    assert micro(m) == (0.0, 0.0, 0.0)
+    assert m["strict"]["macro"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert m["strict"]["per_label"] == {} and m["documents_with_errors"] == 0 and m["exact_match"] == 1.0
+    assert score_documents([], [])["documents"] == 0
+
+
+def test_empty_predictions_against_gold():
+    m = score_documents([doc(E(0, 2, "PER"))], [[]])
+    assert micro(m) == (0.0, 0.0, 0.0)
+    assert m["strict"]["micro"]["fn"] == 1 and m["documents_with_errors"] == 1
+
+
+def test_predictions_against_empty_gold():
+    m = score_documents([doc()], [[E(0, 2, "PER")]])
+    assert m["strict"]["micro"]["fp"] == 1 and micro(m) == (0.0, 0.0, 0.0)
+    assert m["strict"]["per_label"]["PER"] == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1, "tp": 0, "fp": 1, "fn": 0}
+
+
+def test_duplicate_prediction_counts_once():
+    gold = [doc(E(0, 2, "PER"))]
+    m = score_documents(gold, [[E(0, 2, "PER"), E(0, 2, "PER"), E(0, 2, "PER")]], duplicates=1)
+    assert micro(m) == (1.0, 1.0, 1.0)
+    assert m["duplicates"] == 3  # 2 found here + 1 dropped by grounding before scoring
+
+
+def test_mixed_case_hand_computed():
+    # gold: PER[0,2) GPE[3,5) ORG[6,10) LOC[12,14)
+    # pred: PER[0,2) exact; ORG[3,5) right span wrong label; ORG[6,9) overlaps ORG gold; PER[20,22) spurious;
+    #       an ungrounded GPE mention.
+    gold = [doc(E(0, 2, "PER"), E(3, 5, "GPE"), E(6, 10, "ORG"), E(12, 14, "LOC"))]
+    pred = [[E(0, 2, "PER"), E(3, 5, "ORG"), E(6, 9, "ORG"), E(20, 22, "PER"), E(None, None, "GPE", "上海")]]
+    m = score_documents(gold, pred, labels=LABELS, hallucinations=2)
+    # strict: tp 1, fp 4, fn 3 -> P 1/5, R 1/4
+    assert m["strict"]["micro"] == {**prf(1, 4, 3), "tp": 1, "fp": 4, "fn": 3}
+    # boundary: spans {0-2, 3-5} match -> tp 2; pred spans 4 + 1 ungrounded -> fp 3; gold 4 -> fn 2
+    assert m["boundary"]["micro"] == {**prf(2, 3, 2), "tp": 2, "fp": 3, "fn": 2}
+    # partial: PER exact + ORG overlap -> tp 2; fp 5-2 = 3; fn 4-2 = 2
+    assert m["partial"]["micro"] == {**prf(2, 3, 2), "tp": 2, "fp": 3, "fn": 2}
+    per = m["strict"]["per_label"]
+    assert (per["PER"]["tp"], per["PER"]["fp"], per["PER"]["fn"]) == (1, 1, 0)
+    assert (per["GPE"]["tp"], per["GPE"]["fp"], per["GPE"]["fn"]) == (0, 1, 1)
+    assert (per["ORG"]["tp"], per["ORG"]["fp"], per["ORG"]["fn"]) == (0, 2, 1)
+    assert (per["LOC"]["tp"], per["LOC"]["fp"], per["LOC"]["fn"]) == (0, 0, 1)
+    assert m["strict"]["macro"]["f1"] == pytest.approx(prf(1, 1, 0)["f1"] / 4)
+    assert m["confusion"] == {"GPE": {"ORG": 1}, "PER": {"PER": 1}}
+    assert m["hallucinations"] == 3 and m["documents_with_errors"] == 1
+
+
+def test_partial_matches_each_side_at_most_once():
+    gold = {(0, 4, "ORG"), (5, 8, "ORG")}
+    # two predictions overlapping the same gold entity: only one may match it
+    assert partial_matches(gold, {(0, 2, "ORG"), (1, 3, "ORG")}) == 1
+    # one prediction overlapping two gold entities: matches one of them
+    assert partial_matches(gold, {(3, 6, "ORG")}) == 1
+    # exact matches are taken before overlaps
+    assert partial_matches(gold, {(0, 4, "ORG"), (2, 6, "ORG")}) == 2
+    assert partial_matches(gold, {(0, 4, "PER")}) == 0
+    assert partial_matches(set(), set()) == 0
+
+
+def test_nested_gold_and_two_labels_on_one_span():
+    gold = [doc(E(0, 4, "ORG"), E(0, 2, "GPE"), E(6, 8, "PER"), E(6, 8, "LOC"))]
+    pred = [[E(0, 4, "ORG"), E(6, 8, "PER"), E(6, 8, "GPE")]]
+    m = score_documents(gold, pred)
+    assert m["strict"]["micro"]["tp"] == 2 and m["strict"]["micro"]["fn"] == 2
+    assert m["boundary"]["micro"] == {**prf(2, 0, 1), "tp": 2, "fp": 0, "fn": 1}
+    assert m["confusion"] == {"LOC": {"GPE": 1}, "ORG": {"ORG": 1}, "PER": {"PER": 1}}
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="1 gold documents but 0"):
+        score_documents([doc()], [])
+
+
+def test_predictions_from_raw():
+    text = "张三去北京，张三"
+    entities, hallucinated, ok = predictions_from_raw(text, "人名:张三\n地理实体:北京\n人名:李四\n人名:张三", "compact",
+                                                      LABELS)
+    assert [e.span for e in entities] == [(0, 2, "PER"), (3, 5, "GPE"), (6, 8, "PER")]
+    assert hallucinated == 1 and ok
+    entities, hallucinated, ok = predictions_from_raw(text, '{"entity_text": "张三", "entity_la', "tutorial", LABELS)
+    assert entities == [] and hallucinated == 0 and not ok
+    reading = read_answer(text, "人名:李四\n人名:张三\n人名:张三\n人名:张三", "compact", LABELS, keep_hallucinated=True)
+    assert reading.duplicates == 1 and reading.hallucinated == 1
+    assert [e.span for e in reading.entities] == [(0, 2, "PER"), (6, 8, "PER"), (None, None, "PER")]
+
+
+def test_score_raw_answers_counts_everything():
+    gold = [Document("a", "张三去北京", [E(0, 2, "PER", "张三"), E(3, 5, "GPE", "北京")]),
+            Document("b", "嗯。", [])]
+    answers = ["人名:张三\n人名:李四\n人名:张三", "胡言乱语"]
+    m = score_raw_answers(gold, answers, "compact", LABELS)
+    assert m["parse_failures"] == 1 and m["hallucinations"] == 1 and m["duplicates"] == 1
+    assert m["strict"]["micro"] == {**prf(1, 0, 1), "tp": 1, "fp": 0, "fn": 1}
+    kept = score_raw_answers(gold, answers, "compact", LABELS, keep_hallucinated=True)
+    assert kept["hallucinations"] == 1 and kept["strict"]["micro"]["fp"] == 1
+
+
+def test_format_table_lists_labels_and_averages():
+    gold = [doc(E(0, 2, "PER"))]
+    table = format_table(score_documents(gold, [gold[0].entities], labels=LABELS))
+    assert "| PER | 1.0000 | 1.0000 | 1.0000 | 1 |" in table
+    assert "**micro**" in table and "**macro**" in table and "parse failures 0" in table
+
+
+spans = st.lists(
+    st.tuples(st.integers(0, 8), st.integers(1, 4), st.sampled_from(["PER", "LOC"])).map(
+        lambda t: E(t[0], t[0] + t[1], t[2])), max_size=5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(spans, spans), max_size=4))
+def test_metric_invariants(pairs):
+    gold = [doc(*g) for g, _ in pairs]
+    m = score_documents(gold, [p for _, p in pairs])
+    s, b, p = (m[k]["micro"] for k in ("strict", "boundary", "partial"))
+    assert s["tp"] <= p["tp"]  # an exact match is an overlap
+    assert all(0.0 <= x[k] <= 1.0 for x in (s, b, p) for k in ("precision", "recall", "f1"))
+    assert s["tp"] + s["fn"] == sum(len(set(g)) for g, _ in pairs)
+    assert s["tp"] + s["fp"] == sum(len(set(pr)) for _, pr in pairs)
+    assert m["documents_with_errors"] == sum(set(g) != set(pr) for g, pr in pairs)
+
+
+def test_tutorial_answer_scores_perfectly_end_to_end():
+    gold = [Document("a", "南京的张三", [E(0, 2, "GPE", "南京"), E(3, 5, "PER", "张三")]), Document("b", "嗯", [])]
+    answers = [get_format("tutorial").render(d.entities, LABELS) for d in gold]
+    m = score_raw_answers(gold, answers, "tutorial", LABELS)
+    assert micro(m) == (1.0, 1.0, 1.0) and m["parse_failures"] == 0
