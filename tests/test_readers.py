@@ -305,6 +305,9 @@ def test_detect_format_errors(tmp_path):
         detect_format(write(tmp_path / "other.jsonl", '{"sentence": "x"}\n'))
     assert detect_format(write(tmp_path / "textonly.json", '{"text": "x"}\n')) == "cluener"
     assert detect_format(write(tmp_path / "textonly.jsonl", '{"text": "x"}\n')) == "nerft"
+    # the first record has no entity: a later one decides
+    later = write(tmp_path / "later.jsonl", '{"text": "x", "entities": []}\n' + sft_line("张三", (0, 2, "PER")))
+    assert detect_format(later) == "chinese_ner_sft"
 
 
 def test_split_dir_rules(tmp_path):

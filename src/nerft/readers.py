@@ -52,6 +52,8 @@ HUB_PREFIX = "hub:"
 HUB_REPO = "qgyd2021/chinese_ner_sft"
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
+SNIFF_CHARS = 1 << 16  # format detection reads this much of a file
+SNIFF_RECORDS = 200
 MAX_WARNINGS = 50  # a report keeps the first warnings verbatim and counts the rest
 
 # Extensions that name a format rather than a split; kept out of document ids ("weiboNER_2nd_conll.train" keeps
@@ -187,20 +189,22 @@ def read_split_dir(
 
 
 def detect_format(path: str | os.PathLike) -> Format:
-    """Guess a file's format from its first record (and its extension when the record allows two readings)."""
+    """Guess a file's format from its first records (and its extension when they allow two readings)."""
     path = Path(path)
     if path.is_dir():
         return detect_format(next(iter(find_split_files(path).values())))
     with open(path, encoding="utf-8") as f:
-        head = f.read(1 << 16)
+        head = f.read(SNIFF_CHARS)
     stripped = head.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise NerftError(f"{path} is empty; cannot detect its format")
     if stripped[0] in "{[":
-        record = _first_json_record(path, stripped)
-        if record is None:
+        records = _leading_json_records(stripped)
+        if not records:  # the first record is longer than the sniffed head: read the whole file once
+            records = _leading_json_records(path.read_text(encoding="utf-8").lstrip("\ufeff \t\r\n"), limit=1)
+        if not records:
             raise NerftError(f"{path}: starts like JSON but its first record does not parse; pass --format")
-        return _json_format_of(record, path)
+        return _json_format_of(records, path)
     first_line = stripped.splitlines()[0]
     if len(_split_columns(first_line)) >= 2:
         return "conll"
@@ -209,36 +213,38 @@ def detect_format(path: str | os.PathLike) -> Format:
     )
 
 
-def _first_json_record(path: Path, head: str) -> Any:
+def _leading_json_records(text: str, limit: int = SNIFF_RECORDS) -> list[Any]:
+    """The complete JSON values at the start of ``text`` (items, when it opens a JSON array)."""
     decoder = json.JSONDecoder()
-    if head[0] == "[":
-        head = head[1:].lstrip()
-    try:
-        return decoder.raw_decode(head)[0]
-    except json.JSONDecodeError:
-        pass
-    # The first object may be longer than the sniffed head: read the whole file once.
-    text = path.read_text(encoding="utf-8").lstrip("\ufeff \t\r\n")
-    if text.startswith("["):
-        text = text[1:].lstrip()
-    try:
-        return decoder.raw_decode(text)[0]
-    except json.JSONDecodeError:
-        return None
+    pos = 1 if text.startswith("[") else 0
+    records: list[Any] = []
+    while len(records) < limit:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        records.append(value)
+    return records
 
 
-def _json_format_of(record: Any, path: Path) -> Format:
-    if not isinstance(record, dict) or "text" not in record:
+def _json_format_of(records: list[Any], path: Path) -> Format:
+    if not isinstance(records[0], dict) or "text" not in records[0]:
         raise NerftError(f"{path}: the first JSON record has no 'text' field; cannot detect the format")
-    if isinstance(record.get("label"), dict):
-        return "cluener"
-    entities = record.get("entities")
-    if isinstance(entities, list) and entities and isinstance(entities[0], dict):
-        if "start_idx" in entities[0] or "entity_label" in entities[0]:
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("label"), dict):
+            return "cluener"
+        entities = record.get("entities")
+        if isinstance(entities, list) and entities and isinstance(entities[0], dict):
+            if "start_idx" in entities[0] or "entity_label" in entities[0]:
+                return "chinese_ner_sft"
+            return "nerft"
+        if "data_source" in record:  # chinese_ner_sft rows carry it even without entities
             return "chinese_ner_sft"
-        return "nerft"
-    if "data_source" in record:  # chinese_ner_sft rows carry it even without entities
-        return "chinese_ner_sft"
+    # No record says more than {"text": ...}: both readings agree on the text; go by the extension.
     return "cluener" if path.suffix == ".json" else "nerft"
 
 
