@@ -1,0 +1,49 @@
+"""Build tiny model folders for tests: a run directory (base + LoRA adapter + tokenizer + nerft.json), a merged
+folder, and a tutorial-style ``checkpoint-N`` adapter. Reusable by any test that needs a real predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import make_tiny_qwen2
+
+from nerft.labels import LabelSet, ccfbdci_labels
+from nerft.prompts import Prompt, build_prompt
+from nerft.rundir import RunInfo, adapter_dir, tokenizer_dir
+
+
+def make_lora_model(seed: int = 0, save_base_to: Path | None = None, tokenizer=None):
+    """A tiny random Qwen2 wrapped in a peft LoRA whose weights are random (so the adapter changes outputs).
+    ``save_base_to``: also save the plain base model (and the tokenizer) there, before LoRA layers go in."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    base = make_tiny_qwen2(seed=seed)
+    if save_base_to is not None:
+        base.save_pretrained(save_base_to)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_base_to)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(seed + 1)
+    return get_peft_model(base, cfg)
+
+
+def build_run_dir(root: Path, tokenizer, *, labels: LabelSet | None = None, prompt: Prompt | None = None,
+                  seed: int = 0) -> Path:
+    """root/base (the base model folder) and root/run (nerft.json, adapter/, tokenizer/). Returns the run dir."""
+    labels = labels or ccfbdci_labels()
+    prompt = prompt or build_prompt(labels, "compact")
+    base_dir, run = root / "base", root / "run"
+    peft_model = make_lora_model(seed, save_base_to=base_dir, tokenizer=tokenizer)
+    peft_model.save_pretrained(adapter_dir(run))
+    tokenizer.save_pretrained(tokenizer_dir(run))
+    RunInfo(base_model=str(base_dir), labels=labels, prompt=prompt).save(run)
+    return run
+
+
+def build_tutorial_checkpoint(root: Path, tokenizer, seed: int = 0) -> tuple[Path, Path]:
+    """A base folder and a ``checkpoint-N`` adapter like the tutorial's Trainer writes (no nerft.json)."""
+    base_dir, ckpt = root / "base", root / "output" / "checkpoint-62"
+    peft_model = make_lora_model(seed, save_base_to=base_dir, tokenizer=tokenizer)
+    peft_model.save_pretrained(ckpt)
+    return base_dir, ckpt
