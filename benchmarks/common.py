@@ -58,8 +58,16 @@ def _in_child(func: Callable[..., dict], kwargs: dict) -> dict:
     return result
 
 
+IN_PROCESS = os.environ.get("NERFT_BENCH_IN_PROCESS") == "1"  # smoke tests: no child interpreters (faster)
+
+
 def run_in_child(func: Callable[..., dict], threads: int | None = None, **kwargs: Any) -> dict:
-    """Run ``func(**kwargs)`` in a fresh spawned interpreter; its dict result gains ``peak_rss_gb``."""
+    """Run ``func(**kwargs)`` in a fresh spawned interpreter; its dict result gains ``peak_rss_gb``.
+
+    With NERFT_BENCH_IN_PROCESS=1 it runs in this process (peak RSS is then this process's).
+    """
+    if IN_PROCESS:
+        return _in_child(func, dict(kwargs))
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         return pool.submit(_in_child, func, {**kwargs, "_threads": threads}).result()
@@ -201,5 +209,5 @@ def prepare_ccfbdci(data: Path = CCFBDCI, out_dir: Path = WORK / "ccfbdci") -> P
     """``nerft prepare`` with the default seed; reused when already there. Returns the folder with the splits."""
     if not (out_dir / "train.jsonl").is_file() or not (out_dir / "test.jsonl").is_file():
         require(data, "the CCFBDCI data lives in ../shared/data (see ../shared/data/README.md)")
-        nerft_cli("prepare", data, "--output", out_dir)
+        nerft_cli("prepare", "--input", data, "--out", out_dir, "--no-plot")
     return out_dir
