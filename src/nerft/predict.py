@@ -14,7 +14,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -152,6 +152,27 @@ def answer_to_entities(text: str, answer: str, labels: LabelSet, *, scores: list
     return grounding.entities
 
 
+def predict_in_windows(texts: list[str], windows_of: Callable[[str], list[Window]],
+                       answer: Callable[[list[str]], list[tuple[str, list[Entity]]]]
+                       ) -> tuple[list[list[Entity]], list[list[str]], int]:
+    """Split each text into windows, get (raw answer, entities) for all windows at once, merge back per text.
+    Returns entities per text, raw answers per text, and the number of windows."""
+    pieces: list[tuple[int, Window]] = [(i, w) for i, t in enumerate(texts) for w in windows_of(t)]
+    answers = answer([texts[i][w.start:w.end] for i, w in pieces])
+    per_text: list[list[tuple[Window, list[Entity]]]] = [[] for _ in texts]
+    raws: list[list[str]] = [[] for _ in texts]
+    for (i, w), (raw, ents) in zip(pieces, answers, strict=True):
+        per_text[i].append((w, ents))
+        raws[i].append(raw)
+    out = []
+    for text, found in zip(texts, per_text, strict=True):
+        if len(found) == 1 and found[0][0].start == 0:
+            out.append(found[0][1])
+        else:
+            out.append(merge_window_entities([w for w, _ in found], [e for _, e in found], len(text)))
+    return out, raws, len(pieces)
+
+
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first: a memory error shows up at once)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -202,22 +223,11 @@ class TransformersPredictor:
 
     def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
         allowed = set(self.labels.subset(labels).codes) if labels is not None else None
-        pieces: list[tuple[int, Window]] = [(i, w) for i, t in enumerate(texts) for w in self._windows(t)]
-        answers = self.generate_answers([texts[i][w.start:w.end] for i, w in pieces], allowed)
-        per_text: list[list[tuple[Window, list[Entity]]]] = [[] for _ in texts]
-        self.last_raw = [[] for _ in texts]
-        for (i, w), (answer, ents) in zip(pieces, answers, strict=True):
-            per_text[i].append((w, ents))
-            self.last_raw[i].append(answer)
+        results, self.last_raw, n_windows = predict_in_windows(texts, self._windows,
+                                                               lambda ts: self.generate_answers(ts, allowed))
         self.stats["texts"] += len(texts)
-        self.stats["windows"] += len(pieces)
-        out = []
-        for text, found in zip(texts, per_text, strict=True):
-            if len(found) == 1 and found[0][0].start == 0:
-                out.append(found[0][1])
-            else:
-                out.append(merge_window_entities([w for w, _ in found], [e for _, e in found], len(text)))
-        return out
+        self.stats["windows"] += n_windows
+        return results
 
     def generate_answers(self, texts: list[str], allowed: set[str] | None = None) -> list[tuple[str, list[Entity]]]:
         """Raw answer and entities for each text (no windowing), in input order."""
