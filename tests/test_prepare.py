@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nerft.cli import main
 from nerft.config import ConfigError
-from nerft.prepare import PLOT_FILE, PrepareConfig, prepare, split_documents
+from nerft.prepare import PLOT_FILE, PrepareConfig, PrepareReport, prepare, split_documents
 from nerft.schema import Document, Entity, NerftError, read_documents
 
 OUTPUTS = ["train.jsonl", "dev.jsonl", "test.jsonl", "labels.json", "stats.json", "stats.md"]
@@ -35,7 +35,7 @@ def sft_file(tmp_path) -> Path:
     return path
 
 
-def run(tmp_path: Path, input_path, name: str = "out", **options) -> tuple[dict, Path]:
+def run(tmp_path: Path, input_path, name: str = "out", **options) -> tuple[PrepareReport, Path]:
     out = tmp_path / name
     report = prepare(PrepareConfig(input=str(input_path), out=str(out), **options))
     return report, out
@@ -234,6 +234,21 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert main(["prepare", "--input", str(bad), "--out", str(tmp_path / "o"), "--skip-invalid", "--no-plot",
                  "--dev", "0", "--test", "0", "--labels", "ccfbdci"]) == 0
     assert "skipped 1" in capsys.readouterr().out
+
+
+def test_cli_prepare_from_a_hub_layout_folder(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    data = tmp_path / "chinese_ner_sft" / "data"
+    data.mkdir(parents=True)
+    (data / "ccfbdci.jsonl").write_text("".join(sft_row(f"张三去北京{i}", (0, 2, "PER"), (3, 5, "GPE"))
+                                                for i in range(20)), encoding="utf-8")
+    out = tmp_path / "hub-out"
+    assert main(["prepare", "--input", f"hub:{data.parent}:CCFBDCI", "--out", str(out), "--no-plot"]) == 0
+    assert "(chinese_ner_sft)" in capsys.readouterr().out
+    docs = read_documents(out / "train.jsonl")
+    assert len(docs) == 17 and docs[0].id.startswith("ccfbdci-train-")
 
 
 # ------------------------------------------------------------------------------------------------- real data

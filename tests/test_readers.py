@@ -340,7 +340,17 @@ def make_hub_folder(root: Path) -> Path:
     return root
 
 
-def test_hub_loader_on_a_local_folder_with_the_hub_layout(tmp_path):
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch) -> Path:
+    """Keep ``datasets``' default cache (used by hub: inputs without cache_dir) inside the test's tmp_path."""
+    import datasets
+
+    cache = tmp_path / "hf-datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
+def test_hub_loader_on_a_local_folder_with_the_hub_layout(tmp_path, datasets_cache):
     root = make_hub_folder(tmp_path / "chinese_ner_sft")
     docs, report = load_hub_chinese_ner_sft("CCFBDCI", data_dir=str(root), cache_dir=str(tmp_path / "cache"))
     assert [d.id for d in docs] == ["ccfbdci-train-1", "ccfbdci-train-2"]
@@ -349,6 +359,7 @@ def test_hub_loader_on_a_local_folder_with_the_hub_layout(tmp_path):
     # the CLI spelling takes a local folder in place of the repository id
     docs_via_spec, _ = read_dataset(f"hub:{root}:CCFBDCI")
     assert [d.to_dict() for d in docs_via_spec] == [d.to_dict() for d in docs]
+    assert datasets_cache.is_dir()  # the default cache was used, and it is the test's
     with pytest.raises(NerftError, match="no data/msra.jsonl"):
         load_hub_chinese_ner_sft("MSRA", data_dir=str(root))
 

@@ -104,7 +104,7 @@ class ReadReport:
 
 def read_dataset(
     source: str | os.PathLike,
-    format: str = "auto",  # noqa: A002 - the CLI word
+    format: str = "auto",
     *,
     skip_invalid: bool = False,
     reject_overlaps: bool = False,
@@ -170,7 +170,7 @@ def find_split_files(directory: str | os.PathLike) -> dict[str, Path]:
 
 def read_split_dir(
     directory: str | os.PathLike,
-    format: str = "auto",  # noqa: A002
+    format: str = "auto",
     **options: Any,
 ) -> tuple[dict[str, list[Document]], ReadReport]:
     """Read a predefined split: ``{split: documents}`` and one report merging all files."""
@@ -262,7 +262,7 @@ def read_nerft(path: str | os.PathLike, **options: Any) -> tuple[list[Document],
                 yield lineno, obj
                 continue
             try:
-                yield lineno, _document_from_nerft(obj, path, lineno, f"{prefix}-{lineno}")
+                yield lineno, document_from_dict(obj, path=str(path), line=lineno, default_id=f"{prefix}-{lineno}")
             except InputError as exc:
                 yield lineno, exc
 
@@ -370,9 +370,10 @@ def read_conll(
     if segmented_tokens is None:
         segmented_tokens = bool(rows) and all(len(tok) > 1 and tok[-1].isdigit() for _, tok, _ in rows)
     allowed = _allowed_prefixes(scheme)
-    repairs = [0]
+    repaired_total = 0
 
     def records() -> Iterator[tuple[int, Document | InputError]]:
+        nonlocal repaired_total
         for index, sentence in enumerate(sentences):
             first_line = sentence[0].line if isinstance(sentence[0], InputError) else sentence[0][0]
             bad = next((row for row in sentence if isinstance(row, InputError)), None)
@@ -384,13 +385,13 @@ def read_conll(
             except InputError as exc:
                 yield first_line, exc
                 continue
-            repairs[0] += repaired
+            repaired_total += repaired
             yield first_line, doc
 
     docs, report = _collect(path, "conll", records(), **options)
-    report.repaired_tags += repairs[0]
-    if repairs[0]:
-        report.warn(f"{path}: {repairs[0]} I-/M-/E- tag(s) did not continue an entity and started a new one")
+    report.repaired_tags += repaired_total
+    if repaired_total:
+        report.warn(f"{path}: {repaired_total} I-/M-/E- tag(s) did not continue an entity and started a new one")
     if segmented_tokens:
         report.warn(f"{path}: tokens are <char><digits> (Weibo-style segmentation positions); digits stripped")
     return docs, report
@@ -674,10 +675,6 @@ def _skip_space(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in " \t\r\n":
         pos += 1
     return pos
-
-
-def _document_from_nerft(obj: Any, path: Path, line: int, default_id: str) -> Document:
-    return document_from_dict(obj, path=str(path), line=line, default_id=default_id)
 
 
 def _require_text(obj: Any, path: str | None, line: int | None) -> str:
