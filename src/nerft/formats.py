@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .labels import LabelSet
-from .schema import Entity
+from .schema import Entity, NerftError
 
 TUTORIAL_NONE = "没有找到任何实体"
 # Ways models say "nothing found"; an answer made only of these is an empty (and well-formed) answer.
@@ -112,11 +112,15 @@ class CompactFormat(OutputFormat):
 FORMATS: dict[str, OutputFormat] = {f.name: f for f in (TutorialFormat(), JsonlFormat(), CompactFormat())}
 
 
+class UnknownFormatError(NerftError, ValueError):
+    """An output format name nerft does not know (a ValueError too, for callers that catch that)."""
+
+
 def get_format(name: str) -> OutputFormat:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown output format {name!r}; choose one of {', '.join(FORMATS)}") from None
+        raise UnknownFormatError(f"unknown output format {name!r}; choose one of {', '.join(FORMATS)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def get_format(name: str) -> OutputFormat:
 # ``标签:实体`` line. What cannot be read is reported in ``errors`` and scanning resumes at the next line or ``{``,
 # so one broken piece never hides the well-formed entities after it.
 
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*")
+_FENCE = re.compile(r"^[ \t]*```[A-Za-z0-9_-]*[ \t]*$", re.M)  # a fence line; ``` inside a mention stays
 _OPEN, _CLOSE = "{｛", "}｝"
 # Full-width structural punctuation that models sometimes emit inside JSON.
 _JSON_REPAIR = str.maketrans({"｛": "{", "｝": "}", "“": '"', "”": '"', "：": ":", "，": ","})

@@ -1,0 +1,245 @@
+"""``nerft evaluate``: score a predictions file against a gold file.
+
+Each PRED line is a JSON object with either ``entities`` (what ``nerft predict`` writes; entities without
+``start``/``end`` are grounded in the gold text) or ``output`` (a raw model answer, parsed in any nerft output
+format and grounded in the gold text). With both, ``source`` decides (``auto``: entities).
+
+Documents are matched by ``id`` when every prediction has one and the gold ids are unique; otherwise by line
+order, and then the counts must agree. A prediction that carries ``text`` must have the gold document's text.
+A gold document without a prediction is an error, unless ``allow_missing`` is set: it then scores as an empty
+prediction and is counted in ``missing_predictions``.
+
+OUT (optional) gets metrics.json (the keys of :mod:`nerft.metrics`), report.md and per_label.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import add_config_arguments, build_config, opt, to_dict
+from .formats import Mention, get_format
+from .grounding import ground_mentions
+from .labels import LabelSet, load_label_set
+from .metrics import format_table, score_documents
+from .schema import (
+    Document,
+    Entity,
+    InputError,
+    NerftError,
+    atomic_write,
+    entity_from_dict,
+    iter_jsonl,
+    write_json,
+)
+
+
+@dataclass
+class EvaluateConfig:
+    gold: str = opt("", "gold documents, nerft JSONL (`nerft prepare` output)")
+    pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line")
+    format: str | None = opt(None, "output format of raw answers (tutorial, jsonl, compact); any is read when unset")
+    labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: inferred from gold)")
+    out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png")
+    source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
+    keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
+    allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
+    quiet: bool = opt(False, "do not print the table")
+
+
+@dataclass
+class _PredRow:
+    line: int
+    data: dict[str, Any]
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Score cfg.pred against cfg.gold; write OUT when given; return the metrics dict."""
+    if not cfg.gold or not cfg.pred:
+        raise NerftError("both --gold and --pred are required")
+    if cfg.format is not None:
+        get_format(cfg.format)  # a clear error for an unknown name
+    started = time.perf_counter()
+    gold = _read_gold(cfg.gold)
+    rows = _read_pred_rows(cfg.pred)
+    labels = _label_set(cfg.labels, gold)
+    matched = _match(gold, rows, cfg)
+    preds, counts = [], {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
+    for doc, row in zip(gold, matched, strict=True):
+        entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts)
+        preds.append(entities)
+    metrics = score_documents(gold, preds, labels=labels, **counts)
+    metrics["missing_predictions"] = sum(row is None for row in matched)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    if not cfg.quiet:
+        print(format_table(metrics))
+    if cfg.out:
+        write_outputs(metrics, cfg, Path(cfg.out))
+    return metrics
+
+
+def _read_gold(path: str) -> list[Document]:
+    """Any format the readers know (nerft JSONL, chinese_ner_sft, CLUENER, CoNLL); spans are checked there."""
+    from .readers import read_dataset
+
+    if not Path(path).is_file():
+        raise NerftError(f"gold file {path} does not exist")
+    gold, _report = read_dataset(path, progress=False)
+    return gold
+
+
+def _read_pred_rows(path: str) -> list[_PredRow]:
+    if not Path(path).is_file():
+        raise NerftError(f"prediction file {path} does not exist")
+    rows = []
+    for line, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise InputError(path, line, f"expected a JSON object, got {type(obj).__name__}")
+        if "entities" not in obj and "output" not in obj:
+            raise InputError(path, line, "a prediction needs `entities` or `output` (the raw model answer)")
+        if "entities" in obj and not isinstance(obj["entities"], list):
+            raise InputError(path, line, "`entities` must be a list")
+        if "output" in obj and not isinstance(obj["output"], str):
+            raise InputError(path, line, "`output` must be a string")
+        rows.append(_PredRow(line, obj))
+    return rows
+
+
+def _label_set(spec: str | None, gold: list[Document]) -> LabelSet:
+    if spec:
+        return load_label_set(spec)
+    codes = [e.label for d in gold for e in d.entities]
+    if not codes:
+        raise NerftError("the gold file has no entities to infer the label set from; pass --labels")
+    return LabelSet.infer(codes)
+
+
+def _match(gold: list[Document], rows: list[_PredRow], cfg: EvaluateConfig) -> list[_PredRow | None]:
+    """The prediction row for each gold document (None: missing)."""
+    gold_ids = [d.id for d in gold]
+    by_id = len(set(gold_ids)) == len(gold_ids) and rows and all("id" in r.data for r in rows)
+    matched: list[_PredRow | None]
+    if by_id:
+        index = {doc_id: i for i, doc_id in enumerate(gold_ids)}
+        matched = [None] * len(gold)
+        for r in rows:
+            doc_id = str(r.data["id"])
+            if doc_id not in index:
+                raise InputError(cfg.pred, r.line, f"id {doc_id!r} is not in the gold file {cfg.gold}")
+            if matched[index[doc_id]] is not None:
+                raise InputError(cfg.pred, r.line, f"a second prediction for id {doc_id!r} "
+                                 f"(the first is on line {matched[index[doc_id]].line})")  # type: ignore[union-attr]
+            matched[index[doc_id]] = r
+    else:
+        if len(rows) > len(gold):
+            raise InputError(cfg.pred, rows[len(gold)].line,
+                             f"more predictions ({len(rows)}) than gold documents ({len(gold)}); lines are matched "
+                             "by order because not every prediction has an id matching the gold ids")
+        matched = [*rows, *[None] * (len(gold) - len(rows))]
+    for doc, r in zip(gold, matched, strict=True):
+        if r is not None and "text" in r.data and r.data["text"] != doc.text:
+            raise InputError(cfg.pred, r.line, f"its text {_short(r.data['text'])} differs from the gold document "
+                             f"it is matched with (id {doc.id!r}: {_short(doc.text)})")
+    missing = [doc.id for doc, r in zip(gold, matched, strict=True) if r is None]
+    if missing and not cfg.allow_missing:
+        how = "by id" if by_id else "by line order"
+        raise NerftError(f"{cfg.pred}: no prediction for {len(missing)} of {len(gold)} gold documents (matched {how}; "
+                         f"first missing id {missing[0]!r}); pass --allow-missing to score them as empty")
+    return matched
+
+
+def _short(text: Any) -> str:
+    text = str(text)
+    return repr(text if len(text) <= 30 else text[:30] + "…")
+
+
+def _entities_of(doc: Document, row: _PredRow, cfg: EvaluateConfig, labels: LabelSet,
+                 counts: dict[str, int]) -> list[Entity]:
+    use_output = "output" in row.data and (cfg.source == "output" or "entities" not in row.data)
+    if cfg.source == "entities" and "entities" not in row.data:
+        raise InputError(cfg.pred, row.line, "no `entities` (source is `entities`)")
+    if use_output:
+        parsed = get_format(cfg.format or "compact").parse(row.data["output"], labels)
+        counts["parse_failures"] += not parsed.ok
+        grounding = ground_mentions(doc.text, parsed.mentions, keep_hallucinated=cfg.keep_hallucinated)
+        counts["hallucinations"] += 0 if cfg.keep_hallucinated else len(grounding.hallucinated)
+        counts["duplicates"] += len(grounding.duplicates)
+        return grounding.entities
+    entities = [entity_from_dict(e, path=cfg.pred, line=row.line) for e in row.data["entities"]]
+    entities = [Entity(e.start, e.end, labels.to_code(e.label) or e.label, e.text, e.score) for e in entities]
+    placed = [e for e in entities if e.start is not None and e.end is not None]
+    problems = _span_problems(doc.text, placed)
+    if problems:
+        raise InputError(cfg.pred, row.line, f"{problems[0]} (gold id {doc.id!r})")
+    unplaced = [e for e in entities if e.start is None or e.end is None]
+    if not unplaced:
+        return entities
+    grounding = ground_mentions(doc.text, [Mention(e.text, e.label) for e in unplaced],
+                                keep_hallucinated=cfg.keep_hallucinated)
+    counts["hallucinations"] += 0 if cfg.keep_hallucinated else len(grounding.hallucinated)
+    counts["duplicates"] += len(grounding.duplicates)
+    return placed + grounding.entities
+
+
+def _span_problems(text: str, entities: list[Entity]) -> list[str]:
+    out = []
+    for e in entities:
+        if e.start is None or e.end is None:
+            continue
+        if not 0 <= e.start < e.end <= len(text):
+            out.append(f"entity {e.text!r} [{e.start}, {e.end}) is not a span of the text (length {len(text)})")
+        elif text[e.start : e.end] != e.text:
+            out.append(f"entity {e.text!r} does not match text[{e.start}:{e.end}] = {text[e.start : e.end]!r}")
+    return out
+
+
+def write_outputs(metrics: dict[str, Any], cfg: EvaluateConfig, out: Path) -> None:
+    """metrics.json, report.md and per_label.png in ``out``; each written atomically."""
+    from .plots import bar_chart_per_label
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    bar_chart_per_label(metrics, out / "per_label.png")
+    with atomic_write(out / "report.md") as f:
+        f.write(report_markdown(metrics, cfg))
+
+
+def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
+    labels = sorted({g for g in metrics["confusion"]} | {p for row in metrics["confusion"].values() for p in row})
+    lines = [
+        "# nerft evaluate", "",
+        f"- gold: `{cfg.gold}`", f"- predictions: `{cfg.pred}`",
+        f"- documents: {metrics['documents']} ({metrics['documents_with_errors']} with an error, "
+        f"{metrics['missing_predictions']} without a prediction)", "",
+        "## Strict scores (exact span and label)", "", format_table(metrics), "",
+        "![per-label scores](per_label.png)", "",
+    ]
+    if labels:
+        lines += ["## Label confusion (spans whose boundaries match; rows: gold, columns: predicted)", "",
+                  "| gold \\ pred | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        for g in labels:
+            row = metrics["confusion"].get(g, {})
+            lines.append(f"| {g} | " + " | ".join(str(row.get(p, 0)) for p in labels) + " |")
+        lines.append("")
+    lines += ["## Config", "", "```yaml", *(f"{k}: {v}" for k, v in to_dict(cfg).items()), "```", ""]
+    return "\n".join(lines)
+
+
+def register(subparsers: Any, name: str = "evaluate", summary: str = "") -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=summary, description=summary)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of evaluate options; flags override it")
+    add_config_arguments(parser, EvaluateConfig)
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = build_config(EvaluateConfig, args, config_path=args.config)
+    metrics = evaluate(cfg)
+    if cfg.out:
+        print(f"nerft evaluate: wrote {Path(cfg.out) / 'metrics.json'}, report.md, per_label.png "
+              f"({metrics['seconds']:.2f}s)")
+    return 0

@@ -1,0 +1,73 @@
+"""PNG charts for reports: per-label scores (evaluate) and curves over training steps (train). Headless (Agg)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .schema import atomic_write
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike) -> None:
+    plt = _pyplot()
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
+
+
+def bar_chart_per_label(metrics: Mapping[str, Any], path: str | os.PathLike, title: str = "strict scores per label") -> None:
+    """Grouped precision / recall / F1 bars for each label of ``metrics["strict"]["per_label"]``, micro last."""
+    plt = _pyplot()
+    strict = metrics["strict"]
+    rows = [(f"{label}\n(n={m['support']})", m) for label, m in strict["per_label"].items()]
+    rows.append(("micro", strict["micro"]))
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(rows) + 1.5), 3.6), dpi=100)
+    for k, (key, colour) in enumerate((("precision", "#4c72b0"), ("recall", "#dd8452"), ("f1", "#55a868"))):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        ax.bar(xs, [m[key] for _, m in rows], width, label=key, color=colour)
+    ax.set_xticks(range(len(rows)), [name for name, _ in rows])
+    ax.set_ylim(0, 1.18)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(loc="upper center", ncol=3, fontsize="small", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def line_curves(series: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike,
+                title: str = "") -> None:
+    """One panel per named series of (step, value) points, side by side (loss and F1 do not share a scale).
+
+    Empty series are left out; with none left the figure says so rather than failing.
+    """
+    plt = _pyplot()
+    shown = {name: sorted(points) for name, points in series.items() if points}
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.5 * max(1, len(shown)), 3.4), dpi=100, squeeze=False)
+    if not shown:
+        axes[0][0].text(0.5, 0.5, "no data yet", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for ax, (name, points) in zip(axes[0], shown.items(), strict=False):
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,156 @@
+"""``nerft evaluate`` end to end on small files, its matching rules and errors, and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nerft.cli import main
+from nerft.evaluate import EvaluateConfig, evaluate
+from nerft.formats import get_format
+from nerft.labels import ccfbdci_labels
+from nerft.plots import bar_chart_per_label, line_curves
+from nerft.schema import Document, Entity, InputError, NerftError, write_jsonl
+
+LABELS = ccfbdci_labels()
+GOLD = [
+    Document("a", "张三去北京", [Entity(0, 2, "PER", "张三"), Entity(3, 5, "GPE", "北京")]),
+    Document("b", "嗯。", []),
+    Document("c", "南国的风，南国的雨", [Entity(5, 7, "LOC", "南国")]),
+]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def gold_file(tmp_path) -> Path:
+    path = tmp_path / "gold.jsonl"
+    write_jsonl(path, GOLD)
+    return path
+
+
+def run(gold, rows, tmp_path, **options):
+    pred = tmp_path / "pred.jsonl"
+    write_jsonl(pred, rows)
+    return evaluate(EvaluateConfig(gold=str(gold), pred=str(pred), quiet=True, **options))
+
+
+def f1(m):
+    return m["strict"]["micro"]["f1"]
+
+
+def test_gold_as_predictions_scores_perfectly_and_writes_outputs(gold_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["evaluate", "--gold", str(gold_file), "--pred", str(gold_file), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| PER | 1.0000 | 1.0000 | 1.0000 | 1 |" in printed and "**macro**" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_label.png", "report.md"]
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for rule in ("strict", "boundary", "partial"):
+        assert m[rule]["micro"]["f1"] == 1.0
+    assert m["strict"]["per_label"]["LOC"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1,
+                                               "predicted": 1, "tp": 1, "fp": 0, "fn": 0}
+    assert m["documents"] == 3 and m["documents_with_errors"] == 0 and m["missing_predictions"] == 0
+    assert {"parse_failures", "hallucinations", "duplicates", "confusion", "strict"} <= set(m)
+    assert (out / "per_label.png").read_bytes().startswith(PNG)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| **micro** | 1.0000 |" in report and "Label confusion" in report
+
+
+def test_raw_outputs_are_parsed_and_grounded(gold_file, tmp_path):
+    fmt = get_format("tutorial")
+    rows = [{"id": d.id, "output": fmt.render(d.entities, LABELS)} for d in GOLD]
+    m = run(gold_file, rows, tmp_path, format="tutorial", labels="ccfbdci")
+    # document c annotates only the second 南国: the answer cannot say so, grounding takes the first
+    assert m["strict"]["micro"] == {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "tp": 2, "fp": 1, "fn": 1}
+    assert m["partial"]["micro"]["tp"] == 2 and m["parse_failures"] == 0
+    # a garbled answer, a hallucination and a duplicate are counted, and the label set can be inferred
+    rows[0]["output"] = '人名:张三\n人名:张三\n人名:李四\n{"entity_text": "北京", "entity_la'
+    m = run(gold_file, rows, tmp_path)
+    assert (m["parse_failures"], m["hallucinations"], m["duplicates"]) == (1, 1, 1)
+    assert m["strict"]["micro"] == {"precision": 0.5, "recall": 1 / 3, "f1": 0.4, "tp": 1, "fp": 1, "fn": 2}
+    kept = run(gold_file, rows, tmp_path, keep_hallucinated=True)
+    assert kept["hallucinations"] == 1 and kept["strict"]["micro"]["fp"] == 2
+
+
+def test_entities_without_offsets_are_grounded(gold_file, tmp_path):
+    rows = [{"id": "a", "entities": [{"text": "张三", "label": "人名"}, {"text": "北京", "label": "GPE"}]},
+            {"id": "b", "entities": []},
+            {"id": "c", "entities": [{"text": "南国", "label": "LOC"}, {"text": "上海", "label": "GPE"}]}]
+    m = run(gold_file, rows, tmp_path, labels="ccfbdci")
+    # 南国 without offsets goes to its first occurrence, not the annotated second one
+    assert m["strict"]["micro"]["tp"] == 2 and m["strict"]["micro"]["fp"] == 1
+    assert m["hallucinations"] == 1 and m["partial"]["micro"]["tp"] == 2
+
+
+def test_output_or_entities_by_source(gold_file, tmp_path):
+    rows = [{"id": d.id, "entities": [e.to_dict() for e in d.entities], "output": ""} for d in GOLD]
+    assert f1(run(gold_file, rows, tmp_path)) == 1.0
+    assert f1(run(gold_file, rows, tmp_path, source="output")) == 0.0
+
+
+def test_matching_by_id_ignores_order(gold_file, tmp_path):
+    rows = [{"id": d.id, "entities": [e.to_dict() for e in d.entities]} for d in reversed(GOLD)]
+    assert f1(run(gold_file, rows, tmp_path)) == 1.0
+
+
+def test_matching_by_line_order_checks_texts(gold_file, tmp_path):
+    rows = [{"text": d.text, "entities": [e.to_dict() for e in d.entities]} for d in GOLD]
+    assert f1(run(gold_file, rows, tmp_path)) == 1.0
+    rows[0], rows[1] = rows[1], rows[0]
+    with pytest.raises(InputError, match=r"pred.jsonl, line 1: its text '嗯。' differs .*id 'a'"):
+        run(gold_file, rows, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"id": "zz", "entities": []}], r"line 1: id 'zz' is not in the gold file"),
+        ([{"id": "a", "entities": []}, {"id": "a", "entities": []}], r"line 2: a second prediction for id 'a'"),
+        ([{"id": "a"}], r"line 1: a prediction needs `entities` or `output`"),
+        ([{"id": "a", "entities": [{"start": 0, "end": 2, "label": "PER", "text": "北京"}]}],
+         r"line 1: entity '北京' does not match text\[0:2\] = '张三'"),
+        ([{"id": "a", "entities": [{"start": 3, "end": 99, "label": "PER", "text": "北京"}]}],
+         r"line 1: entity '北京' \[3, 99\) is not a span"),
+        ([{"entities": []}] * 4, r"line 4: more predictions \(4\) than gold documents \(3\)"),
+        ([{"id": "a", "output": 3}], r"line 1: `output` must be a string"),
+    ],
+)
+def test_bad_predictions_name_the_line(gold_file, tmp_path, rows, message):
+    with pytest.raises(InputError, match=message):
+        run(gold_file, rows, tmp_path, allow_missing=True)
+
+
+def test_missing_predictions_fail_unless_allowed(gold_file, tmp_path):
+    rows = [{"id": "a", "entities": [e.to_dict() for e in GOLD[0].entities]}]
+    with pytest.raises(NerftError, match=r"no prediction for 2 of 3 gold documents \(matched by id; first missing id 'b'\)"):
+        run(gold_file, rows, tmp_path)
+    m = run(gold_file, rows, tmp_path, allow_missing=True)
+    assert m["missing_predictions"] == 2 and m["strict"]["micro"]["fn"] == 1 and m["documents_with_errors"] == 1
+
+
+def test_cli_errors_are_reported_without_traceback(gold_file, tmp_path, capsys):
+    assert main(["evaluate", "--gold", str(gold_file), "--pred", str(tmp_path / "nope.jsonl")]) == 2
+    assert "prediction file" in capsys.readouterr().err
+    assert main(["evaluate", "--gold", str(gold_file), "--pred", str(gold_file), "--format", "xml"]) == 2
+    assert "unknown output format" in capsys.readouterr().err
+
+
+def test_yaml_config_and_flag_override(gold_file, tmp_path):
+    config = tmp_path / "evaluate.yaml"
+    config.write_text(f"gold: {gold_file}\npred: {gold_file}\nquiet: true\nout: {tmp_path / 'x'}\n", encoding="utf-8")
+    assert main(["evaluate", "--config", str(config), "--out", str(tmp_path / "y")]) == 0
+    assert (tmp_path / "y" / "metrics.json").exists() and not (tmp_path / "x").exists()
+
+
+def test_line_curves_and_bar_chart(tmp_path):
+    line_curves({"train loss": [(1, 2.5), (2, 1.0), (3, 0.7)], "dev F1": [(2, 0.4)], "empty": []},
+                tmp_path / "curves.png", "run")
+    line_curves({}, tmp_path / "none.png", "")
+    bar_chart_per_label({"strict": {"per_label": {}, "micro": {"precision": 0, "recall": 0, "f1": 0}}},
+                        tmp_path / "bars.png")
+    for name in ("curves.png", "none.png", "bars.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
