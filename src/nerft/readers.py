@@ -535,7 +535,10 @@ def load_hub_chinese_ner_sft(
     ``datasets`` >= 4 no longer runs; so the subset's JSONL file is loaded directly with
     ``datasets.load_dataset("json", data_files=...)`` from ``hf://datasets/<repo_id>/data/...``. ``data_dir``
     replaces the hub with a local folder of the same layout (an offline mirror, or a test fixture), exercising the
-    same code. ``cache_dir`` is passed to ``datasets``.
+    same code. The hub files are not split: ``split`` only names the loaded rows (and their ids,
+    ``<subset>-<split>-<row>``); ``nerft prepare`` makes the train/dev/test split. ``cache_dir`` is passed to
+    ``datasets``. On the command line: ``--input hub:qgyd2021/chinese_ner_sft:CCFBDCI``; when the repository part
+    names an existing local folder, that folder is used as ``data_dir``.
     """
     import datasets  # heavy; imported only when a hub input is used
 
