@@ -124,6 +124,11 @@ def test_nested_gold_and_two_labels_on_one_span():
     assert m["confusion"] == {"LOC": {"GPE": 1}, "ORG": {"ORG": 1}, "PER": {"PER": 1}}
 
 
+def test_predictions_may_be_documents():
+    gold = [doc(E(0, 2, "PER"))]
+    assert micro(score_documents(gold, [doc(E(0, 2, "PER"))])) == (1.0, 1.0, 1.0)
+
+
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="1 gold documents but 0"):
         score_documents([doc()], [])

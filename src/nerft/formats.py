@@ -1,13 +1,17 @@
 """Output formats: what the model is trained to write, as a pair ``render(entities)`` / ``parse(text)``.
 
 - ``tutorial``: the Qwen2-NER tutorial's target, concatenated ``{"entity_text": ..., "entity_label": ...}``
-  objects (no separator), or 没有找到任何实体 when there is none.
+  objects (no separator), or 没有找到任何实体 when there is none. Byte-identical to the tutorial's f-string for
+  mentions without ``"`` or ``\\``; those are escaped here (the tutorial writes invalid JSON; both parse).
 - ``jsonl``: one such JSON object a line; nothing at all when there is none.
-- ``compact``: one ``标签:实体`` line per entity; nothing when there is none. Fewest generated tokens.
+- ``compact``: one ``标签:实体`` line per entity; nothing when there is none. Fewest generated tokens (5.5 a
+  CCFBDCI document against 16.4 for ``tutorial``; benchmarks/format_tokens.py). A line break inside a mention
+  is written as a space (grounding finds the original span again).
 
-Entities are rendered in text order, so grounding can place a mention that occurs several times.
-``parse`` is total: it never raises. It reads any of the three formats (and mixtures, code fences, full-width
-punctuation, truncated JSON, prose around the answer), returns every entity it could read and lists the rest.
+Entities are rendered in text order (start, then end), so grounding can place a mention that occurs several
+times. ``parse`` is total: it never raises. It reads any of the three formats (and mixtures, code fences,
+full-width punctuation, truncated or slightly invalid JSON, Python dict reprs, ``{label: [mentions]}``, prose
+around the answer), returns every entity it could read and lists the rest in ``errors``.
 """
 
 from __future__ import annotations

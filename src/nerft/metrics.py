@@ -104,7 +104,7 @@ def _confusion_pairs(gold: set[Span], pred: set[Span]) -> list[tuple[str, str]]:
 
 def score_documents(
     gold: Sequence[Document],
-    pred: Sequence[Sequence[Entity]],
+    pred: Sequence[Sequence[Entity] | Document],
     *,
     labels: LabelSet | Sequence[str] | None = None,
     parse_failures: int = 0,
@@ -127,6 +127,8 @@ def score_documents(
     support: Counter[str] = Counter()
     documents_with_errors = 0
     for doc, predicted in zip(gold, pred, strict=True):
+        if isinstance(predicted, Document):  # predictions as documents (as ``train`` keeps them) are fine too
+            predicted = predicted.entities
         gold_spans = {(e.start, e.end, e.label) for e in doc.entities if e.start is not None and e.end is not None}
         grounded = [(e.start, e.end, e.label) for e in predicted if e.start is not None and e.end is not None]
         ungrounded = [e for e in predicted if e.start is None or e.end is None]
