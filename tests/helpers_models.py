@@ -45,5 +45,6 @@ def build_tutorial_checkpoint(root: Path, tokenizer, seed: int = 0) -> tuple[Pat
     """A base folder and a ``checkpoint-N`` adapter like the tutorial's Trainer writes (no nerft.json)."""
     base_dir, ckpt = root / "base", root / "output" / "checkpoint-62"
     peft_model = make_lora_model(seed, save_base_to=base_dir, tokenizer=tokenizer)
+    peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)  # as from_pretrained(path) records
     peft_model.save_pretrained(ckpt)
     return base_dir, ckpt

@@ -1,0 +1,76 @@
+import pytest
+import torch
+from conftest import make_tiny_qwen2
+
+from nerft.constrained import AnswerGrammar, ConstrainedAnswer, vocab_bytes
+from nerft.formats import parse_answer
+from nerft.generation import generate_batch, prompt_ids
+from nerft.grounding import ground_mentions
+from nerft.labels import ccfbdci_labels
+from nerft.prompts import build_prompt
+
+TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", '他说"你好"，{括号}和\\斜杠。']
+
+
+def test_compact_grammar():
+    g = AnswerGrammar("张三在北京", ["人名", "地点"], "compact")
+    assert g.is_prefix(b"") and g.can_end(b"")
+    assert g.is_prefix("人".encode()) and g.is_prefix("人名:".encode()) and not g.can_end("人名:".encode())
+    assert g.is_prefix("人名:张".encode()) and g.can_end("人名:张三".encode())
+    assert g.can_end("人名:张三\n地点:北京".encode()) and g.can_end("人名:张三\n".encode())
+    assert not g.is_prefix("人名:李".encode())  # not in the text
+    assert not g.is_prefix("组织:".encode())  # not in the label set
+    assert not g.is_prefix("人名:张三\n\n".encode())  # empty line
+    assert not g.is_prefix("人名:".encode() + "张".encode()[1:])  # starts inside a character
+    assert g.is_prefix("人名:".encode() + "张".encode()[:2]) and not g.can_end("人名:".encode() + "张".encode()[:2])
+
+
+def test_json_grammars():
+    g = AnswerGrammar('张三说"好"', ["人名"], "jsonl")
+    ok = '{"entity_text": "张三", "entity_label": "人名"}'
+    assert g.can_end(ok.encode()) and g.can_end((ok + "\n" + ok).encode())
+    assert g.is_prefix(ok[:-3].encode()) and not g.can_end(ok[:-3].encode())
+    assert not g.is_prefix('{"entity_text": "说"'.encode() + b'"')  # a quote ends the mention: bad tail
+    assert not g.is_prefix((ok + ok).encode())  # jsonl needs a newline between objects
+    t = AnswerGrammar("张三", ["人名"], "tutorial")
+    assert t.can_end("没有找到任何实体".encode()) and not t.can_end(b"") and t.can_end((ok + ok).encode())
+
+
+def test_vocab_bytes_round_trip(qwen2_tokenizer):
+    vb = vocab_bytes(qwen2_tokenizer)
+    text = "地点:北京\n《人民日报》"
+    ids = qwen2_tokenizer.encode(text, add_special_tokens=False)
+    assert b"".join(vb.bytes[i] for i in ids).decode() == text
+    assert vb.bytes[qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")] is None
+
+
+@pytest.mark.parametrize(("fmt", "seed"), [("compact", 0), ("compact", 3), ("jsonl", 3), ("tutorial", 3)])
+def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed):
+    labels = ccfbdci_labels()
+    prompt = build_prompt(labels, fmt, "tutorial" if fmt == "tutorial" else "nerft")
+    model = make_tiny_qwen2(seed=seed)
+    with torch.no_grad():  # make the random model pick more varied tokens
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 0.05)
+    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
+    proc = ConstrainedAnswer(qwen2_tokenizer, TEXTS, labels.names, fmt)
+    out = generate_batch(model, qwen2_tokenizer, ids, 32, proc)
+    grammar_end = [proc.grammars[i].can_end(g.text.encode()) for i, g in enumerate(out) if g.finished]
+    assert all(grammar_end)
+    for text, g in zip(TEXTS, out):
+        answer = g.text
+        if not g.finished:  # cut at the token limit: keep whole units, as the predictor does
+            answer = answer[: answer.rfind("}") + 1] if fmt != "compact" else answer[: max(answer.rfind("\n"), 0)]
+        parsed = parse_answer(answer, labels)
+        assert parsed.errors == [], (fmt, answer)
+        grounding = ground_mentions(text, parsed.mentions)
+        assert grounding.hallucinated == []
+        assert all(text[e.start:e.end] == e.text for e in grounding.entities)
+
+
+def test_unconstrained_random_model_does_hallucinate(qwen2_tokenizer):
+    # The guarantee above is not vacuous: without the processor the same model writes unreadable answers.
+    labels = ccfbdci_labels()
+    prompt = build_prompt(labels, "compact")
+    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
+    out = generate_batch(make_tiny_qwen2(seed=3), qwen2_tokenizer, ids, 24)
+    assert any(parse_answer(g.text, labels).errors for g in out)

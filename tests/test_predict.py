@@ -1,0 +1,187 @@
+import json
+
+import pytest
+from helpers_models import build_run_dir, build_tutorial_checkpoint
+
+from nerft import cli
+from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
+from nerft.predict import (
+    RepetitionGuard,
+    TransformersPredictor,
+    answer_budget,
+    answer_to_entities,
+    finished_ids,
+    load_predictor,
+    predict_file,
+)
+from nerft.schema import NerftError
+
+TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(qwen2_tokenizer, tmp_path_factory):
+    return build_run_dir(tmp_path_factory.mktemp("predict"), qwen2_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    return load_predictor(run_dir, max_new_tokens=12, constrained=True, batch_size=3)
+
+
+def test_predict_keeps_order_and_offsets_slice_text(predictor):
+    results = predictor.predict(TEXTS)
+    assert len(results) == len(TEXTS)
+    assert sum(len(r) for r in results) > 0  # constrained: the random model writes entities, all grounded
+    for text, ents in zip(TEXTS, results):
+        for e in ents:
+            assert text[e.start:e.end] == e.text and e.label in predictor.labels
+            assert 0.0 < e.score <= 1.0
+    # order kept: each text alone gives the same entities as in the batch
+    assert [predictor.predict([t])[0] for t in TEXTS] == results
+
+
+def test_batched_equals_one_at_a_time_unconstrained(run_dir):
+    p = load_predictor(run_dir, max_new_tokens=10, batch_size=4)
+    p.predict(TEXTS)
+    batched = list(p.last_raw)
+    single = []
+    for t in TEXTS:
+        p.predict([t])
+        single.append(p.last_raw[0])
+    assert batched == single
+
+
+def test_prefix_cache_gives_identical_tokens(predictor, qwen2_tokenizer):
+    model, prompt = predictor.model, predictor.prompt
+    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
+    prefix = PrefixCache(model, shared_prefix_ids(qwen2_tokenizer, prompt))
+    assert len(prefix.ids) > 20
+    plain = generate_batch(model, qwen2_tokenizer, ids, 8)
+    cached = generate_batch(model, qwen2_tokenizer, ids, 8, prefix=prefix)
+    assert [g.token_ids for g in plain] == [g.token_ids for g in cached]
+
+
+def test_label_subset(predictor):
+    for ents in predictor.predict(TEXTS, labels=["PER"]):
+        assert all(e.label == "PER" for e in ents)
+    with pytest.raises(NerftError):
+        predictor.predict(TEXTS, labels=["NOPE"])
+
+
+def test_long_document_is_windowed_with_global_offsets(run_dir):
+    p = load_predictor(run_dir, max_new_tokens=8, constrained=True, window=16, window_overlap=4)
+    text = "".join(TEXTS) * 2
+    [ents] = p.predict([text])
+    assert p.stats["windows"] > 2
+    assert all(text[e.start:e.end] == e.text for e in ents)
+    assert len({(e.start, e.end, e.label) for e in ents}) == len(ents)
+
+
+def test_answer_budget_is_bounded_by_text():
+    assert answer_budget(30, 5) < 200
+    assert answer_budget(30, 5) > 30
+
+
+def test_answer_to_entities_scores_and_grounds(predictor):
+    text = "张三和李四在北京"
+    scores = [("人名:张三", 0.9), ("人名:李四", 0.5), ("地点:上海", 0.4)]
+    ents = answer_to_entities(text, "人名:张三\n人名:李四\n地点:上海", predictor.labels, scores=scores)
+    assert [(e.text, e.score) for e in ents] == [("张三", 0.9), ("李四", 0.5)]  # 上海 is not in the text
+    kept = answer_to_entities(text, "地点:上海", predictor.labels, keep_hallucinated=True)
+    assert kept[0].start is None
+
+
+def test_repetition_guard(qwen2_tokenizer, predictor):
+    guard = RepetitionGuard(qwen2_tokenizer, ["北京和北京", "北京"], predictor.labels)
+    ids = qwen2_tokenizer.encode("地点:北京\n地点:北京\n", add_special_tokens=False)
+    assert not guard(0, ids)  # 北京 occurs twice: a real duplicate
+    assert guard(1, ids)
+
+
+def test_resume_finishes_only_the_rest(run_dir, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"d{i}", "text": t}, ensure_ascii=False) + "\n"
+                           for i, t in enumerate(TEXTS * 2)), encoding="utf-8")
+    base = load_predictor(run_dir, max_new_tokens=6, constrained=True)
+
+    class Interrupted(Exception):
+        pass
+
+    class Flaky:
+        labels, name, calls = base.labels, "flaky", []
+
+        def predict(self, texts, labels=None):
+            if len(self.calls) == 1:
+                raise Interrupted
+            self.calls.append(list(texts))
+            return base.predict(texts, labels)
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(Interrupted):
+        predict_file(Flaky(), inp, out, chunk_size=3, progress=False)
+    with open(out, "a", encoding="utf-8") as f:
+        f.write('{"id": "d3", "text": "torn')  # a write cut in the middle
+    assert finished_ids(out) == {"d0", "d1", "d2"}
+    calls = []
+
+    class Counting(Flaky):
+        def predict(self, texts, labels=None):
+            calls.append(list(texts))
+            return base.predict(texts, labels)
+
+    assert predict_file(Counting(), inp, out, chunk_size=3, progress=False) == 5
+    assert sum(len(c) for c in calls) == 5
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(8)]
+    fresh = tmp_path / "fresh.jsonl"
+    predict_file(base, inp, fresh, chunk_size=3, progress=False)
+    assert fresh.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+
+
+def test_cli_predict_texts_and_file(run_dir, tmp_path, capsys):
+    assert cli.main(["predict", "--model", str(run_dir), "--json", "--constrained", "--max-new-tokens", "6",
+                     TEXTS[0]]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert line["text"] == TEXTS[0] and isinstance(line["entities"], list)
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["predict", "--model", str(run_dir), "--input", str(inp), "--output", str(out), "--raw",
+                     "--max-new-tokens", "6", "--no-progress"]) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == TEXTS and all("output" in r for r in rows)
+
+
+def test_cli_rejects_mismatching_format(run_dir, capsys):
+    assert cli.main(["predict", "--model", str(run_dir), "--format", "jsonl", "x"]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert cli.main(["predict", "--model", str(run_dir), "--format", "compact", "--preset", "nerft",
+                     "--max-new-tokens", "2", "x"]) == 0
+
+
+def test_tutorial_checkpoint_loads_with_tutorial_prompt(qwen2_tokenizer, tmp_path):
+    base, ckpt = build_tutorial_checkpoint(tmp_path, qwen2_tokenizer)
+    p = load_predictor(base=base, adapter=ckpt, max_new_tokens=6)
+    assert isinstance(p, TransformersPredictor)
+    assert p.prompt.style == "tutorial" and p.prompt.output_format == "tutorial"
+    assert p.prompt.user_prefix == "文本:" and p.labels.codes == ["LOC", "PER", "GPE", "ORG"]
+    assert len(p.predict(["张三在北京。"])) == 1
+    # the checkpoint folder alone works too: its adapter_config names the base folder
+    assert load_predictor(ckpt, max_new_tokens=2).prompt.style == "tutorial"
+
+
+def test_adapter_changes_outputs(run_dir, qwen2_tokenizer):
+    from helpers_models import make_tiny_qwen2
+
+    with_adapter = load_predictor(run_dir, max_new_tokens=8)
+    plain = TransformersPredictor.from_model(make_tiny_qwen2(), qwen2_tokenizer, with_adapter.labels,
+                                             with_adapter.prompt, max_new_tokens=8)
+    with_adapter.predict(TEXTS)
+    plain.predict(TEXTS)
+    assert with_adapter.last_raw != plain.last_raw
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(NerftError, match="neither a nerft model folder"):
+        load_predictor(tmp_path)
