@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import shared_path
@@ -247,3 +248,12 @@ def test_truncated_json_answers_keep_every_complete_entity(items, data):
     assert len(result.mentions) <= complete + 1
     if len(result.mentions) == complete + 1:
         assert pairs(result)[complete] == items[complete]
+
+
+def test_parse_time_stays_linear_on_adversarial_answers():
+    good = '{"entity_text": "南京", "entity_label": "地理实体"}'
+    started = time.perf_counter()
+    for answer in ("{" * 20_000, '{"a{' * 5_000, "{“" * 10_000, '{"entity_text": "南\n' * 2_000 + good):
+        parse(answer)
+    assert time.perf_counter() - started < 3.0  # quadratic rescanning took ~60 s here
+    assert pairs(parse('{"entity_text": "南\n' * 2_000 + good)) == [("南京", "GPE")]

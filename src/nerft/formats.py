@@ -153,33 +153,50 @@ _SEPARATORS = " \t\r\n[],，;；、"
 _FAILED = object()
 
 
-def _object_end(text: str, i: int) -> int | None:
-    """End (exclusive) of the balanced ``{...}`` starting at ``i``, respecting strings; None when it is cut off.
+class _ObjectEnds:
+    """Where each balanced ``{...}`` of an answer ends, respecting strings; None when it is cut off.
 
     A raw line break inside a string ends the object as broken: JSON strings cannot hold one, and it is what a
-    truncated object followed by the next line looks like.
+    truncated object followed by the next line looks like. Every ``{`` met outside a string on the way is
+    resolved too (its scan would be the same from there), so retrying after a broken object rarely rescans;
+    a budget of scanned characters keeps adversarial answers (``{“{“{“...``) linear: past it, objects not yet
+    resolved count as broken.
     """
-    depth, quote, escaped = 0, "", False
-    for j in range(i, len(text)):
-        c = text[j]
-        if quote:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == "\n":
-                return None
-            elif c == '"' or (quote == "“" and c == "”"):
-                quote = ""
-        elif c in '"“':
-            quote = c
-        elif c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return j + 1
-    return None
+
+    def __init__(self, text: str):
+        self.text = text
+        self.ends: dict[int, int | None] = {}
+        self.budget = 32 * len(text) + 4096
+
+    def __call__(self, i: int) -> int | None:
+        if i in self.ends:
+            return self.ends[i]
+        text, opened = self.text, []
+        quote, escaped, j = "", False, i
+        for j in range(i, min(len(text), i + max(self.budget, 0))):
+            c = text[j]
+            if quote:
+                if escaped:
+                    escaped = False
+                elif c == "\\":
+                    escaped = True
+                elif c == "\n":
+                    break
+                elif c == '"' or (quote == "“" and c == "”"):
+                    quote = ""
+            elif c in '"“':
+                quote = c
+            elif c in _OPEN:
+                opened.append(j)
+            elif c in _CLOSE:
+                self.ends[opened.pop()] = j + 1
+                if not opened:
+                    self.budget -= j + 1 - i
+                    return j + 1
+        self.budget -= j + 1 - i
+        for k in opened:
+            self.ends[k] = None
+        return None
 
 
 def _load_object(piece: str) -> object:
@@ -273,6 +290,7 @@ def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
     if _is_none_answer(body):
         return
     found, errors = result.mentions, result.errors
+    object_end = _ObjectEnds(body)
     i, n = 0, len(body)
     while i < n:
         if body[i] in _SEPARATORS:
@@ -281,7 +299,7 @@ def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
         eol = body.find("\n", i)
         eol = n if eol == -1 else eol
         if body[i] in _OPEN:
-            end = _object_end(body, i)
+            end = object_end(i)
             value = _load_object(body[i:end]) if end is not None else _FAILED
             if value is not _FAILED:
                 _mentions_from_value(value, labels, found, errors)
