@@ -255,5 +255,5 @@ def test_parse_time_stays_linear_on_adversarial_answers():
     started = time.perf_counter()
     for answer in ("{" * 20_000, '{"a{' * 5_000, "{“" * 10_000, '{"entity_text": "南\n' * 2_000 + good):
         parse(answer)
-    assert time.perf_counter() - started < 3.0  # quadratic rescanning took ~60 s here
+    assert time.perf_counter() - started < 3.0  # rescanning from every "{" took tens of seconds
     assert pairs(parse('{"entity_text": "南\n' * 2_000 + good)) == [("南京", "GPE")]
