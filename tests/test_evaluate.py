@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from nerft.cli import main
 from nerft.evaluate import EvaluateConfig, evaluate
@@ -154,3 +155,23 @@ def test_line_curves_and_bar_chart(tmp_path):
     for name in ("curves.png", "none.png", "bars.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
+
+
+def test_tutorial_answers_for_all_of_ccfbdci(tmp_path):
+    """Every CCFBDCI gold answer, rendered in the tutorial format and scored as raw output: the only errors are
+    the 70 documents whose gold annotates a later occurrence of a mention (see test_grounding)."""
+    source = shared_path("data", "ccfbdci", "ccfbdci.jsonl")
+    fmt, gold_rows, pred_rows = get_format("tutorial"), [], []
+    with open(source, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            d = json.loads(line)
+            entities = [Entity(e["start_idx"], e["end_idx"], e["entity_label"], e["entity_text"])
+                        for e in d["entities"]]
+            gold_rows.append(Document(f"d{i}", d["text"], entities))
+            pred_rows.append({"id": f"d{i}", "output": fmt.render(entities, LABELS)})
+    write_jsonl(tmp_path / "gold.jsonl", gold_rows)
+    m = run(tmp_path / "gold.jsonl", pred_rows, tmp_path, format="tutorial", labels="ccfbdci")
+    assert m["documents"] == 15_724 and m["documents_with_errors"] == 70 and m["parse_failures"] == 0
+    assert m["strict"]["micro"]["tp"] == 12_581 - 72 and m["strict"]["micro"]["fp"] == 72
+    assert m["strict"]["micro"]["f1"] == pytest.approx(0.99428, abs=1e-5)
+    assert m["boundary"]["micro"]["f1"] >= m["strict"]["micro"]["f1"]
