@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from .schema import NerftError
 
 
@@ -28,6 +30,26 @@ class ServeSettings:
     queue_size: int = 256  # requests waiting; beyond it the server answers 503
     model_name: str = ""
     batch_sizes: list[int] = field(default_factory=list)  # texts per generation batch, for /health and tests
+
+
+# Request and response bodies (module level: FastAPI resolves the annotations by name).
+class NerRequest(BaseModel):
+    texts: list[Any] = Field(..., description="texts to analyse")
+    labels: list[str] | None = Field(None, description="label codes to extract (default: all)")
+
+class EntityOut(BaseModel):
+    start: int | None
+    end: int | None
+    label: str
+    text: str
+    score: float | None = None
+
+class TextResult(BaseModel):
+    entities: list[EntityOut]
+
+class NerResponse(BaseModel):
+    results: list[TextResult]
+    model: str
 
 
 @dataclass
@@ -76,29 +98,10 @@ async def _batch_worker(queue: asyncio.Queue, predictor, settings: ServeSettings
 
 def create_app(predictor, settings: ServeSettings | None = None):
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel, Field
 
     settings = settings or ServeSettings()
     model_name = settings.model_name or getattr(predictor, "name", "nerft")
     label_set = predictor.labels
-
-    class NerRequest(BaseModel):
-        texts: list[Any] = Field(..., description="texts to analyse")
-        labels: list[str] | None = Field(None, description="label codes to extract (default: all)")
-
-    class EntityOut(BaseModel):
-        start: int | None
-        end: int | None
-        label: str
-        text: str
-        score: float | None = None
-
-    class TextResult(BaseModel):
-        entities: list[EntityOut]
-
-    class NerResponse(BaseModel):
-        results: list[TextResult]
-        model: str
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
