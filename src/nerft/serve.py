@@ -37,6 +37,7 @@ class NerRequest(BaseModel):
     texts: list[Any] = Field(..., description="texts to analyse")
     labels: list[str] | None = Field(None, description="label codes to extract (default: all)")
 
+
 class EntityOut(BaseModel):
     start: int | None
     end: int | None
@@ -44,8 +45,10 @@ class EntityOut(BaseModel):
     text: str
     score: float | None = None
 
+
 class TextResult(BaseModel):
     entities: list[EntityOut]
+
 
 class NerResponse(BaseModel):
     results: list[TextResult]
