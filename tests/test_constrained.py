@@ -56,7 +56,7 @@ def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed
     out = generate_batch(model, qwen2_tokenizer, ids, 32, proc)
     grammar_end = [proc.grammars[i].can_end(g.text.encode()) for i, g in enumerate(out) if g.finished]
     assert all(grammar_end)
-    for text, g in zip(TEXTS, out):
+    for text, g in zip(TEXTS, out, strict=True):
         answer = g.text
         if not g.finished:  # cut at the token limit: keep whole units, as the predictor does
             answer = answer[: answer.rfind("}") + 1] if fmt != "compact" else answer[: max(answer.rfind("\n"), 0)]

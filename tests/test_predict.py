@@ -33,7 +33,7 @@ def test_predict_keeps_order_and_offsets_slice_text(predictor):
     results = predictor.predict(TEXTS)
     assert len(results) == len(TEXTS)
     assert sum(len(r) for r in results) > 0  # constrained: the random model writes entities, all grounded
-    for text, ents in zip(TEXTS, results):
+    for text, ents in zip(TEXTS, results, strict=True):
         for e in ents:
             assert text[e.start:e.end] == e.text and e.label in predictor.labels
             assert 0.0 < e.score <= 1.0

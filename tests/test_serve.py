@@ -123,7 +123,7 @@ def test_real_tiny_predictor(qwen2_tokenizer, tmp_path):
         texts = ["张三在北京。", "今天天气不错"]
         r = c.post("/v1/ner", json={"texts": texts})
         assert r.status_code == 200
-        for text, res in zip(texts, r.json()["results"]):
+        for text, res in zip(texts, r.json()["results"], strict=True):
             for e in res["entities"]:
                 assert text[e["start"]:e["end"]] == e["text"]
         assert r.json()["model"] == "run"

@@ -25,7 +25,7 @@ def test_windows_fit_cover_and_overlap():
     wins = make_windows(text, 12, chars, overlap_tokens=5)
     assert all(chars(text[w.start:w.end]) <= 12 for w in wins)
     assert wins[0].start == 0 and wins[-1].end == len(text)
-    for a, b in zip(wins, wins[1:]):
+    for a, b in zip(wins, wins[1:], strict=False):
         assert b.start < a.end  # overlap
         assert b.start > a.start  # progress
         assert text[b.start - 1] in "。" or b.start == 0  # windows start at a sentence boundary
