@@ -18,7 +18,6 @@ set (span + label) equals the tutorial row's. Strict F1 against gold comes from 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,9 +27,10 @@ from .common import (
     RESULTS,
     WORK,
     Progress,
+    labels_beside,
     log,
     markdown_table,
-    nerft_cli,
+    nerft_evaluate,
     prepare_ccfbdci,
     read_jsonl,
     require,
@@ -93,13 +93,11 @@ def entity_sets(path: str | Path) -> list[set[tuple]]:
     return [{(e["start"], e["end"], e["label"]) for e in row["entities"]} for row in read_jsonl(path)]
 
 
-def strict_scores(gold: str, pred: str, out_dir: Path) -> dict:
+def strict_scores(gold: str, pred: str, out_dir: Path, labels: str) -> dict:
     """``nerft evaluate`` on the entities of a predictions file."""
-    nerft_cli("evaluate", "--gold", gold, "--pred", pred, "--out", out_dir, "--source", "entities", "--quiet",
-              "--allow-missing")
-    m = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    m = nerft_evaluate(gold, pred, out_dir, source="entities", labels=labels)
     micro = m["strict"]["micro"]
-    return {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"],
+    return {**{k: round(100 * micro[k], 2) for k in ("precision", "recall", "f1")},
             "parse_failures": m.get("parse_failures"), "hallucinations": m.get("hallucinations")}
 
 
@@ -116,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-name", default="b2_predict")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
     args = parser.parse_args(argv)
 
     model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
-    test_file = args.test or str(prepare_ccfbdci() / "test.jsonl")
-    work = WORK / "b2"
+    test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
+    work = Path(args.work) / "b2"
     gold = work / "gold.jsonl"
     write_jsonl(gold, read_jsonl(test_file, args.texts))
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             answers = [x["output"] for x in read_jsonl(r["out_file"])]
             row["same_raw_answer"] = round(sum(a.strip() == b.strip() for a, b in zip(answers, base_answers,
                                                                                        strict=True)) / len(answers), 3)
-        row.update(strict_scores(str(gold), r["out_file"], work / f"eval-{name}"))
+        row.update(strict_scores(str(gold), r["out_file"], work / f"eval-{name}", labels_beside(test_file)))
         table.append(row)
     which = f"adapter {args.adapter}" if args.adapter else "the base model (no fine-tuning)"
     payload = {"benchmark": "B2 inference throughput", "model": model, "adapter": args.adapter,

@@ -100,17 +100,25 @@ def nerft_train_config(model: str, train_file: str, limit: int, max_steps: int, 
     return build_config(TrainConfig, overrides, config_path=path)
 
 
-def run_nerft(model: str, train_file: str, limit: int, max_steps: int, out_dir: str, config_path: str | None,
-              epochs: int = 1, extra: dict[str, Any] | None = None) -> dict:
+def run_nerft(model: str, train_file: str, limit: int | None, max_steps: int, out_dir: str, config_path: str | None,
+              epochs: int = 1, extra: dict[str, Any] | None = None, max_seconds: float | None = None) -> dict:
     """nerft's ``train()`` through its Python API, instrumented from outside: its ``collate`` is wrapped to count
-    tokens and its tracker (asked to log every step) to time each optimizer step."""
+    tokens and its tracker (asked to log every step) to time each optimizer step.
+
+    ``max_seconds``: at the first optimizer-step boundary after that much training, a KeyboardInterrupt is raised
+    from the tracker, which nerft handles like Ctrl-C (checkpoint + adapter saved), as the tutorial side stops
+    through a Trainer callback."""
     import nerft.train as nt
 
     cfg = nerft_train_config(model, train_file, limit, max_steps, out_dir, config_path, epochs, extra)
     counts = {"examples": 0, "padded_tokens": 0, "real_tokens": 0, "supervised_tokens": 0}
     collate = nt.collate
 
+    loop_started: list[float] = []
+
     def counting_collate(examples, pad_id, packing):
+        if not loop_started:
+            loop_started.append(time.perf_counter())
         batch = collate(examples, pad_id, packing)
         counts["examples"] += len(examples)
         counts["padded_tokens"] += batch["input_ids"].numel()
@@ -127,13 +135,30 @@ def run_nerft(model: str, train_file: str, limit: int, max_steps: int, out_dir: 
             if "loss" in metrics:
                 step_ends.append((step, time.perf_counter()))
                 losses.append({"step": step, "loss": metrics["loss"]})
-                print(f"[nerft] step {step} {metrics.get('tokens_per_s', 0):.0f} tok/s", file=sys.stderr,
-                      flush=True)
+                elapsed = time.perf_counter() - loop_started[0]
+                total = self_total[0] or "?"
+                print(f"[nerft] step {step}/{total} {elapsed / step:.1f}s/step elapsed {elapsed:.0f}s "
+                      f"{metrics.get('tokens_per_s', 0):.0f} tok/s", file=sys.stderr, flush=True)
+                result = super().log(metrics, step)
+                if max_seconds is not None and elapsed >= max_seconds:
+                    stopped_by_budget.append(step)
+                    raise KeyboardInterrupt  # nerft saves a checkpoint and the adapter, as on Ctrl-C
+                return result
             return super().log(metrics, step)
 
+    self_total = [cfg.optim.max_steps]  # None with epochs: printed as "?"
+    stopped_by_budget: list[int] = []
+    original = nt.collate, nt.Tracker
     nt.collate, nt.Tracker = counting_collate, TimedTracker
     t0 = time.perf_counter()
-    run_dir = nt.train(cfg)
+    try:
+        run_dir = nt.train(cfg)
+    except KeyboardInterrupt:
+        if not stopped_by_budget:
+            raise
+        run_dir = Path(cfg.output.dir)
+    finally:
+        nt.collate, nt.Tracker = original  # in-process runs (smoke tests) call this more than once
     total_s = time.perf_counter() - t0
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))["train"]
     train_s = float(metrics["seconds"])
@@ -141,7 +166,8 @@ def run_nerft(model: str, train_file: str, limit: int, max_steps: int, out_dir: 
     times = [loop_start] + [t for _, t in step_ends]
     return {
         "recipe": "nerft",
-        "stop": "max_steps" if max_steps > 0 else f"{epochs} epoch(s)",
+        "stop": "time budget" if stopped_by_budget else "max_steps" if max_steps > 0 else f"{epochs} epoch(s)",
+        "run_dir": str(run_dir),
         "load_s": round(total_s - train_s, 2),
         "train_s": round(train_s, 2),
         "optimizer_steps": metrics["steps"],
@@ -224,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-gflops", type=float, default=None, help="skip measuring the matmul peak")
     parser.add_argument("--out-name", default="b1_train")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
     args = parser.parse_args(argv)
 
     model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
-    train_file = args.train or str(prepare_ccfbdci() / "train.jsonl")
+    train_file = args.train or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "train.jsonl")
     config = json.loads((Path(model) / "config.json").read_text())
     params = linear_params(config)
     dtype = "float32"  # both recipes train in fp32 on CPU (bf16 matmuls are slower here)
@@ -250,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         for recipe in recipes:
             n = i * len(recipes) + recipes.index(recipe) + 1
             log(f"run {n}/{total}: {recipe} (elapsed {time.perf_counter() - start:.0f}s)")
-            out_dir = str(WORK / "b1" / f"{recipe}-{i}")
+            out_dir = str(Path(args.work) / "b1" / f"{recipe}-{i}")
             if recipe == "tutorial":
                 epochs = 1
                 r = run_in_child(run_tutorial, threads=args.threads, model=model, train_file=train_file,

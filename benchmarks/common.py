@@ -205,6 +205,24 @@ def nerft_cli(*args: str, check: bool = True, capture: bool = False) -> subproce
     return subprocess.run(cmd, check=check, text=True, capture_output=capture, cwd=REPO)
 
 
+def nerft_evaluate(gold: str | Path, pred: str | Path, out_dir: str | Path, source: str = "auto",
+                   fmt: str | None = None, allow_missing: bool = False, labels: str | None = None) -> dict[str, Any]:
+    """``nerft evaluate`` through its Python entry (what the CLI calls); writes OUT/metrics.json, returns it."""
+    from nerft.config import build_config
+    from nerft.evaluate import EvaluateConfig, evaluate
+
+    cfg = build_config(EvaluateConfig, {"gold": str(gold), "pred": str(pred), "out": str(out_dir),
+                                        "source": source, "format": fmt, "quiet": True,
+                                        "allow_missing": allow_missing, "labels": labels})
+    return evaluate(cfg)
+
+
+def labels_beside(data_file: str | Path) -> str:
+    """The label set for scoring: labels.json next to the data (nerft prepare writes it), else CCFBDCI's."""
+    path = Path(data_file).parent / "labels.json"
+    return str(path) if path.is_file() else "ccfbdci"
+
+
 def prepare_ccfbdci(data: Path = CCFBDCI, out_dir: Path = WORK / "ccfbdci") -> Path:
     """``nerft prepare`` with the default seed; reused when already there. Returns the folder with the splits."""
     if not (out_dir / "train.jsonl").is_file() or not (out_dir / "test.jsonl").is_file():

@@ -252,14 +252,26 @@ def _timing_callback(max_seconds: float | None, log_every: int = 1):
     return Timing()
 
 
+def _InOrderTrainer():  # noqa: N802 - a class factory (transformers is imported lazily)
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class InOrderTrainer(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    return InOrderTrainer
+
+
 def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limit: int | None = None,
           max_steps: int = -1, max_seconds: float | None = None, dtype: str | None = None,
           use_fast_tokenizer: bool = False, swanlab: bool = False, model=None, tokenizer=None,
-          save: bool = True, **arg_overrides: Any) -> dict:
+          save: bool = True, in_order: bool = False, **arg_overrides: Any) -> dict:
     """Train with the tutorial's recipe; returns timings and token counts (and saves the adapter to OUTPUT/final).
 
     ``max_seconds`` stops at the first optimizer-step boundary after that much training time (equal-time runs);
-    with neither it nor ``max_steps`` it runs the tutorial's 2 epochs.
+    with neither it nor ``max_steps`` it runs the tutorial's 2 epochs. ``in_order`` (benchmarks only) reads the
+    data in file order instead of the Trainer's random sampler, so "the first K examples" is what it trained on.
     """
     import torch
     from datasets import Dataset
@@ -287,8 +299,9 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
 
         callbacks.append(SwanLabCallback(project="Qwen2-NER-fintune", experiment_name="tutorial-baseline",
                                          mode="local"))
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
-                      callbacks=callbacks)
+    trainer_cls = _InOrderTrainer() if in_order else Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
+                          callbacks=callbacks)
     result = trainer.train()
     train_s = time.perf_counter() - timing.start
     steps = trainer.state.global_step

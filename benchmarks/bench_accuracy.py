@@ -1,0 +1,385 @@
+"""B3 accuracy under a fixed budget: the tutorial's recipe vs nerft's, equal wall-clock time and equal data.
+
+    python -m benchmarks.bench_accuracy                                  # full: 60 min each, whole test split
+    python -m benchmarks.bench_accuracy --budget-min 5 --test-docs 200   # a reduced form
+    python -m benchmarks.bench_accuracy --variant lr5e-4:optim.lr=5e-4 --variant nopad:data.packing=true
+
+Rows (each trained in a fresh process; all scored by ``nerft evaluate`` on the same test documents):
+- ``zero-shot``: the base model with nerft's prompt, no fine-tuning;
+- ``jieba``: jieba's part-of-speech tagger (nr* -> PER, ns -> GPE, nt -> ORG), no model;
+- ``tutorial (equal time)``: the tutorial's recipe for ``--budget-min`` of training on the seeded-shuffled train
+  split, read in that order (its LR schedule stays the 2-epoch one; the budget stops it at a step boundary);
+  K = the examples it got through;
+- ``nerft (equal time)``: nerft's CPU recipe for the same budget (its schedule sized to the budget: --nerft-steps,
+  else estimated from B1's seconds/step or a 3-step calibration), stopped the same way;
+- ``nerft (equal data)``: nerft's recipe for one pass over the same first K examples;
+- ``+constrained`` rows: the nerft equal-time model scored with constrained decoding;
+- ``--variant NAME:key=value,...``: more nerft equal-time runs with config overrides (what each change buys).
+
+The tutorial's adapter is scored with nerft's predictor on its own prompt (B2 checks that it writes what the
+tutorial's predict() writes; ``--tutorial-scorer tutorial`` uses predict() itself, one text at a time, slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    DEFAULT_MODEL,
+    RESULTS,
+    WORK,
+    Progress,
+    labels_beside,
+    log,
+    markdown_table,
+    nerft_evaluate,
+    prepare_ccfbdci,
+    read_jsonl,
+    require,
+    run_in_child,
+    write_jsonl,
+    write_results,
+)
+
+JIEBA_TAGS = {"nr": "PER", "ns": "GPE", "nt": "ORG"}  # jieba's nr, nrt, nrfg are all person names
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def shuffled_train(train_file: Path, out: Path, seed: int = 42) -> Path:
+    """The train split in a seeded random order (nerft prepare keeps the file's order within a split)."""
+    if not out.is_file():
+        rows = read_jsonl(train_file)
+        random.Random(seed).shuffle(rows)
+        write_jsonl(out, rows)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Predictions (each function runs in a fresh process and writes a predictions JSONL: id, text, entities, output)
+
+
+def _write_predictions(out_file: str, docs: list[dict], entities: list[list], answers: list[str] | None) -> None:
+    rows = []
+    for i, doc in enumerate(docs):
+        row = {"id": doc["id"], "text": doc["text"], "entities": [e.to_dict() for e in entities[i]]}
+        if answers is not None:
+            row["output"] = answers[i]
+        rows.append(row)
+    write_jsonl(out_file, rows)
+
+
+def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
+                       base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
+                       batch_size: int = 8, constrained: bool = False) -> dict:
+    """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt."""
+    from nerft.labels import ccfbdci_labels
+    from nerft.predict import PredictOptions, TransformersPredictor, load_model_and_tokenizer
+    from nerft.prompts import build_prompt
+
+    docs = read_jsonl(test_file, limit)
+    lm, tok, labels, prompt, name = load_model_and_tokenizer(run_dir, base, adapter)
+    if prompt_style == "nerft":
+        labels = ccfbdci_labels()
+        prompt = build_prompt(labels, "compact", "nerft")
+    predictor = TransformersPredictor(lm, tok, labels, prompt,
+                                      PredictOptions(batch_size=batch_size, constrained=constrained, keep_raw=True),
+                                      name=name)
+    texts = [d["text"] for d in docs]
+    progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
+    chunk = batch_size * 8
+    start = time.perf_counter()
+    for s in range(0, len(texts), chunk):
+        entities += predictor.predict(texts[s:s + chunk])
+        answers += ["\n".join(r) for r in predictor.last_raw]
+        progress.step(len(texts[s:s + chunk]))
+    seconds = time.perf_counter() - start
+    _write_predictions(out_file, docs, entities, answers)
+    return {"score_s": seconds, "format": prompt.output_format}
+
+
+def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base: str, adapter: str | None) -> dict:
+    from nerft.predict import answer_to_entities, tutorial_prompt
+
+    from .tutorial_baseline import load_for_inference, predict_texts
+
+    docs = read_jsonl(test_file, limit)
+    lm, tok = load_for_inference(base, adapter)
+    start = time.perf_counter()
+    answers, _ = predict_texts([d["text"] for d in docs], lm, tok, Progress(len(docs), "score tutorial"))
+    seconds = time.perf_counter() - start
+    labels, _ = tutorial_prompt()
+    _write_predictions(out_file, docs, [answer_to_entities(d["text"], a, labels) for d, a in zip(docs, answers,
+                                                                                                 strict=True)], answers)
+    return {"score_s": seconds, "format": "tutorial"}
+
+
+def predict_with_jieba(test_file: str, limit: int | None, out_file: str) -> dict:
+    """jieba.posseg: person (nr, nrt, nrfg) -> PER, place (ns) -> GPE, organisation (nt) -> ORG."""
+    try:
+        import jieba
+        import jieba.posseg as pseg
+    except ImportError:
+        raise SystemExit("the jieba row needs jieba in the benchmark's environment: pip install jieba "
+                         "(never a nerft dependency)") from None
+    from nerft.schema import Entity
+
+    jieba.setLogLevel(60)
+    docs = read_jsonl(test_file, limit)
+    start = time.perf_counter()
+    entities = []
+    for d in docs:
+        found, pos = [], 0
+        for word, flag in pseg.cut(d["text"]):
+            label = next((lab for prefix, lab in JIEBA_TAGS.items() if flag.startswith(prefix)), None)
+            if label and d["text"][pos:pos + len(word)] == word:
+                found.append(Entity(pos, pos + len(word), label, word))
+            pos += len(word)
+        entities.append(found)
+    seconds = time.perf_counter() - start
+    _write_predictions(out_file, docs, entities, None)
+    return {"score_s": seconds, "format": None}
+
+
+def pct(x: float) -> float:
+    return round(100 * x, 2)
+
+
+def score(gold: Path, pred: str, out_dir: Path, fmt: str | None, labels: str) -> dict[str, Any]:
+    """``nerft evaluate``: strict scores from the predictor's entities; parse failures and hallucinations from the
+    raw answers (a second pass with --source output) when the file has them."""
+    m = nerft_evaluate(gold, pred, out_dir, source="entities", labels=labels)
+    micro = m["strict"]["micro"]
+    row: dict[str, Any] = {k: pct(micro[k]) for k in ("precision", "recall", "f1")}
+    for label, d in m["strict"]["per_label"].items():
+        row[f"f1_{label}"] = pct(d["f1"])
+    first = read_jsonl(pred, 1)
+    if first and "output" in first[0]:
+        raw = nerft_evaluate(gold, pred, out_dir.with_name(out_dir.name + "-raw"), source="output", fmt=fmt,
+                             labels=labels)
+        row["parse_failures"] = raw.get("parse_failures")
+        row["hallucinations"] = raw.get("hallucinations")
+        row["f1_raw_answers"] = pct(raw["strict"]["micro"]["f1"])
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train_tutorial(model: str, train_file: str, out_dir: str, max_seconds: float | None,
+                   limit: int | None = None, max_steps: int = -1) -> dict:
+    from .tutorial_baseline import train
+
+    return train(model, train_file, out_dir, limit=limit, max_steps=max_steps, max_seconds=max_seconds,
+                 in_order=True, save_strategy="no")
+
+
+def nerft_steps_for_budget(budget_s: float, s_per_step: float) -> int:
+    return max(1, int(budget_s / s_per_step))
+
+
+def estimate_nerft_step_s(args, model: str, train_file: str, config: str | None) -> float:
+    """Seconds per nerft optimizer step: B1's result when there is one for this model, else a 3-step run."""
+    from .bench_train import run_nerft
+
+    b1 = Path(args.results) / "b1_train.json"
+    if b1.is_file():
+        d = json.loads(b1.read_text(encoding="utf-8"))
+        for row in d.get("rows", []):
+            if row["recipe"] == "nerft" and d.get("model") == model and row.get("s_per_step"):
+                log(f"nerft: {row['s_per_step']} s/step from {b1}")
+                return float(row["s_per_step"])
+    log("calibrating nerft's seconds per step (3 steps)")
+    r = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None, max_steps=3,
+                     out_dir=str(Path(args.work) / "b3" / "calibrate"), config_path=config)
+    steps = r["step_s"][1:] or r["step_s"]
+    return sum(steps) / len(steps)
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value,key=value`` -> (name, {dotted key: YAML-parsed value})."""
+    import yaml
+
+    name, _, body = spec.partition(":")
+    if not name or not body:
+        raise SystemExit(f"--variant {spec!r}: expected NAME:key=value[,key=value]")
+    overrides = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--variant {spec!r}: {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name, overrides
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .bench_train import NERFT_CPU_CONFIG, run_nerft
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data-dir", default=None, help="nerft prepare output (default: ../shared CCFBDCI)")
+    parser.add_argument("--budget-min", type=float, default=60.0, help="training wall-clock budget per recipe")
+    parser.add_argument("--test-docs", type=int, default=0, help="first N test documents (0: the whole split)")
+    parser.add_argument("--rows", default="zero-shot,jieba,tutorial,nerft,nerft-data,nerft+constrained")
+    parser.add_argument("--nerft-config", default=str(NERFT_CPU_CONFIG))
+    parser.add_argument("--nerft-steps", type=int, default=None, help="nerft's scheduled steps in the budget "
+                        "(default: budget / measured seconds per step)")
+    parser.add_argument("--equal-data-k", type=int, default=None, help="K for the equal-data row (default: what "
+                        "the tutorial got through)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,... extra nerft equal-time "
+                        "runs with config overrides")
+    parser.add_argument("--tutorial-scorer", choices=("nerft", "tutorial"), default="nerft")
+    parser.add_argument("--batch-size", type=int, default=8, help="generation batch when scoring")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out-name", default="b3_accuracy")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
+    args = parser.parse_args(argv)
+
+    model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
+    data_dir = Path(args.data_dir) if args.data_dir else prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
+    work = Path(args.work) / "b3"
+    work.mkdir(parents=True, exist_ok=True)
+    train_file = str(shuffled_train(data_dir / "train.jsonl", work / "train.shuffled.jsonl"))
+    limit = args.test_docs or None
+    gold = work / "gold.jsonl"
+    write_jsonl(gold, read_jsonl(data_dir / "test.jsonl", limit))
+    n_test = len(read_jsonl(gold))
+    labels = labels_beside(data_dir / "test.jsonl")
+    config = args.nerft_config if Path(args.nerft_config).is_file() else None
+    budget = args.budget_min * 60
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    variants = [parse_variant(v) for v in args.variant]
+    trainings = sum(r in wanted for r in ("tutorial", "nerft", "nerft-data")) + len(variants)
+    log(f"plan: {trainings} trainings of up to {args.budget_min:g} min, scoring on {n_test} test documents; "
+        f"at least {trainings * args.budget_min:.0f} min of training")
+
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def add_row(name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None) -> None:
+        row: dict[str, Any] = {"row": name, "test_docs": n_test}
+        if train:
+            row.update({"examples_seen": train.get("examples"), "steps": train.get("optimizer_steps"),
+                        "train_min": round(train["train_s"] / 60, 1)})
+        row["score_min"] = round(info["score_s"] / 60, 2)
+        row.update(score(gold, pred_file, work / f"eval-{name.replace(' ', '_')}", info.get("format"), labels))
+        rows.append(row)
+        log(f"{name}: strict F1 {row['f1']:.2f} (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
+        partial = {"benchmark": "B3 accuracy (partial)", "rows": rows}
+        (work / "partial.json").write_text(json.dumps(partial, ensure_ascii=False, indent=2), encoding="utf-8")
+
+    def pred_path(name: str) -> str:
+        return str(work / f"pred-{name.replace(' ', '_')}.jsonl")
+
+    if "zero-shot" in wanted:
+        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+                            out_file=pred_path("zero-shot"), base=model, prompt_style="nerft",
+                            batch_size=args.batch_size)
+        add_row("zero-shot (nerft prompt)", pred_path("zero-shot"), info)
+    if "jieba" in wanted:
+        info = predict_with_jieba(str(gold), None, pred_path("jieba"))
+        add_row("jieba POS tagger", pred_path("jieba"), info)
+
+    k = args.equal_data_k
+    if "tutorial" in wanted:
+        out = work / "tutorial"
+        t = run_in_child(train_tutorial, threads=args.threads, model=model, train_file=train_file,
+                         out_dir=str(out), max_seconds=budget)
+        k = k or t["examples"]
+        if args.tutorial_scorer == "tutorial":
+            info = run_in_child(predict_with_tutorial, threads=args.threads, test_file=str(gold), limit=None,
+                                out_file=pred_path("tutorial"), base=model, adapter=t["adapter"])
+        else:
+            info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+                                out_file=pred_path("tutorial"), base=model, adapter=t["adapter"],
+                                batch_size=args.batch_size)
+        add_row("tutorial (equal time)", pred_path("tutorial"), info, t)
+
+    nerft_runs = []
+    if "nerft" in wanted:
+        nerft_runs.append(("nerft (equal time)", {}))
+    nerft_runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in variants]
+    steps = args.nerft_steps
+    if nerft_runs and steps is None:
+        steps = nerft_steps_for_budget(budget, estimate_nerft_step_s(args, model, train_file, config))
+    for name, overrides in nerft_runs:
+        run_dir = work / name.split(" (")[0].replace(" ", "-")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
+                         max_steps=steps, out_dir=str(run_dir), config_path=config, extra=overrides,
+                         max_seconds=budget)
+        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+                            out_file=pred_path(name), run_dir=str(run_dir), batch_size=args.batch_size)
+        add_row(name, pred_path(name), info, t)
+        if name == "nerft (equal time)" and "nerft+constrained" in wanted:
+            cname = "nerft (equal time) +constrained"
+            info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+                                out_file=pred_path(cname), run_dir=str(run_dir), batch_size=args.batch_size,
+                                constrained=True)
+            add_row(cname, pred_path(cname), info, t)
+
+    if "nerft-data" in wanted:
+        if not k:
+            raise SystemExit("the equal-data row needs K: run the tutorial row or pass --equal-data-k")
+        run_dir = work / "nerft-data"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        # nerft's own epoch shuffle over exactly the first K documents of the shuffled split, one pass
+        t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=k, max_steps=-1,
+                         out_dir=str(run_dir), config_path=config, epochs=1)
+        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+                            out_file=pred_path("nerft-data"), run_dir=str(run_dir), batch_size=args.batch_size)
+        add_row(f"nerft (equal data, K={k})", pred_path("nerft-data"), info, t)
+
+    label_cols = sorted({c for r in rows for c in r if c.startswith("f1_") and c != "f1_raw_answers"})
+    cols = ["row", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1", *label_cols,
+            "parse_failures", "hallucinations"]
+    payload = {"benchmark": "B3 accuracy under a fixed budget", "model": model, "budget_min": args.budget_min,
+               "test_docs": n_test, "train_file": train_file, "equal_data_k": k, "nerft_steps": steps,
+               "nerft_config": config, "tutorial_scorer": args.tutorial_scorer, "rows": rows}
+    md = (f"## B3 accuracy ({Path(model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
+          f"P/R/F1 on the first {n_test} documents of the seeded test split, `nerft evaluate`)\n\n"
+          + markdown_table(rows, cols)
+          + f"\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "
+          f"nerft equal-time runs: {steps} scheduled steps, stopped at the budget. The tutorial's adapter is scored "
+          f"with {'its own predict()' if args.tutorial_scorer == 'tutorial' else 'nerft predictor on its prompt'}. "
+          "hallucinations/parse failures come from re-reading the raw answers.")
+    write_results(args.out_name, payload, md, Path(args.results))
+    _plot(rows, Path(args.results) / f"{args.out_name}.png")
+    return 0
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
+    names = [r["row"] for r in rows][::-1]
+    ax.barh(names, [r["f1"] for r in rows][::-1], color="#2a7ab9")
+    for i, r in enumerate(rows[::-1]):
+        ax.text(r["f1"] + 0.5, i, f"{r['f1']:.1f}", va="center", fontsize=8)
+    ax.set_xlabel("strict micro F1")
+    ax.set_xlim(0, max(10, math.ceil(max((r["f1"] for r in rows), default=0) / 10) * 10 + 10))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
