@@ -61,23 +61,21 @@ class VocabBytes:
         for tid, b in enumerate(self.bytes):
             if b:
                 self.index.setdefault(b, []).append(tid)
-        self.max_len = max((len(b) for b in self.index), default=1)
+        # Every prefix of every token: substring scans stop as soon as no token can continue the match.
+        self.prefixes: set[bytes] = {b[:k] for b in self.index for k in range(1, len(b) + 1)}
 
-    def ids_in(self, haystack: bytes) -> set[int]:
-        """Ids of the tokens whose bytes occur somewhere in ``haystack``."""
+    def ids_in(self, haystack: bytes, head: bytes = b"", tail: bytes = b"") -> set[int]:
+        """Ids of the tokens ``head + s + tail`` for the substrings ``s`` of ``haystack`` (by default: the tokens
+        whose bytes occur in it; with a head or tail: tokens that join, e.g., a label's ``:`` and a mention)."""
         out: set[int] = set()
+        if head and head not in self.prefixes:
+            return out
         for i in range(len(haystack)):
-            for j in range(i + 1, min(len(haystack), i + self.max_len) + 1):
-                out.update(self.index.get(haystack[i:j], ()))
-        return out
-
-    def ids_joining(self, haystack: bytes, head: bytes = b"", tail: bytes = b"") -> set[int]:
-        """Ids of tokens ``head + s + tail`` where ``s`` occurs in ``haystack`` (e.g. ``:北`` after a label)."""
-        out: set[int] = set()
-        room = self.max_len - len(head) - len(tail)
-        for i in range(len(haystack)):
-            for j in range(i + 1, min(len(haystack), i + room) + 1):
-                out.update(self.index.get(head + haystack[i:j] + tail, ()))
+            for j in range(i + 1, len(haystack) + 1):
+                piece = head + haystack[i:j]
+                if piece not in self.prefixes:
+                    break
+                out.update(self.index.get(piece + tail, ()) if tail else self.index.get(piece, ()))
         return out
 
 
@@ -85,7 +83,7 @@ _VOCAB_CACHE: dict[int, VocabBytes] = {}
 
 
 def vocab_bytes(tokenizer) -> VocabBytes:
-    """The byte table of a tokenizer, built once per tokenizer object (about a second for 151k tokens)."""
+    """The byte table of a tokenizer, built once per tokenizer object (about two seconds for 151k tokens)."""
     key = id(tokenizer)
     if key not in _VOCAB_CACHE:
         _VOCAB_CACHE[key] = VocabBytes(tokenizer)
@@ -192,10 +190,10 @@ class AnswerGrammar:
         # start of what follows it (``》\n``, ``京"``).
         for head in self.heads:
             for k in range(1, min(len(head), 4) + 1):
-                ids |= vocab.ids_joining(self.text, head=head[-k:])
+                ids |= vocab.ids_in(self.text, head=head[-k:])
         for tail in tails:
             for k in range(1, min(len(tail), 4) + 1):
-                ids |= vocab.ids_joining(self.text, tail=tail[:k])
+                ids |= vocab.ids_in(self.text, tail=tail[:k])
         return ids
 
 
