@@ -46,6 +46,8 @@ class LoraSettings:
     dropout: float = opt(0.1, "dropout on the LoRA input")
     target_modules: list[str] = opt(help="linear layers that get adapters", factory=lambda: list(TUTORIAL_TARGET_MODULES))
     bias: Literal["none", "all", "lora_only"] = opt("none", "which biases to train")
+    modules_to_save: list[str] = opt(help="modules trained in full and saved with the adapter (e.g. embed_tokens "
+                                          "and lm_head of an untied model that must learn new tokens)", factory=list)
 
 
 def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
@@ -145,7 +147,8 @@ def build_lora(cfg: LoraSettings):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), bias=cfg.bias, inference_mode=False)
+                      target_modules=list(cfg.target_modules), bias=cfg.bias, inference_mode=False,
+                      modules_to_save=list(cfg.modules_to_save) or None)
 
 
 def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False):
