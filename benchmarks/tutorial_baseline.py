@@ -198,10 +198,10 @@ def _cuda() -> bool:
 class CountingCollator:
     """``DataCollatorForSeq2Seq(tokenizer, padding=True)`` that also counts what each batch costs."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, inner=None):
         from transformers import DataCollatorForSeq2Seq
 
-        self.inner = DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True)
+        self.inner = inner or DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True)
         self.examples = self.padded_tokens = self.real_tokens = self.supervised_tokens = 0
 
     def __call__(self, features):
@@ -284,13 +284,15 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
     load_s = time.perf_counter() - t_load
     records = load_records(data, limit)
     train_ds = Dataset.from_list(records)
-    train_dataset = train_ds.map(lambda ex: process_func(ex, tokenizer), remove_columns=train_ds.column_names)
+    # an explicit fingerprint: hashing the closure would pickle the whole tokenizer (seconds, same result)
+    train_dataset = train_ds.map(lambda ex: process_func(ex, tokenizer), remove_columns=train_ds.column_names,
+                                 new_fingerprint=f"tutorial-{abs(hash((str(data), limit)))}")
     truncated = sum(1 for r in train_dataset if len(r["input_ids"]) >= MAX_LENGTH)
     model = add_lora(model)
     # With a time budget the LR schedule stays the tutorial's 2-epoch one; the budget ends the loop early.
     epochs_note = "max_steps" if max_steps > 0 else "time budget" if max_seconds is not None else "2 epochs"
-    bf16 = model.dtype == torch.bfloat16 and _cuda()
-    args = training_arguments(output_dir, max_steps=max_steps, bf16=bf16, **arg_overrides)
+    # The tutorial loads the weights in bf16 and sets no bf16/fp16 flag (no autocast); the same here.
+    args = training_arguments(output_dir, max_steps=max_steps, **arg_overrides)
     collator = CountingCollator(tokenizer)
     timing = _timing_callback(max_seconds)
     callbacks = [timing]

@@ -1,0 +1,183 @@
+"""Smoke tests for benchmarks/: each benchmark runs end to end on a tiny model so its code cannot rot.
+
+Benchmarks are not tests; these only check that the harness works (files written, keys present), never numbers.
+Runs in-process (NERFT_BENCH_IN_PROCESS) on a tiny random Qwen2 with the real tokenizer and a hand-written
+six-document dataset; the tiny model is biased to end its answer at once, so generation is short.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import REPO, make_tiny_qwen2, shared_path
+
+sys.path.insert(0, str(REPO))
+
+from benchmarks import bench_accuracy, bench_gpu, bench_predict, bench_train, common, matmul_peak  # noqa: E402
+from benchmarks import tutorial_baseline as tb  # noqa: E402
+
+DOCS = [
+    ("d1", "张三在北京工作。", [(0, 2, "PER"), (3, 5, "GPE")]),
+    ("d2", "嗯。", []),
+    ("d3", "联合国总部在纽约。", [(0, 3, "ORG"), (6, 8, "GPE")]),
+    ("d4", "李四去了黄山。", [(0, 2, "PER"), (4, 6, "LOC")]),
+    ("d5", "今天天气很好。", []),
+    ("d6", "王五是华为员工。", [(0, 2, "PER"), (3, 5, "ORG")]),
+]
+
+
+def _doc(i, text, ents):
+    return {"id": i, "text": text, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
+                                                 for s, e, lab in ents]}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Qwen2 folder with the real tokenizer; its generation config ends every answer at once."""
+    tok_dir = shared_path("assets", "qwen2-tokenizer")
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    model = make_tiny_qwen2()
+    model.generation_config.eos_token_id = [151645, 151643]
+    model.generation_config.pad_token_id = 151643
+    model.generation_config.sequence_bias = [[[151645], 100.0]]  # <|im_end|> first: fast, deterministic
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mini_data(tmp_path_factory):
+    from nerft.labels import ccfbdci_labels
+
+    out = tmp_path_factory.mktemp("mini-ccfbdci")
+    rows = [_doc(*d) for d in DOCS]
+    for split, part in (("train", rows), ("dev", rows[:2]), ("test", rows[:3])):
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),
+                                            encoding="utf-8")
+    (out / "labels.json").write_text(json.dumps(ccfbdci_labels().to_dict(), ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    monkeypatch.setattr(common, "IN_PROCESS", True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription (50x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tutorial baseline's data path, exactly
+
+
+def test_tutorial_conversion_matches_the_tutorial():
+    rec = tb.transfer_record(tb.raw_record(_doc(*DOCS[0])))
+    assert rec["instruction"] == tb.SYSTEM_PROMPT
+    assert rec["input"] == "文本:张三在北京工作。"
+    assert rec["output"] == ('{"entity_text": "张三", "entity_label": "人名"}'
+                             '{"entity_text": "北京", "entity_label": "地理实体"}')
+    assert tb.transfer_record(tb.raw_record(_doc(*DOCS[1])))["output"] == "没有找到任何实体"
+
+
+def test_tutorial_system_prompt_is_nerfts_copy():
+    from nerft.prompts import TUTORIAL_SYSTEM_PROMPT
+
+    assert tb.SYSTEM_PROMPT == TUTORIAL_SYSTEM_PROMPT
+
+
+def test_tutorial_process_func_masks_prompt_ends_with_pad_and_truncates(qwen2_tokenizer):
+    ex = tb.process_func(tb.transfer_record(tb.raw_record(_doc(*DOCS[0]))), qwen2_tokenizer)
+    n_prompt = ex["labels"].count(-100)
+    assert ex["input_ids"][-1] == ex["labels"][-1] == qwen2_tokenizer.pad_token_id
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
+    assert qwen2_tokenizer.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
+    long = tb.process_func({"instruction": "x", "input": "文本:" + "".join(map(chr, range(0x4E00, 0x4E00 + 500))), "output": "没有找到任何实体"},
+                           qwen2_tokenizer)
+    assert len(long["input_ids"]) == len(long["labels"]) == tb.MAX_LENGTH
+
+
+def test_flop_accounting_matches_qwen25_05b():
+    cfg = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+           "num_key_value_heads": 2, "vocab_size": 151936}
+    p = bench_train.linear_params(cfg)
+    assert p["body"] == 24 * (2 * 896 * 896 + 2 * 896 * 128 + 3 * 896 * 4864)
+    assert p["body"] + p["lm_head"] + 151936 * 896 == pytest.approx(630.2e6, rel=1e-3)  # untied 0.5B: 630M
+    assert bench_train.executed_flops(p, 10, 10, False) == 10 * 4 * (p["body"] + p["lm_head"])
+
+
+def test_matmul_peak_runs():
+    r = matmul_peak.matmul_flops(size=64, dtype="float32", threads=1, seconds=0.01)
+    assert r["flops"] > 0 and r["runs"] >= 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Each benchmark end to end
+
+
+def test_b1_train(tiny_model_dir, mini_data, in_process, tmp_path):
+    bench_train.main(["--model", str(tiny_model_dir), "--train", str(mini_data / "train.jsonl"), "--examples", "4",
+                      "--max-steps", "1", "--repeats", "1", "--peak-gflops", "10", "--threads", "1", "--results", str(tmp_path),
+                      "--work", str(tmp_path / "work")])
+    d = json.loads((tmp_path / "b1_train.json").read_text())
+    assert [r["recipe"] for r in d["rows"]] == ["tutorial", "nerft"]
+    for row in d["rows"]:
+        assert row["examples"] == 4 and row["steps"] == 1 and row["padded_tokens"] >= row["real_tokens"] > 0
+    assert d["ratio_nerft_over_tutorial"]["examples_per_s"] > 0
+    assert (tmp_path / "b1_train.md").read_text().count("| tutorial |") == 1
+    assert (tmp_path / "b1_train.png").is_file()
+
+
+def test_b2_predict(tiny_model_dir, mini_data, in_process, tmp_path):
+    bench_predict.main(["--model", str(tiny_model_dir), "--test", str(mini_data / "test.jsonl"), "--texts", "2", "--threads", "1",
+                        "--results", str(tmp_path), "--work", str(tmp_path / "work")])
+    d = json.loads((tmp_path / "b2_predict.json").read_text())
+    rows = {r["row"]: r for r in d["rows"]}
+    assert set(rows) == {"tutorial", "nerft", "nerft+constrained"}
+    assert rows["nerft"]["texts"] == 2 and 0 <= rows["nerft"]["agree_entities"] <= 1
+    assert "f1" in rows["tutorial"]
+
+
+def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
+    rows = "tutorial,nerft,nerft-data" + (",jieba" if _has("jieba") else "")
+    bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--budget-min", "0.0001",
+                         "--test-docs", "2", "--nerft-steps", "1", "--rows", rows, "--threads", "1", "--results", str(tmp_path),
+                         "--work", str(tmp_path / "work")])
+    d = json.loads((tmp_path / "b3_accuracy.json").read_text())
+    names = [r["row"] for r in d["rows"]]
+    assert names[-3:] == ["tutorial (equal time)", "nerft (equal time)", f"nerft (equal data, K={d['equal_data_k']})"]
+    tutorial = next(r for r in d["rows"] if r["row"].startswith("tutorial"))
+    assert d["equal_data_k"] == tutorial["examples_seen"] == 6  # its first step: 4 + 2 of the 6 documents
+    for r in d["rows"]:
+        assert 0 <= r["f1"] <= 100 and r["test_docs"] == 2
+
+
+def test_b3_variant_parsing():
+    assert bench_accuracy.parse_variant("lr:optim.lr=0.0005,data.packing=true") == (
+        "lr", {"optim.lr": 5e-4, "data.packing": True})
+
+
+def test_b4_gpu_script_runs_scaled_down_on_cpu(tmp_path):
+    bench_gpu.main(["--tiny", "--steps", "1", "--gen-texts", "2", "--results", str(tmp_path)])
+    d = json.loads((tmp_path / "b4_gpu.json").read_text())
+    assert {r["recipe"] for r in d["train"]} == {"tutorial", "nerft"}
+    assert d["generate"][0]["texts_per_s"] > 0
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
