@@ -72,5 +72,5 @@ def test_unconstrained_random_model_does_hallucinate(qwen2_tokenizer):
     labels = ccfbdci_labels()
     prompt = build_prompt(labels, "compact")
     ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
-    out = generate_batch(make_tiny_qwen2(seed=3), qwen2_tokenizer, ids, 24)
+    out = generate_batch(make_tiny_qwen2(seed=3), qwen2_tokenizer, ids, 8)
     assert any(parse_answer(g.text, labels).errors for g in out)

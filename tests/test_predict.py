@@ -26,7 +26,7 @@ def run_dir(qwen2_tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(run_dir):
-    return load_predictor(run_dir, max_new_tokens=12, constrained=True, batch_size=3)
+    return load_predictor(run_dir, max_new_tokens=8, constrained=True, batch_size=3)
 
 
 def test_predict_keeps_order_and_offsets_slice_text(predictor):
@@ -103,7 +103,7 @@ def test_resume_finishes_only_the_rest(run_dir, tmp_path):
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": f"d{i}", "text": t}, ensure_ascii=False) + "\n"
                            for i, t in enumerate(TEXTS * 2)), encoding="utf-8")
-    base = load_predictor(run_dir, max_new_tokens=6, constrained=True)
+    base = load_predictor(run_dir, max_new_tokens=3)
 
     class Interrupted(Exception):
         pass
@@ -185,3 +185,22 @@ def test_adapter_changes_outputs(run_dir, qwen2_tokenizer):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(NerftError, match="neither a nerft model folder"):
         load_predictor(tmp_path)
+
+
+def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(qwen2_tokenizer, predictor):
+    import torch
+    from helpers_models import make_tiny_qwen2
+
+    model = make_tiny_qwen2(seed=5).train()
+    p = TransformersPredictor.from_model(model, qwen2_tokenizer, predictor.labels, predictor.prompt,
+                                         max_new_tokens=6)
+    p.predict(TEXTS[:2])
+    assert model.training  # given back in training mode
+    with torch.no_grad():  # a training step changes the weights: the prefix cache must not go stale
+        for w in model.parameters():
+            w.add_(torch.randn_like(w) * 0.05)
+    p.predict(TEXTS[:2])
+    uncached = TransformersPredictor.from_model(model, qwen2_tokenizer, predictor.labels, predictor.prompt,
+                                                max_new_tokens=6, prefix_cache=False)
+    uncached.predict(TEXTS[:2])
+    assert p.last_raw == uncached.last_raw

@@ -187,8 +187,11 @@ class TransformersPredictor:
     """Batched greedy decoding with transformers (left padding, length-sorted batches, shared-prefix KV cache)."""
 
     def __init__(self, model, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft"):
-        self.model, self.tokenizer, self.labels, self.prompt = model.eval(), tokenizer, labels, prompt
+                 name: str = "nerft", frozen: bool = True):
+        """``frozen``: the weights never change, so the shared prefix's KV cache is computed once; otherwise (a
+        model being trained) it is recomputed at each ``predict`` call."""
+        self.model, self.tokenizer, self.labels, self.prompt = model, tokenizer, labels, prompt
+        self.frozen = frozen
         self.options = options or PredictOptions()
         self.name = name
         self.format = prompt.output_format
@@ -201,14 +204,18 @@ class TransformersPredictor:
 
     @classmethod
     def from_model(cls, model, tokenizer, labels: LabelSet, prompt: Prompt, **options: Any) -> TransformersPredictor:
-        """For in-memory use (dev evaluation during training): any PredictOptions field as a keyword."""
+        """For in-memory use (dev evaluation during training): any PredictOptions field as a keyword. The model
+        is put in eval mode while predicting and given back in the mode it was in."""
         name = options.pop("name", "nerft")
-        return cls(model, tokenizer, labels, prompt, PredictOptions(**options), name=name)
+        frozen = options.pop("frozen", False)
+        return cls(model, tokenizer, labels, prompt, PredictOptions(**options), name=name, frozen=frozen)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def _prefix_cache(self):
+        if not self.frozen:
+            self._prefix = None
         if self._prefix is None and self.options.prefix_cache:
             from .generation import PrefixCache, shared_prefix_ids
 
@@ -231,7 +238,7 @@ class TransformersPredictor:
 
     def generate_answers(self, texts: list[str], allowed: set[str] | None = None) -> list[tuple[str, list[Entity]]]:
         """Raw answer and entities for each text (no windowing), in input order."""
-        from .generation import generate_batch, prompt_ids
+        from .generation import prompt_ids
 
         opts = self.options
         ids = [prompt_ids(self.tokenizer, self.prompt, t) for t in texts]
@@ -241,6 +248,19 @@ class TransformersPredictor:
             limits = [min(limit, opts.max_new_tokens) for limit in limits]
         label_names = [self.labels.name_of(c) for c in self.labels.codes if allowed is None or c in allowed]
         results: list[tuple[str, list[Entity]] | None] = [None] * len(texts)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self._generate_into(results, texts, ids, limits, label_names, allowed)
+        finally:
+            self.model.train(was_training)
+        return results  # type: ignore[return-value]
+
+    def _generate_into(self, results: list, texts: list[str], ids: list[list[int]], limits: list[int],
+                       label_names: list[str], allowed: set[str] | None) -> None:
+        from .generation import generate_batch
+
+        opts = self.options
         prefix = self._prefix_cache()
         for batch in sorted_batches([len(x) for x in ids], opts.batch_size):
             batch_texts = [texts[i] for i in batch]
@@ -258,7 +278,6 @@ class TransformersPredictor:
                 scores = unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs)
                 results[i] = (answer, answer_to_entities(texts[i], answer, self.labels, scores=scores,
                                                          keep_hallucinated=opts.keep_hallucinated, allowed=allowed))
-        return results  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------
