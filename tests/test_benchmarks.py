@@ -15,7 +15,15 @@ from conftest import REPO, make_tiny_qwen2, shared_path
 
 sys.path.insert(0, str(REPO))
 
-from benchmarks import bench_accuracy, bench_gpu, bench_predict, bench_train, common, matmul_peak  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_accuracy,
+    bench_gpu,
+    bench_predict,
+    bench_train,
+    collect_results,
+    common,
+    matmul_peak,
+)
 from benchmarks import tutorial_baseline as tb  # noqa: E402
 
 DOCS = [
@@ -173,6 +181,14 @@ def test_b4_gpu_script_runs_scaled_down_on_cpu(tmp_path):
     d = json.loads((tmp_path / "b4_gpu.json").read_text())
     assert {r["recipe"] for r in d["train"]} == {"tutorial", "nerft"}
     assert d["generate"][0]["texts_per_s"] > 0
+
+
+def test_collect_results_orders_tables(tmp_path):
+    for name in ("b2_predict", "b1_train", "extra"):
+        (tmp_path / f"{name}.md").write_text(f"## {name}\n")
+    text = collect_results.collect(tmp_path, "notes")
+    assert text.index("## b1_train") < text.index("## b2_predict") < text.index("## extra")
+    assert "notes" in text
 
 
 def _has(module: str) -> bool:

@@ -1,0 +1,46 @@
+"""Assemble benchmarks/RESULTS.md from the latest result tables in benchmarks/results/.
+
+    python -m benchmarks.collect_results [--notes FILE.md]
+
+Each benchmark writes ``results/<name>.md`` (machine, versions, exact command, table); this concatenates them in a
+fixed order (B1, B2, B3, B4, then anything else, e.g. reduced runs) under an optional block of notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import RESULTS
+
+ORDER = ["matmul_peak", "b1_train", "b2_predict", "b3_accuracy", "b4_gpu"]
+
+
+def collect(results: Path = RESULTS, notes: str = "") -> str:
+    tables = sorted(results.glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER),
+                                                         p.stem))
+    parts = ["# Benchmark results\n",
+             "Written by `python -m benchmarks.collect_results` from `benchmarks/results/*.md`; how to run each "
+             "benchmark: `benchmarks/README.md`.\n"]
+    if notes:
+        parts.append(notes.rstrip() + "\n")
+    for path in tables:
+        parts.append(f"\n---\n\n<!-- {path.name} -->\n" + path.read_text(encoding="utf-8").rstrip() + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--notes", default=None, help="markdown placed above the tables")
+    parser.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = parser.parse_args(argv)
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+    Path(args.output).write_text(collect(Path(args.results), notes), encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
