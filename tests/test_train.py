@@ -1,0 +1,274 @@
+"""Training: label masking, overlong handling, batching, the supervised-only loss, packing isolation, the run
+directory, resume and Ctrl-C. A tiny random Qwen2 with the project's char tokenizer (and the real Qwen2
+tokenizer where ../shared is present)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import make_tiny_qwen2
+from nerft_helpers import char_tokenizer, sample_docs, save_base_model, tiny_recipe, write_splits
+
+from nerft import config as cfglib
+from nerft import train as train_mod
+from nerft.formats import FORMATS, get_format
+from nerft.generation import end_of_turn_id, prompt_ids
+from nerft.labels import ccfbdci_labels
+from nerft.modeling import LoraSettings, add_lora
+from nerft.prompts import build_prompt
+from nerft.rundir import RunInfo
+from nerft.schema import Document, NerftError
+from nerft.train import (
+    IGNORE,
+    SupervisedLoss,
+    TrainConfig,
+    answer_end_id,
+    collate,
+    encode_document,
+    encode_documents,
+    epoch_batches,
+    train,
+)
+
+LABELS = ccfbdci_labels()
+PRESETS = [(name, "nerft", "eot") for name in FORMATS if name != "tutorial"] + [("tutorial", "tutorial", "pad")]
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return char_tokenizer()
+
+
+@pytest.fixture(params=["char", "qwen2"])
+def any_tokenizer(request, char_tok):
+    return char_tok if request.param == "char" else request.getfixturevalue("qwen2_tokenizer")
+
+
+@pytest.mark.parametrize(("fmt_name", "style", "end"), PRESETS)
+def test_label_masking_is_exact(any_tokenizer, fmt_name, style, end):
+    tok = any_tokenizer
+    prompt = build_prompt(LABELS, fmt_name, style)
+    fmt = get_format(fmt_name)
+    end_id = answer_end_id(tok, end)
+    expected_end = tok.pad_token_id if end == "pad" else end_of_turn_id(tok)
+    assert tok.convert_ids_to_tokens(expected_end) == ("<|endoftext|>" if end == "pad" else "<|im_end|>")
+    for doc in sample_docs(6) + [Document("empty", "今天天气很好。")]:
+        ex = encode_document(doc, tok, prompt, fmt, LABELS, end_id)
+        p = prompt_ids(tok, prompt, doc.text)
+        assert ex.input_ids[:len(p)] == p
+        assert ex.labels[:len(p)] == [IGNORE] * len(p)  # every prompt token masked
+        assert ex.labels[len(p):] == ex.input_ids[len(p):]  # every answer token and the end token supervised
+        assert ex.input_ids[-1] == expected_end
+        assert tok.decode(ex.input_ids[len(p):-1]) == fmt.render(doc.entities, LABELS)
+        assert len(ex.input_ids) == len(ex.labels)
+
+
+def test_tutorial_preset_prompt_is_the_tutorials(char_tok):
+    prompt = build_prompt(LABELS, "tutorial", "tutorial")
+    text = char_tok.decode(prompt_ids(char_tok, prompt, "张三在北京。"))
+    assert text.endswith("<|im_start|>user\n文本:张三在北京。<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_overlong_examples_are_counted_and_handled(char_tok):
+    docs = sample_docs(30)
+    prompt, fmt = build_prompt(LABELS, "compact"), get_format("compact")
+    end = end_of_turn_id(char_tok)
+    lengths = [len(encode_document(d, char_tok, prompt, fmt, LABELS, end).input_ids) for d in docs]
+    limit = sorted(lengths)[len(lengths) // 2]
+    n_over = sum(n > limit for n in lengths)
+    assert n_over > 0
+    dropped = encode_documents(docs, char_tok, prompt, fmt, LABELS, end, limit, "drop")
+    kept = encode_documents(docs, char_tok, prompt, fmt, LABELS, end, limit, "keep")
+    cut = encode_documents(docs, char_tok, prompt, fmt, LABELS, end, limit, "truncate")
+    assert dropped.overlong == kept.overlong == cut.overlong == n_over
+    assert len(dropped.examples) == len(docs) - n_over
+    assert len(kept.examples) == len(cut.examples) == len(docs)
+    assert max(len(e.input_ids) for e in cut.examples) == limit
+    assert max(len(e.input_ids) for e in kept.examples) == max(lengths)
+
+
+def test_epoch_batches_are_deterministic_grouped_and_complete():
+    lengths = [(i * 37) % 101 + 5 for i in range(200)]
+    a = epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=True, mega_batches=5)
+    assert a == epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=True, mega_batches=5)
+    assert a != epoch_batches(lengths, 8, seed=1, epoch=1, group_by_length=True, mega_batches=5)
+    assert sorted(i for b in a for i in b) == list(range(200))
+    plain = epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=False)
+
+    def padding(batches):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(a) < padding(plain) / 3
+
+
+def _two_examples(tok):
+    prompt, fmt = build_prompt(LABELS, "compact"), get_format("compact")
+    docs = sample_docs(4)
+    return [encode_document(d, tok, prompt, fmt, LABELS, end_of_turn_id(tok)) for d in docs[:3]]
+
+
+def test_supervised_loss_equals_full_lm_head_loss(char_tok):
+    model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=4, dropout=0.0))
+    batch = collate(_two_examples(char_tok), char_tok.pad_token_id, packing=False)
+    loss_sum, n = SupervisedLoss(model)(**batch)
+    reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=batch["labels"]).loss
+    assert int(n) == int((batch["labels"][:, 1:] != IGNORE).sum())
+    assert torch.allclose(loss_sum / n, reference, atol=1e-5)
+
+
+def test_packed_examples_do_not_attend_to_each_other(char_tok):
+    """Packing relies on transformers building a block-diagonal mask from restarting position ids."""
+    model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=4, dropout=0.0)).eval()
+    examples = _two_examples(char_tok)
+    packed = collate(examples, char_tok.pad_token_id, packing=True)
+    padded = collate(examples, char_tok.pad_token_id, packing=False)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    body = model.get_base_model().model
+    with torch.no_grad():
+        # use_cache=False as in training: with a cache transformers does not look for packed sequences
+        h_packed = body(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
+                        use_cache=False).last_hidden_state[0]
+        h_padded = body(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
+                        use_cache=False).last_hidden_state
+        loss_packed, n_packed = SupervisedLoss(model)(**packed)
+        loss_padded, n_padded = SupervisedLoss(model)(**padded)
+    start = 0
+    for i, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        assert torch.allclose(h_packed[start:start + n], h_padded[i, :n], atol=1e-5)
+        start += n
+    assert int(n_packed) == int(n_padded)
+    assert torch.allclose(loss_packed, loss_padded, atol=1e-3)
+
+
+def test_loss_falls_when_one_batch_is_repeated(char_tok):
+    torch.manual_seed(0)
+    model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=8, alpha=16, dropout=0.0))
+    loss_fn = SupervisedLoss(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = collate(_two_examples(char_tok), char_tok.pad_token_id, packing=False)
+    losses = []
+    for _ in range(25):
+        loss_sum, n = loss_fn(**batch)
+        (loss_sum / n).backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss_sum.detach() / n))
+    # A random model with frozen 0.02-scale embeddings cannot get confident fast; a clear, steady fall is enough.
+    assert losses[-1] < losses[0] - 0.3
+    assert losses[-1] == min(losses) or losses[-1] < losses[len(losses) // 2]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory, char_tok):
+    return save_base_model(tmp_path_factory.mktemp("base"), char_tok)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    return write_splits(tmp_path_factory.mktemp("data"))
+
+
+def _cfg(recipe: dict) -> TrainConfig:
+    return cfglib.from_dict(TrainConfig, recipe)
+
+
+def test_a_short_run_writes_the_documented_run_directory(base_model, splits, tmp_path):
+    out = tmp_path / "run"
+    recipe = tiny_recipe(base_model, {**splits, "test": splits["dev"]}, out, output__save_every=2,
+                         data__max_length=112)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(_cfg(recipe)) == out
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_over = metrics["train"]["overlong"]
+    assert n_over > 0 and metrics["train"]["examples"] == 24 - n_over
+    assert any(f"{n_over} of 24 training examples" in str(w.message) for w in caught)
+    for name in ("nerft.json", "config.yaml", "labels.json", "metrics.json", "train_log.jsonl", "curves.png",
+                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
+                 "tokenizer/chat_template.jinja", "checkpoints/step-4/trainer_state.pt",
+                 "checkpoints/step-4/adapter/adapter_model.safetensors"):
+        assert (out / name).is_file(), name
+    info = RunInfo.load(out)
+    assert info.base_model == str(base_model) and info.prompt.output_format == "compact"
+    assert metrics["train"]["steps"] == 4 and metrics["dev"]["best_step"] in (2, 4)
+    assert set(metrics["test"]) >= {"precision", "recall", "f1", "parse_failures", "hallucinated"}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert sum("dev/f1" in r for r in log) == 2 and all(r["tokens_per_s"] > 0 for r in log if "loss" in r)
+    assert not list(out.glob("**/.*.tmp"))  # atomic writes leave no temporaries
+    with pytest.raises(NerftError, match="already holds a run"):
+        train(_cfg(recipe))
+
+
+def test_train_with_the_real_qwen2_tokenizer(qwen2_tokenizer, splits, tmp_path):
+    base = save_base_model(tmp_path / "base", qwen2_tokenizer)
+    out = train(_cfg(tiny_recipe(base, splits, tmp_path / "run", optim__max_steps=2, eval__every=2,
+                                 data__output_format="tutorial", data__prompt_style="tutorial",
+                                 data__end_token="pad", tracking__backend="swanlab")))
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert list((out / "swanlog").glob("run-*"))  # SwanLab offline: a local run, no account needed
+
+
+def _adapter(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_resume_continues_at_the_right_step_with_the_same_result(base_model, splits, tmp_path):
+    common = {"optim__max_steps": 6, "eval__every": 0, "data__dev": None, "tracking__log_every": 1}
+    straight = train(_cfg(tiny_recipe(base_model, splits, tmp_path / "a", **common)))
+    b = tmp_path / "b"
+    train(_cfg(tiny_recipe(base_model, splits, b, **common) | {"stop_after_steps": 4}))
+    assert not (b / "metrics.json").read_text().count('"finished": true')
+    assert (b / "checkpoints" / "step-4" / "trainer_state.pt").is_file()
+    train(_cfg(tiny_recipe(base_model, splits, b, **common) | {"resume": "latest"}))
+    metrics = json.loads((b / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 6 and metrics["train"]["finished"]
+    steps = [json.loads(line)["step"] for line in (b / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    a_weights, b_weights = _adapter(straight), _adapter(b)
+    assert a_weights.keys() == b_weights.keys()
+    for k in a_weights:
+        assert torch.allclose(a_weights[k], b_weights[k], atol=1e-6), k
+
+
+def test_ctrl_c_saves_a_checkpoint(base_model, splits, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_collate = train_mod.collate
+
+    def interrupting_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # during step 3 (2 micro-batches per step)
+            raise KeyboardInterrupt
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "collate", interrupting_collate)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None)))
+    state = torch.load(out / "checkpoints" / "step-2" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2 and state["step_in_epoch"] == 2
+
+
+def test_missing_training_data_is_a_user_error(tmp_path):
+    with pytest.raises(NerftError, match="--train"):
+        train(TrainConfig())
+
+
+def test_cli_shortcuts_and_dotted_flags_build_the_config(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    train_mod.register(sub, "train", "")
+    args = parser.parse_args(["train", "--config", "configs/qwen2.5-0.5b-cpu.yaml", "--train", "t.jsonl",
+                              "--max-steps", "7", "--optim.lr", "0.001", "--resume", "--no-data.group-by-length"])
+    cfg = cfglib.build_config(TrainConfig, args, config_path=args.config)
+    assert cfg.data.train == "t.jsonl" and cfg.optim.max_steps == 7 and cfg.optim.lr == 0.001
+    assert cfg.resume == "latest" and cfg.data.group_by_length is False and cfg.model.dtype == "fp32"
