@@ -158,13 +158,14 @@ def test_b2_predict(tiny_model_dir, mini_data, in_process, tmp_path):
 
 
 def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
-    rows = "tutorial,nerft,nerft-data" + (",jieba" if _has("jieba") else "")
+    rows = "zero-shot,tutorial,nerft,nerft+constrained,nerft-data" + (",jieba" if _has("jieba") else "")
     bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--budget-min", "0.0001",
                          "--test-docs", "2", "--nerft-steps", "1", "--rows", rows, "--threads", "1", "--results", str(tmp_path),
                          "--work", str(tmp_path / "work")])
     d = json.loads((tmp_path / "b3_accuracy.json").read_text())
     names = [r["row"] for r in d["rows"]]
-    assert names[-3:] == ["tutorial (equal time)", "nerft (equal time)", f"nerft (equal data, K={d['equal_data_k']})"]
+    assert {"zero-shot (nerft prompt)", "tutorial (equal time)", "nerft (equal time)",
+            "nerft (equal time) +constrained", f"nerft (equal data, K={d['equal_data_k']})"} <= set(names)
     tutorial = next(r for r in d["rows"] if r["row"].startswith("tutorial"))
     assert d["equal_data_k"] == tutorial["examples_seen"] == 6  # its first step: 4 + 2 of the 6 documents
     for r in d["rows"]:
