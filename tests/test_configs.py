@@ -1,0 +1,65 @@
+"""Every shipped config parses, starts with the command that runs it, and says what it claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nerft import config as cfglib
+from nerft.demo import train_recipe
+from nerft.train import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TRAIN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_train_config_parses_and_documents_its_command(path):
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("#")
+    assert "nerft " in path.read_text(encoding="utf-8").split("\nmodel:")[0]
+    cfg = cfglib.build_config(TrainConfig, config_path=str(path))
+    assert cfg.lora.r > 0 and cfg.optim.lr > 0
+
+
+def test_there_are_the_four_recipes():
+    names = {p.name for p in TRAIN_CONFIGS}
+    assert names >= {"tutorial-qwen2-1.5b-ccfbdci.yaml", "qwen2-1.5b-ccfbdci.yaml", "qwen2.5-0.5b-cpu.yaml",
+                     "demo.yaml"}
+
+
+def test_tutorial_recipe_is_the_tutorials():
+    cfg = cfglib.build_config(TrainConfig, config_path=str(CONFIGS / "tutorial-qwen2-1.5b-ccfbdci.yaml"))
+    assert cfg.model.name_or_path == "Qwen/Qwen2-1.5B-Instruct"
+    assert (cfg.data.prompt_style, cfg.data.output_format, cfg.data.end_token) == ("tutorial", "tutorial", "pad")
+    assert (cfg.data.max_length, cfg.data.overlong) == (384, "truncate")
+    assert (cfg.optim.batch_size, cfg.optim.grad_accum, cfg.optim.epochs, cfg.optim.lr) == (4, 4, 2, 1e-4)
+    assert cfg.optim.gradient_checkpointing
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, len(cfg.lora.target_modules)) == (8, 32, 0.1, 7)
+    assert cfg.tracking.backend == "swanlab"
+
+
+def test_cpu_recipe_follows_the_measurements():
+    cfg = cfglib.build_config(TrainConfig, config_path=str(CONFIGS / "qwen2.5-0.5b-cpu.yaml"))
+    assert cfg.model.name_or_path.endswith("qwen2.5-coder-0.5b-instruct")
+    assert cfg.model.dtype == "fp32" and not cfg.optim.gradient_checkpointing
+    assert cfg.data.output_format == "compact" and cfg.data.prompt_style == "nerft" and cfg.data.group_by_length
+    assert cfg.optim.batch_size * cfg.optim.grad_accum == 8 and cfg.optim.lr == 5e-4
+
+
+def test_demo_yaml_is_the_demos_recipe():
+    shipped = cfglib.to_dict(cfglib.build_config(TrainConfig, config_path=str(CONFIGS / "demo.yaml")))
+    in_code = cfglib.to_dict(cfglib.from_dict(TrainConfig, train_recipe(
+        "demo_out/base-model", "demo_out/data", "demo_out/run")))
+    assert shipped == in_code
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_configs(stage):
+    path = CONFIGS / "deepspeed" / f"zero{stage}.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# ") and "accelerate launch --config_file" in text
+    data = yaml.safe_load(text)
+    assert data["distributed_type"] == "DEEPSPEED" and data["deepspeed_config"]["zero_stage"] == stage

@@ -1,0 +1,32 @@
+"""The distributed path: `torchrun --nproc_per_node 2 -m nerft train` on CPU (gloo), tiny model, a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from nerft_helpers import char_tokenizer, save_base_model, write_splits
+
+
+def test_two_process_gloo_run(tmp_path):
+    base = save_base_model(tmp_path / "base", char_tokenizer())
+    splits = write_splits(tmp_path / "data", n_train=32, n_dev=4)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nerft", "train", "--model", str(base), "--train", splits["train"], "--dev", splits["dev"],
+           "--labels", splits["labels"], "--out", str(out), "--max-steps", "3", "--optim.batch-size", "4",
+           "--optim.grad-accum", "2", "--eval.every", "3", "--eval.max-new-tokens", "4",
+           "--tracking.backend", "none", "--tracking.log-every", "1", "--output.save-every", "2", "--model.device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and metrics["train"]["steps"] == 3
+    assert "best_f1" in metrics["dev"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "checkpoints" / "step-2" / "trainer_state.pt").is_file()
+    # rank 0 alone writes the log: one line per step, not two
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]

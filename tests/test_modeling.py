@@ -1,0 +1,86 @@
+"""Model builders: sources, dtype, LoRA config, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nerft_helpers import char_tokenizer, save_base_model
+
+from nerft.modeling import (
+    TUTORIAL_TARGET_MODULES,
+    LoraSettings,
+    ModelConfig,
+    add_lora,
+    build_lora,
+    load_model,
+    load_tokenizer,
+    resolve_dtype,
+    resolve_source,
+)
+from nerft.schema import NerftError
+
+
+def test_lora_defaults_are_the_tutorials():
+    cfg = build_lora(LoraSettings())
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (8, 32, 0.1)
+    assert set(cfg.target_modules) == set(TUTORIAL_TARGET_MODULES) and len(TUTORIAL_TARGET_MODULES) == 7
+    assert cfg.task_type == "CAUSAL_LM" and not cfg.inference_mode
+
+
+def test_auto_dtype_is_fp32_on_cpu():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_dtype("fp16", torch.device("cpu")) == torch.float16
+
+
+def test_sources(tmp_path):
+    assert resolve_source(ModelConfig()) == ("Qwen/Qwen2-1.5B-Instruct", None)  # a hub id is left to transformers
+    gguf = tmp_path / "qwen.Q4_K_M.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_source(ModelConfig(name_or_path=str(gguf))) == (str(tmp_path), gguf.name)
+    assert resolve_source(ModelConfig(name_or_path=str(tmp_path), gguf_file="x.gguf")) == (str(tmp_path), "x.gguf")
+    with pytest.raises(NerftError, match="does not exist"):
+        resolve_source(ModelConfig(name_or_path=str(tmp_path / "missing" / "model")))
+    with pytest.raises(NerftError, match="does not exist"):
+        resolve_source(ModelConfig(name_or_path=str(tmp_path / "missing.gguf")))
+
+
+def test_modelscope_source_needs_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_modelscope(name, *args, **kwargs):
+        if name == "modelscope":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_modelscope)
+    with pytest.raises(NerftError, match="nerft\\[modelscope\\]"):
+        resolve_source(ModelConfig(name_or_path="modelscope:qwen/Qwen2-1.5B-Instruct"))
+
+
+def test_load_local_folder_and_wrap_with_lora(tmp_path):
+    tok = char_tokenizer()
+    folder = save_base_model(tmp_path / "base", tok)
+    cfg = ModelConfig(name_or_path=str(folder), device="cpu")
+    assert len(load_tokenizer(cfg)) == len(tok)
+    model = load_model(cfg)
+    assert next(model.parameters()).dtype == torch.float32 and not model.training
+    peft_model = add_lora(model, LoraSettings(r=4), gradient_checkpointing=True)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert peft_model.get_base_model().is_gradient_checkpointing
+
+
+def test_qlora_needs_a_gpu(tmp_path):
+    folder = save_base_model(tmp_path / "base", char_tokenizer())
+    with pytest.raises(NerftError, match="CUDA"):
+        load_model(ModelConfig(name_or_path=str(folder), device="cpu", load_in_4bit=True))
+
+
+def test_missing_cuda_is_a_user_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(NerftError, match="no CUDA"):
+        load_model(ModelConfig(device="cuda"))
