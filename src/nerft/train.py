@@ -266,32 +266,13 @@ def predict_documents(model, tokenizer, prompt: Prompt, fmt: OutputFormat, label
 
 
 def score(gold: list[Document], pred: list[Document], counts: dict[str, Any]) -> dict[str, Any]:
-    """Strict micro P/R/F1 (exact span and label), plus parse failures and hallucinations."""
-    try:
-        from .metrics import score_documents
-    except ImportError:
-        score_documents = None
-    if score_documents is not None:
-        try:
-            result = score_documents(gold, pred)
-            d = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-            strict = d.get("strict", d)
-            return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1"],
-                    **counts, "docs": len(gold)}
-        except (KeyError, TypeError, AttributeError):
-            pass  # another metrics shape: fall back to the inline strict score
-    tp = n_gold = n_pred = 0
-    for g, p in zip(gold, pred, strict=True):
-        gs = {e.span for e in g.entities}
-        ps = {e.span for e in p.entities}
-        tp += len(gs & ps)
-        n_gold += len(gs)
-        n_pred += len(ps)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(100 * precision, 2), "recall": round(100 * recall, 2), "f1": round(100 * f1, 2),
-            **counts, "docs": len(gold)}
+    """Strict micro P/R/F1 in percent (exact span and label), plus parse failures and hallucinations."""
+    from .metrics import score_documents
+
+    strict = score_documents(gold, pred, parse_failures=counts["parse_failures"],
+                             hallucinations=counts["hallucinated"])["strict"]["micro"]
+    return {"precision": round(100 * strict["precision"], 2), "recall": round(100 * strict["recall"], 2),
+            "f1": round(100 * strict["f1"], 2), **counts, "docs": len(gold)}
 
 
 def _sample_rows(docs: list[Document], preds: list[Document], n: int, labels: LabelSet) -> list[dict[str, str]]:
