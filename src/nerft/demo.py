@@ -134,7 +134,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     summary = {"dev_f1_before": before, "dev_f1_after": after, "test": test,
                "seconds": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir)}
     write_json(out / "demo_summary.json", summary)
-    print(f"done in {summary['seconds']:.0f} s; the run directory {run_dir} works with nerft predict/evaluate/serve")
+    print(f"done in {summary['seconds']:.0f} s; try: nerft predict --model {run_dir} \"王伟昨天在北京参观了清华大学。\"")
     return summary
 
 
