@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import pytest
 from nerft_helpers import char_tokenizer, save_base_model, write_splits
 
 
@@ -20,8 +22,16 @@ def test_two_process_gloo_run(tmp_path):
            "--optim.grad-accum", "2", "--eval.every", "3", "--eval.max-new-tokens", "4",
            "--tracking.backend", "none", "--tracking.log-every", "1", "--output.save-every", "2", "--model.device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # A session of its own, so that a hang is cleaned up with the worker processes, not just the launcher.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the 2-process run did not finish in 120 s")
+    assert proc.returncode == 0, stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2 and metrics["train"]["steps"] == 3
     assert "best_f1" in metrics["dev"]
