@@ -118,9 +118,16 @@ def train_tutorial(shape, dtype, device, steps: int, out_dir: str) -> dict:
     from datasets import Dataset
     from transformers import Trainer
 
-    from .tutorial_baseline import CountingCollator, _timing_callback, add_lora, training_arguments
+    from .tutorial_baseline import (
+        CountingCollator,
+        _timing_callback,
+        add_lora,
+        count_forwards,
+        training_arguments,
+    )
 
     model = add_lora(build_model(shape, dtype, device))
+    forwards = count_forwards(model)
     n = 16 * (steps + 1)
     ds = Dataset.from_list([{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
                             for ids, labels in synthetic_examples("tutorial", n, vocab=shape["vocab_size"])])
@@ -137,14 +144,14 @@ def train_tutorial(shape, dtype, device, steps: int, out_dir: str) -> dict:
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 1:
                 _sync(device)
-                counts_after_warmup.update(collator.counts())
+                counts_after_warmup.update(collator.counts(forwards[0]))
                 counts_after_warmup["t"] = time.perf_counter()
 
     trainer.add_callback(AfterWarmup())
     trainer.train()
     _sync(device)
     seconds = timing.step_ends[-1] - counts_after_warmup["t"]
-    counts = {k: v - counts_after_warmup.get(k, 0) for k, v in collator.counts().items()}
+    counts = {k: v - counts_after_warmup.get(k, 0) for k, v in collator.counts(forwards[0]).items()}
     return {"recipe": "tutorial", "seconds": seconds, "steps": steps, **counts,
             "head_positions": counts["padded_tokens"], "checkpointing": True,
             "peak_gpu_memory_gb": _peak_memory_gb(device), "batch": "4x4, padded, gradient checkpointing"}

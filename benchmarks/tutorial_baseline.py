@@ -196,26 +196,45 @@ def _cuda() -> bool:
 
 
 class CountingCollator:
-    """``DataCollatorForSeq2Seq(tokenizer, padding=True)`` that also counts what each batch costs."""
+    """``DataCollatorForSeq2Seq(tokenizer, padding=True)`` that also counts what each batch costs.
+
+    accelerate's dataloader collates one batch ahead, so ``counts(consumed)`` sums only the first ``consumed``
+    batches (the ones the model actually trained on; see ``count_forwards``).
+    """
 
     def __init__(self, tokenizer, inner=None):
         from transformers import DataCollatorForSeq2Seq
 
         self.inner = inner or DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True)
-        self.examples = self.padded_tokens = self.real_tokens = self.supervised_tokens = 0
+        self.batches: list[dict[str, int]] = []
 
     def __call__(self, features):
         batch = self.inner(features)
-        self.examples += batch["input_ids"].shape[0]
-        self.padded_tokens += batch["input_ids"].numel()
-        self.real_tokens += int(batch["attention_mask"].sum())
-        # the shift: a position is trained when its *next* label is not -100
-        self.supervised_tokens += int((batch["labels"][:, 1:] != -100).sum())
+        self.batches.append({
+            "examples": batch["input_ids"].shape[0],
+            "padded_tokens": batch["input_ids"].numel(),
+            "real_tokens": int(batch["attention_mask"].sum()),
+            # the shift: a position is trained when its *next* label is not -100
+            "supervised_tokens": int((batch["labels"][:, 1:] != -100).sum()),
+        })
         return batch
 
-    def counts(self) -> dict[str, int]:
-        return {"examples": self.examples, "padded_tokens": self.padded_tokens, "real_tokens": self.real_tokens,
-                "supervised_tokens": self.supervised_tokens}
+    def counts(self, consumed: int | None = None) -> dict[str, int]:
+        used = self.batches if consumed is None else self.batches[:consumed]
+        keys = ("examples", "padded_tokens", "real_tokens", "supervised_tokens")
+        return {k: sum(b[k] for b in used) for k in keys}
+
+
+def count_forwards(model) -> list[int]:
+    """A one-element counter of the model's top-level training forwards (= micro-batches trained on)."""
+    calls = [0]
+
+    def hook(module, args, kwargs):
+        if module.training:
+            calls[0] += 1
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
 
 
 def _timing_callback(max_seconds: float | None, log_every: int = 1):
@@ -301,6 +320,7 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
 
         callbacks.append(SwanLabCallback(project="Qwen2-NER-fintune", experiment_name="tutorial-baseline",
                                          mode="local"))
+    forwards = count_forwards(model)
     trainer_cls = _InOrderTrainer() if in_order else Trainer
     trainer = trainer_cls(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
                           callbacks=callbacks)
@@ -312,7 +332,7 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
         trainer.save_model(str(final_dir))
         tokenizer.save_pretrained(str(final_dir))
     step_times = [b - a for a, b in zip([timing.start, *timing.step_ends[:-1]], timing.step_ends, strict=True)]
-    counts = collator.counts()
+    counts = collator.counts(forwards[0])
     return {
         "recipe": "tutorial",
         "stop": epochs_note,
