@@ -44,7 +44,7 @@ def test_vocab_bytes_round_trip(qwen2_tokenizer):
     assert vb.bytes[qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")] is None
 
 
-@pytest.mark.parametrize(("fmt", "seed"), [("compact", 0), ("compact", 3), ("jsonl", 3), ("tutorial", 3)])
+@pytest.mark.parametrize(("fmt", "seed"), [("compact", 3), ("jsonl", 3), ("tutorial", 3)])
 def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed):
     labels = ccfbdci_labels()
     prompt = build_prompt(labels, fmt, "tutorial" if fmt == "tutorial" else "nerft")
@@ -53,7 +53,7 @@ def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed
         model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 0.05)
     ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
     proc = ConstrainedAnswer(qwen2_tokenizer, TEXTS, labels.names, fmt)
-    out = generate_batch(model, qwen2_tokenizer, ids, 32, proc)
+    out = generate_batch(model, qwen2_tokenizer, ids, 24, proc)
     grammar_end = [proc.grammars[i].can_end(g.text.encode()) for i, g in enumerate(out) if g.finished]
     assert all(grammar_end)
     for text, g in zip(TEXTS, out, strict=True):

@@ -504,15 +504,20 @@ def run_predict(args: argparse.Namespace) -> int:
         raise NerftError("give texts to analyse or --input FILE")
     if args.output and not args.input:
         raise NerftError("--output goes with --input")
+    if args.input and not Path(args.input).is_file():
+        raise NerftError(f"input file {args.input} not found")
+    if args.input and not args.output:
+        raise NerftError("--input needs --output FILE.jsonl")
     where = resolve_model(args.model, args.base, args.adapter)
-    check_preset(where["info"].prompt if where["info"] else tutorial_prompt()[1], args.output_format, args.preset)
+    info_labels, info_prompt = (where["info"].labels, where["info"].prompt) if where["info"] else tutorial_prompt()
+    check_preset(info_prompt, args.output_format, args.preset)
+    if args.labels:
+        info_labels.subset(args.labels)  # unknown codes: an error before the model loads
     predictor = load_predictor(args.model, base=args.base, adapter=args.adapter, backend=args.backend,
                                device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens, constrained=args.constrained,
                                window=args.window or None, keep_hallucinated=args.keep_hallucinated)
     if args.input:
-        if not args.output:
-            raise NerftError("--input needs --output FILE.jsonl")
         n = predict_file(predictor, args.input, args.output, chunk_size=args.batch_size * 4, labels=args.labels,
                          raw=args.raw, progress=not args.no_progress)
         print(f"predicted {n} documents into {args.output}", file=sys.stderr)
