@@ -127,3 +127,8 @@ def test_real_tiny_predictor(qwen2_tokenizer, tmp_path):
             for e in res["entities"]:
                 assert text[e["start"]:e["end"]] == e["text"]
         assert r.json()["model"] == "run"
+    # concurrent clients against the real predictor: their texts share generation batches
+    settings = ServeSettings(max_batch=8, max_wait_ms=50)
+    responses = asyncio.run(_concurrent(create_app(predictor, settings), 6))
+    assert all(r.status_code == 200 for r in responses)
+    assert max(settings.batch_sizes) > 1 and sum(settings.batch_sizes) == 6
