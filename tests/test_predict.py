@@ -204,3 +204,8 @@ def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(qwen2_t
                                                 max_new_tokens=6, prefix_cache=False)
     uncached.predict(TEXTS[:2])
     assert p.last_raw == uncached.last_raw
+
+
+def test_empty_inputs(predictor):
+    assert predictor.predict([]) == []
+    assert predictor.predict(["", "北京"])[0] == []
