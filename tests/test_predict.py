@@ -209,3 +209,30 @@ def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(qwen2_t
 def test_empty_inputs(predictor):
     assert predictor.predict([]) == []
     assert predictor.predict(["", "北京"])[0] == []
+
+
+@pytest.mark.slow
+def test_real_model_prefix_cache_and_batching_agree(qwen2_tokenizer):
+    """Qwen2.5-Coder-0.5B (built by ../shared/bin/get-qwen2.5-coder-0.5b; set NERFT_QWEN05B to its folder)."""
+    import os
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nerft.labels import ccfbdci_labels
+    from nerft.prompts import build_prompt
+
+    path = Path(os.environ.get("NERFT_QWEN05B", Path.home() / ".cache/ner-assets/qwen2.5-coder-0.5b-instruct"))
+    if not (path / "config.json").is_file():
+        pytest.skip(f"{path} not built")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    labels = ccfbdci_labels()
+    p = TransformersPredictor.from_model(model, qwen2_tokenizer, labels, build_prompt(labels), max_new_tokens=16,
+                                         frozen=True)
+    batched = p.predict(TEXTS)
+    raw = list(p.last_raw)
+    p.options.prefix_cache, p.options.batch_size = False, 1
+    assert [p.predict([t])[0] for t in TEXTS] == batched
+    p.predict(TEXTS)
+    assert p.last_raw == raw
