@@ -22,6 +22,8 @@ from .resources.demo_corpus import generate_corpus
 from .resources.demo_tokenizer import build_char_tokenizer
 from .schema import Document, read_documents, write_json, write_jsonl
 
+DEMO_SYSTEM_PROMPT = "抽取实体，每行输出“类型:实体”。"
+
 
 @dataclass
 class DemoConfig:
@@ -43,8 +45,10 @@ def train_recipe(base_model: str, data_dir: str, run_dir: str, steps: int = 250,
         # A random model has nothing to adapt. Its random frozen embeddings are what stalls LoRA alone (the loss
         # stays near 4.5), so the demo also trains the embeddings and the output layer (modules_to_save).
         "lora": {"r": 32, "alpha": 64, "dropout": 0.0, "modules_to_save": ["embed_tokens", "lm_head"]},
+        # Every prompt token is paid on every example: a short system prompt makes the demo ~30% faster.
         "data": {"train": f"{data_dir}/train.jsonl", "dev": f"{data_dir}/dev.jsonl", "test": f"{data_dir}/test.jsonl",
-                 "labels": f"{data_dir}/labels.json", "output_format": "compact", "max_length": 256},
+                 "labels": f"{data_dir}/labels.json", "output_format": "compact", "max_length": 256,
+                 "system_prompt": DEMO_SYSTEM_PROMPT},
         # A constant rate after warmup learns more in the demo's few steps than a decay (loss 0.36 vs 0.59).
         "optim": {"batch_size": 16, "grad_accum": 1, "max_steps": steps, "lr": 3e-3, "warmup_steps": 10,
                   "schedule": "constant", "seed": seed},
@@ -61,7 +65,7 @@ def build_base_model(folder: Path, docs: list[Document], hidden_size: int, layer
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     labels = ccfbdci_labels()
-    texts = [d.text for d in docs] + [TUTORIAL_NONE]
+    texts = [d.text for d in docs] + [TUTORIAL_NONE, DEMO_SYSTEM_PROMPT]
     for fmt in FORMATS.values():
         texts.append(build_prompt(labels, fmt.name, "tutorial" if fmt.name == "tutorial" else "nerft").system)
         texts += [fmt.render(d.entities, labels) for d in docs[:50] if d.entities]

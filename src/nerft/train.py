@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -55,6 +56,8 @@ class DataConfig:
     output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
     describe_labels: bool = opt(False, "add each label's description to the prompt")
+    system_prompt: str | None = opt(None, "your own system prompt instead of the built one (saved in the run "
+                                          "directory, so predict/serve use it too)")
     end_token: Literal["eot", "pad"] = opt("eot", "answer ends with <|im_end|> (eot) or the pad token (tutorial)")
     max_length: int = opt(512, "longest example in tokens (prompt + answer + end token)")
     overlong: Literal["drop", "keep", "truncate"] = opt(
@@ -440,6 +443,8 @@ def train(cfg: TrainConfig) -> Path:
     labels = _resolve_labels(cfg.data, train_docs)
     fmt = get_format(cfg.data.output_format)
     prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
+    if cfg.data.system_prompt:
+        prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
     tokenizer = load_tokenizer(cfg.model)
     end_id = answer_end_id(tokenizer, cfg.data.end_token)
     data = encode_documents(train_docs, tokenizer, prompt, fmt, labels, end_id, cfg.data.max_length,
