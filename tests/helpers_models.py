@@ -48,3 +48,19 @@ def build_tutorial_checkpoint(root: Path, tokenizer, seed: int = 0) -> tuple[Pat
     peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)  # as from_pretrained(path) records
     peft_model.save_pretrained(ckpt)
     return base_dir, ckpt
+
+
+_SHARED_RUNS: dict[int, Path] = {}
+
+
+def shared_run_dir(tokenizer) -> Path:
+    """One default run directory per test process (read-only use: tests that write put their output elsewhere)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if id(tokenizer) not in _SHARED_RUNS:
+        root = Path(tempfile.mkdtemp(prefix="nerft-run-"))
+        atexit.register(shutil.rmtree, root, True)
+        _SHARED_RUNS[id(tokenizer)] = build_run_dir(root, tokenizer)
+    return _SHARED_RUNS[id(tokenizer)]

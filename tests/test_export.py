@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from helpers_models import build_run_dir
+from helpers_models import shared_run_dir
 
 from nerft import cli
 from nerft.export import export_merged
@@ -13,7 +13,7 @@ TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为
 
 
 def test_export_round_trip(qwen2_tokenizer, tmp_path):
-    run = build_run_dir(tmp_path, qwen2_tokenizer)
+    run = shared_run_dir(qwen2_tokenizer)
     out = tmp_path / "merged"
     assert cli.main(["export", "--model", str(run), "--output", str(out)]) == 0
     names = {p.name for p in out.iterdir()}

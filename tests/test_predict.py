@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from helpers_models import build_run_dir, build_tutorial_checkpoint
+from helpers_models import build_tutorial_checkpoint, shared_run_dir
 
 from nerft import cli
 from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
@@ -20,8 +20,8 @@ TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为
 
 
 @pytest.fixture(scope="module")
-def run_dir(qwen2_tokenizer, tmp_path_factory):
-    return build_run_dir(tmp_path_factory.mktemp("predict"), qwen2_tokenizer)
+def run_dir(qwen2_tokenizer):
+    return shared_run_dir(qwen2_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_prefix_cache_gives_identical_tokens(predictor, qwen2_tokenizer):
     ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
     prefix = PrefixCache(model, shared_prefix_ids(qwen2_tokenizer, prompt))
     assert len(prefix.ids) > 20
-    plain = generate_batch(model, qwen2_tokenizer, ids, 8)
-    cached = generate_batch(model, qwen2_tokenizer, ids, 8, prefix=prefix)
+    plain = generate_batch(model, qwen2_tokenizer, ids, 5)
+    cached = generate_batch(model, qwen2_tokenizer, ids, 5, prefix=prefix)
     assert [g.token_ids for g in plain] == [g.token_ids for g in cached]
 
 
@@ -174,9 +174,9 @@ def test_tutorial_checkpoint_loads_with_tutorial_prompt(qwen2_tokenizer, tmp_pat
 def test_adapter_changes_outputs(run_dir, qwen2_tokenizer):
     from helpers_models import make_tiny_qwen2
 
-    with_adapter = load_predictor(run_dir, max_new_tokens=8)
+    with_adapter = load_predictor(run_dir, max_new_tokens=4)
     plain = TransformersPredictor.from_model(make_tiny_qwen2(), qwen2_tokenizer, with_adapter.labels,
-                                             with_adapter.prompt, max_new_tokens=8)
+                                             with_adapter.prompt, max_new_tokens=4)
     with_adapter.predict(TEXTS)
     plain.predict(TEXTS)
     assert with_adapter.last_raw != plain.last_raw

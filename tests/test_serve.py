@@ -5,7 +5,7 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers_models import build_run_dir
+from helpers_models import shared_run_dir
 
 from nerft.labels import ccfbdci_labels
 from nerft.predict import load_predictor
@@ -117,8 +117,8 @@ def test_shutdown_finishes_in_flight_requests():
     assert r.status_code == 200 and r.json()["results"][0]["entities"][0]["text"] == "北京"
 
 
-def test_real_tiny_predictor(qwen2_tokenizer, tmp_path):
-    predictor = load_predictor(build_run_dir(tmp_path, qwen2_tokenizer), max_new_tokens=6, constrained=True)
+def test_real_tiny_predictor(qwen2_tokenizer):
+    predictor = load_predictor(shared_run_dir(qwen2_tokenizer), max_new_tokens=6, constrained=True)
     with TestClient(create_app(predictor)) as c:
         texts = ["张三在北京。", "今天天气不错"]
         r = c.post("/v1/ner", json={"texts": texts})
