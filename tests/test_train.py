@@ -272,3 +272,24 @@ def test_cli_shortcuts_and_dotted_flags_build_the_config(tmp_path):
     cfg = cfglib.build_config(TrainConfig, args, config_path=args.config)
     assert cfg.data.train == "t.jsonl" and cfg.optim.max_steps == 7 and cfg.optim.lr == 0.001
     assert cfg.resume == "latest" and cfg.data.group_by_length is False and cfg.model.dtype == "fp32"
+
+
+def test_tracker_tensorboard_and_jsonl(tmp_path):
+    from nerft.tracking import Tracker, TrackingConfig
+
+    tracker = Tracker(TrackingConfig(backend="tensorboard"), tmp_path, {"optim": {"lr": 1e-4}})
+    tracker.log({"loss": 1.5, "lr": 1e-4, "note": "text is kept in the jsonl only"}, step=3)
+    tracker.log_samples([{"text": "张三在北京", "gold": "PER:张三", "predicted": "-"}], step=3)
+    tracker.finish()
+    assert json.loads((tmp_path / "train_log.jsonl").read_text()) == {
+        "step": 3, "loss": 1.5, "lr": 1e-4, "note": "text is kept in the jsonl only"}
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_swanlab_cloud_needs_the_key_from_the_environment(tmp_path, monkeypatch):
+    from nerft.tracking import Tracker, TrackingConfig
+
+    monkeypatch.delenv("SWANLAB_API_KEY", raising=False)
+    with pytest.raises(NerftError, match="SWANLAB_API_KEY"):
+        Tracker(TrackingConfig(backend="swanlab", mode="cloud"), tmp_path, {})
+    assert "key" not in {f for f in TrackingConfig.__dataclass_fields__}  # never a config field, never dumped

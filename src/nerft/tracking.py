@@ -49,23 +49,24 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any], resume: bool = False,
                  enabled: bool = True):
         self.enabled = enabled  # False on non-zero ranks of a distributed run
-        self.jsonl = JsonlLog(run_dir / "train_log.jsonl", resume=resume) if enabled else None
+        self.jsonl: JsonlLog | None = None
         self._swanlab = None
         self._tb = None
-        if not enabled or cfg.backend == "none":
+        if not enabled:
             return
         if cfg.backend == "swanlab":
             self._swanlab = _start_swanlab(cfg, run_dir, config)
-        else:
+        elif cfg.backend == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise NerftError("tracking.backend tensorboard needs: pip install 'nerft[tensorboard]'") from None
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             self._tb.add_text("config", "```\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```")
+        self.jsonl = JsonlLog(run_dir / "train_log.jsonl", resume=resume)  # opened once the backend is up
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        if not self.enabled:
+        if self.jsonl is None:
             return
         self.jsonl.write({"step": step, **metrics})
         numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -77,7 +78,7 @@ class Tracker:
 
     def log_samples(self, rows: list[dict[str, str]], step: int) -> None:
         """Sample predictions (text, gold, predicted) as text."""
-        if not self.enabled or not rows:
+        if self.jsonl is None or not rows:
             return
         body = "\n\n".join(f"文本: {r['text']}\n标注: {r['gold']}\n预测: {r['predicted']}" for r in rows)
         if self._swanlab is not None:
