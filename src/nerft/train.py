@@ -483,6 +483,8 @@ def train(cfg: TrainConfig) -> Path:
             best_state = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
     if main:
+        if resume_from is None:  # a fresh run: stale checkpoints of an overwritten one must not be resumed later
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         RunInfo(cfg.model.name_or_path, labels, prompt, max_length=cfg.data.max_length,
                 extra={"end_token": cfg.data.end_token, "max_new_tokens": cfg.eval.max_new_tokens}).save(run_dir)
@@ -649,11 +651,11 @@ SHORTCUTS = {  # flag -> dotted config key
 
 
 def register(subparsers, name: str = "train", summary: str = "") -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(name, help=summary, description=summary,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser(name, help=summary, description=summary)
     parser.add_argument("--config", metavar="FILE.yaml", help="a recipe, e.g. configs/qwen2.5-0.5b-cpu.yaml")
     for flag, dest in SHORTCUTS.items():
-        parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=f"same as --{dest.replace('_', '-')}")
+        parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, metavar=flag.strip("-").upper(),
+                            help=f"same as --{dest.replace('_', '-')}")
     parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS,
                         help="continue from the latest checkpoint of --out, or from the given checkpoint folder")
     cfglib.add_config_arguments(parser, TrainConfig, skip={"resume"})
