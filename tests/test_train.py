@@ -254,6 +254,12 @@ def test_ctrl_c_saves_a_checkpoint(base_model, splits, tmp_path, monkeypatch):
         train(_cfg(tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None)))
     state = torch.load(out / "checkpoints" / "step-2" / "trainer_state.pt", weights_only=False)
     assert state["step"] == 2 and state["step_in_epoch"] == 2
+    monkeypatch.setattr(train_mod, "collate", real_collate)
+    recipe = tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None)
+    train(_cfg(recipe | {"resume": "latest"}))
+    straight = train(_cfg(tiny_recipe(base_model, splits, tmp_path / "straight", eval__every=0, data__dev=None)))
+    for k, v in _adapter(straight).items():
+        assert torch.allclose(v, _adapter(out)[k], atol=1e-6), k
 
 
 def test_missing_training_data_is_a_user_error(tmp_path):

@@ -544,7 +544,6 @@ def train(cfg: TrainConfig) -> Path:
             mine = batches[:batches_per_epoch][accelerator.process_index::world]
             steps = [mine[s:s + cfg.optim.grad_accum] for s in range(0, len(mine), cfg.optim.grad_accum)]
             for micro_batches in steps[step_in_epoch:]:
-                rng_at_step_start = _rng_state()
                 collated = [collate([data.examples[i] for i in b], pad_id, cfg.data.packing) for b in micro_batches]
                 n_supervised = sum(int((c["labels"][:, 1:] != IGNORE).sum()) for c in collated)
                 for j, batch in enumerate(collated):
@@ -566,6 +565,7 @@ def train(cfg: TrainConfig) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 step_in_epoch += 1
+                rng_at_step_start = _rng_state()  # of the next step: what a Ctrl-C from here on goes back to
                 elapsed = time.perf_counter() - t0
                 progress.update(1)
                 progress.set_postfix(loss=f"{window_loss / max(window_tokens, 1):.4f}",
