@@ -666,7 +666,8 @@ def register(subparsers, name: str = "train", summary: str = "") -> argparse.Arg
 def _run(args: argparse.Namespace) -> int:
     cfg = cfglib.build_config(TrainConfig, args, config_path=args.config)
     run_dir = train(cfg)
-    print(f"nerft train: run directory {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # once, not once per process under a launcher
+        print(f"nerft train: run directory {run_dir}")
     return 0
 
 
