@@ -1,6 +1,6 @@
 """Assemble benchmarks/RESULTS.md from the latest result tables in benchmarks/results/.
 
-    python -m benchmarks.collect_results [--notes FILE.md]
+    python -m benchmarks.collect_results [--notes benchmarks/NOTES.md]
 
 Each benchmark writes ``results/<name>.md`` (machine, versions, exact command, table); this concatenates them in a
 fixed order (B1, B2, B3, B4, then anything else, e.g. reduced runs) under an optional block of notes.
@@ -33,10 +33,11 @@ def collect(results: Path = RESULTS, notes: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("--notes", default=None, help="markdown placed above the tables")
+    parser.add_argument("--notes", default=str(Path(__file__).with_name("NOTES.md")),
+                        help="markdown placed above the tables (status, caveats, the closing numbers)")
     parser.add_argument("--output", default=str(Path(__file__).with_name("RESULTS.md")))
     args = parser.parse_args(argv)
-    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes and Path(args.notes).is_file() else ""
     Path(args.output).write_text(collect(Path(args.results), notes), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
