@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -254,37 +254,32 @@ def _json_format_of(records: list[Any], path: Path) -> Format:
 def read_nerft(path: str | os.PathLike, **options: Any) -> tuple[list[Document], ReadReport]:
     """The canonical nerft JSONL (``schema.read_documents``' format), with validation and per-line errors."""
     path = Path(path)
+    records = _json_line_records(
+        path, lambda obj, lineno, doc_id: document_from_dict(obj, path=str(path), line=lineno, default_id=doc_id))
+    return _collect(path, "nerft", records, **options)
+
+
+def _json_line_records(path: Path, convert: Callable[[Any, int, str], Document]
+                       ) -> Iterator[tuple[int, Document | InputError]]:
+    """(line number, document or the error that line gave) for a one-object-a-line JSON file."""
     prefix = _id_prefix(path)
-
-    def records() -> Iterator[tuple[int, Document | InputError]]:
-        for lineno, obj in _iter_json_lines(path):
-            if isinstance(obj, InputError):
-                yield lineno, obj
-                continue
-            try:
-                yield lineno, document_from_dict(obj, path=str(path), line=lineno, default_id=f"{prefix}-{lineno}")
-            except InputError as exc:
-                yield lineno, exc
-
-    return _collect(path, "nerft", records(), **options)
+    for lineno, obj in _iter_json_lines(path):
+        if isinstance(obj, InputError):
+            yield lineno, obj
+            continue
+        try:
+            yield lineno, convert(obj, lineno, f"{prefix}-{lineno}")
+        except InputError as exc:
+            yield lineno, exc
 
 
 def read_chinese_ner_sft(path: str | os.PathLike, **options: Any) -> tuple[list[Document], ReadReport]:
     """chinese_ner_sft span JSONL: ``{"text", "entities": [{"start_idx", "end_idx", "entity_text", ...}]}``."""
     path = Path(path)
-    prefix = _id_prefix(path)
+    records = _json_line_records(
+        path, lambda obj, lineno, doc_id: document_from_chinese_ner_sft(obj, str(path), lineno, doc_id))
 
-    def records() -> Iterator[tuple[int, Document | InputError]]:
-        for lineno, obj in _iter_json_lines(path):
-            if isinstance(obj, InputError):
-                yield lineno, obj
-                continue
-            try:
-                yield lineno, document_from_chinese_ner_sft(obj, str(path), lineno, f"{prefix}-{lineno}")
-            except InputError as exc:
-                yield lineno, exc
-
-    return _collect(path, "chinese_ner_sft", records(), **options)
+    return _collect(path, "chinese_ner_sft", records, **options)
 
 
 def document_from_chinese_ner_sft(obj: Any, path: str | None, line: int | None, default_id: str) -> Document:
