@@ -299,3 +299,18 @@ def test_swanlab_cloud_needs_the_key_from_the_environment(tmp_path, monkeypatch)
     with pytest.raises(NerftError, match="SWANLAB_API_KEY"):
         Tracker(TrackingConfig(backend="swanlab", mode="cloud"), tmp_path, {})
     assert "key" not in {f for f in TrackingConfig.__dataclass_fields__}  # never a config field, never dumped
+
+
+def test_limit_empty_documents_caps_the_share_of_entity_less_documents_and_keeps_order():
+    from nerft.schema import Document, Entity
+    from nerft.train import limit_empty_documents
+
+    docs = [Document(str(i), f"文本{i}", [Entity(0, 2, "PER", "文本")] if i % 4 == 0 else []) for i in range(100)]
+    kept = limit_empty_documents(docs, 0.5, seed=1)
+    empty = [d for d in kept if not d.entities]
+    assert sum(1 for d in kept if d.entities) == 25  # every document with entities stays
+    assert len(empty) == 25  # 25 / (25 + 25) = 0.5
+    assert [int(d.id) for d in kept] == sorted(int(d.id) for d in kept)
+    assert limit_empty_documents(docs, 0.5, seed=1) == kept  # seeded
+    assert limit_empty_documents(docs, 0.9, seed=1) == docs  # already under the cap: unchanged
+    assert all(d.entities for d in limit_empty_documents(docs, 0.0, seed=1))

@@ -63,6 +63,9 @@ class DataConfig:
     overlong: Literal["drop", "keep", "truncate"] = opt(
         "drop", "examples longer than max_length: drop them, keep them whole, or cut them (the tutorial)")
     max_examples: int | None = opt(None, "use only the first N training documents")
+    empty_share: float | None = opt(None, "keep at most this share of documents without entities (a seeded "
+                                    "random subset of them; CCFBDCI has 63%, which teaches a short run to "
+                                    "answer 'none' to everything); None keeps all")
     group_by_length: bool = opt(True, "batch examples of similar length (less padding)")
     packing: bool = opt(False, "concatenate each batch into one sequence with per-example positions: no padding")
 
@@ -393,6 +396,20 @@ def _plot_curves(log: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def limit_empty_documents(docs: list[Document], share: float, seed: int) -> list[Document]:
+    """Drop a seeded random subset of the entity-less documents so that they make up at most ``share`` of the
+    result; the order of the documents kept is unchanged."""
+    if not 0.0 <= share < 1.0:
+        raise NerftError(f"data.empty_share must be in [0, 1), got {share}")
+    empty = [i for i, d in enumerate(docs) if not d.entities]
+    with_entities = len(docs) - len(empty)
+    allowed = int(share * with_entities / (1.0 - share))
+    if len(empty) <= allowed:
+        return docs
+    keep = set(random.Random(seed).sample(empty, allowed))
+    return [d for i, d in enumerate(docs) if d.entities or i in keep]
+
+
 def _resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     if cfg.labels:
         return load_label_set(cfg.labels)
@@ -439,6 +456,10 @@ def train(cfg: TrainConfig) -> Path:
     train_docs = read_documents(cfg.data.train)
     if cfg.data.max_examples:
         train_docs = train_docs[:cfg.data.max_examples]
+    if cfg.data.empty_share is not None:
+        before = len(train_docs)
+        train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
+        print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} documents")
     dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
     labels = _resolve_labels(cfg.data, train_docs)
     fmt = get_format(cfg.data.output_format)
