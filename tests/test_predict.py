@@ -106,7 +106,7 @@ def test_resume_finishes_only_the_rest(run_dir, tmp_path):
     base = load_predictor(run_dir, max_new_tokens=3)
 
     class Interrupted(Exception):
-        pass
+        """Stands for a crash or Ctrl-C in the middle of a corpus."""
 
     class Flaky:
         labels, name, calls = base.labels, "flaky", []
