@@ -9,6 +9,7 @@ pretrained LLM reaches. ``configs/demo.yaml`` holds the same training recipe for
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,7 @@ def _score_test(run_dir: Path, test_docs: list[Document]) -> dict[str, dict]:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the demo; returns the dev F1 before/after, the test scores and the wall time."""
+    from .prepare import PrepareConfig, prepare
     from .train import TrainConfig, train
 
     t0 = time.perf_counter()
@@ -115,25 +117,14 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     print(f"[1/4] prepare: {len(corpus)} generated documents -> {out / 'data'}")
     data_dir = out / "data"
-    try:
-        from .prepare import PrepareConfig, prepare
-
-        prepare(PrepareConfig(input=str(out / "corpus.jsonl"), out=str(data_dir), format="nerft", labels="ccfbdci",
-                              seed=cfg.seed, dev=0.1, test=0.1, plot=False))
-    except ImportError:
-        n = len(corpus) // 10
-        write_jsonl(data_dir / "dev.jsonl", corpus[:n])
-        write_jsonl(data_dir / "test.jsonl", corpus[n:2 * n])
-        write_jsonl(data_dir / "train.jsonl", corpus[2 * n:])
-        write_json(data_dir / "labels.json", ccfbdci_labels().to_dict())
+    prepare(PrepareConfig(input=str(out / "corpus.jsonl"), out=str(data_dir), format="nerft", labels="ccfbdci",
+                          seed=cfg.seed, dev=0.1, test=0.1, plot=False))
     build_base_model(out / "base-model", corpus, cfg.hidden_size, cfg.layers, cfg.seed)
 
     print(f"[2/4] train: tiny random Qwen2 ({cfg.layers} layers x {cfg.hidden_size}) with LoRA, {cfg.steps} steps")
     recipe = train_recipe(str(out / "base-model"), str(data_dir), str(out / "run"), cfg.steps, cfg.eval_every,
                           cfg.dev_docs, cfg.seed)
     run_dir = train(cfglib.from_dict(TrainConfig, recipe))
-
-    import json
 
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     before = metrics.get("dev", {}).get("f1_before_training", 0.0)

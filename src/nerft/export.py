@@ -8,12 +8,10 @@ written to a temporary folder beside the destination and renamed into place only
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
 from .rundir import RunInfo
-from .schema import NerftError
+from .schema import NerftError, atomic_dir
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
@@ -32,9 +30,7 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
     max_length = info.max_length if info else 512
     extra = dict(info.extra) if info else {}
     extra["merged_from"] = {"base_model": str(where["base"]), "adapter": str(where["adapter"])}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as tmp:
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if lm.generation_config is not None:
@@ -44,12 +40,6 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
             lm.generation_config.save_pretrained(tmp)
         RunInfo(base_model=None, labels=labels, prompt=prompt, merged=True, max_length=max_length,
                 extra=extra).save(tmp)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return output
 
 

@@ -31,12 +31,12 @@ from . import config as cfglib
 from .config import opt
 from .formats import OutputFormat, get_format
 from .generation import end_of_turn_id, generate_batch, pad_token_id, prompt_ids
-from .grounding import ground_mentions
 from .labels import LabelSet, load_label_set
+from .metrics import read_answer
 from .modeling import LoraSettings, ModelConfig, add_lora, load_model, load_tokenizer, resolve_device
 from .prompts import Prompt, build_prompt
 from .rundir import RunInfo, adapter_dir, tokenizer_dir
-from .schema import Document, NerftError, atomic_write, read_documents, write_json
+from .schema import Document, NerftError, atomic_dir, atomic_write, read_documents, write_json
 from .tracking import Tracker, TrackingConfig
 
 IGNORE = -100
@@ -263,11 +263,10 @@ def predict_documents(model, tokenizer, prompt: Prompt, fmt: OutputFormat, label
     model.train(was_training)
     preds, counts = [], {"parse_failures": 0, "hallucinated": 0, "unfinished": unfinished}
     for doc, answer in zip(docs, answers, strict=True):
-        parsed = fmt.parse(answer, labels)
-        counts["parse_failures"] += not parsed.ok
-        grounded = ground_mentions(doc.text, parsed.mentions)
-        counts["hallucinated"] += len(grounded.hallucinated)
-        preds.append(Document(doc.id, doc.text, grounded.entities))
+        reading = read_answer(doc.text, answer, fmt.name, labels)
+        counts["parse_failures"] += not reading.parse_ok
+        counts["hallucinated"] += reading.hallucinated
+        preds.append(Document(doc.id, doc.text, reading.entities))
     return preds, counts, answers
 
 
@@ -292,27 +291,8 @@ def _sample_rows(docs: list[Document], preds: list[Document], n: int, labels: La
 # Checkpoints and the run directory
 
 
-@contextlib.contextmanager
-def _atomic_dir(path: Path):
-    """Write a folder under a temporary name; it replaces ``path`` only if the block finishes."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_adapter(peft_model, path: Path) -> None:
-    with _atomic_dir(path) as tmp:
+    with atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
 
 
@@ -338,7 +318,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(run_dir: Path, peft_model, optimizer, scheduler, state: dict[str, Any], keep: int) -> Path:
     """RUN/checkpoints/step-N: adapter, optimizer, scheduler, RNG states and the position in the data."""
     path = run_dir / "checkpoints" / f"step-{state['step']}"
-    with _atomic_dir(path) as tmp:
+    with atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp / "adapter", safe_serialization=True)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
                    tmp / "trainer_state.pt")
