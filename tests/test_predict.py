@@ -236,3 +236,27 @@ def test_real_model_prefix_cache_and_batching_agree(qwen2_tokenizer):
     assert [p.predict([t])[0] for t in TEXTS] == batched
     p.predict(TEXTS)
     assert p.last_raw == raw
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_rows_leaving_the_batch_keep_their_answers(predictor, qwen2_tokenizer, constrained):
+    # Rows with small token limits finish first and are dropped from the batch; the others must go on exactly as
+    # they would alone (cache, mask, positions and the constrained processor all follow the dropped rows).
+    from nerft.constrained import ConstrainedAnswer
+
+    model, prompt = predictor.model, predictor.prompt
+    names = predictor.labels.names
+    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
+    limits = [2, 12, 1, 7]
+
+    def proc(texts):
+        return ConstrainedAnswer(qwen2_tokenizer, texts, names, predictor.format) if constrained else None
+
+    batched = generate_batch(model, qwen2_tokenizer, ids, limits, proc(TEXTS))
+    alone = [generate_batch(model, qwen2_tokenizer, [x], [n], proc([t]))[0]
+             for x, n, t in zip(ids, limits, TEXTS, strict=True)]
+    assert [len(g.token_ids) for g in batched] == [len(g.token_ids) for g in alone]
+    assert max(len(g.token_ids) for g in batched) > 7  # the long row really outlived the others
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    for b, a in zip(batched, alone, strict=True):
+        assert b.logprobs == pytest.approx(a.logprobs, abs=1e-4)

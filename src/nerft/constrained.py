@@ -211,6 +211,7 @@ class ConstrainedAnswer:
         self.candidates = [sorted(g.candidate_ids(self.vocab)) for g in self.grammars]
         self.prompt_width: int | None = None
         self._allowed: list[dict[tuple[bool, bytes], list[int]]] = [{} for _ in texts]
+        self.rows = list(range(len(texts)))  # the text of each batch position
 
     def allowed_ids(self, row: int, answer: bytes) -> list[int]:
         """Tokens that may follow ``answer``. Units before the current one were checked when they were written,
@@ -228,12 +229,16 @@ class ConstrainedAnswer:
             cache[key] = ok or list(self.stops)  # a dead end (cannot happen for valid states) just stops
         return cache[key]
 
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only these rows, in this order (``generate_batch`` drops finished rows from the batch)."""
+        self.rows = [self.rows[b] for b in keep]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1]
         mask = torch.full_like(scores, float("-inf"))
-        for row in range(scores.shape[0]):
-            answer = b"".join(self.vocab.bytes[t] or b"" for t in input_ids[row, self.prompt_width:].tolist()
+        for b in range(scores.shape[0]):
+            answer = b"".join(self.vocab.bytes[t] or b"" for t in input_ids[b, self.prompt_width:].tolist()
                               if t not in self.stops)
-            mask[row, self.allowed_ids(row, answer)] = 0.0
+            mask[b, self.allowed_ids(self.rows[b], answer)] = 0.0
         return scores + mask

@@ -124,6 +124,8 @@ def generate_batch(model, tokenizer, batch_ids: Sequence[Sequence[int]], max_new
     out_lps: list[list[float]] = [[] for _ in range(n)]
     finished = [False] * n
     active = [limits[i] > 0 for i in range(n)]
+    live = list(range(n))  # the original row of each position still in the batch
+    can_drop = logits_processor is None or hasattr(logits_processor, "select")
     sequences = input_ids
     for _step in range(max(limits, default=0)):
         if not any(active):
@@ -138,21 +140,31 @@ def generate_batch(model, tokenizer, batch_ids: Sequence[Sequence[int]], max_new
         next_ids = scores.argmax(-1)
         chosen = logprobs.gather(1, next_ids[:, None])[:, 0].tolist()
         next_list = next_ids.tolist()
-        for i in range(n):
+        for b, i in enumerate(live):
             if not active[i]:
-                next_list[i] = pad
+                next_list[b] = pad
                 continue
-            tid = next_list[i]
+            tid = next_list[b]
             if tid in stops:
                 finished[i], active[i] = True, False
                 continue
             out_ids[i].append(tid)
-            out_lps[i].append(chosen[i])
+            out_lps[i].append(chosen[b])
             if len(out_ids[i]) >= limits[i] or (stop_row is not None and stop_row(i, out_ids[i])):
                 active[i] = False
                 finished[i] = len(out_ids[i]) < limits[i]  # a cut repetition loop counts as finished
         step_input = torch.tensor(next_list, dtype=torch.long, device=device)[:, None]
         sequences = torch.cat([sequences, step_input], dim=1)
-        attention = torch.cat([attention, torch.ones((n, 1), dtype=attention.dtype, device=device)], dim=1)
+        attention = torch.cat([attention, torch.ones((len(live), 1), dtype=attention.dtype, device=device)], dim=1)
+        keep = [b for b, i in enumerate(live) if active[i]]
+        if can_drop and 0 < len(keep) < len(live) and hasattr(cache, "batch_select_indices"):
+            # Finished rows leave the batch: on a CPU a decode step costs about linearly in its rows, and one long
+            # answer would otherwise keep every finished row of its batch computing padding.
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            cache.batch_select_indices(index)
+            sequences, attention, step_input = sequences[index], attention[index], step_input[index]
+            if logits_processor is not None:
+                logits_processor.select(keep)
+            live = [live[b] for b in keep]
     return [Generated(tokenizer.decode(out_ids[i], skip_special_tokens=True), out_ids[i], out_lps[i], finished[i])
             for i in range(n)]

@@ -39,7 +39,7 @@ class Predictor(Protocol):
 
 @dataclass
 class PredictOptions:
-    batch_size: int = 8
+    batch_size: int = 32  # on 2 CPU cores 32 rows decode 1.6x faster per text than 8 (finished rows leave)
     max_new_tokens: int | None = None  # a cap on top of the bound derived from each text
     constrained: bool = False
     window: int | None = 256  # max text tokens per window for long documents; None: never split
@@ -476,7 +476,7 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="+", help="extract only these label codes")
     p.add_argument("--format", dest="output_format", help="must match the model's output format (checked)")
     p.add_argument("--preset", help="must match the model's prompt style (checked)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per generation batch (rows that finish leave it)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="cap on the answer length (default: from text)")
     p.add_argument("--constrained", action="store_true", help="allow only known labels and mentions from the text")
     p.add_argument("--window", type=int, default=256, help="max text tokens per window (0: never split)")
