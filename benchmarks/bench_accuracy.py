@@ -10,12 +10,18 @@ Rows (each trained in a fresh process; all scored by ``nerft evaluate`` on the s
 - ``tutorial (equal time)``: the tutorial's recipe for ``--budget-min`` of training on the seeded-shuffled train
   split, read in that order (its LR schedule stays the 2-epoch one; the budget stops it at a step boundary);
   K = the examples it got through;
-- ``nerft (equal time)``: nerft's CPU recipe for the same budget (its schedule sized to the budget: --nerft-steps,
-  else estimated from B1's seconds/step or a 3-step calibration), stopped the same way;
+- ``nerft (equal time)``: nerft's CPU recipe for the same budget through its own wall-clock budget
+  (``optim.max_minutes``: warmup and decay run over the budget's time, training ends at the first step after it);
+  or, with ``--nerft-steps N``, a schedule of N steps stopped at the budget like the tutorial;
 - ``nerft (equal data)``: nerft's recipe for one pass over the same first K examples;
 - ``+constrained`` (opt-in, ``--rows ...,nerft+constrained``): the nerft equal-time model scored with constrained
   decoding;
-- ``--variant NAME:key=value,...``: more nerft equal-time runs with config overrides (what each change buys).
+- ``--variant NAME:key=value,...``: more nerft equal-time runs with config overrides (what each change buys);
+- ``--score-run NAME=RUN_DIR[:constrained]``: score a run directory that already exists (no training).
+
+``--append`` keeps the rows already in the results file, so rows can be added by later invocations, e.g.
+``--rows zero-shot --append`` or ``--rows "" --score-run "nerft +constrained=benchmarks/work/b3/nerft:constrained=true"
+--append`` (``--score-split dev`` scores such rows on dev documents instead). The zero-shot row scores the first ``--zero-shot-docs`` (400) documents only, answers cut at 64 tokens.
 
 The tutorial's adapter is scored with nerft's predictor on its own prompt (B2 checks that it writes what the
 tutorial's predict() writes; ``--tutorial-scorer tutorial`` uses predict() itself, one text at a time, slow).
@@ -82,7 +88,8 @@ def _write_predictions(out_file: str, docs: list[dict], entities: list[list], an
 
 def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
                        base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
-                       batch_size: int = 8, constrained: bool = False) -> dict:
+                       batch_size: int = 8, constrained: bool = False, max_new_tokens: int | None = None,
+                       options: dict[str, Any] | None = None) -> dict:
     """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt."""
     from nerft.labels import ccfbdci_labels
     from nerft.predict import PredictOptions, TransformersPredictor, load_model_and_tokenizer
@@ -94,7 +101,9 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
         labels = ccfbdci_labels()
         prompt = build_prompt(labels, "compact", "nerft")
     predictor = TransformersPredictor(lm, tok, labels, prompt,
-                                      PredictOptions(batch_size=batch_size, constrained=constrained, keep_raw=True),
+                                      PredictOptions(**{"batch_size": batch_size, "constrained": constrained,
+                                                        "max_new_tokens": max_new_tokens, **(options or {}),
+                                                        "keep_raw": True}),
                                       name=name)
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
@@ -186,28 +195,6 @@ def train_tutorial(model: str, train_file: str, out_dir: str, max_seconds: float
                  in_order=True, save_strategy="no")
 
 
-def nerft_steps_for_budget(budget_s: float, s_per_step: float) -> int:
-    return max(1, int(budget_s / s_per_step))
-
-
-def estimate_nerft_step_s(args, model: str, train_file: str, config: str | None) -> float:
-    """Seconds per nerft optimizer step: B1's result when there is one for this model, else a 3-step run."""
-    from .bench_train import run_nerft
-
-    b1 = Path(args.results) / "b1_train.json"
-    if b1.is_file():
-        d = json.loads(b1.read_text(encoding="utf-8"))
-        for row in d.get("rows", []):
-            if row["recipe"] == "nerft" and d.get("model") == model and row.get("s_per_step"):
-                log(f"nerft: {row['s_per_step']} s/step from {b1}")
-                return float(row["s_per_step"])
-    log("calibrating nerft's seconds per step (3 steps)")
-    r = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None, max_steps=3,
-                     out_dir=str(Path(args.work) / "b3" / "calibrate"), config_path=config)
-    steps = r["step_s"][1:] or r["step_s"]
-    return sum(steps) / len(steps)
-
-
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """``name:key=value,key=value`` -> (name, {dotted key: YAML-parsed value})."""
     import yaml
@@ -239,15 +226,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="add nerft+constrained to also score nerft's equal-time model with constrained "
                              "decoding (about 10x slower to score in a short check: hours on the whole split)")
     parser.add_argument("--nerft-config", default=str(NERFT_CPU_CONFIG))
-    parser.add_argument("--nerft-steps", type=int, default=None, help="nerft's scheduled steps in the budget "
-                        "(default: budget / measured seconds per step)")
+    parser.add_argument("--nerft-steps", type=int, default=None, help="schedule nerft's equal-time runs over N "
+                        "steps, stopped at the budget (default: nerft's own time budget, optim.max_minutes)")
     parser.add_argument("--equal-data-k", type=int, default=None, help="K for the equal-data row (default: what "
                         "the tutorial got through)")
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,... extra nerft equal-time "
                         "runs with config overrides")
     parser.add_argument("--tutorial-scorer", choices=("nerft", "tutorial"), default="nerft")
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch when scoring")
+    parser.add_argument("--batch-size", type=int, default=32, help="generation batch when scoring")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--zero-shot-docs", type=int, default=400, help="the zero-shot row scores only the first N "
+                        "test documents (0: all), with answers cut at --zero-shot-max-new-tokens: the untuned "
+                        "model writes prose until its length bound, which costs an hour on the whole split")
+    parser.add_argument("--zero-shot-max-new-tokens", type=int, default=64)
+    parser.add_argument("--score-run", action="append", default=[], metavar="NAME=RUN_DIR[:key=value,...]",
+                        help="score an existing nerft run directory (no training) as one more row, with "
+                        "PredictOptions overrides, e.g. 'nerft +constrained=RUN:constrained=true'")
+    parser.add_argument("--score-split", choices=("test", "dev"), default="test",
+                        help="what --score-run rows score: the test documents, or the first --test-docs dev "
+                        "documents (to choose decoding options without looking at test)")
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --out-name's JSON "
+                        "(rows of the same name are replaced) and add this invocation's")
     parser.add_argument("--out-name", default="b3_accuracy")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
@@ -272,15 +271,22 @@ def main(argv: list[str] | None = None) -> int:
         f"at least {trainings * args.budget_min:.0f} min of training")
 
     rows: list[dict[str, Any]] = []
+    previous = Path(args.results) / f"{args.out_name}.json"
+    earlier: dict[str, Any] = {}
+    if args.append and previous.is_file():
+        earlier = json.loads(previous.read_text(encoding="utf-8"))
+        rows = earlier["rows"]
     start = time.perf_counter()
 
-    def add_row(name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None) -> None:
-        row: dict[str, Any] = {"row": name, "test_docs": n_test}
+    def add_row(name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None,
+                gold_file: Path = gold) -> None:
+        rows[:] = [r for r in rows if r["row"] != name]
+        row: dict[str, Any] = {"row": name, "test_docs": len(read_jsonl(gold_file))}
         if train:
             row.update({"examples_seen": train.get("examples"), "steps": train.get("optimizer_steps"),
                         "train_min": round(train["train_s"] / 60, 1)})
         row["score_min"] = round(info["score_s"] / 60, 2)
-        row.update(score(gold, pred_file, work / f"eval-{name.replace(' ', '_')}", info.get("format"), labels))
+        row.update(score(gold_file, pred_file, work / f"eval-{name.replace(' ', '_')}", info.get("format"), labels))
         rows.append(row)
         log(f"{name}: strict F1 {row['f1']:.2f} (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
         partial = {"benchmark": "B3 accuracy (partial)", "rows": rows}
@@ -290,10 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         return str(work / f"pred-{name.replace(' ', '_')}.jsonl")
 
     if "zero-shot" in wanted:
-        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
+        zero_gold = gold
+        if args.zero_shot_docs and args.zero_shot_docs < n_test:
+            zero_gold = work / "gold-zero-shot.jsonl"
+            write_jsonl(zero_gold, read_jsonl(gold, args.zero_shot_docs))
+        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(zero_gold), limit=None,
                             out_file=pred_path("zero-shot"), base=model, prompt_style="nerft",
-                            batch_size=args.batch_size)
-        add_row("zero-shot (nerft prompt)", pred_path("zero-shot"), info)
+                            batch_size=args.batch_size, max_new_tokens=args.zero_shot_max_new_tokens)
+        add_row("zero-shot (nerft prompt)", pred_path("zero-shot"), info, gold_file=zero_gold)
     if "jieba" in wanted:
         info = predict_with_jieba(str(gold), None, pred_path("jieba"))
         add_row("jieba POS tagger", pred_path("jieba"), info)
@@ -318,14 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         nerft_runs.append(("nerft (equal time)", {}))
     nerft_runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in variants]
     steps = args.nerft_steps
-    if nerft_runs and steps is None:
-        steps = nerft_steps_for_budget(budget, estimate_nerft_step_s(args, model, train_file, config))
     for name, overrides in nerft_runs:
         run_dir = work / name.split(" (")[0].replace(" ", "-")
         shutil.rmtree(run_dir, ignore_errors=True)
-        t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
-                         max_steps=steps, out_dir=str(run_dir), config_path=config, extra=overrides,
-                         max_seconds=budget)
+        if steps:  # a step schedule, cut at the budget from outside
+            t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
+                             max_steps=steps, out_dir=str(run_dir), config_path=config, extra=overrides,
+                             max_seconds=budget)
+        else:  # nerft's own budget; one epoch is only a cap
+            t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
+                             max_steps=-1, out_dir=str(run_dir), config_path=config,
+                             extra={"optim.max_minutes": args.budget_min, **overrides}, max_seconds=budget * 1.5 + 60)
         info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
                             out_file=pred_path(name), run_dir=str(run_dir), batch_size=args.batch_size)
         add_row(name, pred_path(name), info, t)
@@ -348,19 +361,42 @@ def main(argv: list[str] | None = None) -> int:
                             out_file=pred_path("nerft-data"), run_dir=str(run_dir), batch_size=args.batch_size)
         add_row(f"nerft (equal data, K={k})", pred_path("nerft-data"), info, t)
 
+    score_gold = gold
+    if args.score_run and args.score_split == "dev":
+        score_gold = work / "gold-dev.jsonl"
+        write_jsonl(score_gold, read_jsonl(data_dir / "dev.jsonl", limit))
+    for spec in args.score_run:
+        name, _, where = spec.partition("=")
+        run_dir, _, opts = where.partition(":")
+        options = parse_variant(f"x:{opts}")[1] if opts else {}
+        if args.score_split == "dev":
+            name += " [dev]"
+        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(score_gold), limit=None,
+                            out_file=pred_path(name), run_dir=run_dir, batch_size=args.batch_size, options=options)
+        add_row(name, pred_path(name), info, gold_file=score_gold)
+
     label_cols = sorted({c for r in rows for c in r if c.startswith("f1_") and c != "f1_raw_answers"})
-    cols = ["row", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1", *label_cols,
+    cols = ["row", "test_docs", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1", *label_cols,
             "parse_failures", "hallucinations"]
+    k = k or earlier.get("equal_data_k")
+    steps = steps or earlier.get("nerft_steps")
+    earlier_commands = earlier.get("earlier_commands", []) + ([earlier["machine"]["command"]] if earlier else [])
     payload = {"benchmark": "B3 accuracy under a fixed budget", "model": model, "budget_min": args.budget_min,
                "test_docs": n_test, "train_file": train_file, "equal_data_k": k, "nerft_steps": steps,
-               "nerft_config": config, "tutorial_scorer": args.tutorial_scorer, "rows": rows}
+               "nerft_config": config, "tutorial_scorer": args.tutorial_scorer, "rows": rows,
+               "earlier_commands": earlier_commands}
     md = (f"## B3 accuracy ({Path(model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
-          f"P/R/F1 on the first {n_test} documents of the seeded test split, `nerft evaluate`)\n\n"
+          f"P/R/F1 on the first {n_test} documents of the seeded test split (fewer where test_docs says so), "
+          "`nerft evaluate`)\n\n"
           + markdown_table(rows, cols)
-          + f"\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "
-          f"nerft equal-time runs: {steps} scheduled steps, stopped at the budget. The tutorial's adapter is scored "
+          + "\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "
+          + (f"nerft equal-time runs: {steps} scheduled steps, stopped at the budget. " if steps else
+             "nerft equal-time runs: nerft's own time budget (optim.max_minutes), its schedule over the budget. ")
+          + "The tutorial's adapter is scored "
           f"with {'its own predict()' if args.tutorial_scorer == 'tutorial' else 'nerft predictor on its prompt'}. "
-          "hallucinations/parse failures come from re-reading the raw answers.")
+          "hallucinations/parse failures come from re-reading the raw answers. Rows marked [dev] score the first "
+          "test_docs documents of the dev split (for choosing decoding options without looking at test)."
+          + "".join(f"\n\nEarlier rows of this table: `{c}`" for c in earlier_commands))
     write_results(args.out_name, payload, md, Path(args.results))
     _plot(rows, Path(args.results) / f"{args.out_name}.png")
     return 0

@@ -109,13 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nerft-run", default=None, help="also time nerft's own run directory")
     parser.add_argument("--test", default=None, help="test.jsonl (default: nerft prepare of ../shared CCFBDCI)")
     parser.add_argument("--texts", type=int, default=64, help="first N test documents")
-    parser.add_argument("--batch-size", type=int, default=8, help="nerft's generation batch")
+    parser.add_argument("--batch-size", type=int, default=None, help="nerft's generation batch (default: nerft "
+                        "predict's, PredictOptions.batch_size)")
     parser.add_argument("--rows", default="tutorial,nerft,nerft+constrained")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-name", default="b2_predict")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
     args = parser.parse_args(argv)
+    if args.batch_size is None:
+        from nerft.predict import PredictOptions
+
+        args.batch_size = PredictOptions().batch_size
 
     model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
     test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")

@@ -160,16 +160,28 @@ def test_b2_predict(tiny_model_dir, mini_data, in_process, tmp_path):
 def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
     rows = "zero-shot,tutorial,nerft,nerft+constrained,nerft-data" + (",jieba" if _has("jieba") else "")
     bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--budget-min", "0.0001",
-                         "--test-docs", "2", "--nerft-steps", "1", "--rows", rows, "--threads", "1", "--results", str(tmp_path),
+                         "--test-docs", "2", "--rows", rows, "--threads", "1", "--results", str(tmp_path),
                          "--work", str(tmp_path / "work")])
     d = json.loads((tmp_path / "b3_accuracy.json").read_text())
     names = [r["row"] for r in d["rows"]]
     assert {"zero-shot (nerft prompt)", "tutorial (equal time)", "nerft (equal time)",
             "nerft (equal time) +constrained", f"nerft (equal data, K={d['equal_data_k']})"} <= set(names)
     tutorial = next(r for r in d["rows"] if r["row"].startswith("tutorial"))
+    nerft = next(r for r in d["rows"] if r["row"] == "nerft (equal time)")
+    assert nerft["steps"] == 1  # nerft's own time budget (6 ms) ended it after its first step
     assert d["equal_data_k"] == tutorial["examples_seen"] == 6  # its first step: 4 + 2 of the 6 documents
     for r in d["rows"]:
         assert 0 <= r["f1"] <= 100 and r["test_docs"] == 2
+    # a later invocation adds a row scored from the existing nerft run (no training) and keeps the earlier rows
+    run = tmp_path / "work" / "b3" / "nerft"
+    bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
+                         "--rows", "", "--score-run", f"bias={run}:constrained=true,none_bias=2", "--score-split", "dev",
+                         "--append", "--threads", "1", "--results", str(tmp_path), "--work", str(tmp_path / "work")])
+    again = json.loads((tmp_path / "b3_accuracy.json").read_text())
+    assert [r["row"] for r in again["rows"]] == names + ["bias [dev]"]
+    assert len(again["earlier_commands"]) == 1 and again["equal_data_k"] == d["equal_data_k"]
+    bias = again["rows"][-1]
+    assert bias["parse_failures"] == 0 and bias["hallucinations"] == 0  # constrained decoding really ran
 
 
 def test_b3_variant_parsing():

@@ -9,7 +9,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from nerft_helpers import char_tokenizer, save_base_model, write_splits
+
+from nerft.train import OptimConfig, _schedule
 
 
 def test_two_process_gloo_run(tmp_path):
@@ -40,3 +43,14 @@ def test_two_process_gloo_run(tmp_path):
     # rank 0 alone writes the log: one line per step, not two
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    # the learning rate follows the one-process schedule (a scheduler stepped once per process would run ahead)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=OptimConfig().lr)
+    scheduler = _schedule(optimizer, OptimConfig(), 3)
+    expected = []
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+        expected.append(scheduler.get_last_lr()[0])
+    assert [r["lr"] for r in log if "loss" in r] == pytest.approx(expected)
+    assert expected[1] > 0  # not a schedule that is already over

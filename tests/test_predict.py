@@ -260,3 +260,35 @@ def test_rows_leaving_the_batch_keep_their_answers(predictor, qwen2_tokenizer, c
     assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
     for b, a in zip(batched, alone, strict=True):
         assert b.logprobs == pytest.approx(a.logprobs, abs=1e-4)
+
+
+def test_none_bias_moves_the_first_token_to_or_from_a_none_answer(run_dir):
+    # A bias on the tokens that begin a "no entity" answer, at the first step only: a strong negative one makes
+    # every answer "none", a strong positive one makes no answer "none" (and later steps may still end the turn).
+    forced_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=-1e4, keep_raw=True)
+    assert forced_none.predict(TEXTS) == [[] for _ in TEXTS]
+    assert [r[0] for r in forced_none.last_raw] == [""] * len(TEXTS)
+    no_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=1e4, keep_raw=True)
+    no_none.predict(TEXTS)
+    assert all(r[0] != "" for r in no_none.last_raw)
+    plain = load_predictor(run_dir, max_new_tokens=6, batch_size=4, keep_raw=True)
+    plain.predict(TEXTS)
+    zero = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=0.0, keep_raw=True)
+    zero.predict(TEXTS)
+    assert zero.last_raw == plain.last_raw
+
+
+def test_cli_decoding_options_from_yaml_and_flags(run_dir, tmp_path, capsys):
+    # PredictOptions is the schema: a YAML file gives values, flags override them, unknown keys name themselves
+    good = tmp_path / "decode.yaml"
+    good.write_text("max_new_tokens: 6\nnone_bias: -10000\nconstrained: true\n", encoding="utf-8")
+    assert cli.main(["predict", "--model", str(run_dir), "--config", str(good), "--json", TEXTS[1]]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["entities"] == []  # the bias forced "none"
+    assert cli.main(["predict", "--model", str(run_dir), "--config", str(good), "--none-bias", "10000",
+                     "--max-new-tokens", "12", "--json", *TEXTS]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == len(TEXTS) and any(x["entities"] for x in lines)  # flags win over the file
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_new_tokens: 6\nbeam_size: 4\n", encoding="utf-8")
+    assert cli.main(["predict", "--model", str(run_dir), "--config", str(bad), "x"]) == 2
+    assert "beam_size" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from nerft.rundir import RunInfo
 from nerft.schema import Document, NerftError
 from nerft.train import (
     IGNORE,
+    OptimConfig,
     SupervisedLoss,
     TrainConfig,
     answer_end_id,
@@ -260,6 +261,45 @@ def test_ctrl_c_saves_a_checkpoint(base_model, splits, tmp_path, monkeypatch):
     straight = train(_cfg(tiny_recipe(base_model, splits, tmp_path / "straight", eval__every=0, data__dev=None)))
     for k, v in _adapter(straight).items():
         assert torch.allclose(v, _adapter(out)[k], atol=1e-6), k
+
+
+def _lr_curve(cfg: OptimConfig, total_steps: int, spent_per_step: list[float]) -> list[float]:
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=cfg.lr)
+    seconds = {"now": 0.0}
+    scheduler = train_mod._schedule(optimizer, cfg, total_steps, lambda: seconds["now"])
+    lrs = []
+    for s in spent_per_step:
+        optimizer.step()
+        seconds["now"] = s
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    return lrs
+
+
+def test_time_budget_schedule_follows_the_clock_or_the_step_cap():
+    cfg = OptimConfig(lr=1.0, max_minutes=1.0, warmup_ratio=0.1, schedule="cosine")
+    # 60 s budget: 3 s spent = half the warmup; 33 s = halfway through the decay; 60 s = the end
+    assert _lr_curve(cfg, 1000, [3.0, 33.0, 60.0]) == pytest.approx([0.5, 0.5, 0.0], abs=1e-9)
+    # a slow clock does not stretch the run past its step cap: at step 10 of 10 the decay is over
+    assert _lr_curve(cfg, 10, [0.0] * 10)[-1] == pytest.approx(0.0, abs=1e-9)
+    linear = OptimConfig(lr=2.0, max_minutes=1.0, warmup_steps=0, schedule="linear")
+    assert _lr_curve(linear, 1000, [15.0, 45.0]) == pytest.approx([1.5, 0.5])
+
+
+def test_time_budget_ends_the_run_as_finished(base_model, splits, tmp_path):
+    out = tmp_path / "run"
+    # a budget of 0.03 s: spent by the first optimizer step; max_steps 50 is only the cap
+    recipe = tiny_recipe(base_model, {**splits, "test": splits["dev"]}, out, optim__max_steps=50,
+                         optim__max_minutes=0.0005, optim__warmup_steps=None, eval__every=0)
+    train(_cfg(recipe))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["stopped_by"] == "time budget" and metrics["train"]["finished"]
+    assert metrics["train"]["steps"] == 1 and metrics["train"]["train_seconds"] >= 0.03
+    assert metrics["dev"]["best_step"] == 1 and "f1" in metrics["test"]  # the last state is scored, then test
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log if "loss" in r] == [pytest.approx(0.0, abs=1e-12)]  # the decay ran its course
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "checkpoints").exists()
 
 
 def test_missing_training_data_is_a_user_error(tmp_path):

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from . import config as cfglib
+from .predict import PredictOptions, load_predictor
 from .schema import NerftError
 
 
@@ -180,11 +182,12 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--constrained", action="store_true")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=10.0)
     p.add_argument("--max-texts", type=int, default=32)
     p.add_argument("--max-text-chars", type=int, default=4000)
+    p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
+    cfglib.add_config_arguments(p, PredictOptions, skip={"keep_raw", "batch_size"})  # --max-batch sets the batch
     p.set_defaults(func=run_serve)
     return p
 
@@ -192,11 +195,10 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .predict import load_predictor
-
+    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    options.batch_size = args.max_batch
     predictor = load_predictor(args.model, base=args.base, adapter=args.adapter, backend=args.backend,
-                               device=args.device, dtype=args.dtype, batch_size=args.max_batch,
-                               constrained=args.constrained)
+                               device=args.device, dtype=args.dtype, **cfglib.to_dict(options))
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars)
     uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, timeout_graceful_shutdown=30)

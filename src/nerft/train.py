@@ -19,6 +19,7 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ import yaml
 from . import config as cfglib
 from .config import opt
 from .formats import OutputFormat, get_format
-from .generation import end_of_turn_id, generate_batch, pad_token_id, prompt_ids
+from .generation import end_of_turn_id, pad_token_id, prompt_ids
 from .labels import LabelSet, load_label_set
 from .metrics import read_answer
 from .modeling import LoraSettings, ModelConfig, add_lora, load_model, load_tokenizer, resolve_device
@@ -76,6 +77,9 @@ class OptimConfig:
     grad_accum: int = opt(4, "micro-batches per optimizer step")
     epochs: int = opt(2, "passes over the training data (ignored when max_steps is set)")
     max_steps: int | None = opt(None, "optimizer steps to run (overrides epochs)")
+    max_minutes: float | None = opt(None, "wall-clock training budget: warmup and decay run over this time "
+                                          "instead of over steps and training ends when it is spent "
+                                          "(evaluation and checkpoint time excluded); epochs/max_steps still cap it")
     lr: float = opt(1e-4, "peak learning rate")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     warmup_steps: int | None = opt(None, "linear warmup steps (default: warmup_ratio of all steps)")
@@ -246,28 +250,24 @@ class SupervisedLoss(torch.nn.Module):
 # Dev/test evaluation: generate, parse, ground, score
 
 
-def predict_documents(model, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet, docs: list[Document],
-                      batch_size: int, max_new_tokens: int) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """Greedy predictions for ``docs`` (batched, longest first), with parse/grounding counts and raw answers."""
-    ids = [prompt_ids(tokenizer, prompt, d.text) for d in docs]
-    order = sorted(range(len(docs)), key=lambda i: -len(ids[i]))
-    answers: list[str] = [""] * len(docs)
-    unfinished = 0
-    was_training = model.training
-    model.eval()
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
-        for i, gen in zip(chunk, generate_batch(model, tokenizer, [ids[i] for i in chunk], max_new_tokens), strict=True):
-            answers[i] = gen.text
-            unfinished += not gen.finished
-    model.train(was_training)
-    preds, counts = [], {"parse_failures": 0, "hallucinated": 0, "unfinished": unfinished}
-    for doc, answer in zip(docs, answers, strict=True):
-        reading = read_answer(doc.text, answer, fmt.name, labels)
-        counts["parse_failures"] += not reading.parse_ok
-        counts["hallucinated"] += reading.hallucinated
-        preds.append(Document(doc.id, doc.text, reading.entities))
-    return preds, counts, answers
+def predict_documents(model, tokenizer, prompt: Prompt, labels: LabelSet, docs: list[Document], batch_size: int,
+                      max_new_tokens: int) -> tuple[list[Document], dict[str, Any], list[str]]:
+    """Predictions for ``docs`` by the predictor ``nerft predict`` uses (windows, answer bounds, repetition guard,
+    shared-prompt cache), so a dev score is what the saved run will score; with parse failures, hallucinations and
+    unfinished answers counted from its raw answers, and the raw answers."""
+    from .predict import TransformersPredictor
+
+    predictor = TransformersPredictor.from_model(model, tokenizer, labels, prompt, batch_size=batch_size,
+                                                 max_new_tokens=max_new_tokens, keep_raw=True)
+    entities = predictor.predict([d.text for d in docs])
+    counts = {"parse_failures": 0, "hallucinated": 0, "unfinished": predictor.stats["unfinished"]}
+    for doc, raws in zip(docs, predictor.last_raw, strict=True):
+        for raw in raws:  # one per window
+            reading = read_answer(doc.text, raw, prompt.output_format, labels)
+            counts["parse_failures"] += not reading.parse_ok
+            counts["hallucinated"] += reading.hallucinated
+    preds = [Document(d.id, d.text, ents) for d, ents in zip(docs, entities, strict=True)]
+    return preds, counts, ["\n".join(raws) for raws in predictor.last_raw]
 
 
 def score(gold: list[Document], pred: list[Document], counts: dict[str, Any]) -> dict[str, Any]:
@@ -399,12 +399,32 @@ def _resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     return LabelSet.infer(e.label for d in train_docs for e in d.entities)
 
 
-def _schedule(optimizer, cfg: OptimConfig, total_steps: int):
+def _schedule(optimizer, cfg: OptimConfig, total_steps: int, spent: Callable[[], float] | None = None):
+    """The learning-rate schedule. With ``cfg.max_minutes`` the schedule's clock is the share of the budget that
+    ``spent()`` (training seconds so far) says is used, or the share of ``total_steps`` done if that is larger."""
     from transformers import get_scheduler
 
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total_steps)
-    name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    if cfg.max_minutes is None:
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total_steps)
+        name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
+        return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    if spent is None:
+        raise ValueError("a time-budget schedule needs the training clock")
+    budget_s = cfg.max_minutes * 60
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps is not None and step < cfg.warmup_steps:
+            return step / max(cfg.warmup_steps, 1)
+        done = min(1.0, max(spent() / budget_s, step / max(total_steps, 1)))
+        warm = 0.0 if cfg.warmup_steps is not None else cfg.warmup_ratio
+        if done < warm:
+            return done / warm
+        rest = (done - warm) / max(1.0 - warm, 1e-9)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * rest))
+        return 1.0 - rest if cfg.schedule == "linear" else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -467,8 +487,16 @@ def train(cfg: TrainConfig) -> Path:
         raise NerftError(f"{len(data.examples)} examples make fewer batches than the {world} processes")
     steps_per_epoch = math.ceil(batches_per_epoch // world / cfg.optim.grad_accum)
     total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
-    scheduler = _schedule(optimizer, cfg.optim, total_steps)
-    loss_module, optimizer, scheduler = accelerator.prepare(SupervisedLoss(model), optimizer, scheduler)
+    budget_s = cfg.optim.max_minutes * 60 if cfg.optim.max_minutes is not None else None
+    clock = {"before": 0.0, "since": time.perf_counter(), "paused": 0.0}  # training seconds across sessions
+
+    def train_seconds() -> float:
+        return clock["before"] + time.perf_counter() - clock["since"] - clock["paused"]
+
+    scheduler = _schedule(optimizer, cfg.optim, total_steps, train_seconds)
+    # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
+    # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
+    loss_module, optimizer = accelerator.prepare(SupervisedLoss(model), optimizer)
     pad_id = pad_token_id(tokenizer)
 
     step, best_f1, best_step = 0, -1.0, None
@@ -480,6 +508,7 @@ def train(cfg: TrainConfig) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, best_f1, best_step = state["step"], state["best_f1"], state["best_step"]
+        clock["before"] = state.get("train_seconds", 0.0)
         if (run_dir / "adapter").is_dir() and best_step is not None:
             best_state = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
@@ -499,21 +528,39 @@ def train(cfg: TrainConfig) -> Path:
               f"{sum(p.numel() for p in trainable):,} trainable parameters; {total_steps} steps of "
               f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{world} examples on {accelerator.device}")
 
+    @contextlib.contextmanager
+    def off_the_clock():
+        """Evaluation and checkpoints do not spend the training budget."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            clock["paused"] += time.perf_counter() - started
+
     def evaluate(docs: list[Document], split: str) -> dict[str, Any]:
-        preds, counts, _ = predict_documents(model, tokenizer, prompt, fmt, labels, docs, cfg.eval.batch_size,
-                                             cfg.eval.max_new_tokens)
-        scores = score(docs, preds, counts)
-        tracker.log({f"{split}/{k}": v for k, v in scores.items()}, step)
-        tracker.log_samples(_sample_rows(docs, preds, cfg.eval.samples, labels), step)
+        with off_the_clock():
+            preds, counts, _ = predict_documents(model, tokenizer, prompt, labels, docs, cfg.eval.batch_size,
+                                                 cfg.eval.max_new_tokens)
+            scores = score(docs, preds, counts)
+            tracker.log({f"{split}/{k}": v for k, v in scores.items()}, step)
+            tracker.log_samples(_sample_rows(docs, preds, cfg.eval.samples, labels), step)
         return scores
 
     def checkpoint(state_step: int, epoch: int, step_in_epoch: int, rng: dict[str, Any]) -> None:
-        if main:
-            save_checkpoint(run_dir, model, optimizer, scheduler,
-                            {"step": state_step, "epoch": epoch, "step_in_epoch": step_in_epoch, "rng": rng,
-                             "best_f1": best_f1, "best_step": best_step, "world_size": world},
-                            cfg.output.keep_checkpoints)
-        accelerator.wait_for_everyone()
+        with off_the_clock():
+            if main:
+                save_checkpoint(run_dir, model, optimizer, scheduler,
+                                {"step": state_step, "epoch": epoch, "step_in_epoch": step_in_epoch, "rng": rng,
+                                 "best_f1": best_f1, "best_step": best_step, "world_size": world,
+                                 "train_seconds": train_seconds()},
+                                cfg.output.keep_checkpoints)
+            accelerator.wait_for_everyone()
+
+    def budget_spent() -> bool:
+        if budget_s is None:
+            return False
+        over = torch.tensor(float(train_seconds() >= budget_s), device=accelerator.device)
+        return bool(accelerator.gather(over[None]).max().item())  # every process stops at the same step
 
     def after_dev_eval(scores: dict[str, Any]) -> None:
         nonlocal best_f1, best_step, best_state
@@ -536,11 +583,13 @@ def train(cfg: TrainConfig) -> Path:
     session_limit = start_step + cfg.stop_after_steps if cfg.stop_after_steps else None
     progress = tqdm(total=total_steps, initial=step, disable=not main, desc="train", dynamic_ncols=True)
     tokens_seen, t0, window_loss, window_tokens = 0, time.perf_counter(), 0.0, 0
+    clock["since"], clock["paused"] = t0, 0.0
+    out_of_time = False
     interrupted = False
     rng_at_step_start = _rng_state()
     model.train()
     try:
-        while step < total_steps and (session_limit is None or step < session_limit):
+        while step < total_steps and not out_of_time and (session_limit is None or step < session_limit):
             batches = epoch_batches(lengths, cfg.optim.batch_size, cfg.optim.seed, epoch, cfg.data.group_by_length)
             mine = batches[:batches_per_epoch][accelerator.process_index::world]
             steps = [mine[s:s + cfg.optim.grad_accum] for s in range(0, len(mine), cfg.optim.grad_accum)]
@@ -569,16 +618,20 @@ def train(cfg: TrainConfig) -> Path:
                 rng_at_step_start = _rng_state()  # of the next step: what a Ctrl-C from here on goes back to
                 elapsed = time.perf_counter() - t0
                 progress.update(1)
-                progress.set_postfix(loss=f"{window_loss / max(window_tokens, 1):.4f}",
-                                     tok_s=f"{tokens_seen * world / max(elapsed, 1e-9):.0f}")
+                postfix = {"loss": f"{window_loss / max(window_tokens, 1):.4f}",
+                           "tok_s": f"{tokens_seen * world / max(elapsed, 1e-9):.0f}"}
+                if budget_s is not None:
+                    postfix["budget_left"] = f"{max(budget_s - train_seconds(), 0) / 60:.1f}min"
+                progress.set_postfix(**postfix)
                 if step % cfg.tracking.log_every == 0 or step == total_steps:
                     record = {"loss": round(window_loss / max(window_tokens, 1), 5), "lr": scheduler.get_last_lr()[0],
                               "tokens_per_s": round(tokens_seen * world / max(elapsed, 1e-9), 1), "epoch": epoch}
                     tracker.log(record, step)
                     window_loss, window_tokens = 0.0, 0
+                out_of_time = budget_spent()
                 end_of_epoch = step_in_epoch == len(steps)
                 due = step % cfg.eval.every == 0 if cfg.eval.every else end_of_epoch
-                if dev_docs and (due or step == total_steps):
+                if dev_docs and (due or step == total_steps or out_of_time):
                     if main:
                         scores = evaluate(dev_docs, "dev")
                         after_dev_eval(scores)
@@ -586,7 +639,7 @@ def train(cfg: TrainConfig) -> Path:
                     accelerator.wait_for_everyone()
                 if cfg.output.save_every and step % cfg.output.save_every == 0:
                     checkpoint(step, epoch, step_in_epoch, _rng_state())
-                if step >= total_steps or (session_limit is not None and step >= session_limit):
+                if out_of_time or step >= total_steps or (session_limit is not None and step >= session_limit):
                     break
             else:
                 epoch, step_in_epoch = epoch + 1, 0
@@ -597,7 +650,7 @@ def train(cfg: TrainConfig) -> Path:
     progress.close()
 
     # --- save ------------------------------------------------------------------------------------------------
-    done = step >= total_steps
+    done = step >= total_steps or out_of_time
     if not done:
         checkpoint(step, epoch, step_in_epoch, _rng_state())
         if main:
@@ -607,7 +660,9 @@ def train(cfg: TrainConfig) -> Path:
         "train": {"steps": step, "total_steps": total_steps, "examples": len(data.examples),
                   "overlong": data.overlong, "overlong_action": cfg.data.overlong,
                   "supervised_tokens": data.supervised_tokens, "seconds": round(time.perf_counter() - t0, 1),
-                  "finished": done, "world_size": world},
+                  "finished": done, "world_size": world, "train_seconds": round(train_seconds(), 1),
+                  "stopped_by": ("time budget" if out_of_time else "steps" if step >= total_steps
+                                 else "interrupted")},
     }
     if main:
         if best_state is not None:

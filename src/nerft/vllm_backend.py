@@ -62,6 +62,8 @@ class VllmPredictor:
         self.options = options or PredictOptions()
         if self.options.constrained:
             raise NerftError("--constrained is available with the transformers backend only")
+        if self.options.none_bias:
+            raise NerftError("--none-bias is available with the transformers backend only")
         self.name = name
         self._overhead = entity_overhead_tokens(tokenizer, labels, prompt.output_format)
         self.last_raw: list[list[str]] = []
