@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                "nerft_config": config, "tutorial_scorer": args.tutorial_scorer, "rows": rows,
                "earlier_commands": earlier_commands}
     md = (f"## B3 accuracy ({Path(model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
-          f"P/R/F1 on the first {n_test} documents of the seeded test split (fewer where test_docs says so), "
+          f"P/R/F1 on the first {max([r['test_docs'] for r in rows if '[dev]' not in r['row']], default=n_test)} "
+          "documents of the seeded test split (fewer where test_docs says so), "
           "`nerft evaluate`)\n\n"
           + markdown_table(rows, cols)
           + "\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "

@@ -660,7 +660,7 @@ def train(cfg: TrainConfig) -> Path:
         "train": {"steps": step, "total_steps": total_steps, "examples": len(data.examples),
                   "overlong": data.overlong, "overlong_action": cfg.data.overlong,
                   "supervised_tokens": data.supervised_tokens, "seconds": round(time.perf_counter() - t0, 1),
-                  "finished": done, "world_size": world, "train_seconds": round(train_seconds(), 1),
+                  "finished": done, "world_size": world, "train_seconds": round(train_seconds(), 3),
                   "stopped_by": ("time budget" if out_of_time else "steps" if step >= total_steps
                                  else "interrupted")},
     }
