@@ -88,9 +88,9 @@ def _write_predictions(out_file: str, docs: list[dict], entities: list[list], an
 
 def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
                        base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
-                       batch_size: int = 8, constrained: bool = False, max_new_tokens: int | None = None,
-                       options: dict[str, Any] | None = None) -> dict:
-    """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt."""
+                       batch_size: int = 8, options: dict[str, Any] | None = None) -> dict:
+    """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt;
+    ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...)."""
     from nerft.labels import ccfbdci_labels
     from nerft.predict import PredictOptions, TransformersPredictor, load_model_and_tokenizer
     from nerft.prompts import build_prompt
@@ -101,9 +101,7 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
         labels = ccfbdci_labels()
         prompt = build_prompt(labels, "compact", "nerft")
     predictor = TransformersPredictor(lm, tok, labels, prompt,
-                                      PredictOptions(**{"batch_size": batch_size, "constrained": constrained,
-                                                        "max_new_tokens": max_new_tokens, **(options or {}),
-                                                        "keep_raw": True}),
+                                      PredictOptions(**{"batch_size": batch_size, **(options or {}), "keep_raw": True}),
                                       name=name)
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
@@ -302,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             write_jsonl(zero_gold, read_jsonl(gold, args.zero_shot_docs))
         info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(zero_gold), limit=None,
                             out_file=pred_path("zero-shot"), base=model, prompt_style="nerft",
-                            batch_size=args.batch_size, max_new_tokens=args.zero_shot_max_new_tokens)
+                            batch_size=args.batch_size, options={"max_new_tokens": args.zero_shot_max_new_tokens})
         add_row("zero-shot (nerft prompt)", pred_path("zero-shot"), info, gold_file=zero_gold)
     if "jieba" in wanted:
         info = predict_with_jieba(str(gold), None, pred_path("jieba"))
@@ -346,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             cname = "nerft (equal time) +constrained"
             info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
                                 out_file=pred_path(cname), run_dir=str(run_dir), batch_size=args.batch_size,
-                                constrained=True)
+                                options={"constrained": True})
             add_row(cname, pred_path(cname), info, t)
 
     if "nerft-data" in wanted:

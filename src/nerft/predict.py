@@ -252,6 +252,7 @@ class TransformersPredictor:
         self._overhead = entity_overhead_tokens(tokenizer, labels, self.format)
         fmt = get_format(self.format)
         self._none_tokens = len(tokenizer.encode(fmt.none_text, add_special_tokens=False)) if fmt.none_text else 0
+        self._none_start = none_start_ids(tokenizer, self.format)
         self._prefix = None
         self.last_raw: list[list[str]] = []
         self.stats = {"batches": 0, "texts": 0, "windows": 0, "unfinished": 0}
@@ -320,7 +321,7 @@ class TransformersPredictor:
             batch_texts = [texts[i] for i in batch]
             processors: list = []
             if opts.none_bias:
-                processors.append(FirstTokenBias(none_start_ids(self.tokenizer, self.format), opts.none_bias))
+                processors.append(FirstTokenBias(self._none_start, opts.none_bias))
             if opts.constrained:
                 from .constrained import ConstrainedAnswer
 

@@ -251,10 +251,10 @@ class SupervisedLoss(torch.nn.Module):
 
 
 def predict_documents(model, tokenizer, prompt: Prompt, labels: LabelSet, docs: list[Document], batch_size: int,
-                      max_new_tokens: int) -> tuple[list[Document], dict[str, Any], list[str]]:
+                      max_new_tokens: int) -> tuple[list[Document], dict[str, Any]]:
     """Predictions for ``docs`` by the predictor ``nerft predict`` uses (windows, answer bounds, repetition guard,
-    shared-prompt cache), so a dev score is what the saved run will score; with parse failures, hallucinations and
-    unfinished answers counted from its raw answers, and the raw answers."""
+    shared-prompt cache), so a dev score is what the saved run will score; with parse failures (by the trained
+    format's own parser, as ``nerft evaluate`` counts them), hallucinations and unfinished answers."""
     from .predict import TransformersPredictor
 
     predictor = TransformersPredictor.from_model(model, tokenizer, labels, prompt, batch_size=batch_size,
@@ -266,8 +266,7 @@ def predict_documents(model, tokenizer, prompt: Prompt, labels: LabelSet, docs: 
             reading = read_answer(doc.text, raw, prompt.output_format, labels)
             counts["parse_failures"] += not reading.parse_ok
             counts["hallucinated"] += reading.hallucinated
-    preds = [Document(d.id, d.text, ents) for d, ents in zip(docs, entities, strict=True)]
-    return preds, counts, ["\n".join(raws) for raws in predictor.last_raw]
+    return [Document(d.id, d.text, ents) for d, ents in zip(docs, entities, strict=True)], counts
 
 
 def score(gold: list[Document], pred: list[Document], counts: dict[str, Any]) -> dict[str, Any]:
@@ -399,6 +398,29 @@ def _resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     return LabelSet.infer(e.label for d in train_docs for e in d.entities)
 
 
+class TrainingClock:
+    """Seconds spent training: wall time since ``start()`` less the ``paused()`` blocks (evaluation, checkpoints),
+    plus ``before``, what earlier sessions of a resumed run spent."""
+
+    def __init__(self, before: float = 0.0):
+        self.before = before
+        self.start()
+
+    def start(self) -> None:
+        self._since, self._paused = time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self._since - self._paused
+
+    @contextlib.contextmanager
+    def paused(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - started
+
+
 def _schedule(optimizer, cfg: OptimConfig, total_steps: int, spent: Callable[[], float] | None = None):
     """The learning-rate schedule. With ``cfg.max_minutes`` the schedule's clock is the share of the budget that
     ``spent()`` (training seconds so far) says is used, or the share of ``total_steps`` done if that is larger."""
@@ -488,12 +510,8 @@ def train(cfg: TrainConfig) -> Path:
     steps_per_epoch = math.ceil(batches_per_epoch // world / cfg.optim.grad_accum)
     total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
     budget_s = cfg.optim.max_minutes * 60 if cfg.optim.max_minutes is not None else None
-    clock = {"before": 0.0, "since": time.perf_counter(), "paused": 0.0}  # training seconds across sessions
-
-    def train_seconds() -> float:
-        return clock["before"] + time.perf_counter() - clock["since"] - clock["paused"]
-
-    scheduler = _schedule(optimizer, cfg.optim, total_steps, train_seconds)
+    clock = TrainingClock()
+    scheduler = _schedule(optimizer, cfg.optim, total_steps, clock.seconds)
     # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
     # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
     loss_module, optimizer = accelerator.prepare(SupervisedLoss(model), optimizer)
@@ -508,7 +526,7 @@ def train(cfg: TrainConfig) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, best_f1, best_step = state["step"], state["best_f1"], state["best_step"]
-        clock["before"] = state.get("train_seconds", 0.0)
+        clock.before = state.get("train_seconds", 0.0)
         if (run_dir / "adapter").is_dir() and best_step is not None:
             best_state = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
@@ -528,38 +546,29 @@ def train(cfg: TrainConfig) -> Path:
               f"{sum(p.numel() for p in trainable):,} trainable parameters; {total_steps} steps of "
               f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{world} examples on {accelerator.device}")
 
-    @contextlib.contextmanager
-    def off_the_clock():
-        """Evaluation and checkpoints do not spend the training budget."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            clock["paused"] += time.perf_counter() - started
-
     def evaluate(docs: list[Document], split: str) -> dict[str, Any]:
-        with off_the_clock():
-            preds, counts, _ = predict_documents(model, tokenizer, prompt, labels, docs, cfg.eval.batch_size,
-                                                 cfg.eval.max_new_tokens)
+        with clock.paused():  # evaluation does not spend the training budget
+            preds, counts = predict_documents(model, tokenizer, prompt, labels, docs, cfg.eval.batch_size,
+                                              cfg.eval.max_new_tokens)
             scores = score(docs, preds, counts)
             tracker.log({f"{split}/{k}": v for k, v in scores.items()}, step)
             tracker.log_samples(_sample_rows(docs, preds, cfg.eval.samples, labels), step)
         return scores
 
     def checkpoint(state_step: int, epoch: int, step_in_epoch: int, rng: dict[str, Any]) -> None:
-        with off_the_clock():
+        with clock.paused():
             if main:
                 save_checkpoint(run_dir, model, optimizer, scheduler,
                                 {"step": state_step, "epoch": epoch, "step_in_epoch": step_in_epoch, "rng": rng,
                                  "best_f1": best_f1, "best_step": best_step, "world_size": world,
-                                 "train_seconds": train_seconds()},
+                                 "train_seconds": clock.seconds()},
                                 cfg.output.keep_checkpoints)
             accelerator.wait_for_everyone()
 
     def budget_spent() -> bool:
         if budget_s is None:
             return False
-        over = torch.tensor(float(train_seconds() >= budget_s), device=accelerator.device)
+        over = torch.tensor(float(clock.seconds() >= budget_s), device=accelerator.device)
         return bool(accelerator.gather(over[None]).max().item())  # every process stops at the same step
 
     def after_dev_eval(scores: dict[str, Any]) -> None:
@@ -583,7 +592,7 @@ def train(cfg: TrainConfig) -> Path:
     session_limit = start_step + cfg.stop_after_steps if cfg.stop_after_steps else None
     progress = tqdm(total=total_steps, initial=step, disable=not main, desc="train", dynamic_ncols=True)
     tokens_seen, t0, window_loss, window_tokens = 0, time.perf_counter(), 0.0, 0
-    clock["since"], clock["paused"] = t0, 0.0
+    clock.start()
     out_of_time = False
     interrupted = False
     rng_at_step_start = _rng_state()
@@ -621,7 +630,7 @@ def train(cfg: TrainConfig) -> Path:
                 postfix = {"loss": f"{window_loss / max(window_tokens, 1):.4f}",
                            "tok_s": f"{tokens_seen * world / max(elapsed, 1e-9):.0f}"}
                 if budget_s is not None:
-                    postfix["budget_left"] = f"{max(budget_s - train_seconds(), 0) / 60:.1f}min"
+                    postfix["budget_left"] = f"{max(budget_s - clock.seconds(), 0) / 60:.1f}min"
                 progress.set_postfix(**postfix)
                 if step % cfg.tracking.log_every == 0 or step == total_steps:
                     record = {"loss": round(window_loss / max(window_tokens, 1), 5), "lr": scheduler.get_last_lr()[0],
@@ -660,7 +669,7 @@ def train(cfg: TrainConfig) -> Path:
         "train": {"steps": step, "total_steps": total_steps, "examples": len(data.examples),
                   "overlong": data.overlong, "overlong_action": cfg.data.overlong,
                   "supervised_tokens": data.supervised_tokens, "seconds": round(time.perf_counter() - t0, 1),
-                  "finished": done, "world_size": world, "train_seconds": round(train_seconds(), 3),
+                  "finished": done, "world_size": world, "train_seconds": round(clock.seconds(), 3),
                   "stopped_by": ("time budget" if out_of_time else "steps" if step >= total_steps
                                  else "interrupted")},
     }
