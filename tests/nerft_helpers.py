@@ -7,11 +7,12 @@ from pathlib import Path
 
 from conftest import make_tiny_qwen2
 
+from nerft.jsonl import write_jsonl
 from nerft.labels import ccfbdci_labels
 from nerft.prompts import build_prompt
 from nerft.resources.demo_corpus import generate_corpus
 from nerft.resources.demo_tokenizer import build_char_tokenizer
-from nerft.schema import Document, write_json, write_jsonl
+from nerft.schema import Document, write_json
 
 
 def sample_docs(n: int = 24, seed: int = 0) -> list[Document]:

@@ -11,9 +11,10 @@ from conftest import shared_path
 from nerft.cli import main
 from nerft.evaluate import EvaluateConfig, evaluate
 from nerft.formats import get_format
+from nerft.jsonl import write_jsonl
 from nerft.labels import ccfbdci_labels
 from nerft.plots import bar_chart_per_label, line_curves
-from nerft.schema import Document, Entity, InputError, NerftError, write_jsonl
+from nerft.schema import Document, Entity, InputError, NerftError
 
 LABELS = ccfbdci_labels()
 GOLD = [

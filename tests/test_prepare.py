@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from nerft.cli import main
 from nerft.config import ConfigError
+from nerft.jsonl import read_documents
 from nerft.prepare import PLOT_FILE, PrepareConfig, PrepareReport, prepare, split_documents
-from nerft.schema import Document, Entity, NerftError, read_documents
+from nerft.schema import Document, Entity, NerftError
 
 OUTPUTS = ["train.jsonl", "dev.jsonl", "test.jsonl", "labels.json", "stats.json", "stats.md"]
 

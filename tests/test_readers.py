@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_path
 
+from nerft.jsonl import write_jsonl
 from nerft.readers import (
     HUB_REPO,
     detect_format,
@@ -22,7 +23,7 @@ from nerft.readers import (
     read_nerft,
     read_split_dir,
 )
-from nerft.schema import Entity, InputError, NerftError, write_jsonl
+from nerft.schema import Entity, InputError, NerftError
 
 
 def write(path: Path, text: str) -> Path:

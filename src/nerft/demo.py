@@ -17,11 +17,12 @@ from pathlib import Path
 from . import config as cfglib
 from .config import opt
 from .formats import FORMATS, TUTORIAL_NONE
+from .jsonl import read_documents, write_jsonl
 from .labels import ccfbdci_labels
 from .prompts import build_prompt
 from .resources.demo_corpus import generate_corpus
 from .resources.demo_tokenizer import build_char_tokenizer
-from .schema import Document, read_documents, write_json, write_jsonl
+from .schema import Document, write_json
 
 DEMO_SYSTEM_PROMPT = "抽取实体，每行输出“类型:实体”。"
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from .config import add_config_arguments, build_config, opt, to_dict
 from .formats import Mention, get_format
 from .grounding import ground_mentions
+from .jsonl import iter_jsonl
 from .labels import LabelSet, load_label_set
 from .metrics import format_table, score_documents
 from .schema import (
@@ -32,7 +33,6 @@ from .schema import (
     NerftError,
     atomic_write,
     entity_from_dict,
-    iter_jsonl,
     write_json,
 )
 

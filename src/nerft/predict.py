@@ -23,10 +23,11 @@ from . import config as cfglib
 from .config import opt
 from .formats import get_format, parse_answer
 from .grounding import ground_mentions
+from .jsonl import dumps_line, iter_jsonl
 from .labels import LabelSet, ccfbdci_labels
 from .prompts import Prompt, build_prompt
 from .rundir import INFO_FILE, RunInfo, adapter_dir, tokenizer_dir
-from .schema import Entity, InputError, NerftError, dumps_line, iter_jsonl
+from .schema import Entity, InputError, NerftError
 from .windows import Window, make_windows, merge_window_entities
 
 

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import ConfigError, add_config_arguments, build_config, opt, to_dict
+from .jsonl import write_jsonl
 from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
 from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
-from .schema import Document, Entity, NerftError, atomic_write, write_json, write_jsonl
+from .schema import Document, Entity, NerftError, atomic_write, write_json
 
 PLOT_FILE = "entities_per_label.png"
 MAX_EVAL_GROUP_SHARE = 0.01  # see split_documents

@@ -1,8 +1,9 @@
-"""The canonical document format and safe JSONL input/output.
+"""The canonical document format, user-facing errors and atomic writes.
 
 One document a line: ``{"id": str, "text": str, "entities": [{"start", "end", "label", "text"}]}`` with Python
 character offsets, ``end`` exclusive and ``text[start:end] == entity.text``. Every reader produces it, every
-writer emits it.
+writer emits it (the JSONL input/output itself is :mod:`nerft.jsonl`). Also here: the user-facing errors and
+the atomic writes (a temp file or folder renamed into place) that every command uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,26 +131,6 @@ def find_overlaps(entities: Iterable[Entity]) -> list[tuple[Entity, Entity]]:
     return pairs
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed object) for each non-blank line; a bad line raises InputError naming it."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-
-
-def read_documents(path: str | os.PathLike) -> list[Document]:
-    """Read a canonical nerft JSONL file."""
-    return [
-        document_from_dict(obj, path=str(path), line=lineno, default_id=str(i))
-        for i, (lineno, obj) in enumerate(iter_jsonl(path))
-    ]
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block finishes."""
@@ -189,20 +170,6 @@ def atomic_dir(path: str | os.PathLike):
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def dumps_line(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False) + "\n"
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    """Write dicts or Documents as JSONL atomically; returns the number of lines."""
-    n = 0
-    with atomic_write(path) as f:
-        for row in rows:
-            f.write(dumps_line(row.to_dict() if hasattr(row, "to_dict") else row))
-            n += 1
-    return n
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import opt
-from .schema import NerftError, dumps_line
+from .jsonl import dumps_line
+from .schema import NerftError
 
 
 @dataclass

@@ -32,12 +32,13 @@ from . import config as cfglib
 from .config import opt
 from .formats import OutputFormat, get_format
 from .generation import end_of_turn_id, pad_token_id, prompt_ids
+from .jsonl import read_documents
 from .labels import LabelSet, load_label_set
 from .metrics import read_answer
 from .modeling import LoraSettings, ModelConfig, add_lora, load_model, load_tokenizer, resolve_device
 from .prompts import Prompt, build_prompt
 from .rundir import RunInfo, adapter_dir, tokenizer_dir
-from .schema import Document, NerftError, atomic_dir, atomic_write, read_documents, write_json
+from .schema import Document, NerftError, atomic_dir, atomic_write, write_json
 from .tracking import Tracker, TrackingConfig
 
 IGNORE = -100

@@ -1,0 +1,191 @@
+"""What every reader shares: the read report, record validation (``collect``) and JSON record iteration."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ..jsonl import iter_jsonl
+from ..schema import Document, InputError, find_overlaps, validate_document
+
+MAX_WARNINGS = 50  # a report keeps the first warnings verbatim and counts the rest
+
+# Extensions that name a format rather than a split; kept out of document ids ("weiboNER_2nd_conll.train" keeps
+# its ".train" so the three Weibo files give distinct ids).
+_FORMAT_SUFFIXES = {".jsonl", ".json", ".txt", ".tsv", ".conll", ".bio", ".bioes", ".bmes", ".char"}
+
+
+@dataclass
+class ReadReport:
+    """What reading one source found, beyond the documents themselves."""
+
+    source: str
+    format: str
+    docs: int = 0
+    entities: int = 0
+    skipped: int = 0
+    repaired_tags: int = 0
+    overlaps: int = 0
+    duplicate_entities: int = 0
+    warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0
+
+    def warn(self, message: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message)
+        else:
+            self.more_warnings += 1
+
+    def merge(self, other: ReadReport) -> None:
+        """Add another source's counts (used when one input is several split files)."""
+        for name in ("docs", "entities", "skipped", "repaired_tags", "overlaps", "duplicate_entities",
+                     "more_warnings"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for message in other.warnings:
+            self.warn(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "format": self.format, "docs": self.docs, "entities": self.entities,
+            "skipped": self.skipped, "repaired_tags": self.repaired_tags, "overlaps": self.overlaps,
+            "duplicate_entities": self.duplicate_entities, "warnings": self.warnings,
+            "more_warnings": self.more_warnings,
+        }
+
+
+def json_line_records(path: Path, convert: Callable[[Any, int, str], Document]
+                       ) -> Iterator[tuple[int, Document | InputError]]:
+    """(line number, document or the error that line gave) for a one-object-a-line JSON file."""
+    prefix = id_prefix(path)
+    for lineno, obj in iter_jsonl(path, tolerant=True):
+        if isinstance(obj, InputError):
+            yield lineno, obj
+            continue
+        try:
+            yield lineno, convert(obj, lineno, f"{prefix}-{lineno}")
+        except InputError as exc:
+            yield lineno, exc
+
+
+def collect(
+    source: str | os.PathLike,
+    fmt: str,
+    records: Iterable[tuple[int, Document | InputError]],
+    *,
+    skip_invalid: bool = False,
+    reject_overlaps: bool = False,
+    progress: bool | None = None,
+    total: int | None = None,
+) -> tuple[list[Document], ReadReport]:
+    """Validate each record; raise on the first bad one, or skip and count it with ``skip_invalid``."""
+    report = ReadReport(str(source), fmt)
+    docs: list[Document] = []
+    first_line_of_id: dict[str, int] = {}
+    name = Path(str(source)).name
+    for line, item in tqdm(records, desc=f"reading {name}", unit=" docs", total=total, disable=_no_bar(progress),
+                           leave=False):
+        try:
+            if isinstance(item, InputError):
+                raise item
+            doc = _clean(item, report)
+            problems = validate_document(doc, allow_overlaps=not reject_overlaps)
+            if problems:
+                raise InputError(source, line, "; ".join(problems))
+            if doc.id in first_line_of_id:
+                raise InputError(source, line, f"id {doc.id!r} repeats the id of line {first_line_of_id[doc.id]}")
+        except InputError as exc:
+            if not skip_invalid:
+                raise
+            report.skipped += 1
+            report.warn(f"skipped {exc}")
+            continue
+        first_line_of_id[doc.id] = line
+        overlaps = find_overlaps(doc.entities)
+        if overlaps:
+            report.overlaps += len(overlaps)
+            a, b = overlaps[0]
+            report.warn(f"{source}, line {line}: overlapping entities {a.text!r} ({a.label}) and {b.text!r} ({b.label})")
+        report.docs += 1
+        report.entities += len(doc.entities)
+        docs.append(doc)
+    return docs, report
+
+
+def _clean(doc: Document, report: ReadReport) -> Document:
+    """Sort entities by position and drop exact duplicates (same span and label)."""
+    unique = sorted(set(doc.entities), key=lambda e: (e.start, e.end, e.label))
+    if len(unique) != len(doc.entities):
+        report.duplicate_entities += len(doc.entities) - len(unique)
+    doc.entities = unique
+    return doc
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line where it starts, object or InputError) for concatenated JSON values, one a line or pretty-printed.
+
+    A top-level array yields its items. After a syntax error the walk resumes at the next line starting with
+    ``{`` after the broken object's first line, so ``skip_invalid`` can step over one broken object.
+    """
+    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    pos, line, length = 0, 1, len(text)
+    while True:
+        start = _skip_space(text, pos)
+        line += text.count("\n", pos, start)
+        pos = start
+        if pos >= length:
+            return
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield line, InputError(path, exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            # Resume at the next line that opens a top-level object after the broken one's start (nested objects
+            # of pretty-printed JSON are indented, so they do not match).
+            resume = text.find("\n{", pos + 1)
+            if resume < 0:
+                return
+            line += text.count("\n", pos, resume + 1)
+            pos = resume + 1
+            continue
+        if isinstance(value, list):
+            for item in value:
+                yield line, item
+        else:
+            yield line, value
+        line += text.count("\n", pos, end)
+        pos = end
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def require_text(obj: Any, path: str | None, line: int | None) -> str:
+    if not isinstance(obj, dict):
+        raise InputError(path, line, f"expected a JSON object, got {type(obj).__name__}")
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise InputError(path, line, "missing or non-string field 'text'")
+    return text
+
+
+def require_int(value: Any, name: str, path: str | None, line: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(path, line, f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def id_prefix(path: Path) -> str:
+    return path.stem if path.suffix.lower() in _FORMAT_SUFFIXES else path.name
