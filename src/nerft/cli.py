@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from . import __version__
@@ -49,11 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NerftError as exc:
-        print(f"nerft {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nerft {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _error(args.command, str(exc))
+    except OSError as exc:  # a path that cannot be read or written: say which and why, without a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(args.command, f"{where}{exc.strerror or exc}")
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"nerft {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + int(signum)
+
+
+def _error(command: str, message: str) -> int:
+    print(f"nerft {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

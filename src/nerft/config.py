@@ -24,11 +24,13 @@ class ConfigError(NerftError):
     pass
 
 
-def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:  # noqa: A002
-    """A config field with its help text."""
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
+        aliases: tuple[str, ...] = ()) -> Any:
+    """A config field with its help text; ``aliases``: more flags for it (e.g. ``("--output",)`` for ``out``)."""
+    metadata = {"help": help, "aliases": tuple(aliases)}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -175,6 +177,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
         )
         helptext = f.metadata.get("help", "")
         helptext = f"{helptext} (default: {default!r})" if helptext else f"(default: {default!r})"
+        helptext = helptext.replace("%", "%%")  # argparse formats help with %: "63%" would crash --help
         flag = "--" + dest.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": helptext}
         if inner is bool:
@@ -186,7 +189,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
             kwargs["choices"] = list(get_args(inner))
         else:
             kwargs["metavar"] = {int: "N", float: "X"}.get(inner, "S")
-        group.add_argument(flag, **kwargs)
+        group.add_argument(flag, *f.metadata.get("aliases", ()), **kwargs)
 
 
 def build_config(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = None, config_path: str | None = None,

@@ -29,7 +29,8 @@ DEMO_SYSTEM_PROMPT = "抽取实体，每行输出“类型:实体”。"
 
 @dataclass
 class DemoConfig:
-    out: str = opt("demo_out", "folder for the data, the tiny base model, the run and the predictions")
+    out: str = opt("demo_out", "folder for the data, the tiny base model, the run and the predictions",
+                   aliases=("--output",))
     docs: int = opt(600, "documents to generate")
     steps: int = opt(1000, "optimizer steps")
     eval_every: int = opt(250, "dev evaluation every N steps")

@@ -1,8 +1,9 @@
 """``nerft evaluate``: score a predictions file against a gold file.
 
 Each PRED line is a JSON object with either ``entities`` (what ``nerft predict`` writes; entities without
-``start``/``end`` are grounded in the gold text) or ``output`` (a raw model answer, parsed in any nerft output
-format and grounded in the gold text). With both, ``source`` decides (``auto``: entities).
+``start``/``end`` are grounded in the gold text) or ``output`` (a raw model answer, read by ``answers.read_answer``
+as ``predict`` reads it: any nerft output format, grounded in the gold text; with ``format`` set, pieces written
+in another format count as parse failures). With both, ``source`` decides (``auto``: entities).
 
 Documents are matched by ``id`` when every prediction has one and the gold ids are unique; otherwise by line
 order, and then the counts must agree. A prediction that carries ``text`` must have the gold document's text.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .answers import read_answer
 from .config import add_config_arguments, build_config, opt, to_dict
 from .formats import Mention, get_format
 from .grounding import ground_mentions
@@ -41,9 +43,10 @@ from .schema import (
 class EvaluateConfig:
     gold: str = opt("", "gold documents, nerft JSONL (`nerft prepare` output)")
     pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line")
-    format: str | None = opt(None, "output format of raw answers (tutorial, jsonl, compact); any is read when unset")
+    format: str | None = opt(None, "output format the model was taught (tutorial, jsonl, compact): raw answers are read "
+                                          "in any format, and pieces in another one count as parse failures; unset: none do")
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: inferred from gold)")
-    out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png")
+    out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png", aliases=("--output",))
     source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
     keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
     allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
@@ -162,12 +165,12 @@ def _entities_of(doc: Document, row: _PredRow, cfg: EvaluateConfig, labels: Labe
     if cfg.source == "entities" and "entities" not in row.data:
         raise InputError(cfg.pred, row.line, "no `entities` (source is `entities`)")
     if use_output:
-        parsed = get_format(cfg.format or "compact").parse(row.data["output"], labels)
-        counts["parse_failures"] += not parsed.ok
-        grounding = ground_mentions(doc.text, parsed.mentions, keep_hallucinated=cfg.keep_hallucinated)
-        counts["hallucinations"] += 0 if cfg.keep_hallucinated else len(grounding.hallucinated)
-        counts["duplicates"] += len(grounding.duplicates)
-        return grounding.entities
+        reading = read_answer(doc.text, row.data["output"], labels, output_format=cfg.format,
+                              keep_hallucinated=cfg.keep_hallucinated)
+        counts["parse_failures"] += not reading.parse_ok
+        counts["hallucinations"] += 0 if cfg.keep_hallucinated else reading.hallucinated
+        counts["duplicates"] += reading.duplicates
+        return reading.entities
     entities = [entity_from_dict(e, path=cfg.pred, line=row.line) for e in row.data["entities"]]
     entities = [Entity(e.start, e.end, labels.to_code(e.label) or e.label, e.text, e.score) for e in entities]
     placed = [e for e in entities if e.start is not None and e.end is not None]

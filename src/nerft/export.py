@@ -10,53 +10,62 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import config as cfglib
 from .rundir import RunInfo
 from .schema import NerftError, atomic_dir
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
-                  adapter: str | Path | None = None, dtype: str | None = None, overwrite: bool = False) -> Path:
+                  adapter: str | Path | None = None, dtype: str = "auto", device: str = "cpu",
+                  revision: str | None = None, overwrite: bool = False) -> Path:
     """Merge and write; returns the output folder."""
-    from .predict import load_model_and_tokenizer, resolve_model
+    from .predict import LoadOptions
+
+    return export_model(LoadOptions(model=str(model) if model else None, base=str(base) if base else None,
+                                    revision=revision, adapter=str(adapter) if adapter else None, device=device,
+                                    dtype=dtype), output, overwrite=overwrite)
+
+
+def export_model(load, output: str | Path, overwrite: bool = False) -> Path:
+    from .generation import stop_token_ids
+    from .predict import load_model_and_tokenizer, locate_model
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
-    where = resolve_model(model, base, adapter)
-    if where["adapter"] is None and where["info"] is not None and where["info"].merged:
-        raise NerftError(f"{model} is already a merged folder")
-    lm, tokenizer, labels, prompt, _ = load_model_and_tokenizer(model, base, adapter, dtype=dtype, merge=True)
-    info = where["info"]
-    max_length = info.max_length if info else 512
-    extra = dict(info.extra) if info else {}
-    extra["merged_from"] = {"base_model": str(where["base"]), "adapter": str(where["adapter"])}
+    where = locate_model(load)
+    if where.adapter is None and where.info is not None and where.info.merged:
+        raise NerftError(f"{load.model} is already a merged folder")
+    loaded = load_model_and_tokenizer(load, merge=True)
+    lm, info = loaded.model, where.info
+    merged_from = {"base_model": where.weights.name_or_path, "revision": where.weights.revision,
+                   "adapter": str(where.adapter.resolve()) if where.adapter else None}
     with atomic_dir(output) as tmp:
         lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
         if lm.generation_config is not None:
-            from .generation import stop_token_ids
-
-            lm.generation_config.eos_token_id = stop_token_ids(tokenizer)
+            lm.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer)
             lm.generation_config.save_pretrained(tmp)
-        RunInfo(base_model=None, labels=labels, prompt=prompt, merged=True, max_length=max_length,
-                extra=extra).save(tmp)
+        RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
+                max_length=info.max_length if info else 512, merged_from=merged_from).save(tmp)
     return output
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+    from .predict import add_load_arguments
+
     p = subparsers.add_parser(name, help=summary, description=summary)
-    p.add_argument("--model", help="run directory from `nerft train` (or a peft adapter folder)")
-    p.add_argument("--base", help="base model folder (overrides the run directory's; needed for a bare adapter)")
-    p.add_argument("--adapter", help="a peft adapter folder, e.g. the tutorial's checkpoint-N")
-    p.add_argument("--output", required=True, help="destination folder")
-    p.add_argument("--dtype", default=None, help="float32 (default) or bfloat16")
+    add_load_arguments(p, skip={"backend", "vllm"})
+    p.add_argument("--output", "--out", dest="output", required=True, help="destination folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_export)
     return p
 
 
 def run_export(args: argparse.Namespace) -> int:
-    out = export_merged(args.model, args.output, base=args.base, adapter=args.adapter, dtype=args.dtype,
-                        overwrite=args.overwrite)
+    from .predict import LoadOptions
+
+    load = cfglib.build_config(LoadOptions, args)
+    out = export_model(load, args.output, overwrite=args.overwrite)
     print(f"wrote merged model to {out}")
     return 0

@@ -42,6 +42,8 @@ class Mention:
 class ParseResult:
     mentions: list[Mention] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # pieces of the answer that could not be read
+    json_units: int = 0  # entity pieces read from JSON objects
+    line_units: int = 0  # entity pieces read from "标签:实体" lines
 
     @property
     def ok(self) -> bool:
@@ -59,8 +61,17 @@ class OutputFormat:
         """The sentence of the system prompt that describes this format."""
         raise NotImplementedError
 
+    json_syntax: bool = True  # whether the format writes JSON objects (else "标签:实体" lines)
+
     def parse(self, text: str, labels: LabelSet) -> ParseResult:
-        return parse_answer(text, labels)
+        """Every entity the total parser can read, with each piece written in another format's syntax counted
+        as an error: the entities are kept, ``ok`` says whether the model kept to the format it was taught."""
+        result = parse_answer(text, labels)
+        off = result.line_units if self.json_syntax else result.json_units
+        if off:
+            other = "标签:实体 line" if self.json_syntax else "JSON object"
+            result.errors.append(f"{off} entity piece(s) written as a {other}, not in the {self.name} format")
+        return result
 
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -103,6 +114,7 @@ class JsonlFormat(OutputFormat):
 
 class CompactFormat(OutputFormat):
     name = "compact"
+    json_syntax = False
 
     def render(self, entities: Iterable[Entity], labels: LabelSet) -> str:
         # A line break inside a mention would split its line; a space stands in for it and grounding, which
@@ -302,6 +314,7 @@ def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
             end = object_end(i)
             value = _load_object(body[i:end]) if end is not None else _FAILED
             if value is not _FAILED:
+                result.json_units += 1
                 _mentions_from_value(value, labels, found, errors)
                 i = end  # type: ignore[assignment]
                 continue
@@ -314,6 +327,7 @@ def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
                 if isinstance(value, dict):
                     _mentions_from_value(value, labels, closed, [])
                 if closed:
+                    result.json_units += 1
                     errors.append(f"unterminated JSON, read as closed: {_clip(body[i:stop])}")
                     found.extend(closed)
                     i = stop
@@ -325,6 +339,7 @@ def _parse_into(text: str, labels: LabelSet, result: ParseResult) -> None:
         line = body[i:eol].rstrip()
         m = _LINE.match(line)
         if m and labels.to_code(m.group("label")) is not None:
+            result.line_units += 1
             _read_line(line, labels, found, errors)
             i = eol
             continue

@@ -1,4 +1,4 @@
-"""Scoring predicted entities against gold: pure functions, used by ``evaluate``, by ``train`` (dev F1) and ``predict``.
+"""Scoring predicted entities against gold: pure functions, used by ``evaluate`` and by ``train`` (dev F1).
 
 Three matching rules, each giving precision, recall and F1:
 - ``strict``: same span and same label;
@@ -30,8 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .formats import get_format
-from .grounding import ground_mentions
 from .labels import LabelSet
 from .schema import Document, Entity
 
@@ -181,55 +179,6 @@ def score_documents(
         "duplicates": duplicates,
         "confusion": {g: dict(sorted(row.items())) for g, row in sorted(confusion.items())},
     }
-
-
-@dataclass
-class AnswerReading:
-    """What one raw model answer yielded once parsed and grounded in its text."""
-
-    entities: list[Entity]
-    hallucinated: int
-    duplicates: int
-    errors: list[str]
-
-    @property
-    def parse_ok(self) -> bool:
-        return not self.errors
-
-
-def read_answer(text: str, raw_answer: str, fmt: str, labels: LabelSet, *,
-                keep_hallucinated: bool = False) -> AnswerReading:
-    """Parse a raw answer in format ``fmt`` and ground its mentions in ``text``. Never raises on the answer."""
-    parsed = get_format(fmt).parse(raw_answer, labels)
-    grounding = ground_mentions(text, parsed.mentions, keep_hallucinated=keep_hallucinated)
-    return AnswerReading(grounding.entities, len(grounding.hallucinated), len(grounding.duplicates), parsed.errors)
-
-
-def predictions_from_raw(text: str, raw_answer: str, fmt: str, labels: LabelSet, *,
-                         keep_hallucinated: bool = False) -> tuple[list[Entity], int, bool]:
-    """(entities, number of hallucinated mentions, whether the answer parsed cleanly) for one raw answer."""
-    reading = read_answer(text, raw_answer, fmt, labels, keep_hallucinated=keep_hallucinated)
-    return reading.entities, reading.hallucinated, reading.parse_ok
-
-
-def score_raw_answers(gold: Sequence[Document], answers: Sequence[str], fmt: str, labels: LabelSet, *,
-                      keep_hallucinated: bool = False) -> dict[str, Any]:
-    """Parse, ground and score one raw answer per gold document (what a dev evaluation during training needs).
-
-    With ``keep_hallucinated`` a mention that is not in the text stays a (false positive) prediction; otherwise it
-    is dropped, as ``predict`` drops it, and only counted.
-    """
-    if len(gold) != len(answers):
-        raise ValueError(f"{len(gold)} gold documents but {len(answers)} answers")
-    readings = [read_answer(d.text, a, fmt, labels, keep_hallucinated=keep_hallucinated)
-                for d, a in zip(gold, answers, strict=True)]
-    return score_documents(
-        gold, [r.entities for r in readings], labels=labels,
-        parse_failures=sum(not r.parse_ok for r in readings),
-        # kept hallucinations are counted by the scorer itself
-        hallucinations=0 if keep_hallucinated else sum(r.hallucinated for r in readings),
-        duplicates=sum(r.duplicates for r in readings),
-    )
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -31,8 +31,8 @@ class ModelConfig:
                             "hub id, modelscope:<id>, a local model folder, or a .gguf file")
     gguf_file: str | None = opt(None, "GGUF file name inside name_or_path (when it is a folder or hub id)")
     revision: str | None = opt(None, "hub revision (branch, tag or commit)")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(
-        "auto", "weights/compute dtype; auto = bf16 on a CUDA GPU that supports it, fp32 on CPU (faster there)")
+    dtype: str = opt("auto", "weights/compute dtype: auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); "
+                             "auto = bf16 on a CUDA GPU that supports it, fp32 on CPU (faster there)")
     device: str = opt("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; ignored under a launcher")
     attn_implementation: str = opt("sdpa", "attention kernel: sdpa, eager or flash_attention_2")
     trust_remote_code: bool = opt(False, "run Python code shipped with the model (only for sources you trust)")
@@ -77,21 +77,55 @@ def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
 
 
 def resolve_device(cfg: ModelConfig) -> torch.device:
-    if cfg.device == "auto":
+    """``auto``: the CUDA GPU when there is one, else the CPU."""
+    if cfg.device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
+    try:
+        device = torch.device(cfg.device)
+    except (RuntimeError, ValueError):
+        raise NerftError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise NerftError(f"model.device is {cfg.device!r} but no CUDA GPU is available; use cpu or auto")
+        raise NerftError(f"device {cfg.device!r} asked for, but no CUDA GPU is available; use cpu or auto")
     return device
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def base_model_record(cfg: ModelConfig, loaded_config: Any = None) -> dict[str, Any]:
+    """How a run names its base model so that it reopens from any folder, on any machine that reaches the same
+    base: a local folder or GGUF file by its absolute path, a hub id with its revision (the exact commit loaded,
+    when transformers reports it), a ``modelscope:`` id as given."""
+    source = cfg.name_or_path
+    record: dict[str, Any] = {"name_or_path": source, "revision": cfg.revision, "gguf_file": cfg.gguf_file}
+    if source.startswith(MODELSCOPE_PREFIX):
+        return record
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        record["name_or_path"] = str(path.resolve())
+    elif record["revision"] is None:
+        record["revision"] = getattr(loaded_config, "_commit_hash", None)
+    return record
+
+
+DTYPES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+          "fp16": "fp16", "float16": "fp16", "half": "fp16", "auto": "auto"}
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def canonical_dtype(dtype: str | None) -> str:
+    """One dtype vocabulary everywhere: auto, fp32, bf16, fp16, or the torch spellings (float32, bfloat16, ...)."""
+    name = DTYPES.get(str(dtype or "auto").lower().removeprefix("torch."))
+    if name is None:
+        raise NerftError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16 (float32, bfloat16, float16)")
+    return name
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """``auto``: bf16 on CUDA with bf16 support, else fp32 (on CPU fp32 LoRA training is ~1.4x faster than bf16)."""
-    if dtype == "auto":
+    name = canonical_dtype(dtype)
+    if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    return _TORCH_DTYPES[name]
 
 
 def load_tokenizer(cfg: ModelConfig, source: str | None = None):

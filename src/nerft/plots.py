@@ -1,4 +1,6 @@
-"""PNG charts for reports: per-label scores (evaluate) and curves over training steps (train). Headless (Agg)."""
+"""Every PNG chart nerft writes, headless (Agg), each written atomically: per-label scores (``evaluate``), curves
+over training steps (``train``), entities per label and split (``prepare``), and the grouped bars and lines of the
+benchmark reports. A chart never fails the run that draws it: callers that must not fail use ``safe_plot``."""
 
 from __future__ import annotations
 
@@ -71,3 +73,42 @@ def line_curves(series: Mapping[str, Sequence[tuple[float, float]]], path: str |
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """curves.png of a run: training loss and dev F1 against optimizer steps (from train_log.jsonl records)."""
+    loss = [(r["step"], r["loss"]) for r in log if "loss" in r]
+    f1 = [(r["step"], r["dev/f1"]) for r in log if "dev/f1" in r]
+    line_curves({"train loss": loss, "dev F1": f1}, path, "nerft train")
+
+
+def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
+                 title: str = "", ylabel: str = "", rotate: bool = False) -> None:
+    """One group of bars per entry of ``groups``, one bar per named series (e.g. entities per label and split)."""
+    plt = _pyplot()
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(groups) * max(len(series), 1) / 2 + 2), 3.2), dpi=100)
+    for i, (name, values) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(groups))], list(values), width, label=name)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def safe_plot(draw: Any, *args: Any, **kwargs: Any) -> bool:
+    """Draw a chart; a plotting failure (a missing font, a broken backend) is reported, never raised."""
+    import sys
+
+    try:
+        draw(*args, **kwargs)
+        return True
+    except Exception as exc:  # noqa: BLE001 - a chart must never fail a finished run
+        print(f"nerft: could not draw {getattr(draw, '__name__', 'a chart')}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False

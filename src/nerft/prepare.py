@@ -24,7 +24,6 @@ codes). An entity with another label is an error by default, naming the labels a
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import random
 import statistics
@@ -47,7 +46,7 @@ MAX_LISTED_CONFLICTS = 50  # in stats.md; stats.json lists all
 @dataclass
 class PrepareConfig:
     input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET")
-    out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats")
+    out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats", aliases=("--output",))
     format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "nerft"] = opt("auto", "input format")
     conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
     labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "
@@ -350,27 +349,12 @@ def stats_markdown(stats: dict[str, Any]) -> str:
 
 def plot_entities_per_label(stats: dict[str, Any], path: Path) -> None:
     """A grouped bar chart: entities per label, one bar per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import grouped_bars
 
     labels = stats["labels"]
-    width = 0.8 / len(SPLITS)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.2), dpi=100)
-    for i, split in enumerate(SPLITS):
-        counts = [stats["splits"][split]["entities_per_label"][code] for code in labels]
-        ax.bar([x + (i - 1) * width for x in range(len(labels))], counts, width, label=split)
-    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_ylabel("entities")
-    ax.set_title("entities per label and split")
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    grouped_bars(labels, {split: [stats["splits"][split]["entities_per_label"][code] for code in labels]
+                          for split in SPLITS}, path, title="entities per label and split", ylabel="entities",
+                 rotate=len(labels) > 6)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI

@@ -3,8 +3,9 @@
 Layout of a run directory::
 
     RUN/
-      nerft.json        what a predictor needs: base model, label set, prompt (system text, user prefix, style,
-                        output format), max lengths, nerft version; ``merged: true`` in an exported folder
+      nerft.json        what a predictor needs: the base model (absolute path of a local folder, or hub id +
+                        revision), label set, prompt (system text, user prefix, style, output format), max
+                        length, nerft version; ``merged: true`` in an exported folder
       adapter/          the LoRA adapter (peft: adapter_config.json + adapter_model.safetensors); absent if merged
       tokenizer/        the tokenizer (with its chat template)
       config.yaml       the resolved training config
@@ -20,7 +21,7 @@ An exported (merged) folder is a standard Hugging Face model folder plus nerft.j
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +34,46 @@ INFO_FILE = "nerft.json"
 
 
 @dataclass
+class BaseModelRef:
+    """Where a run's base model comes from (see ``modeling.base_model_record``)."""
+
+    name_or_path: str
+    revision: str | None = None
+    gguf_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name_or_path": self.name_or_path, "revision": self.revision, "gguf_file": self.gguf_file}
+
+    @classmethod
+    def from_value(cls, value: Any, source: str) -> BaseModelRef | None:
+        """From nerft.json: an object, or a plain string (runs written before nerft recorded revisions)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return cls(value)
+        if not isinstance(value, dict) or not isinstance(value.get("name_or_path"), str):
+            raise NerftError(f"{source}: base_model must be an object with a string name_or_path")
+        return cls(value["name_or_path"], value.get("revision"), value.get("gguf_file"))
+
+
+@dataclass
 class RunInfo:
-    base_model: str | None  # hub id or path of the base model; None when the folder holds merged weights
+    base_model: BaseModelRef | None  # None when the folder holds merged weights
     labels: LabelSet
     prompt: Prompt
     merged: bool = False
     max_length: int = 512
-    extra: dict[str, Any] = field(default_factory=dict)
+    merged_from: dict[str, Any] | None = None  # export: the base model and adapter the weights were merged from
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "nerft_version": __version__,
-            "base_model": self.base_model,
+            "base_model": self.base_model.to_dict() if self.base_model else None,
             "merged": self.merged,
             "labels": self.labels.to_dict(),
             "prompt": self.prompt.to_dict(),
             "max_length": self.max_length,
-            **({"extra": self.extra} if self.extra else {}),
+            **({"merged_from": self.merged_from} if self.merged_from else {}),
         }
 
     def save(self, directory: str | Path) -> None:
@@ -67,16 +91,18 @@ class RunInfo:
             )
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                base_model=BaseModelRef.from_value(d.get("base_model"), str(path)),
+                labels=LabelSet.from_dict(d["labels"], source=str(path)),
+                prompt=Prompt.from_dict(d["prompt"]),
+                merged=bool(d.get("merged", False)),
+                max_length=int(d.get("max_length", 512)),
+                merged_from=d.get("merged_from") or (d.get("extra") or {}).get("merged_from"),
+            )
         except json.JSONDecodeError as exc:
             raise NerftError(f"{path}: invalid JSON: {exc}") from None
-        return cls(
-            base_model=d.get("base_model"),
-            labels=LabelSet.from_dict(d["labels"], source=str(path)),
-            prompt=Prompt.from_dict(d["prompt"]),
-            merged=bool(d.get("merged", False)),
-            max_length=int(d.get("max_length", 512)),
-            extra=d.get("extra", {}),
-        )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NerftError(f"{path}: not a valid nerft.json ({type(exc).__name__}: {exc})") from None
 
 
 def adapter_dir(run_dir: str | Path) -> Path:

@@ -13,13 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from . import config as cfglib
-from .predict import PredictOptions, load_predictor
+from .predict.options import PredictOptions
 from .schema import NerftError
 
 
@@ -31,7 +31,20 @@ class ServeSettings:
     max_text_chars: int = 4000
     queue_size: int = 256  # requests waiting; beyond it the server answers 503
     model_name: str = ""
-    batch_sizes: list[int] = field(default_factory=list)  # texts per generation batch, for /health and tests
+
+
+@dataclass
+class ServerStats:
+    """Counters of a running server (bounded: numbers, not lists)."""
+
+    batches: int = 0
+    texts: int = 0
+    max_batch_seen: int = 0
+
+    def add_batch(self, n_texts: int) -> None:
+        self.batches += 1
+        self.texts += n_texts
+        self.max_batch_seen = max(self.max_batch_seen, n_texts)
 
 
 # Request and response bodies (module level: FastAPI resolves the annotations by name).
@@ -64,7 +77,7 @@ class _Job:
     future: asyncio.Future
 
 
-async def _batch_worker(queue: asyncio.Queue, predictor, settings: ServeSettings) -> None:
+async def _batch_worker(queue: asyncio.Queue, predictor, settings: ServeSettings, stats: ServerStats) -> None:
     while True:
         first: _Job = await queue.get()
         jobs, n = [first], len(first.texts)
@@ -84,7 +97,7 @@ async def _batch_worker(queue: asyncio.Queue, predictor, settings: ServeSettings
             groups.setdefault(job.labels, []).append(job)
         for labels, group in groups.items():
             texts = [t for job in group for t in job.texts]
-            settings.batch_sizes.append(len(texts))
+            stats.add_batch(len(texts))
             try:
                 results = await asyncio.to_thread(predictor.predict, texts, list(labels) if labels else None)
             except Exception as exc:  # the requests fail, the server lives on
@@ -112,7 +125,7 @@ def create_app(predictor, settings: ServeSettings | None = None):
     async def lifespan(app):
         app.state.queue = asyncio.Queue(maxsize=settings.queue_size)
         app.state.accepting = True
-        worker = asyncio.create_task(_batch_worker(app.state.queue, predictor, settings))
+        worker = asyncio.create_task(_batch_worker(app.state.queue, predictor, settings, app.state.stats))
         try:
             yield
         finally:
@@ -124,11 +137,13 @@ def create_app(predictor, settings: ServeSettings | None = None):
 
     app = FastAPI(title="nerft", description="Named-entity recognition with a fine-tuned LLM", lifespan=lifespan)
     app.state.settings = settings
+    app.state.stats = ServerStats()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "batches": len(settings.batch_sizes),
-                "max_batch_seen": max(settings.batch_sizes, default=0)}
+        stats = app.state.stats
+        return {"status": "ok", "model": model_name, "batches": stats.batches, "texts": stats.texts,
+                "max_batch_seen": stats.max_batch_seen}
 
     @app.get("/v1/labels")
     async def labels() -> dict[str, Any]:
@@ -173,21 +188,18 @@ def create_app(predictor, settings: ServeSettings | None = None):
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+    from .predict import add_load_arguments
+
     p = subparsers.add_parser(name, help=summary, description=summary)
-    p.add_argument("--model", help="run directory from `nerft train`, or a folder from `nerft export`")
-    p.add_argument("--base", help="base model folder")
-    p.add_argument("--adapter", help="a peft adapter folder")
+    add_load_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: localhost only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--max-wait-ms", type=float, default=10.0)
-    p.add_argument("--max-texts", type=int, default=32)
-    p.add_argument("--max-text-chars", type=int, default=4000)
+    p.add_argument("--max-batch", type=int, default=16, help="texts per generation batch")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for company")
+    p.add_argument("--max-texts", type=int, default=32, help="texts per request")
+    p.add_argument("--max-text-chars", type=int, default=4000, help="characters per text")
     p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
-    cfglib.add_config_arguments(p, PredictOptions, skip={"keep_raw", "batch_size"})  # --max-batch sets the batch
+    cfglib.add_config_arguments(p, PredictOptions, skip={"batch_size"})  # --max-batch sets the batch
     p.set_defaults(func=run_serve)
     return p
 
@@ -195,10 +207,11 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .predict import LoadOptions, open_predictor
+
     options = cfglib.build_config(PredictOptions, args, config_path=args.config)
     options.batch_size = args.max_batch
-    predictor = load_predictor(args.model, base=args.base, adapter=args.adapter, backend=args.backend,
-                               device=args.device, dtype=args.dtype, **cfglib.to_dict(options))
+    predictor = open_predictor(cfglib.build_config(LoadOptions, args), options)
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
                              max_text_chars=args.max_text_chars)
     uvicorn.run(create_app(predictor, settings), host=args.host, port=args.port, timeout_graceful_shutdown=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import opt
-from .jsonl import dumps_line
+from .jsonl import JsonlAppender, cut_torn_tail, read_records, write_jsonl
 from .schema import NerftError
 
 
@@ -28,29 +28,24 @@ class TrackingConfig:
     log_every: int = opt(10, "log loss, lr and tokens/s every N optimizer steps")
 
 
-class JsonlLog:
-    """Append-only ``train_log.jsonl``: one flushed line per record, so a crash loses nothing already logged."""
-
-    def __init__(self, path: Path, resume: bool = False):
-        self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(dumps_line(record))
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+def open_train_log(path: Path, resume_step: int | None) -> JsonlAppender:
+    """``train_log.jsonl``, appended one flushed line per record so a crash loses nothing already logged. A resumed
+    run first drops the records past the checkpoint it resumes from: those steps are run (and logged) again."""
+    if resume_step is not None and path.is_file():
+        cut_torn_tail(path)
+        kept = [r for r in read_records(path) if int(r.get("step", 0)) <= resume_step]
+        write_jsonl(path, kept)
+    return JsonlAppender(path, truncate=resume_step is None)
 
 
 class Tracker:
     """One object for the training loop: ``log(metrics, step)``, ``log_samples(rows, step)``, ``finish()``."""
 
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any], resume: bool = False,
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any], resume_step: int | None = None,
                  enabled: bool = True):
+        """``resume_step``: the checkpoint step a resumed run continues from (None: a fresh run)."""
         self.enabled = enabled  # False on non-zero ranks of a distributed run
-        self.jsonl: JsonlLog | None = None
+        self.jsonl: JsonlAppender | None = None
         self._swanlab = None
         self._tb = None
         if not enabled:
@@ -64,7 +59,7 @@ class Tracker:
                 raise NerftError("tracking.backend tensorboard needs: pip install 'nerft[tensorboard]'") from None
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             self._tb.add_text("config", "```\n" + json.dumps(config, ensure_ascii=False, indent=2) + "\n```")
-        self.jsonl = JsonlLog(run_dir / "train_log.jsonl", resume=resume)  # opened once the backend is up
+        self.jsonl = open_train_log(run_dir / "train_log.jsonl", resume_step)  # opened once the backend is up
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self.jsonl is None:
@@ -110,6 +105,10 @@ def _start_swanlab(cfg: TrackingConfig, run_dir: Path, config: dict[str, Any]):
         if not key:
             raise NerftError("tracking.mode cloud needs your SwanLab key in the SWANLAB_API_KEY environment "
                              "variable (or use --tracking.mode offline and `swanlab sync` later)")
-        swanlab.login(api_key=key, save=False)
+        try:
+            swanlab.login(api_key=key, save=False)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the key or the network, said in one line
+            raise NerftError(f"SwanLab cloud login failed ({type(exc).__name__}: {exc}); check SWANLAB_API_KEY "
+                             "or use --tracking.mode offline") from None
     return swanlab.init(project=cfg.project, name=cfg.run_name or run_dir.name, mode=mode,
                         log_dir=str(run_dir / "swanlog"), config=config)

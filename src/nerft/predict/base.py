@@ -1,0 +1,143 @@
+"""What every predictor is and shares.
+
+``Predictor`` is the protocol the CLI, the server and dev evaluation use; ``Prediction`` its typed result.
+``DecodingPlan`` is the part both backends compose: prompts for each window of each text, a bound on each answer's
+length, and the reading of the answers back into entities (``answers.read_answer``). A backend only turns prompt
+token ids into ``generation.Generated`` answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..answers import complete_prefix, read_answer, unit_scores
+from ..formats import get_format
+from ..generation import Generated, prompt_ids
+from ..labels import LabelSet
+from ..prompts import Prompt
+from ..schema import Entity
+from ..windows import Window, make_windows, merge_window_entities
+from .options import PredictOptions
+
+
+@dataclass
+class Prediction:
+    """One text's result: grounded entities, the raw answer of each window, and how the answers ended."""
+
+    entities: list[Entity]
+    answers: list[str] = field(default_factory=list)
+    finished: bool = True  # every window's answer ended by itself (not at its token bound)
+    hallucinated: int = 0  # mentions dropped because they are not in the text
+    parse_failures: int = 0  # windows whose answer had unreadable or off-format pieces
+
+
+@dataclass
+class PredictStats:
+    """Counters a predictor keeps over its life (bounded: numbers, not lists)."""
+
+    texts: int = 0
+    windows: int = 0
+    batches: int = 0
+    unfinished: int = 0
+
+
+class Predictor(Protocol):
+    labels: LabelSet
+    name: str
+    stats: PredictStats
+
+    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
+        """Entities for each text, in input order. ``labels``: a subset of label codes to extract."""
+        ...
+
+    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
+        """The full result for each text, in input order."""
+        ...
+
+
+def entity_overhead_tokens(tokenizer, labels: LabelSet, output_format: str) -> int:
+    """Tokens an answer spends per entity beyond the mention itself (label, punctuation, separators)."""
+    fmt = get_format(output_format)
+    worst = 0
+    for code in labels.codes:
+        one = fmt.render([Entity(0, 1, code, "X")], labels)
+        two = fmt.render([Entity(0, 1, code, "X"), Entity(2, 3, code, "X")], labels)
+        worst = max(worst, len(tokenizer.encode(two, add_special_tokens=False))
+                    - len(tokenizer.encode(one, add_special_tokens=False)))
+    return worst + 1
+
+
+def answer_budget(n_text_tokens: int, overhead: int, none_tokens: int = 0) -> int:
+    """A bound on the answer's length: every mention is a substring of the text, so the mentions together need
+    about as many tokens as the text (+2 for cut tokens each), and there are at most ~one entity per two tokens."""
+    max_entities = n_text_tokens // 2 + 1
+    return n_text_tokens + max_entities * (overhead + 2) + none_tokens + 4
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first: a memory error shows up at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# generate(window texts, their prompt ids, their answer bounds, label names allowed) -> one answer each
+Generate = Callable[[list[str], list[list[int]], list[int], list[str]], list[Generated]]
+
+
+class DecodingPlan:
+    """Prompts, answer bounds and answer reading for one model: what both backends share."""
+
+    def __init__(self, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions):
+        self.tokenizer, self.labels, self.prompt, self.options = tokenizer, labels, prompt, options
+        self.output_format = prompt.output_format
+        self.overhead = entity_overhead_tokens(tokenizer, labels, self.output_format)
+        none_text = get_format(self.output_format).none_text
+        self.none_tokens = len(tokenizer.encode(none_text, add_special_tokens=False)) if none_text else 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def windows(self, text: str) -> list[Window]:
+        if not self.options.window:
+            return [Window(0, len(text))]
+        return make_windows(text, self.options.window, self.count_tokens, self.options.window_overlap)
+
+    def allowed(self, labels: list[str] | None) -> set[str] | None:
+        """Label codes to keep (an unknown code is a NerftError), or None for all."""
+        return set(self.labels.subset(labels).codes) if labels is not None else None
+
+    def limit(self, text: str) -> int:
+        limit = answer_budget(self.count_tokens(text), self.overhead, self.none_tokens)
+        return min(limit, self.options.max_new_tokens) if self.options.max_new_tokens else limit
+
+    def run(self, texts: list[str], labels: list[str] | None, generate: Generate) -> list[Prediction]:
+        """Split each text into windows, generate an answer for every window at once, read the answers and merge
+        the windows' entities back per text (offsets into the whole text)."""
+        allowed = self.allowed(labels)
+        names = [self.labels.name_of(c) for c in self.labels.codes if allowed is None or c in allowed]
+        pieces = [(i, w) for i, t in enumerate(texts) for w in self.windows(t)]
+        window_texts = [texts[i][w.start:w.end] for i, w in pieces]
+        answers = generate(window_texts, [prompt_ids(self.tokenizer, self.prompt, t) for t in window_texts],
+                           [self.limit(t) for t in window_texts], names)
+        per_text: list[list[tuple[Window, Generated]]] = [[] for _ in texts]
+        for (i, w), g in zip(pieces, answers, strict=True):
+            per_text[i].append((w, g))
+        return [self._merge(text, found, allowed) for text, found in zip(texts, per_text, strict=True)]
+
+    def _merge(self, text: str, found: list[tuple[Window, Generated]], allowed: set[str] | None) -> Prediction:
+        readings, raws = [], []
+        for w, g in found:
+            raw = g.text if g.finished or not self.options.constrained else complete_prefix(g.text, self.output_format)
+            scores = unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs)
+            readings.append(read_answer(text[w.start:w.end], raw, self.labels, output_format=self.output_format,
+                                        scores=scores, keep_hallucinated=self.options.keep_hallucinated,
+                                        allowed=allowed))
+            raws.append(raw)
+        if len(found) == 1 and found[0][0].start == 0:
+            entities = readings[0].entities
+        else:
+            entities = merge_window_entities([w for w, _ in found], [r.entities for r in readings], len(text))
+        return Prediction(entities, raws, all(g.finished for _, g in found), sum(r.hallucinated for r in readings),
+                          sum(not r.parse_ok for r in readings))

@@ -1,0 +1,88 @@
+"""``nerft predict``: texts on the command line (a table or JSON lines) or a corpus file (resumable JSONL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import config as cfglib
+from ..schema import Entity, NerftError
+from .options import LoadOptions, PredictOptions
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    """The model-loading flags every command that opens a model shares (``LoadOptions``)."""
+    cfglib.add_config_arguments(parser, LoadOptions, skip=set(skip))
+
+
+def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=summary, description=summary)
+    p.add_argument("texts", nargs="*", help="texts to analyse (or use --input)")
+    p.add_argument("--input", help="a .txt (one text a line) or .jsonl (text, id) file")
+    p.add_argument("--output", "--out", dest="output",
+                   help="JSONL output; an existing one is resumed (finished ids are skipped)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--labels", nargs="+", help="extract only these label codes")
+    p.add_argument("--format", dest="output_format", help="must match the model's output format (checked)")
+    p.add_argument("--preset", help="must match the model's prompt style (checked)")
+    p.add_argument("--raw", action="store_true", help="also write the raw answer as `output` (for nerft evaluate)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
+    add_load_arguments(p)
+    cfglib.add_config_arguments(p, PredictOptions)
+    p.set_defaults(func=run_predict)
+    return p
+
+
+def check_preset(prompt, output_format: str | None, preset: str | None) -> None:
+    if output_format and output_format != prompt.output_format:
+        raise NerftError(f"--format {output_format} does not match the model, trained with "
+                         f"format {prompt.output_format}; leave --format out")
+    if preset and preset != prompt.style:
+        raise NerftError(f"--preset {preset} does not match the model, trained with prompt style "
+                         f"{prompt.style}; leave --preset out")
+
+
+def print_table(texts: list[str], results: list[list[Entity]]) -> None:
+    for text, ents in zip(texts, results, strict=True):
+        print(text)
+        if not ents:
+            print("  (no entities)")
+        for e in ents:
+            score = f"{e.score:.3f}" if e.score is not None else "-"
+            print(f"  [{e.start}, {e.end})\t{e.label}\t{e.text}\t{score}")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .files import predict_file
+    from .loading import locate_model, open_predictor
+
+    if not args.texts and not args.input:
+        raise NerftError("give texts to analyse or --input FILE")
+    if args.output and not args.input:
+        raise NerftError("--output goes with --input")
+    if args.input and not Path(args.input).is_file():
+        raise NerftError(f"input file {args.input} not found")
+    if args.input and not args.output:
+        raise NerftError("--input needs --output FILE.jsonl")
+    load = cfglib.build_config(LoadOptions, args)
+    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before the model loads
+    check_preset(prompt, args.output_format, args.preset)
+    if args.labels:
+        labels.subset(args.labels)
+    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    predictor = open_predictor(load, options)
+    if args.input:
+        n = predict_file(predictor, args.input, args.output, chunk_size=options.batch_size * 4, labels=args.labels,
+                         raw=args.raw, progress=not args.no_progress)
+        print(f"predicted {n} documents into {args.output}", file=sys.stderr)
+    if args.texts:
+        results = predictor.predict(list(args.texts), args.labels)
+        if args.json:
+            for text, ents in zip(args.texts, results, strict=True):
+                print(json.dumps({"text": text, "entities": [e.to_dict() for e in ents]}, ensure_ascii=False))
+        else:
+            print_table(list(args.texts), results)
+    return 0

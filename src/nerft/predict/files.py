@@ -1,0 +1,101 @@
+"""Corpus prediction: ``--input`` (.txt, one text a line, or .jsonl with ``text`` and optional ``id``) into
+``--output`` JSONL, in input order, resumable.
+
+Each output row is ``{"id", "text", "entities"}`` (+ ``output``, the raw answer, with ``raw``), appended and
+synced a chunk at a time. Run again on the same input and output, it skips the documents already written. It
+refuses to resume onto an output written for another input (a row's text differs from the input's text for its
+id), to write into a file that is not a nerft prediction file, and to write over its own input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
+from ..schema import InputError, NerftError
+from .base import Predictor
+
+
+def read_inputs(path: str | Path) -> list[tuple[str, str]]:
+    """(id, text) pairs from a .txt file (one text a line, id = line number) or a .jsonl file (text, optional id)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NerftError(f"input file {path} not found")
+    if path.suffix == ".jsonl":
+        out = []
+        for k, (lineno, obj) in enumerate(iter_jsonl(path)):
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise InputError(path, lineno, "expected an object with a string field 'text'")
+            out.append((str(obj.get("id", k)), obj["text"]))
+    else:
+        out = []
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    raise InputError(path, n, f"not valid UTF-8 at byte {exc.start} of the line ({exc.reason})"
+                                     ) from None
+                if n == 1:
+                    line = line.lstrip("\ufeff")
+                if line.strip():
+                    out.append((str(n), line))
+    ids = [i for i, _ in out]
+    if len(set(ids)) != len(ids):
+        raise NerftError(f"{path}: document ids are not unique; resuming needs unique ids")
+    return out
+
+
+def finished_ids(output: Path, inputs: dict[str, str]) -> set[str]:
+    """Ids already predicted into ``output``, after checking it is this input's prediction file. A torn last line
+    (an interrupted write) is cut off the file."""
+    if not output.is_file() or output.stat().st_size == 0:
+        return set()
+    cut_torn_tail(output)
+    done: set[str] = set()
+    try:
+        rows = list(iter_jsonl(output))
+    except InputError as exc:
+        raise NerftError(f"--output {output} is not a nerft prediction file ({exc.problem}); refusing to write "
+                         "into it: pass a new file") from None
+    for lineno, row in rows:
+        if not (isinstance(row, dict) and {"id", "text", "entities"} <= row.keys()):
+            raise NerftError(f"--output {output}, line {lineno}: not a nerft prediction row; refusing to write into "
+                             "a file nerft did not create: pass a new file")
+        doc_id = str(row["id"])
+        if inputs.get(doc_id) != row["text"]:
+            raise NerftError(f"--output {output}, line {lineno}: the prediction for id {doc_id!r} was made for "
+                             "another text than this input's; it belongs to another input: pass a new --output")
+        done.add(doc_id)
+    return done
+
+
+def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *, chunk_size: int = 32,
+                 labels: list[str] | None = None, raw: bool = False, progress: bool = True) -> int:
+    """Predict every document of ``input_path`` into ``output_path``, resuming a previous run; returns the number
+    of documents predicted now."""
+    from tqdm import tqdm
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.exists() and input_path.resolve() == output_path.resolve():
+        raise NerftError(f"--output {output_path} is the input file; pass another file")
+    docs = read_inputs(input_path)
+    done = finished_ids(output_path, dict(docs))
+    todo = [(i, t) for i, t in docs if i not in done]
+    bar = tqdm(total=len(docs), initial=len(docs) - len(todo), unit="doc", disable=not progress, file=sys.stderr)
+    with JsonlAppender(output_path, durable=True) as out:
+        for k in range(0, len(todo), chunk_size):
+            chunk = todo[k: k + chunk_size]
+            results = predictor.predict_detailed([t for _, t in chunk], labels)
+            rows = []
+            for (doc_id, text), p in zip(chunk, results, strict=True):
+                row: dict[str, Any] = {"id": doc_id, "text": text, "entities": [e.to_dict() for e in p.entities]}
+                if raw:
+                    row["output"] = "\n".join(p.answers)
+                rows.append(row)
+            out.write_many(rows)
+            bar.update(len(chunk))
+    bar.close()
+    return len(todo)

@@ -1,0 +1,185 @@
+"""Opening a model for prediction, export or serving, through the same loader ``train`` uses
+(``modeling.load_model`` / ``load_tokenizer``: hub ids with revisions, ``modelscope:``, ``~`` and relative paths,
+local folders, GGUF).
+
+What can be opened:
+- a run directory written by ``nerft train``: its nerft.json names the base model (an absolute path, or a hub id
+  and revision), so it reopens from any folder; ``--base`` overrides it;
+- a folder written by ``nerft export`` (merged weights + nerft.json);
+- a peft adapter folder (the tutorial's ``checkpoint-N``) on the base it records or on ``--base``;
+- a plain base model (``--base``), optionally with ``--adapter``.
+A folder without nerft.json is read with the tutorial's label set and prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..labels import LabelSet, ccfbdci_labels
+from ..modeling import ModelConfig, canonical_dtype, load_model, load_tokenizer, resolve_device
+from ..prompts import Prompt, build_prompt
+from ..rundir import INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
+from ..schema import NerftError
+from .options import LoadOptions, PredictOptions
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def tutorial_prompt() -> tuple[LabelSet, Prompt]:
+    labels = ccfbdci_labels()
+    return labels, build_prompt(labels, "tutorial", "tutorial")
+
+
+@dataclass
+class ModelLocation:
+    """Where the weights, adapter and tokenizer of a model are, and the label set and prompt to use."""
+
+    weights: ModelConfig  # the base model, or the merged folder
+    adapter: Path | None
+    tokenizer_dirs: list[Path] = field(default_factory=list)  # tried in order before the weights' own tokenizer
+    info: RunInfo | None = None
+    name: str = "nerft"
+
+    @property
+    def labels_and_prompt(self) -> tuple[LabelSet, Prompt]:
+        return (self.info.labels, self.info.prompt) if self.info else tutorial_prompt()
+
+
+def _weights(ref: BaseModelRef, opts: LoadOptions, near: Path | None = None) -> ModelConfig:
+    source = ref.name_or_path
+    relative = not source.startswith(("/", "~")) and ":" not in source and not Path(source).exists()
+    if relative and near is not None:  # runs written before nerft recorded absolute paths
+        for folder in [near, *near.resolve().parents]:
+            if (folder / source).exists():
+                source = str(folder / source)
+                break
+    return ModelConfig(name_or_path=source, revision=ref.revision, gguf_file=ref.gguf_file,
+                       dtype=canonical_dtype(opts.dtype), device=opts.device)
+
+
+def _override(opts: LoadOptions) -> BaseModelRef | None:
+    return BaseModelRef(opts.base, opts.revision) if opts.base else None
+
+
+def locate_model(opts: LoadOptions) -> ModelLocation:
+    """Resolve ``--model/--base/--adapter`` into a ModelLocation (nothing is loaded yet)."""
+    if opts.model is not None:
+        folder = Path(opts.model).expanduser()
+        if (folder / INFO_FILE).is_file():
+            return _locate_nerft_folder(folder, opts)
+        if (folder / "adapter_config.json").is_file():  # an adapter folder, e.g. the tutorial's checkpoint-N
+            return _locate_adapter(folder, opts)
+        if not folder.exists():
+            raise NerftError(f"model folder {folder} does not exist")
+        raise NerftError(f"{folder} is neither a nerft model folder ({INFO_FILE}) nor a peft adapter folder")
+    if opts.adapter is not None:
+        return _locate_adapter(Path(opts.adapter).expanduser(), opts)
+    if opts.base is None:
+        raise NerftError("pass a model folder (--model) or a base model (--base) with an --adapter")
+    return ModelLocation(_weights(_override(opts), opts), None, [], None, Path(opts.base).name)  # type: ignore[arg-type]
+
+
+def _locate_nerft_folder(folder: Path, opts: LoadOptions) -> ModelLocation:
+    info = RunInfo.load(folder)
+    if info.merged:
+        ref = BaseModelRef(str(folder.resolve()))
+        return ModelLocation(_weights(ref, opts), None, [folder, tokenizer_dir(folder)], info, folder.name)
+    ref = _override(opts) or info.base_model
+    if ref is None:
+        raise NerftError(f"{folder}/{INFO_FILE} names no base model; pass --base")
+    adapter = Path(opts.adapter) if opts.adapter else adapter_dir(folder)
+    return ModelLocation(_weights(ref, opts, near=folder), adapter, [tokenizer_dir(folder), folder], info,
+                         folder.name)
+
+
+def _locate_adapter(adapter: Path, opts: LoadOptions) -> ModelLocation:
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise NerftError(f"{adapter} holds no peft adapter (adapter_config.json)")
+    ref = _override(opts)
+    if ref is None:
+        try:
+            recorded = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError) as exc:
+            raise NerftError(f"{config_file}: {exc}") from None
+        if not recorded:
+            raise NerftError(f"the adapter {adapter} does not name its base model; pass --base")
+        ref = BaseModelRef(recorded, recorded_revision(adapter))
+    info = RunInfo.load(adapter) if (adapter / INFO_FILE).is_file() else None
+    return ModelLocation(_weights(ref, opts, near=adapter), adapter, [adapter, tokenizer_dir(adapter)], info,
+                         adapter.name)
+
+
+def recorded_revision(adapter: Path) -> str | None:
+    try:
+        return json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("revision")
+    except (OSError, ValueError):
+        return None
+
+
+def load_location_tokenizer(where: ModelLocation):
+    """The tokenizer saved with the run (or adapter) when there is one, else the base model's."""
+    from transformers import AutoTokenizer
+
+    for folder in where.tokenizer_dirs:
+        if folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES):
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() \
+                    else tokenizer.eos_token
+            return tokenizer
+    return load_tokenizer(where.weights)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    labels: LabelSet
+    prompt: Prompt
+    name: str
+    location: ModelLocation
+
+
+def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedModel:
+    """Load a model for inference; the adapter is merged in memory unless ``merge`` is False."""
+    where = locate_model(opts)
+    labels, prompt = where.labels_and_prompt
+    tokenizer = load_location_tokenizer(where)
+    lm = load_model(where.weights, resolve_device(where.weights))
+    if where.adapter is not None:
+        from peft import PeftModel
+
+        if not (where.adapter / "adapter_config.json").is_file():
+            raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
+        lm = PeftModel.from_pretrained(lm, str(where.adapter))
+        lm = lm.merge_and_unload() if merge else lm
+    return LoadedModel(lm.eval(), tokenizer, labels, prompt, where.name, where)
+
+
+def load_predictor(model: str | Path | None = None, *, base: str | Path | None = None,
+                   adapter: str | Path | None = None, backend: str = "transformers", device: str = "auto",
+                   dtype: str = "auto", revision: str | None = None, **options: Any):
+    """A ``Predictor`` for a run directory, an exported folder, or base + adapter (any PredictOptions field as a
+    keyword: ``batch_size``, ``constrained``, ...)."""
+    opts = LoadOptions(model=str(model) if model is not None else None, base=str(base) if base else None,
+                       revision=revision, adapter=str(adapter) if adapter else None, device=device or "auto",
+                       dtype=dtype or "auto", backend=backend)  # type: ignore[arg-type]
+    return open_predictor(opts, PredictOptions(**options))
+
+
+def open_predictor(opts: LoadOptions, options: PredictOptions):
+    if opts.backend == "vllm":
+        from .vllm_backend import VllmPredictor
+
+        return VllmPredictor.load(opts, options)
+    if opts.backend != "transformers":
+        raise NerftError(f"unknown backend {opts.backend!r}; choose transformers or vllm")
+    from .transformers_backend import TransformersPredictor
+
+    loaded = load_model_and_tokenizer(opts)
+    return TransformersPredictor(loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, options,
+                                 name=loaded.name)

@@ -1,0 +1,148 @@
+"""The transformers backend (CPU or GPU): batched greedy decoding with left padding, length-sorted batches, the
+shared system prompt's KV cache computed once, a repetition guard, optional constrained decoding and a bias
+against an immediate "no entity" answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..answers import answer_units
+from ..formats import get_format, parse_answer
+from ..generation import Generated, PrefixCache, generate_batch, shared_prefix_ids, stop_token_ids
+from ..labels import LabelSet
+from ..prompts import Prompt
+from ..schema import Entity
+from .base import DecodingPlan, Prediction, PredictStats, sorted_batches
+from .options import PredictOptions
+
+
+class RepetitionGuard:
+    """Stops a row when its last complete unit has been written more often than its mention occurs in the text:
+    the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet):
+        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+
+    def __call__(self, row: int, ids: list[int]) -> bool:
+        last = self.tokenizer.decode(ids[-1:])
+        if "\n" not in last and "}" not in last:
+            return False
+        answer = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if "\n" in last:
+            answer = answer[: answer.rfind("\n")]
+        units = answer_units(answer)
+        if len(units) < 2:
+            return False
+        unit = units[-1].strip()
+        repeats = sum(u.strip() == unit for u in units)
+        mentions = parse_answer(unit, self.labels).mentions
+        occurs = max((self.texts[row].count(m.text) for m in mentions), default=0)
+        return repeats > max(1, occurs)
+
+
+class FirstTokenBias:
+    """A logits processor: at the first decoding step only, lowers the scores of ``token_ids`` by ``bias``."""
+
+    def __init__(self, token_ids: Sequence[int], bias: float):
+        self.token_ids, self.bias, self.first = sorted(set(token_ids)), bias, True
+
+    def select(self, keep: Sequence[int]) -> None:  # rows leaving the batch: nothing per row to follow
+        pass
+
+    def __call__(self, input_ids, scores):
+        if not self.first:
+            return scores
+        self.first = False
+        scores = scores.clone()
+        scores[:, self.token_ids] -= self.bias
+        return scores
+
+
+class ChainedProcessors:
+    """Several logits processors applied in order; rows leaving the batch are passed on to each."""
+
+    def __init__(self, processors: Sequence):
+        self.processors = list(processors)
+
+    def select(self, keep: Sequence[int]) -> None:
+        for p in self.processors:
+            p.select(keep)
+
+    def __call__(self, input_ids, scores):
+        for p in self.processors:
+            scores = p(input_ids, scores)
+        return scores
+
+
+def none_start_ids(tokenizer, output_format: str) -> list[int]:
+    """Tokens that begin a "no entity" answer: an immediate end of turn, or the first token of the format's
+    none text (the tutorial's "没有找到任何实体")."""
+    ids = list(stop_token_ids(tokenizer))
+    none_text = get_format(output_format).none_text
+    if none_text:
+        ids.append(tokenizer.encode(none_text, add_special_tokens=False)[0])
+    return ids
+
+
+class TransformersPredictor:
+    """A ``Predictor`` over a transformers causal LM (a merged model, or a peft model being trained)."""
+
+    def __init__(self, model, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
+                 name: str = "nerft", frozen: bool = True):
+        """``frozen``: the weights never change, so the shared prefix's KV cache is computed once; otherwise (a
+        model being trained) it is recomputed at each call. The model is put in eval mode while predicting and
+        given back in the mode it was in."""
+        self.model, self.tokenizer, self.labels, self.prompt = model, tokenizer, labels, prompt
+        self.options = options or PredictOptions()
+        self.name, self.frozen = name, frozen
+        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
+        self.stats = PredictStats()
+        self._none_start = none_start_ids(tokenizer, prompt.output_format)
+        self._prefix: PrefixCache | bool | None = None
+
+    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
+        return [p.entities for p in self.predict_detailed(texts, labels)]
+
+    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            results = self.plan.run(texts, labels, self._generate)
+        finally:
+            self.model.train(was_training)
+        self.stats.texts += len(texts)
+        return results
+
+    def _prefix_cache(self) -> PrefixCache | None:
+        if not self.frozen:
+            self._prefix = None
+        if self._prefix is None and self.options.prefix_cache:
+            ids = shared_prefix_ids(self.tokenizer, self.prompt)
+            self._prefix = PrefixCache(self.model, ids) if len(ids) >= 4 else False
+        return self._prefix or None
+
+    def _processor(self, texts: list[str], label_names: list[str]):
+        processors: list = []
+        if self.options.none_bias:
+            processors.append(FirstTokenBias(self._none_start, self.options.none_bias))
+        if self.options.constrained:
+            from ..constrained import ConstrainedAnswer
+
+            processors.append(ConstrainedAnswer(self.tokenizer, texts, label_names, self.prompt.output_format))
+        return ChainedProcessors(processors) if processors else None
+
+    def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
+                  label_names: list[str]) -> list[Generated]:
+        prefix = self._prefix_cache()
+        results: list[Generated | None] = [None] * len(texts)
+        for batch in sorted_batches([len(x) for x in ids], self.options.batch_size):
+            batch_texts = [texts[i] for i in batch]
+            gens = generate_batch(self.model, self.tokenizer, [ids[i] for i in batch], [limits[i] for i in batch],
+                                  self._processor(batch_texts, label_names), prefix=prefix,
+                                  stop_row=RepetitionGuard(self.tokenizer, batch_texts, self.labels))
+            self.stats.batches += 1
+            for i, g in zip(batch, gens, strict=True):
+                self.stats.unfinished += not g.finished
+                results[i] = g
+        self.stats.windows += len(texts)
+        return results  # type: ignore[return-value]

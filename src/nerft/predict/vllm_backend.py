@@ -1,0 +1,117 @@
+"""The vLLM backend (optional extra ``nerft[vllm]``, CUDA GPUs): the same ``DecodingPlan`` as the transformers
+backend (prompts, windows, answer bounds, answer reading); only token generation differs.
+
+vLLM is imported only when a ``VllmEngine`` is built, so CPU installs never need it. ``VllmPredictor`` takes any
+engine with ``generate(prompts: list[list[int]], limits: list[int]) -> list[Generated]``, which is how it is tested
+without vLLM. A run directory's LoRA adapter is served as an adapter (``enable_lora``), not merged first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..generation import Generated, stop_token_ids
+from ..labels import LabelSet
+from ..modeling import canonical_dtype, resolve_device, resolve_source
+from ..prompts import Prompt
+from ..schema import Entity, NerftError
+from .base import DecodingPlan, Prediction, PredictStats
+from .options import LoadOptions, PredictOptions, VllmOptions
+
+VLLM_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class VllmEngine:
+    """Greedy generation with ``vllm.LLM``; ``adapter``: a peft LoRA folder applied per request."""
+
+    def __init__(self, model: str | Path, tokenizer, *, revision: str | None = None, adapter: str | Path | None = None,
+                 dtype: str = "auto", max_num_seqs: int | None = None, prefix_cache: bool = True,
+                 settings: VllmOptions | None = None):
+        try:
+            import vllm
+        except ImportError:
+            raise NerftError("the vllm backend needs vLLM: pip install 'nerft[vllm]' (GPU machines)") from None
+        settings = settings or VllmOptions()
+        kwargs: dict[str, Any] = {"tensor_parallel_size": settings.tensor_parallel_size,
+                                  "gpu_memory_utilization": settings.gpu_memory_utilization,
+                                  "dtype": VLLM_DTYPES[canonical_dtype(dtype)], "enable_prefix_caching": prefix_cache}
+        if settings.max_model_len:
+            kwargs["max_model_len"] = settings.max_model_len
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if adapter is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank)
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=str(model), revision=revision, **kwargs)
+        self.lora = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("nerft", 1, str(adapter))
+        self.stops = stop_token_ids(tokenizer)
+        self.tokenizer = tokenizer
+
+    def generate(self, prompts: list[list[int]], limits: list[int]) -> list[Generated]:
+        from vllm.inputs import TokensPrompt
+
+        params = [self._vllm.SamplingParams(temperature=0.0, max_tokens=limit, stop_token_ids=self.stops, logprobs=0)
+                  for limit in limits]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False,
+                                 lora_request=self.lora)
+        results = []
+        for out in outs:
+            o = out.outputs[0]
+            ids = [t for t in o.token_ids if t not in self.stops]
+            lps = [float(step[t].logprob) if step and t in step else 0.0
+                   for t, step in zip(ids, o.logprobs or [], strict=False)]
+            results.append(Generated(self.tokenizer.decode(ids, skip_special_tokens=True), ids, lps,
+                                     o.finish_reason == "stop"))
+        return results
+
+
+class VllmPredictor:
+    """A ``Predictor`` over a vLLM engine (or anything with the engine's ``generate``)."""
+
+    def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
+                 name: str = "nerft"):
+        self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
+        self.options = options or PredictOptions()
+        if self.options.constrained:
+            raise NerftError("--constrained is available with the transformers backend only")
+        if self.options.none_bias:
+            raise NerftError("--none-bias is available with the transformers backend only")
+        self.name = name
+        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
+        self.stats = PredictStats()
+
+    @classmethod
+    def load(cls, opts: LoadOptions, options: PredictOptions) -> VllmPredictor:
+        from .loading import load_location_tokenizer, locate_model
+
+        where = locate_model(opts)
+        if resolve_device(where.weights).type != "cuda":
+            raise NerftError("the vllm backend runs on CUDA GPUs only; use --backend transformers on this machine")
+        labels, prompt = where.labels_and_prompt
+        tokenizer = load_location_tokenizer(where)
+        source, _gguf = resolve_source(where.weights)  # ~ expanded, modelscope: downloaded
+        engine = VllmEngine(source, tokenizer, revision=where.weights.revision,
+                            adapter=where.adapter, dtype=opts.dtype, max_num_seqs=options.batch_size,
+                            prefix_cache=options.prefix_cache, settings=opts.vllm)
+        return cls(engine, tokenizer, labels, prompt, options, name=where.name)
+
+    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
+        return [p.entities for p in self.predict_detailed(texts, labels)]
+
+    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
+        results = self.plan.run(texts, labels, self._generate)
+        self.stats.texts += len(texts)
+        return results
+
+    def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
+                  label_names: list[str]) -> list[Generated]:
+        out = self.engine.generate(ids, limits)
+        self.stats.batches += 1
+        self.stats.windows += len(texts)
+        self.stats.unfinished += sum(not g.finished for g in out)
+        return out

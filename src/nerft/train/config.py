@@ -1,0 +1,88 @@
+"""The configuration of ``nerft train``: typed sections that YAML recipes and ``--section.key`` flags fill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import opt
+from ..modeling import LoraSettings, ModelConfig
+from ..tracking import TrackingConfig
+
+
+@dataclass
+class DataConfig:
+    train: str | None = opt(None, "training split: canonical JSONL written by `nerft prepare`")
+    dev: str | None = opt(None, "dev split for evaluation during training (best adapter kept by dev F1)")
+    test: str | None = opt(None, "test split, scored once at the end with the best adapter")
+    labels: str | None = opt(None, "label set: ccfbdci, cluener or a labels file; default labels.json beside "
+                                   "the train file, else inferred from the training data")
+    output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
+    prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
+    describe_labels: bool = opt(False, "add each label's description to the prompt")
+    system_prompt: str | None = opt(None, "your own system prompt instead of the built one (saved in the run "
+                                          "directory, so predict/serve use it too)")
+    end_token: Literal["eot", "pad"] = opt("eot", "answer ends with <|im_end|> (eot) or the pad token (tutorial)")
+    max_length: int = opt(512, "longest example in tokens (prompt + answer + end token)")
+    overlong: Literal["drop", "keep", "truncate"] = opt(
+        "drop", "examples longer than max_length: drop them, keep them whole, or cut them (the tutorial)")
+    max_examples: int | None = opt(None, "use only the first N training documents")
+    empty_share: float | None = opt(None, "keep at most this share of documents without entities (a seeded "
+                                    "random subset of them; CCFBDCI has 63%, which teaches a short run to "
+                                    "answer 'none' to everything); None keeps all")
+    group_by_length: bool = opt(True, "batch examples of similar length (less padding)")
+    packing: bool = opt(False, "concatenate each batch into one sequence with per-example positions: no padding")
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = opt(4, "examples per micro-batch (per process)")
+    grad_accum: int = opt(4, "micro-batches per optimizer step")
+    epochs: int = opt(2, "passes over the training data (ignored when max_steps is set)")
+    max_steps: int | None = opt(None, "optimizer steps to run (overrides epochs)")
+    max_minutes: float | None = opt(None, "wall-clock training budget: warmup and decay run over this time "
+                                          "instead of over steps and training ends when it is spent "
+                                          "(evaluation and checkpoint time excluded); epochs/max_steps still cap it")
+    lr: float = opt(1e-4, "peak learning rate")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup_steps: int | None = opt(None, "linear warmup steps (default: warmup_ratio of all steps)")
+    warmup_ratio: float = opt(0.03, "warmup as a fraction of all steps")
+    schedule: Literal["cosine", "linear", "constant"] = opt("cosine", "decay after warmup")
+    max_grad_norm: float = opt(1.0, "gradient clipping (0 = off)")
+    gradient_checkpointing: bool = opt(False, "recompute activations: less memory, ~20% slower")
+    seed: int = opt(42, "seed for adapters, dropout and data order")
+
+
+@dataclass
+class EvalConfig:
+    every: int = opt(0, "evaluate on dev every N optimizer steps (0 = at the end of each epoch)")
+    dev_docs: int = opt(200, "size of the fixed dev subset scored during training")
+    batch_size: int = opt(8, "prompts per generation batch")
+    max_new_tokens: int = opt(128, "generation limit per answer")
+    samples: int = opt(5, "sample predictions logged at each evaluation")
+    at_start: bool = opt(False, "also score the untrained model before the first step")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = opt("runs/nerft", "run directory")
+    save_every: int = opt(0, "checkpoint every N optimizer steps (0: only by time, at the end and on Ctrl-C/SIGTERM)")
+    save_every_minutes: float | None = opt(30.0, "also checkpoint once this many minutes of training have passed "
+                                                 "since the last checkpoint, so a long run always has one to resume "
+                                                 "from (null: off)")
+    keep_checkpoints: int = opt(2, "most recent checkpoints kept")
+    overwrite: bool = opt(False, "reuse a run directory that already holds a run")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = opt(help="base model", factory=ModelConfig)
+    lora: LoraSettings = opt(help="LoRA adapters", factory=LoraSettings)
+    data: DataConfig = opt(help="data and tokenisation", factory=DataConfig)
+    optim: OptimConfig = opt(help="optimisation", factory=OptimConfig)
+    eval: EvalConfig = opt(help="dev evaluation", factory=EvalConfig)
+    tracking: TrackingConfig = opt(help="experiment tracking", factory=TrackingConfig)
+    output: OutputConfig = opt(help="run directory and checkpoints", factory=OutputConfig)
+    resume: str | None = opt(None, "continue a run: 'latest' or a checkpoint folder")
+    stop_after_steps: int | None = opt(None, "stop (with a checkpoint) after N optimizer steps of this session; "
+                                             "continue later with --resume")

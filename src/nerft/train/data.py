@@ -1,0 +1,134 @@
+"""Training data: documents -> chat prompt + answer token ids (loss on the answer only), the per-epoch batch
+order (a pure function of seed and epoch, so ``--resume`` replays it) and collation (padded or packed)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..formats import OutputFormat
+from ..generation import end_of_turn_id, pad_token_id, prompt_ids
+from ..labels import LabelSet, load_label_set
+from ..prompts import Prompt
+from ..schema import Document, NerftError
+
+if TYPE_CHECKING:
+    from .config import DataConfig
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE on prompt tokens
+
+
+@dataclass
+class EncodedData:
+    examples: list[Example]
+    overlong: int = 0  # examples longer than max_length (dropped, kept or cut as configured)
+    supervised_tokens: int = 0
+
+
+def answer_end_id(tokenizer, end_token: str) -> int:
+    """<|im_end|> closes the assistant turn; the tutorial ends its answers with the pad token instead."""
+    return pad_token_id(tokenizer) if end_token == "pad" else end_of_turn_id(tokenizer)
+
+
+def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
+                    end_id: int) -> Example:
+    """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt."""
+    prompt_part = prompt_ids(tokenizer, prompt, doc.text)
+    answer = fmt.render(doc.entities, labels)
+    answer_part = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end_id]
+    return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part)
+
+
+def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
+                     end_id: int, max_length: int, overlong: str) -> EncodedData:
+    out = EncodedData([])
+    for doc in docs:
+        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id)
+        if len(ex.input_ids) > max_length:
+            out.overlong += 1
+            if overlong == "drop":
+                continue
+            if overlong == "truncate":
+                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
+        out.supervised_tokens += sum(1 for t in ex.labels if t != IGNORE)
+        out.examples.append(ex)
+    return out
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
+                  mega_batches: int = 50) -> list[list[int]]:
+    """Example indices per micro-batch for one epoch; a pure function of (seed, epoch), so --resume replays it.
+
+    With length grouping the shuffled order is cut into mega-batches of ``mega_batches`` batches, each sorted by
+    length before being cut into batches, and the batches are shuffled: similar lengths share a batch (little
+    padding) while the order stays random.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        chunk = batch_size * mega_batches
+        order = [i for s in range(0, len(order), chunk)
+                 for i in sorted(order[s:s + chunk], key=lambda i: -lengths[i])]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], pad_id: int, packing: bool) -> dict[str, torch.Tensor]:
+    """Right-padded batch with an attention mask, or (packing) one row whose position ids restart per example.
+
+    transformers (>= 4.53) turns restarting position ids without an attention mask into a block-diagonal causal
+    mask, so packed examples never attend to each other (tests/test_train.py checks the logits match).
+    """
+    if packing:
+        ids = [t for ex in examples for t in ex.input_ids]
+        labels = [t for ex in examples for t in ex.labels]
+        positions = [p for ex in examples for p in range(len(ex.input_ids))]
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([positions])}
+    width = max(len(ex.input_ids) for ex in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        input_ids[i, :n] = torch.tensor(ex.input_ids)
+        labels[i, :n] = torch.tensor(ex.labels)
+        attention[i, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def limit_empty_documents(docs: list[Document], share: float, seed: int) -> list[Document]:
+    """Drop a seeded random subset of the entity-less documents so that they make up at most ``share`` of the
+    result; the order of the documents kept is unchanged."""
+    if not 0.0 <= share < 1.0:
+        raise NerftError(f"data.empty_share must be in [0, 1), got {share}")
+    empty = [i for i, d in enumerate(docs) if not d.entities]
+    with_entities = len(docs) - len(empty)
+    allowed = int(share * with_entities / (1.0 - share))
+    if len(empty) <= allowed:
+        return docs
+    keep = set(random.Random(seed).sample(empty, allowed))
+    return [d for i, d in enumerate(docs) if d.entities or i in keep]
+
+
+def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
+    """``data.labels`` when given, else labels.json beside the train file, else inferred from the training data."""
+    if cfg.labels:
+        return load_label_set(cfg.labels)
+    beside = Path(cfg.train).parent / "labels.json"  # type: ignore[arg-type]
+    if beside.is_file():
+        return LabelSet.from_file(beside)
+    return LabelSet.infer(e.label for d in train_docs for e in d.entities)

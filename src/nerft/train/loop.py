@@ -1,0 +1,456 @@
+"""``train()``: set up, loop, save. The pieces it runs are importable on their own: ``data`` (encoding, batch
+order, collation), ``step`` (one optimizer step), ``schedule`` (learning rate and training clock),
+``checkpoint`` (safetensors + JSON, no pickle), ``evaluation`` (dev/test scores through the predictor).
+
+Runs unchanged on one CPU/GPU, under ``torchrun`` / ``accelerate launch`` (DDP), and under DeepSpeed through
+``accelerate launch --config_file configs/deepspeed/zero2.yaml``. Ctrl-C and SIGTERM (a scheduler's preemption,
+``docker stop``) stop at a step boundary with a checkpoint; ``--resume latest`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .. import config as cfglib
+from ..formats import get_format
+from ..generation import pad_token_id
+from ..jsonl import read_documents, read_records
+from ..modeling import add_lora, base_model_record, load_model, load_tokenizer, resolve_device
+from ..prompts import Prompt, build_prompt
+from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
+from ..schema import Document, NerftError, atomic_write, write_json
+from ..tracking import Tracker
+from .checkpoint import (
+    find_resume_checkpoint,
+    load_checkpoint,
+    optimizer_from_files,
+    rng_state,
+    save_adapter,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import TrainConfig
+from .data import EncodedData, answer_end_id, collate, encode_documents, epoch_batches, limit_empty_documents
+from .data import resolve_labels as resolve_label_set
+from .evaluation import predict_documents, sample_rows, score
+from .schedule import TrainingClock, build_schedule
+from .step import StepStats, SupervisedLoss, accumulate_gradients, apply_gradients
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; the run stopped at a step boundary with a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Interrupts:
+    """SIGINT and SIGTERM become ``TrainingInterrupted``, raised at once, except inside ``critical()`` (the
+    optimizer update and its bookkeeping), where it is raised when the block ends: a stop never leaves half an
+    update behind."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._critical = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if not self._critical:
+            raise TrainingInterrupted(signum)
+
+    @contextlib.contextmanager
+    def critical(self):
+        self._critical = True
+        try:
+            yield
+        finally:
+            self._critical = False
+        if self.signum is not None:
+            raise TrainingInterrupted(self.signum)
+
+
+@dataclass
+class Position:
+    """Where a run is: optimizer steps done, and where in the epoch's batch order the next step starts."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+
+
+def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document]]:
+    """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``."""
+    if not cfg.data.train:
+        raise NerftError("no training data: pass --train FILE.jsonl (or data.train in the config)")
+    train_docs = read_documents(cfg.data.train)
+    if cfg.data.max_examples:
+        train_docs = train_docs[:cfg.data.max_examples]
+    if cfg.data.empty_share is not None:
+        before = len(train_docs)
+        train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
+        if main:
+            print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} "
+                  "documents")
+    dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
+    return train_docs, dev_docs
+
+
+def build_training_prompt(cfg: TrainConfig, labels) -> Prompt:
+    prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
+    if cfg.data.system_prompt:
+        prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
+    return prompt
+
+
+def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
+                         main: bool) -> EncodedData:
+    end_id = answer_end_id(tokenizer, cfg.data.end_token)
+    data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
+                            cfg.data.max_length, cfg.data.overlong)
+    if data.overlong and main:
+        action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
+        warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
+                      f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
+    if not data.examples:
+        raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
+    return data
+
+
+class Trainer:
+    """One training run: built from a config, ``run()`` loops until steps, time budget or a stop signal."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output.dir)
+        self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir) if cfg.resume else None
+        if self.resume_from is None and (self.run_dir / "nerft.json").exists() and not cfg.output.overwrite:
+            raise NerftError(f"{self.run_dir} already holds a run; pass --resume latest, --output.overwrite, "
+                             "or another --out")
+        self.accelerator = Accelerator(cpu=resolve_device(cfg.model).type == "cpu")
+        self.main, self.world = self.accelerator.is_main_process, self.accelerator.num_processes
+        torch.manual_seed(cfg.optim.seed)
+        random.seed(cfg.optim.seed)
+        train_docs, self.dev_docs = load_training_documents(cfg, self.main)
+        self.labels = resolve_label_set(cfg.data, train_docs)
+        self.prompt = build_training_prompt(cfg, self.labels)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.data = encode_training_data(cfg, train_docs, self.tokenizer, self.prompt, self.labels, self.main)
+        base = load_model(cfg.model, self.accelerator.device)
+        self.base_record = base_model_record(cfg.model, getattr(base, "config", None))
+        self.model = add_lora(base, cfg.lora, cfg.optim.gradient_checkpointing)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._plan_steps()
+        self.clock = TrainingClock()
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = build_schedule(optimizer, cfg.optim, self.total_steps, self.clock.seconds)
+        # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
+        # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
+        self.loss_module, self.optimizer = self.accelerator.prepare(SupervisedLoss(self.model), optimizer)
+        self.position = Position()
+        self.best_f1, self.best_step, self.best_state = -1.0, None, None
+        self.start_scores: dict[str, Any] | None = None
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        self.last_checkpoint_s = self.clock.seconds()
+        self.meter = ThroughputMeter(self.world)
+        self.tracker = self._open_run_dir()
+
+    def _plan_steps(self) -> None:
+        cfg, world = self.cfg.optim, self.world
+        self.lengths = [len(ex.input_ids) for ex in self.data.examples]
+        self.batches_per_epoch = len(epoch_batches(self.lengths, cfg.batch_size, 0, 0, False)) // world * world
+        if self.batches_per_epoch == 0:
+            raise NerftError(f"{len(self.data.examples)} examples make fewer batches than the {world} processes")
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch // world / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or self.steps_per_epoch * cfg.epochs
+        self.budget_s = cfg.max_minutes * 60 if cfg.max_minutes is not None else None
+
+    def _restore(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        info, tensors, adapter = load_checkpoint(path)
+        set_peft_model_state_dict(self.model, adapter)
+        self.optimizer.load_state_dict(optimizer_from_files(info["optimizer"], tensors))
+        self.scheduler.load_state_dict(info["scheduler"])
+        set_rng_state(info["rng"], tensors)
+        self.position = Position(info["step"], info["epoch"], info["step_in_epoch"])
+        self.best_f1, self.best_step = info["best_f1"], info["best_step"]
+        self.clock.before = info.get("train_seconds", 0.0)
+        best_file = adapter_dir(self.run_dir) / "adapter_model.safetensors"
+        if best_file.is_file() and self.best_step is not None:
+            self.best_state = load_file(str(best_file))
+
+    def _open_run_dir(self) -> Tracker:
+        cfg, run_dir = self.cfg, self.run_dir
+        if self.main:
+            if self.resume_from is None:  # a fresh run: stale checkpoints of an overwritten one must not be resumed
+                import shutil
+
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt,
+                    max_length=cfg.data.max_length).save(run_dir)
+            self.tokenizer.save_pretrained(tokenizer_dir(run_dir))
+            with atomic_write(run_dir / "config.yaml") as f:
+                yaml.safe_dump(cfglib.to_dict(cfg), f, allow_unicode=True, sort_keys=False)
+        resume_step = self.position.step if self.resume_from is not None else None
+        tracker = Tracker(cfg.tracking, run_dir, cfglib.to_dict(cfg), resume_step=resume_step, enabled=self.main)
+        if self.main:
+            print(f"nerft train: {len(self.data.examples)} examples ({self.data.overlong} over max_length "
+                  f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised tokens; "
+                  f"{sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} steps of "
+                  f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
+                  f"{self.accelerator.device}")
+        return tracker
+
+    # --- evaluation and checkpoints ----------------------------------------------------------------------------
+
+    def evaluate(self, docs: list[Document], split: str) -> dict[str, Any]:
+        """Score ``docs`` (off the training clock) and log the scores and a few samples."""
+        with self.clock.paused():
+            preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
+                                              self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens)
+            scores = score(docs, preds, counts)
+            self.tracker.log({f"{split}/{k}": v for k, v in scores.items()}, self.position.step)
+            self.tracker.log_samples(sample_rows(docs, preds, self.cfg.eval.samples, self.labels), self.position.step)
+        return scores
+
+    def evaluate_dev(self) -> None:
+        """Dev F1 now; the best adapter so far is kept in memory and in RUN/adapter."""
+        from peft import get_peft_model_state_dict
+
+        if self.main:
+            scores = self.evaluate(self.dev_docs, "dev")
+            if scores["f1"] > self.best_f1:
+                self.best_f1, self.best_step = scores["f1"], self.position.step
+                self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+                save_adapter(self.model, adapter_dir(self.run_dir))
+            self.progress.write(f"step {self.position.step}: dev F1 {scores['f1']:.2f} "
+                                f"(best {self.best_f1:.2f} at {self.best_step})")
+        self.accelerator.wait_for_everyone()
+
+    def checkpoint(self) -> None:
+        with self.clock.paused():
+            if self.main:
+                p = self.position
+                save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler,
+                                {"step": p.step, "epoch": p.epoch, "step_in_epoch": p.step_in_epoch,
+                                 "best_f1": self.best_f1, "best_step": self.best_step, "world_size": self.world,
+                                 "train_seconds": self.clock.seconds()},
+                                self.cfg.output.keep_checkpoints)
+            self.accelerator.wait_for_everyone()
+        self.last_checkpoint_s = self.clock.seconds()
+
+    def budget_spent(self) -> bool:
+        if self.budget_s is None:
+            return False
+        over = torch.tensor(float(self.clock.seconds() >= self.budget_s), device=self.accelerator.device)
+        return bool(self.accelerator.gather(over[None]).max().item())  # every process stops at the same step
+
+    def checkpoint_due(self) -> bool:
+        out = self.cfg.output
+        if out.save_every and self.position.step % out.save_every == 0:
+            return True
+        if out.save_every_minutes is None:
+            return False
+        due = self.clock.seconds() - self.last_checkpoint_s >= out.save_every_minutes * 60
+        flag = torch.tensor(float(due), device=self.accelerator.device)
+        return bool(self.accelerator.gather(flag[None]).max().item())
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+
+    def steps_of_epoch(self, epoch: int) -> list[list[list[int]]]:
+        """This process's micro-batches of ``epoch``, grouped by optimizer step."""
+        cfg = self.cfg
+        batches = epoch_batches(self.lengths, cfg.optim.batch_size, cfg.optim.seed, epoch, cfg.data.group_by_length)
+        mine = batches[:self.batches_per_epoch][self.accelerator.process_index::self.world]
+        return [mine[s:s + cfg.optim.grad_accum] for s in range(0, len(mine), cfg.optim.grad_accum)]
+
+    def run(self) -> str:
+        """Train until done; returns why it stopped ("steps", "time budget", "session limit")."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if self.main and self.dev_docs and cfg.eval.at_start and self.resume_from is None:
+            self.start_scores = self.evaluate(self.dev_docs, "dev")
+            print(f"dev before training: F1 {self.start_scores['f1']:.2f} (P {self.start_scores['precision']:.2f}, "
+                  f"R {self.start_scores['recall']:.2f})")
+        self.session_limit = self.position.step + cfg.stop_after_steps if cfg.stop_after_steps else None
+        self.progress = tqdm(total=self.total_steps, initial=self.position.step, disable=not self.main, desc="train",
+                             dynamic_ncols=True)
+        self.meter.started = time.perf_counter()
+        self.clock.start()
+        self.model.train()
+        try:
+            with Interrupts() as interrupts:
+                return self._loop(interrupts)
+        finally:
+            self.progress.close()
+
+    def _loop(self, interrupts: Interrupts) -> str:
+        pad_id = pad_token_id(self.tokenizer)
+        rng_at_step_start = rng_state()
+        try:
+            while True:
+                steps = self.steps_of_epoch(self.position.epoch)
+                for micro_batches in steps[self.position.step_in_epoch:]:
+                    collated = [collate([self.data.examples[i] for i in b], pad_id, self.cfg.data.packing)
+                                for b in micro_batches]
+                    stats = accumulate_gradients(self.loss_module, collated, accelerator=self.accelerator)
+                    with interrupts.critical():
+                        apply_gradients(self.optimizer, self.params, self.cfg.optim.max_grad_norm, self.scheduler,
+                                        self.accelerator)
+                        self.position.step += 1
+                        self.position.step_in_epoch += 1
+                        rng_at_step_start = rng_state()  # of the next step: what a stop from here goes back to
+                    stop = self._after_step(stats, end_of_epoch=self.position.step_in_epoch == len(steps))
+                    if stop:
+                        return stop
+                self.position.epoch, self.position.step_in_epoch = self.position.epoch + 1, 0
+        except TrainingInterrupted:
+            self.optimizer.zero_grad(set_to_none=True)
+            set_rng_state(*rng_at_step_start)  # the unfinished step is replayed on --resume
+            raise
+
+    def _after_step(self, stats: StepStats, end_of_epoch: bool) -> str | None:
+        """Log, evaluate and checkpoint as due; the reason to stop, if any."""
+        cfg, step = self.cfg, self.position.step
+        self.meter.add(stats)
+        self.progress.update(1)
+        postfix = {"loss": f"{self.meter.window_loss():.4f}", "tok_s": f"{self.meter.tokens_per_s():.0f}"}
+        if self.budget_s is not None:
+            postfix["budget_left"] = f"{max(self.budget_s - self.clock.seconds(), 0) / 60:.1f}min"
+        self.progress.set_postfix(**postfix)
+        if step % cfg.tracking.log_every == 0 or step == self.total_steps:
+            self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
+                              "epoch": self.position.epoch}, step)
+        out_of_time = self.budget_spent()
+        due = step % cfg.eval.every == 0 if cfg.eval.every else end_of_epoch
+        if self.dev_docs and (due or step == self.total_steps or out_of_time):
+            self.evaluate_dev()
+        if self.checkpoint_due():
+            self.checkpoint()
+        if out_of_time:
+            return "time budget"
+        if step >= self.total_steps:
+            return "steps"
+        if self.session_limit is not None and step >= self.session_limit:
+            return "session limit"
+        return None
+
+    # --- the end -----------------------------------------------------------------------------------------------
+
+    def finish(self, stopped_by: str) -> dict[str, Any]:
+        """Checkpoint an unfinished run; put the best adapter in RUN/adapter; score test; write metrics and curves."""
+        from peft import set_peft_model_state_dict
+
+        from ..plots import safe_plot, training_curves
+
+        done = stopped_by in ("steps", "time budget")
+        if not done:
+            self.checkpoint()
+            if self.main:
+                print(f"nerft train: stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
+                      f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
+        metrics: dict[str, Any] = {"train": {
+            "steps": self.position.step, "total_steps": self.total_steps, "examples": len(self.data.examples),
+            "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
+            "supervised_tokens": self.data.supervised_tokens, "seconds": round(self.meter.elapsed(), 1),
+            "finished": done, "world_size": self.world, "train_seconds": round(self.clock.seconds(), 3),
+            "stopped_by": stopped_by}}
+        if self.main:
+            if self.best_state is not None:
+                set_peft_model_state_dict(self.model, self.best_state)
+                metrics["dev"] = {"best_f1": self.best_f1, "best_step": self.best_step}
+                if self.start_scores is not None:
+                    metrics["dev"]["f1_before_training"] = self.start_scores["f1"]
+            else:
+                save_adapter(self.model, adapter_dir(self.run_dir))
+            if done and self.cfg.data.test:
+                test_scores = self.evaluate(read_documents(self.cfg.data.test), "test")
+                metrics["test"] = test_scores
+                print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
+                      f"R {test_scores['recall']:.2f})")
+            write_json(self.run_dir / "metrics.json", metrics)
+            log_path = self.run_dir / "train_log.jsonl"
+            safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
+                      self.run_dir / "curves.png")
+        self.tracker.finish()
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+
+class ThroughputMeter:
+    """Loss per supervised token since the last log record, and tokens per second since the session started."""
+
+    def __init__(self, world: int):
+        self.world, self.started = world, time.perf_counter()
+        self.tokens = 0
+        self.loss_sum, self.supervised = 0.0, 0
+        self.padded, self.examples = 0, 0
+
+    def add(self, stats: StepStats) -> None:
+        self.tokens += stats.real_tokens
+        self.loss_sum += stats.loss_sum
+        self.supervised += stats.supervised_tokens
+        self.padded += stats.padded_tokens
+        self.examples += stats.examples
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def tokens_per_s(self) -> float:
+        return self.tokens * self.world / max(self.elapsed(), 1e-9)
+
+    def window_loss(self) -> float:
+        return self.loss_sum / max(self.supervised, 1)
+
+    def record(self) -> dict[str, Any]:
+        """The log record of the window since the last one (which it then starts afresh)."""
+        record = {"loss": round(self.window_loss(), 5), "tokens_per_s": round(self.tokens_per_s(), 1),
+                  "supervised_tokens": self.supervised, "padded_tokens": self.padded, "examples": self.examples}
+        self.loss_sum, self.supervised, self.padded, self.examples = 0.0, 0, 0, 0
+        return record
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fine-tune, evaluate and write the run directory; returns its path.
+
+    A stop signal (Ctrl-C, SIGTERM) checkpoints the last completed step and re-raises ``TrainingInterrupted``.
+    """
+    trainer = Trainer(cfg)
+    try:
+        stopped_by = trainer.run()
+    except TrainingInterrupted:
+        trainer.finish("interrupted")
+        raise
+    trainer.finish(stopped_by)
+    return trainer.run_dir
