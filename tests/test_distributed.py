@@ -12,7 +12,7 @@ import pytest
 import torch
 from nerft_helpers import char_tokenizer, save_base_model, write_splits
 
-from nerft.train import OptimConfig, _schedule
+from nerft.train import OptimConfig, build_schedule
 
 
 def test_two_process_gloo_run(tmp_path):
@@ -39,14 +39,14 @@ def test_two_process_gloo_run(tmp_path):
     assert metrics["train"]["world_size"] == 2 and metrics["train"]["steps"] == 3
     assert "best_f1" in metrics["dev"]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "checkpoints" / "step-2" / "trainer_state.pt").is_file()
+    assert (out / "checkpoints" / "step-2" / "trainer_state.json").is_file()
     # rank 0 alone writes the log: one line per step, not two
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
     # the learning rate follows the one-process schedule (a scheduler stepped once per process would run ahead)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=OptimConfig().lr)
-    scheduler = _schedule(optimizer, OptimConfig(), 3)
+    scheduler = build_schedule(optimizer, OptimConfig(), 3)
     expected = []
     for _ in range(3):
         optimizer.step()

@@ -6,16 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nerft.answers import score_raw_answers
 from nerft.formats import get_format
 from nerft.labels import ccfbdci_labels
 from nerft.metrics import (
     format_table,
     partial_matches,
-    predictions_from_raw,
     prf,
-    read_answer,
     score_documents,
-    score_raw_answers,
 )
 from nerft.schema import Document, Entity
 
@@ -134,30 +132,6 @@ def test_length_mismatch_is_an_error():
         score_documents([doc()], [])
 
 
-def test_predictions_from_raw():
-    text = "张三去北京，张三"
-    entities, hallucinated, ok = predictions_from_raw(text, "人名:张三\n地理实体:北京\n人名:李四\n人名:张三", "compact",
-                                                      LABELS)
-    assert [e.span for e in entities] == [(0, 2, "PER"), (3, 5, "GPE"), (6, 8, "PER")]
-    assert hallucinated == 1 and ok
-    entities, hallucinated, ok = predictions_from_raw(text, '{"entity_text": "张三", "entity_la', "tutorial", LABELS)
-    assert entities == [] and hallucinated == 0 and not ok
-    reading = read_answer(text, "人名:李四\n人名:张三\n人名:张三\n人名:张三", "compact", LABELS, keep_hallucinated=True)
-    assert reading.duplicates == 1 and reading.hallucinated == 1
-    assert [e.span for e in reading.entities] == [(0, 2, "PER"), (6, 8, "PER"), (None, None, "PER")]
-
-
-def test_score_raw_answers_counts_everything():
-    gold = [Document("a", "张三去北京", [E(0, 2, "PER", "张三"), E(3, 5, "GPE", "北京")]),
-            Document("b", "嗯。", [])]
-    answers = ["人名:张三\n人名:李四\n人名:张三", "胡言乱语"]
-    m = score_raw_answers(gold, answers, "compact", LABELS)
-    assert m["parse_failures"] == 1 and m["hallucinations"] == 1 and m["duplicates"] == 1
-    assert m["strict"]["micro"] == {**prf(1, 0, 1), "tp": 1, "fp": 0, "fn": 1}
-    kept = score_raw_answers(gold, answers, "compact", LABELS, keep_hallucinated=True)
-    assert kept["hallucinations"] == 1 and kept["strict"]["micro"]["fp"] == 1
-
-
 def test_format_table_lists_labels_and_averages():
     gold = [doc(E(0, 2, "PER"))]
     table = format_table(score_documents(gold, [gold[0].entities], labels=LABELS))
@@ -186,5 +160,5 @@ def test_metric_invariants(pairs):
 def test_tutorial_answer_scores_perfectly_end_to_end():
     gold = [Document("a", "南京的张三", [E(0, 2, "GPE", "南京"), E(3, 5, "PER", "张三")]), Document("b", "嗯", [])]
     answers = [get_format("tutorial").render(d.entities, LABELS) for d in gold]
-    m = score_raw_answers(gold, answers, "tutorial", LABELS)
+    m = score_raw_answers(gold, answers, LABELS, output_format="tutorial")
     assert micro(m) == (1.0, 1.0, 1.0) and m["parse_failures"] == 0
