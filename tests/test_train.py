@@ -5,7 +5,10 @@ tokenizer where ../shared is present)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +29,9 @@ from nerft.train import (
     OptimConfig,
     SupervisedLoss,
     TrainConfig,
+    TrainingInterrupted,
     answer_end_id,
+    build_schedule,
     collate,
     encode_document,
     encode_documents,
@@ -191,11 +196,12 @@ def test_a_short_run_writes_the_documented_run_directory(base_model, splits, tmp
     assert any(f"{n_over} of 24 training examples" in str(w.message) for w in caught)
     for name in ("nerft.json", "config.yaml", "labels.json", "metrics.json", "train_log.jsonl", "curves.png",
                  "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
-                 "tokenizer/chat_template.jinja", "checkpoints/step-4/trainer_state.pt",
+                 "tokenizer/chat_template.jinja", "checkpoints/step-4/trainer_state.json",
+                 "checkpoints/step-4/trainer_state.safetensors",
                  "checkpoints/step-4/adapter/adapter_model.safetensors"):
         assert (out / name).is_file(), name
     info = RunInfo.load(out)
-    assert info.base_model == str(base_model) and info.prompt.output_format == "compact"
+    assert info.base_model.name_or_path == str(Path(base_model).resolve()) and info.prompt.output_format == "compact"
     assert metrics["train"]["steps"] == 4 and metrics["dev"]["best_step"] in (2, 4)
     assert set(metrics["test"]) >= {"precision", "recall", "f1", "parse_failures", "hallucinated"}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -227,7 +233,7 @@ def test_resume_continues_at_the_right_step_with_the_same_result(base_model, spl
     b = tmp_path / "b"
     train(_cfg(tiny_recipe(base_model, splits, b, **common) | {"stop_after_steps": 4}))
     assert not (b / "metrics.json").read_text().count('"finished": true')
-    assert (b / "checkpoints" / "step-4" / "trainer_state.pt").is_file()
+    assert (b / "checkpoints" / "step-4" / "trainer_state.json").is_file()
     train(_cfg(tiny_recipe(base_model, splits, b, **common) | {"resume": "latest"}))
     metrics = json.loads((b / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 6 and metrics["train"]["finished"]
@@ -239,23 +245,27 @@ def test_resume_continues_at_the_right_step_with_the_same_result(base_model, spl
         assert torch.allclose(a_weights[k], b_weights[k], atol=1e-6), k
 
 
-def test_ctrl_c_saves_a_checkpoint(base_model, splits, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real_collate = train_mod.collate
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_saves_a_checkpoint_that_resumes_exactly(base_model, splits, tmp_path, monkeypatch, signum):
+    import nerft.train.loop as loop
 
-    def interrupting_collate(*args, **kwargs):
+    calls = {"n": 0}
+    real_collate = loop.collate
+
+    def signalling_collate(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 6:  # during step 3 (2 micro-batches per step)
-            raise KeyboardInterrupt
+        if calls["n"] == 6:  # during step 3 (2 micro-batches per step): a real signal to this process
+            os.kill(os.getpid(), signum)
         return real_collate(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "collate", interrupting_collate)
+    monkeypatch.setattr(loop, "collate", signalling_collate)
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None)))
-    state = torch.load(out / "checkpoints" / "step-2" / "trainer_state.pt", weights_only=False)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(_cfg(tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None, tracking__log_every=1)))
+    assert stopped.value.signum == signum
+    state = json.loads((out / "checkpoints" / "step-2" / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["step_in_epoch"] == 2
-    monkeypatch.setattr(train_mod, "collate", real_collate)
+    monkeypatch.setattr(loop, "collate", real_collate)
     recipe = tiny_recipe(base_model, splits, out, eval__every=0, data__dev=None)
     train(_cfg(recipe | {"resume": "latest"}))
     straight = train(_cfg(tiny_recipe(base_model, splits, tmp_path / "straight", eval__every=0, data__dev=None)))
@@ -267,7 +277,7 @@ def _lr_curve(cfg: OptimConfig, total_steps: int, spent_per_step: list[float]) -
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=cfg.lr)
     seconds = {"now": 0.0}
-    scheduler = train_mod._schedule(optimizer, cfg, total_steps, lambda: seconds["now"])
+    scheduler = build_schedule(optimizer, cfg, total_steps, lambda: seconds["now"])
     lrs = []
     for s in spent_per_step:
         optimizer.step()
