@@ -1,47 +1,84 @@
-"""Shared fixtures: paths into ../shared (skipped when absent) and a tiny random Qwen2 with the real tokenizer."""
+"""Shared fixtures: a small Qwen2-like tokenizer trained in-process (the default), a tiny random Qwen2 sized to a
+tokenizer, and paths into ../shared for the few tests marked ``shared`` (the real Qwen2 tokenizer, the real
+datasets), which skip when it is absent. ``NERFT_SHARED=/nonexistent`` runs the suite as a checkout without it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("NERFT_SHARED") or REPO.parent / "shared")
 QWEN2_TOKENIZER = SHARED / "assets" / "qwen2-tokenizer"
 DATA = SHARED / "data"
 
+_CURRENT: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Tests marked ``shared`` skip when ../shared is absent; the others may not touch it (see shared_path)."""
+    _CURRENT[:] = [item]
+    if item.get_closest_marker("shared") is not None and not SHARED.is_dir():
+        pytest.skip(f"needs ../shared ({SHARED} is absent)")
+
 
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when it is not there."""
+    """A path under ../shared, or skip the test when it is not there. Only for tests marked ``shared``: the
+    default suite must run from the repository alone."""
+    if _CURRENT and _CURRENT[0].get_closest_marker("shared") is None:
+        pytest.fail(f"{_CURRENT[0].nodeid} reads ../shared but is not marked @pytest.mark.shared", pytrace=False)
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} is not available (../shared is absent)")
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a small shared machine: one thread avoids OpenMP oversubscription (10-50x slower when the
+    other core is busy). Subprocesses (torchrun) set OMP_NUM_THREADS themselves."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer built like Qwen2's (see tiny_tokenizer.py): the suite's default tokenizer."""
+    from tiny_tokenizer import build_tiny_qwen2_tokenizer
+
+    return build_tiny_qwen2_tokenizer()
+
+
 @pytest.fixture(scope="session")
 def qwen2_tokenizer():
+    """The real Qwen2 tokenizer from ../shared: only for tests marked ``shared``."""
     tok_dir = shared_path("assets", "qwen2-tokenizer")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tok_dir)
 
 
-def make_tiny_qwen2(vocab_size: int = 151936, seed: int = 0):
-    """A randomly initialised Qwen2ForCausalLM small enough to train in seconds on a CPU."""
+def make_tiny_qwen2(vocab_size: int = 151936, seed: int = 0, tokenizer=None):
+    """A randomly initialised Qwen2ForCausalLM small enough to train in seconds on a CPU. With ``tokenizer``: its
+    vocabulary sized to it (a little larger, as Qwen2's) and its bos/eos ids from it; without: the real Qwen2's."""
     import torch
+    from tiny_tokenizer import model_vocab_size
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    bos, eos = 151643, 151645
+    if tokenizer is not None:
+        vocab_size, bos, eos = model_vocab_size(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=151643, eos_token_id=151645,
+        bos_token_id=bos, eos_token_id=eos,
     )
     return Qwen2ForCausalLM(config).eval()
-
-
-@pytest.fixture
-def tiny_qwen2():
-    return make_tiny_qwen2()

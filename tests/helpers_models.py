@@ -14,11 +14,12 @@ from nerft.rundir import RunInfo, adapter_dir, tokenizer_dir
 
 def make_lora_model(seed: int = 0, save_base_to: Path | None = None, tokenizer=None):
     """A tiny random Qwen2 wrapped in a peft LoRA whose weights are random (so the adapter changes outputs).
-    ``save_base_to``: also save the plain base model (and the tokenizer) there, before LoRA layers go in."""
+    Sized to ``tokenizer`` (the real Qwen2's size without one). ``save_base_to``: also save the plain base model
+    (and the tokenizer) there, before LoRA layers go in."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    base = make_tiny_qwen2(seed=seed)
+    base = make_tiny_qwen2(seed=seed, tokenizer=tokenizer)
     if save_base_to is not None:
         base.save_pretrained(save_base_to)
         if tokenizer is not None:
@@ -51,6 +52,10 @@ def build_tutorial_checkpoint(root: Path, tokenizer, seed: int = 0) -> tuple[Pat
 
 
 _SHARED_RUNS: dict[int, Path] = {}
+# The seed of the default run: with the tiny tokenizer, its random model + adapter writes an entity for most test
+# texts under constrained decoding and a long answer without it (seed 0 ends every answer at once, which would
+# leave test_predict's grounding and batching checks with nothing to check).
+RUN_SEED = 4
 
 
 def shared_run_dir(tokenizer) -> Path:
@@ -62,5 +67,5 @@ def shared_run_dir(tokenizer) -> Path:
     if id(tokenizer) not in _SHARED_RUNS:
         root = Path(tempfile.mkdtemp(prefix="nerft-run-"))
         atexit.register(shutil.rmtree, root, True)
-        _SHARED_RUNS[id(tokenizer)] = build_run_dir(root, tokenizer)
+        _SHARED_RUNS[id(tokenizer)] = build_run_dir(root, tokenizer, seed=RUN_SEED)
     return _SHARED_RUNS[id(tokenizer)]

@@ -1,5 +1,6 @@
 """Test helpers shared by the training, demo and distributed tests: small documents, the project's own
-character-level tokenizer, and a tiny random Qwen2 saved as a local model folder."""
+character-level tokenizer, and a tiny random Qwen2 saved as a local model folder. (The byte-level BPE tokenizer
+built like Qwen2's is the ``tiny_tokenizer`` fixture, see conftest.py.)"""
 
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ def char_tokenizer(docs: list[Document] | None = None):
 
 def save_base_model(folder: Path, tokenizer, seed: int = 0) -> Path:
     """A tiny random Qwen2 (hidden 32, 2 layers) sized to ``tokenizer``, saved with it."""
-    vocab = len(tokenizer)
-    make_tiny_qwen2(vocab_size=max(vocab, 64) if vocab < 1000 else 151936, seed=seed).save_pretrained(folder)
+    make_tiny_qwen2(seed=seed, tokenizer=tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -36,26 +36,52 @@ def test_json_grammars():
     assert t.can_end("没有找到任何实体".encode()) and not t.can_end(b"") and t.can_end((ok + ok).encode())
 
 
-def test_vocab_bytes_round_trip(qwen2_tokenizer):
-    vb = vocab_bytes(qwen2_tokenizer)
-    text = "地点:北京\n《人民日报》"
-    ids = qwen2_tokenizer.encode(text, add_special_tokens=False)
-    assert b"".join(vb.bytes[i] for i in ids).decode() == text
-    assert vb.bytes[qwen2_tokenizer.convert_tokens_to_ids("<|im_end|>")] is None
+@pytest.fixture(params=["tiny", pytest.param("qwen2", marks=pytest.mark.shared)])
+def tokenizer(request):
+    """The tiny byte-level BPE tokenizer, and the real Qwen2 one where ../shared is present."""
+    return request.getfixturevalue(f"{request.param}_tokenizer")
+
+
+def test_vocab_bytes_round_trip(tokenizer):
+    vb = vocab_bytes(tokenizer)
+    assert len(vb.bytes) == len(tokenizer)
+    for text in ("地点:北京\n《人民日报》", "龘靐齉 unseen: 😀 ü\t{\"a\"}", '{"entity_text": "张三", "entity_label": "人名"}'):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert b"".join(vb.bytes[i] for i in ids).decode() == text
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        assert vb.bytes[tokenizer.convert_tokens_to_ids(special)] is None
+    # byte-level: every single byte is a token, and some tokens hold part of a character only
+    assert all(vb.index.get(bytes([b])) for b in range(256))
+    assert any(b and not _decodes(b) for b in vb.bytes)
+
+
+def _decodes(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _random_model(tokenizer, seed: int):
+    model = make_tiny_qwen2(seed=seed, tokenizer=tokenizer)
+    with torch.no_grad():  # make the random model pick more varied tokens (not only its last input token again)
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 0.05)
+    return model
 
 
 @pytest.mark.parametrize(("fmt", "seed"), [("compact", 3), ("jsonl", 3), ("tutorial", 3)])
-def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed):
+def test_random_model_answers_always_parse_and_ground(tiny_tokenizer, fmt, seed):
     labels = ccfbdci_labels()
     prompt = build_prompt(labels, fmt, "tutorial" if fmt == "tutorial" else "nerft")
-    model = make_tiny_qwen2(seed=seed)
-    with torch.no_grad():  # make the random model pick more varied tokens
-        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 0.05)
-    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
-    proc = ConstrainedAnswer(qwen2_tokenizer, TEXTS, labels.names, fmt)
-    out = generate_batch(model, qwen2_tokenizer, ids, 24, proc)
+    model = _random_model(tiny_tokenizer, seed)
+    ids = [prompt_ids(tiny_tokenizer, prompt, t) for t in TEXTS]
+    proc = ConstrainedAnswer(tiny_tokenizer, TEXTS, labels.names, fmt)
+    out = generate_batch(model, tiny_tokenizer, ids, 48, proc)
+    assert all(t < len(tiny_tokenizer) for g in out for t in g.token_ids)  # never an id past the tokenizer's
     grammar_end = [proc.grammars[i].can_end(g.text.encode()) for i, g in enumerate(out) if g.finished]
     assert all(grammar_end)
+    n_mentions = 0
     for text, g in zip(TEXTS, out, strict=True):
         answer = g.text
         if not g.finished:  # cut at the token limit: keep whole units, as the predictor does
@@ -65,12 +91,15 @@ def test_random_model_answers_always_parse_and_ground(qwen2_tokenizer, fmt, seed
         grounding = ground_mentions(text, parsed.mentions)
         assert grounding.hallucinated == []
         assert all(text[e.start:e.end] == e.text for e in grounding.entities)
+        n_mentions += len(parsed.mentions)
+    assert n_mentions > 0, [g.text for g in out]  # the guarantee was put to use, not met by empty answers
 
 
-def test_unconstrained_random_model_does_hallucinate(qwen2_tokenizer):
+@pytest.mark.parametrize("fmt", ["compact", "jsonl", "tutorial"])
+def test_unconstrained_random_model_does_hallucinate(tiny_tokenizer, fmt):
     # The guarantee above is not vacuous: without the processor the same model writes unreadable answers.
     labels = ccfbdci_labels()
-    prompt = build_prompt(labels, "compact")
-    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
-    out = generate_batch(make_tiny_qwen2(seed=3), qwen2_tokenizer, ids, 8)
+    prompt = build_prompt(labels, fmt, "tutorial" if fmt == "tutorial" else "nerft")
+    ids = [prompt_ids(tiny_tokenizer, prompt, t) for t in TEXTS]
+    out = generate_batch(_random_model(tiny_tokenizer, 3), tiny_tokenizer, ids, 48)
     assert any(parse_answer(g.text, labels).errors for g in out)

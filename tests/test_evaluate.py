@@ -158,6 +158,7 @@ def test_line_curves_and_bar_chart(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
 
 
+@pytest.mark.shared
 def test_tutorial_answers_for_all_of_ccfbdci(tmp_path):
     """Every CCFBDCI gold answer, rendered in the tutorial format and scored as raw output: the only errors are
     the 70 documents whose gold annotates a later occurrence of a mention (see test_grounding)."""

@@ -50,6 +50,7 @@ def test_unknown_format_is_a_clear_error():
         get_format("xml")
 
 
+@pytest.mark.shared
 def test_tutorial_target_is_byte_identical_to_the_tutorial():
     """The tutorial's own f-string construction (label: the first entity_names entry it knows), on every document."""
     path = shared_path("data", "ccfbdci", "ccfbdci.jsonl")

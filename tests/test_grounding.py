@@ -221,6 +221,7 @@ def check_corpus(docs, labels: LabelSet) -> dict[str, int]:
     return {"documents": len(docs), "skips_occurrence": len(expected_failures), "earlier_unannotated": len(looser)}
 
 
+@pytest.mark.shared
 def test_round_trip_every_ccfbdci_document():
     counts = check_corpus(load_ccfbdci(shared_path("data", "ccfbdci", "ccfbdci.jsonl")), ccfbdci_labels())
     print(f"\nCCFBDCI round trip: {counts}")
@@ -231,6 +232,7 @@ def test_round_trip_every_ccfbdci_document():
     assert counts["earlier_unannotated"] == 211
 
 
+@pytest.mark.shared
 def test_round_trip_every_cluener_document():
     docs = load_cluener(shared_path("data", "cluener", "train.json")) + load_cluener(
         shared_path("data", "cluener", "dev.json"))

@@ -255,6 +255,7 @@ def test_cli_prepare_from_a_hub_layout_folder(tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------------------------- real data
 
 
+@pytest.mark.shared
 def test_prepare_ccfbdci(tmp_path):
     source = shared_path("data", "ccfbdci", "ccfbdci.jsonl")
     report, out = run(tmp_path, source, plot=False)
@@ -267,6 +268,7 @@ def test_prepare_ccfbdci(tmp_path):
     assert abs(stats["splits"]["test"]["empty_share"] - stats["all"]["empty_share"]) < 0.08
 
 
+@pytest.mark.shared
 def test_prepare_weibo_directory(tmp_path):
     report, _ = run(tmp_path, shared_path("data", "weibo"), plot=False)
     assert report.split_sizes == {"train": 1350, "dev": 270, "test": 270}

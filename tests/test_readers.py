@@ -45,6 +45,7 @@ def spans(doc) -> list[tuple[int, int, str, str]]:
 # ------------------------------------------------------------------------------------------------- real files
 
 
+@pytest.mark.shared
 def test_ccfbdci_counts_match_the_data_readme():
     path = shared_path("data", "ccfbdci", "ccfbdci.jsonl")
     assert detect_format(path) == "chinese_ner_sft"
@@ -57,6 +58,7 @@ def test_ccfbdci_counts_match_the_data_readme():
     assert docs[0].id == "ccfbdci-1" and len({d.id for d in docs}) == len(docs)
 
 
+@pytest.mark.shared
 def test_cluener_concatenated_pretty_printed_objects():
     path = shared_path("data", "cluener", "train.json")
     assert detect_format(path) == "cluener"
@@ -72,6 +74,7 @@ def test_cluener_concatenated_pretty_printed_objects():
         read_cluener(path, reject_overlaps=True)
 
 
+@pytest.mark.shared
 def test_cluener_dir_is_a_predefined_split():
     directory = shared_path("data", "cluener")
     splits, report = read_split_dir(directory)
@@ -79,6 +82,7 @@ def test_cluener_dir_is_a_predefined_split():
     assert report.format == "cluener"
 
 
+@pytest.mark.shared
 def test_weibo_conll_with_segmentation_digits():
     directory = shared_path("data", "weibo")
     files = find_split_files(directory)
