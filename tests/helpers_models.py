@@ -9,7 +9,7 @@ from conftest import make_tiny_qwen2
 
 from nerft.labels import LabelSet, ccfbdci_labels
 from nerft.prompts import Prompt, build_prompt
-from nerft.rundir import RunInfo, adapter_dir, tokenizer_dir
+from nerft.rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 
 
 def make_lora_model(seed: int = 0, save_base_to: Path | None = None, tokenizer=None):
@@ -38,7 +38,7 @@ def build_run_dir(root: Path, tokenizer, *, labels: LabelSet | None = None, prom
     peft_model = make_lora_model(seed, save_base_to=base_dir, tokenizer=tokenizer)
     peft_model.save_pretrained(adapter_dir(run))
     tokenizer.save_pretrained(tokenizer_dir(run))
-    RunInfo(base_model=str(base_dir), labels=labels, prompt=prompt).save(run)
+    RunInfo(base_model=BaseModelRef(str(base_dir.resolve())), labels=labels, prompt=prompt).save(run)
     return run
 
 

@@ -6,22 +6,28 @@ from helpers_models import build_tutorial_checkpoint, shared_run_dir
 from nerft import cli
 from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
 from nerft.predict import (
+    PredictOptions,
     RepetitionGuard,
     TransformersPredictor,
     answer_budget,
-    answer_to_entities,
-    finished_ids,
     load_predictor,
     predict_file,
+    read_inputs,
 )
+from nerft.predict.files import finished_ids
 from nerft.schema import NerftError
 
 TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。"]
 
 
+def raw_answers(predictor, texts):
+    """The raw answer of each window of each text."""
+    return [p.answers for p in predictor.predict_detailed(texts)]
+
+
 @pytest.fixture(scope="module")
-def run_dir(qwen2_tokenizer):
-    return shared_run_dir(qwen2_tokenizer)
+def run_dir(tiny_tokenizer):
+    return shared_run_dir(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +49,18 @@ def test_predict_keeps_order_and_offsets_slice_text(predictor):
 
 def test_batched_equals_one_at_a_time_unconstrained(run_dir):
     p = load_predictor(run_dir, max_new_tokens=6, batch_size=4)
-    p.predict(TEXTS)
-    batched = list(p.last_raw)
-    single = []
-    for t in TEXTS:
-        p.predict([t])
-        single.append(p.last_raw[0])
+    batched = raw_answers(p, TEXTS)
+    single = [raw_answers(p, [t])[0] for t in TEXTS]
     assert batched == single
 
 
-def test_prefix_cache_gives_identical_tokens(predictor, qwen2_tokenizer):
+def test_prefix_cache_gives_identical_tokens(predictor, tiny_tokenizer):
     model, prompt = predictor.model, predictor.prompt
-    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
-    prefix = PrefixCache(model, shared_prefix_ids(qwen2_tokenizer, prompt))
+    ids = [prompt_ids(tiny_tokenizer, prompt, t) for t in TEXTS]
+    prefix = PrefixCache(model, shared_prefix_ids(tiny_tokenizer, prompt))
     assert len(prefix.ids) > 20
-    plain = generate_batch(model, qwen2_tokenizer, ids, 5)
-    cached = generate_batch(model, qwen2_tokenizer, ids, 5, prefix=prefix)
+    plain = generate_batch(model, tiny_tokenizer, ids, 5)
+    cached = generate_batch(model, tiny_tokenizer, ids, 5, prefix=prefix)
     assert [g.token_ids for g in plain] == [g.token_ids for g in cached]
 
 
@@ -73,7 +75,7 @@ def test_long_document_is_windowed_with_global_offsets(run_dir):
     p = load_predictor(run_dir, max_new_tokens=8, constrained=True, window=16, window_overlap=4)
     text = "".join(TEXTS) * 2
     [ents] = p.predict([text])
-    assert p.stats["windows"] > 2
+    assert p.stats.windows > 2 and p.stats.texts == 1
     assert all(text[e.start:e.end] == e.text for e in ents)
     assert len({(e.start, e.end, e.label) for e in ents}) == len(ents)
 
@@ -83,18 +85,9 @@ def test_answer_budget_is_bounded_by_text():
     assert answer_budget(30, 5) > 30
 
 
-def test_answer_to_entities_scores_and_grounds(predictor):
-    text = "张三和李四在北京"
-    scores = [("人名:张三", 0.9), ("人名:李四", 0.5), ("地点:上海", 0.4)]
-    ents = answer_to_entities(text, "人名:张三\n人名:李四\n地点:上海", predictor.labels, scores=scores)
-    assert [(e.text, e.score) for e in ents] == [("张三", 0.9), ("李四", 0.5)]  # 上海 is not in the text
-    kept = answer_to_entities(text, "地点:上海", predictor.labels, keep_hallucinated=True)
-    assert kept[0].start is None
-
-
-def test_repetition_guard(qwen2_tokenizer, predictor):
-    guard = RepetitionGuard(qwen2_tokenizer, ["北京和北京", "北京"], predictor.labels)
-    ids = qwen2_tokenizer.encode("地点:北京\n地点:北京\n", add_special_tokens=False)
+def test_repetition_guard(tiny_tokenizer, predictor):
+    guard = RepetitionGuard(tiny_tokenizer, ["北京和北京", "北京"], predictor.labels)
+    ids = tiny_tokenizer.encode("地点:北京\n地点:北京\n", add_special_tokens=False)
     assert not guard(0, ids)  # 北京 occurs twice: a real duplicate
     assert guard(1, ids)
 
@@ -111,24 +104,24 @@ def test_resume_finishes_only_the_rest(run_dir, tmp_path):
     class Flaky:
         labels, name, calls = base.labels, "flaky", []
 
-        def predict(self, texts, labels=None):
+        def predict_detailed(self, texts, labels=None):
             if len(self.calls) == 1:
                 raise Interrupted
             self.calls.append(list(texts))
-            return base.predict(texts, labels)
+            return base.predict_detailed(texts, labels)
 
     out = tmp_path / "out.jsonl"
     with pytest.raises(Interrupted):
         predict_file(Flaky(), inp, out, chunk_size=3, progress=False)
     with open(out, "a", encoding="utf-8") as f:
         f.write('{"id": "d3", "text": "torn')  # a write cut in the middle
-    assert finished_ids(out) == {"d0", "d1", "d2"}
+    assert finished_ids(out, dict(read_inputs(inp))) == {"d0", "d1", "d2"}
     calls = []
 
     class Counting(Flaky):
-        def predict(self, texts, labels=None):
+        def predict_detailed(self, texts, labels=None):
             calls.append(list(texts))
-            return base.predict(texts, labels)
+            return base.predict_detailed(texts, labels)
 
     assert predict_file(Counting(), inp, out, chunk_size=3, progress=False) == 5
     assert sum(len(c) for c in calls) == 5
@@ -160,8 +153,8 @@ def test_cli_rejects_mismatching_format(run_dir, capsys):
                      "--max-new-tokens", "2", "x"]) == 0
 
 
-def test_tutorial_checkpoint_loads_with_tutorial_prompt(qwen2_tokenizer, tmp_path):
-    base, ckpt = build_tutorial_checkpoint(tmp_path, qwen2_tokenizer)
+def test_tutorial_checkpoint_loads_with_tutorial_prompt(tiny_tokenizer, tmp_path):
+    base, ckpt = build_tutorial_checkpoint(tmp_path, tiny_tokenizer)
     p = load_predictor(base=base, adapter=ckpt, max_new_tokens=6)
     assert isinstance(p, TransformersPredictor)
     assert p.prompt.style == "tutorial" and p.prompt.output_format == "tutorial"
@@ -171,15 +164,13 @@ def test_tutorial_checkpoint_loads_with_tutorial_prompt(qwen2_tokenizer, tmp_pat
     assert load_predictor(ckpt, max_new_tokens=2).prompt.style == "tutorial"
 
 
-def test_adapter_changes_outputs(run_dir, qwen2_tokenizer):
+def test_adapter_changes_outputs(run_dir, tiny_tokenizer):
     from helpers_models import make_tiny_qwen2
 
     with_adapter = load_predictor(run_dir, max_new_tokens=4)
-    plain = TransformersPredictor.from_model(make_tiny_qwen2(), qwen2_tokenizer, with_adapter.labels,
-                                             with_adapter.prompt, max_new_tokens=4)
-    with_adapter.predict(TEXTS)
-    plain.predict(TEXTS)
-    assert with_adapter.last_raw != plain.last_raw
+    plain = TransformersPredictor(make_tiny_qwen2(tokenizer=tiny_tokenizer), tiny_tokenizer, with_adapter.labels,
+                                  with_adapter.prompt, PredictOptions(max_new_tokens=4))
+    assert raw_answers(with_adapter, TEXTS) != raw_answers(plain, TEXTS)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -187,23 +178,21 @@ def test_missing_model_is_a_clear_error(tmp_path):
         load_predictor(tmp_path)
 
 
-def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(qwen2_tokenizer, predictor):
+def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(tiny_tokenizer, predictor):
     import torch
     from helpers_models import make_tiny_qwen2
 
-    model = make_tiny_qwen2(seed=5).train()
-    p = TransformersPredictor.from_model(model, qwen2_tokenizer, predictor.labels, predictor.prompt,
-                                         max_new_tokens=6)
+    model = make_tiny_qwen2(seed=5, tokenizer=tiny_tokenizer).train()
+    p = TransformersPredictor(model, tiny_tokenizer, predictor.labels, predictor.prompt,
+                              PredictOptions(max_new_tokens=6), frozen=False)
     p.predict(TEXTS[:2])
     assert model.training  # given back in training mode
     with torch.no_grad():  # a training step changes the weights: the prefix cache must not go stale
         for w in model.parameters():
             w.add_(torch.randn_like(w) * 0.05)
-    p.predict(TEXTS[:2])
-    uncached = TransformersPredictor.from_model(model, qwen2_tokenizer, predictor.labels, predictor.prompt,
-                                                max_new_tokens=6, prefix_cache=False)
-    uncached.predict(TEXTS[:2])
-    assert p.last_raw == uncached.last_raw
+    uncached = TransformersPredictor(model, tiny_tokenizer, predictor.labels, predictor.prompt,
+                                     PredictOptions(max_new_tokens=6, prefix_cache=False))
+    assert raw_answers(p, TEXTS[:2]) == raw_answers(uncached, TEXTS[:2])
 
 
 def test_empty_inputs(predictor):
@@ -212,6 +201,7 @@ def test_empty_inputs(predictor):
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_real_model_prefix_cache_and_batching_agree(qwen2_tokenizer):
     """Qwen2.5-Coder-0.5B (built by ../shared/bin/get-qwen2.5-coder-0.5b; set NERFT_QWEN05B to its folder)."""
     import os
@@ -228,32 +218,28 @@ def test_real_model_prefix_cache_and_batching_agree(qwen2_tokenizer):
         pytest.skip(f"{path} not built")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     labels = ccfbdci_labels()
-    p = TransformersPredictor.from_model(model, qwen2_tokenizer, labels, build_prompt(labels), max_new_tokens=16,
-                                         frozen=True)
-    batched = p.predict(TEXTS)
-    raw = list(p.last_raw)
+    p = TransformersPredictor(model, qwen2_tokenizer, labels, build_prompt(labels), PredictOptions(max_new_tokens=16))
+    batched = p.predict_detailed(TEXTS)
     p.options.prefix_cache, p.options.batch_size = False, 1
-    assert [p.predict([t])[0] for t in TEXTS] == batched
-    p.predict(TEXTS)
-    assert p.last_raw == raw
+    assert [p.predict_detailed([t])[0] for t in TEXTS] == batched
 
 
 @pytest.mark.parametrize("constrained", [False, True])
-def test_rows_leaving_the_batch_keep_their_answers(predictor, qwen2_tokenizer, constrained):
+def test_rows_leaving_the_batch_keep_their_answers(predictor, tiny_tokenizer, constrained):
     # Rows with small token limits finish first and are dropped from the batch; the others must go on exactly as
     # they would alone (cache, mask, positions and the constrained processor all follow the dropped rows).
     from nerft.constrained import ConstrainedAnswer
 
     model, prompt = predictor.model, predictor.prompt
     names = predictor.labels.names
-    ids = [prompt_ids(qwen2_tokenizer, prompt, t) for t in TEXTS]
+    ids = [prompt_ids(tiny_tokenizer, prompt, t) for t in TEXTS]
     limits = [2, 12, 1, 7]
 
     def proc(texts):
-        return ConstrainedAnswer(qwen2_tokenizer, texts, names, predictor.format) if constrained else None
+        return ConstrainedAnswer(tiny_tokenizer, texts, names, prompt.output_format) if constrained else None
 
-    batched = generate_batch(model, qwen2_tokenizer, ids, limits, proc(TEXTS))
-    alone = [generate_batch(model, qwen2_tokenizer, [x], [n], proc([t]))[0]
+    batched = generate_batch(model, tiny_tokenizer, ids, limits, proc(TEXTS))
+    alone = [generate_batch(model, tiny_tokenizer, [x], [n], proc([t]))[0]
              for x, n, t in zip(ids, limits, TEXTS, strict=True)]
     assert [len(g.token_ids) for g in batched] == [len(g.token_ids) for g in alone]
     assert max(len(g.token_ids) for g in batched) > 7  # the long row really outlived the others
@@ -265,17 +251,14 @@ def test_rows_leaving_the_batch_keep_their_answers(predictor, qwen2_tokenizer, c
 def test_none_bias_moves_the_first_token_to_or_from_a_none_answer(run_dir):
     # A bias on the tokens that begin a "no entity" answer, at the first step only: a strong negative one makes
     # every answer "none", a strong positive one makes no answer "none" (and later steps may still end the turn).
-    forced_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=-1e4, keep_raw=True)
+    forced_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=-1e4)
     assert forced_none.predict(TEXTS) == [[] for _ in TEXTS]
-    assert [r[0] for r in forced_none.last_raw] == [""] * len(TEXTS)
-    no_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=1e4, keep_raw=True)
-    no_none.predict(TEXTS)
-    assert all(r[0] != "" for r in no_none.last_raw)
-    plain = load_predictor(run_dir, max_new_tokens=6, batch_size=4, keep_raw=True)
-    plain.predict(TEXTS)
-    zero = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=0.0, keep_raw=True)
-    zero.predict(TEXTS)
-    assert zero.last_raw == plain.last_raw
+    assert [r[0] for r in raw_answers(forced_none, TEXTS)] == [""] * len(TEXTS)
+    no_none = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=1e4)
+    assert all(r[0] != "" for r in raw_answers(no_none, TEXTS))
+    plain = load_predictor(run_dir, max_new_tokens=6, batch_size=4)
+    zero = load_predictor(run_dir, max_new_tokens=6, batch_size=4, none_bias=0.0)
+    assert raw_answers(zero, TEXTS) == raw_answers(plain, TEXTS)
 
 
 def test_cli_decoding_options_from_yaml_and_flags(run_dir, tmp_path, capsys):

@@ -8,9 +8,9 @@ import pytest
 from nerft.generation import Generated, prompt_ids
 from nerft.labels import ccfbdci_labels
 from nerft.predict import PredictOptions, answer_budget
+from nerft.predict.vllm_backend import VllmEngine, VllmPredictor
 from nerft.prompts import build_prompt
 from nerft.schema import NerftError
-from nerft.vllm_backend import VllmEngine, VllmPredictor
 
 
 class FakeEngine:
@@ -34,17 +34,17 @@ class FakeEngine:
 
 
 @pytest.fixture
-def vllm_predictor(qwen2_tokenizer):
+def vllm_predictor(tiny_tokenizer):
     labels = ccfbdci_labels()
-    return VllmPredictor(FakeEngine(qwen2_tokenizer), qwen2_tokenizer, labels, build_prompt(labels, "compact"),
+    return VllmPredictor(FakeEngine(tiny_tokenizer), tiny_tokenizer, labels, build_prompt(labels, "compact"),
                          PredictOptions(window=12, window_overlap=0))
 
 
-def test_prompts_budgets_and_grounding(vllm_predictor, qwen2_tokenizer):
+def test_prompts_budgets_and_grounding(vllm_predictor, tiny_tokenizer):
     texts = ["张三在北京。", "没有实体"]
     results = vllm_predictor.predict(texts)
     prompts, limits = vllm_predictor.engine.calls[0]
-    assert prompts[0] == prompt_ids(qwen2_tokenizer, vllm_predictor.prompt, texts[0])  # same prompt as transformers
+    assert prompts[0] == prompt_ids(tiny_tokenizer, vllm_predictor.prompt, texts[0])  # same prompt as transformers
     assert all(lim <= answer_budget(12, 20) for lim in limits)
     assert [(e.start, e.end, e.label, e.text) for e in results[0]] == [(0, 2, "PER", "张三"), (3, 5, "LOC", "北京")]
     assert results[0][0].score == pytest.approx(0.905, abs=1e-3)  # exp(-0.1)
@@ -59,14 +59,14 @@ def test_windows_map_back_to_document_offsets(vllm_predictor):
     assert [(text[e.start:e.end], e.label) for e in ents] == [("张三", "PER"), ("北京", "LOC")]
 
 
-def test_constrained_is_refused(qwen2_tokenizer):
+def test_constrained_is_refused(tiny_tokenizer):
     labels = ccfbdci_labels()
     with pytest.raises(NerftError, match="transformers backend"):
-        VllmPredictor(FakeEngine(qwen2_tokenizer), qwen2_tokenizer, labels, build_prompt(labels),
+        VllmPredictor(FakeEngine(tiny_tokenizer), tiny_tokenizer, labels, build_prompt(labels),
                       PredictOptions(constrained=True))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
-def test_missing_vllm_is_a_clear_error(qwen2_tokenizer, tmp_path):
+def test_missing_vllm_is_a_clear_error(tiny_tokenizer, tmp_path):
     with pytest.raises(NerftError, match="pip install 'nerft\\[vllm\\]'"):
-        VllmEngine(tmp_path, qwen2_tokenizer)
+        VllmEngine(tmp_path, tiny_tokenizer)
