@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from helpers_models import build_tutorial_checkpoint, shared_run_dir
+from helpers_models import RUN_SEED, build_tutorial_checkpoint, shared_run_dir
 
 from nerft import cli
 from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
@@ -198,6 +198,32 @@ def test_from_model_for_dev_eval_keeps_training_mode_and_follows_weights(tiny_to
 def test_empty_inputs(predictor):
     assert predictor.predict([]) == []
     assert predictor.predict(["", "北京"])[0] == []
+
+
+@pytest.mark.shared
+def test_a_run_with_the_real_qwen2_tokenizer(qwen2_tokenizer, tmp_path):
+    """The pipeline with Qwen2's own token ids and template: a run directory saved with the real tokenizer loads,
+    builds ChatML prompts from Qwen2's ids, stops on its ids, and decodes (constrained) into grounded entities,
+    never picking one of the model's rows past the tokenizer's vocabulary (151,936 rows, 151,646 tokens)."""
+    from helpers_models import build_run_dir
+
+    from nerft.generation import stop_token_ids
+
+    run = build_run_dir(tmp_path, qwen2_tokenizer, seed=RUN_SEED)
+    p = load_predictor(run, max_new_tokens=8, constrained=True)
+    assert len(p.tokenizer) == 151646 and p.model.config.vocab_size == 151936
+    ids = prompt_ids(p.tokenizer, p.prompt, TEXTS[0])
+    im_start, im_end, newline, assistant, system = 151644, 151645, 198, 77091, 8948
+    assert ids[:3] == [im_start, system, newline] and ids[-5:] == [im_end, newline, im_start, assistant, newline]
+    assert set(stop_token_ids(p.tokenizer)) == {151643, im_end}
+    results = p.predict(TEXTS)
+    for text, ents in zip(TEXTS, results, strict=True):
+        assert all(text[e.start:e.end] == e.text and e.label in p.labels for e in ents)
+    from nerft.constrained import ConstrainedAnswer
+
+    proc = ConstrainedAnswer(p.tokenizer, TEXTS[:1], p.labels.names, p.prompt.output_format)
+    [answer] = generate_batch(p.model, p.tokenizer, [ids], 8, proc)
+    assert answer.token_ids and all(t < len(p.tokenizer) for t in answer.token_ids)
 
 
 @pytest.mark.slow

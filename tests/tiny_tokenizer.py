@@ -64,7 +64,16 @@ def training_texts(n_docs: int = 400) -> list[str]:
 
 def build_tiny_qwen2_tokenizer(vocab_size: int = VOCAB_SIZE):
     """A ``Qwen2TokenizerFast`` (about 0.1 s to train) with Qwen2's pipeline, specials and chat template."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from tokenizers.trainers import BpeTrainer
     from transformers import Qwen2TokenizerFast
 
