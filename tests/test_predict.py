@@ -80,9 +80,30 @@ def test_long_document_is_windowed_with_global_offsets(run_dir):
     assert len({(e.start, e.end, e.label) for e in ents}) == len(ents)
 
 
-def test_answer_budget_is_bounded_by_text():
-    assert answer_budget(30, 5) < 200
-    assert answer_budget(30, 5) > 30
+@pytest.mark.parametrize("fmt_name", ["compact", "jsonl", "tutorial"])
+def test_answer_budget_holds_every_gold_answer_and_is_cut_to_the_text(tiny_tokenizer, fmt_name):
+    from nerft.formats import get_format
+    from nerft.labels import ccfbdci_labels
+    from nerft.predict import entity_overhead_tokens
+    from nerft.resources.demo_corpus import generate_corpus
+    from nerft.schema import Document, Entity
+
+    def n_tokens(s: str) -> int:
+        return len(tiny_tokenizer.encode(s, add_special_tokens=False))
+
+    labels, fmt = ccfbdci_labels(), get_format(fmt_name)
+    overhead = entity_overhead_tokens(tiny_tokenizer, labels, fmt_name)
+    none = n_tokens(fmt.none_text) if fmt.none_text else 0
+    dense = "张三李四王五赵六孙七周八吴九郑十" * 3  # nothing but two-character entities
+    docs = generate_corpus(200, seed=1) + [
+        Document("dense", dense, [Entity(i, i + 2, "GPE", dense[i:i + 2]) for i in range(0, len(dense), 2)])]
+    for doc in docs:  # room for the right answer, however many entities the text holds
+        assert n_tokens(fmt.render(doc.entities, labels)) <= answer_budget(n_tokens(doc.text), overhead, none), doc
+    # and no more than a text can hold: less room than one entity per text token, so a looping model is cut in
+    # proportion to its text
+    budgets = [answer_budget(n, overhead, none) for n in (10, 20, 40, 80)]
+    assert budgets == sorted(budgets)
+    assert all(b < n * (overhead + 2) for b, n in zip(budgets, (10, 20, 40, 80), strict=True))
 
 
 def test_repetition_guard(tiny_tokenizer, predictor):
