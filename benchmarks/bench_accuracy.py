@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from nerft.jsonl import write_jsonl
 
 from .common import (
     DEFAULT_MODEL,
@@ -52,7 +53,6 @@ from .common import (
     read_jsonl,
     require,
     run_in_child,
-    write_jsonl,
     write_results,
 )
 
@@ -92,24 +92,26 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
     """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt;
     ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...)."""
     from nerft.labels import ccfbdci_labels
-    from nerft.predict import PredictOptions, TransformersPredictor, load_model_and_tokenizer
+    from nerft.predict import LoadOptions, PredictOptions, TransformersPredictor, load_model_and_tokenizer
     from nerft.prompts import build_prompt
 
     docs = read_jsonl(test_file, limit)
-    lm, tok, labels, prompt, name = load_model_and_tokenizer(run_dir, base, adapter)
+    loaded = load_model_and_tokenizer(LoadOptions(model=run_dir, base=base, adapter=adapter, device="cpu"))
+    lm, tok, labels, prompt, name = loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, loaded.name
     if prompt_style == "nerft":
         labels = ccfbdci_labels()
         prompt = build_prompt(labels, "compact", "nerft")
     predictor = TransformersPredictor(lm, tok, labels, prompt,
-                                      PredictOptions(**{"batch_size": batch_size, **(options or {}), "keep_raw": True}),
+                                      PredictOptions(**{"batch_size": batch_size, **(options or {})}),
                                       name=name)
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
     chunk = batch_size * 8
     start = time.perf_counter()
     for s in range(0, len(texts), chunk):
-        entities += predictor.predict(texts[s:s + chunk])
-        answers += ["\n".join(r) for r in predictor.last_raw]
+        predictions = predictor.predict_detailed(texts[s:s + chunk])
+        entities += [p.entities for p in predictions]
+        answers += ["\n".join(p.answers) for p in predictions]
         progress.step(len(texts[s:s + chunk]))
     seconds = time.perf_counter() - start
     _write_predictions(out_file, docs, entities, answers)
@@ -117,7 +119,8 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
 
 
 def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base: str, adapter: str | None) -> dict:
-    from nerft.predict import answer_to_entities, tutorial_prompt
+    from nerft.answers import read_answer
+    from nerft.predict import tutorial_prompt
 
     from .tutorial_baseline import load_for_inference, predict_texts
 
@@ -127,8 +130,8 @@ def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base
     answers, _ = predict_texts([d["text"] for d in docs], lm, tok, Progress(len(docs), "score tutorial"))
     seconds = time.perf_counter() - start
     labels, _ = tutorial_prompt()
-    _write_predictions(out_file, docs, [answer_to_entities(d["text"], a, labels) for d, a in zip(docs, answers,
-                                                                                                 strict=True)], answers)
+    _write_predictions(out_file, docs, [read_answer(d["text"], a, labels).entities
+                                        for d, a in zip(docs, answers, strict=True)], answers)
     return {"score_s": seconds, "format": "tutorial"}
 
 
@@ -402,21 +405,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from nerft.plots import ranked_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
-    names = [r["row"] for r in rows][::-1]
-    ax.barh(names, [r["f1"] for r in rows][::-1], color="#2a7ab9")
-    for i, r in enumerate(rows[::-1]):
-        ax.text(r["f1"] + 0.5, i, f"{r['f1']:.1f}", va="center", fontsize=8)
-    ax.set_xlabel("strict micro F1")
-    ax.set_xlim(0, max(10, math.ceil(max((r["f1"] for r in rows), default=0) / 10) * 10 + 10))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ranked_bars([r["row"] for r in rows], [r["f1"] for r in rows], path, "strict micro F1")
 
 
 if __name__ == "__main__":

@@ -169,10 +169,11 @@ def nerft_settings(config_path: Path | None) -> dict[str, Any]:
 
 
 def train_nerft(shape, dtype, device, steps: int, settings: dict[str, Any]) -> dict:
+    """nerft's own training step (``nerft.train.step.train_step``, what ``nerft train`` runs) on synthetic data."""
     import torch
 
     from nerft.modeling import add_lora
-    from nerft.train import Example, SupervisedLoss, collate, epoch_batches
+    from nerft.train import Example, StepStats, SupervisedLoss, collate, epoch_batches, train_step
 
     model = add_lora(build_model(shape, dtype, device), settings["lora"], settings["checkpointing"])
     model.train()
@@ -182,32 +183,25 @@ def train_nerft(shape, dtype, device, steps: int, settings: dict[str, Any]) -> d
                                                                          vocab=shape["vocab_size"])]
     batches = epoch_batches([len(e.input_ids) for e in examples], settings["batch_size"], 42, 0,
                             settings["group_by_length"])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["lr"])
-    counts = {"examples": 0, "padded_tokens": 0, "real_tokens": 0, "supervised_tokens": 0}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"])
+    totals = StepStats()
     _reset_memory(device)
     t_start = None
     for step in range(steps + 1):
-        if step == 1:
+        if step == 1:  # the first step warms up kernels and allocators; it is not timed or counted
             _sync(device)
             t_start = time.perf_counter()
-            counts = dict.fromkeys(counts, 0)
+            totals = StepStats()
         micro = [collate([examples[i] for i in b], shape["pad_token_id"], settings["packing"])
                  for b in batches[step * settings["grad_accum"]:(step + 1) * settings["grad_accum"]]]
-        n_sup = sum(int((c["labels"][:, 1:] != -100).sum()) for c in micro)
-        for batch in micro:
-            loss_sum, _ = loss_module(**{k: v.to(device) for k, v in batch.items()})
-            (loss_sum / max(n_sup, 1)).backward()
-            counts["examples"] += batch["input_ids"].shape[0] if not settings["packing"] else \
-                int((batch["position_ids"] == 0).sum())
-            counts["padded_tokens"] += batch["input_ids"].numel()
-            mask = batch.get("attention_mask")
-            counts["real_tokens"] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-        counts["supervised_tokens"] += n_sup
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        stats = train_step(loss_module, micro, optimizer, params=params, max_grad_norm=1.0, device=device)
+        for key in ("supervised_tokens", "real_tokens", "padded_tokens", "examples"):
+            setattr(totals, key, getattr(totals, key) + getattr(stats, key))
     _sync(device)
     seconds = time.perf_counter() - t_start
+    counts = {"examples": totals.examples, "padded_tokens": totals.padded_tokens, "real_tokens": totals.real_tokens,
+              "supervised_tokens": totals.supervised_tokens}
     return {"recipe": "nerft", "seconds": seconds, "steps": steps, **counts,
             "head_positions": counts["supervised_tokens"], "checkpointing": settings["checkpointing"],
             "peak_gpu_memory_gb": _peak_memory_gb(device),

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from nerft.jsonl import write_jsonl
+
 from .common import (
     DEFAULT_MODEL,
     RESULTS,
@@ -35,13 +37,13 @@ from .common import (
     read_jsonl,
     require,
     run_in_child,
-    write_jsonl,
     write_results,
 )
 
 
 def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, out_file: str) -> dict:
-    from nerft.predict import answer_to_entities, tutorial_prompt
+    from nerft.answers import read_answer
+    from nerft.predict import tutorial_prompt
 
     from .tutorial_baseline import load_for_inference, predict_texts
 
@@ -52,7 +54,7 @@ def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, ou
     seconds = time.perf_counter() - start
     labels, _ = tutorial_prompt()
     rows = [{"id": d["id"], "text": d["text"], "output": a, "generated_tokens": n,
-             "entities": [e.to_dict() for e in answer_to_entities(d["text"], a, labels)]}
+             "entities": [e.to_dict() for e in read_answer(d["text"], a, labels).entities]}
             for d, a, n in zip(docs, answers, generated, strict=True)]
     write_jsonl(out_file, rows)
     return {"texts": len(docs), "seconds": seconds, "generated_tokens": sum(generated),
@@ -65,17 +67,18 @@ def run_nerft(model: str | None, adapter: str | None, run_dir: str | None, test_
 
     docs = read_jsonl(test_file, limit)
     if run_dir:
-        predictor = load_predictor(run_dir, keep_raw=True, **options)
+        predictor = load_predictor(run_dir, device="cpu", **options)
     else:
-        predictor = load_predictor(base=model, adapter=adapter, keep_raw=True, **options)
+        predictor = load_predictor(base=model, adapter=adapter, device="cpu", **options)
     texts = [d["text"] for d in docs]
     chunk = max(1, predictor.options.batch_size * 4)
     progress = Progress(len(texts), predictor.name)
     results, raw = [], []
     start = time.perf_counter()
     for s in range(0, len(texts), chunk):
-        results += predictor.predict(texts[s:s + chunk])
-        raw += ["\n".join(r) for r in predictor.last_raw]
+        predictions = predictor.predict_detailed(texts[s:s + chunk])
+        results += [p.entities for p in predictions]
+        raw += ["\n".join(p.answers) for p in predictions]
         progress.step(len(texts[s:s + chunk]))
     seconds = time.perf_counter() - start
     tok = predictor.tokenizer

@@ -102,81 +102,40 @@ def nerft_train_config(model: str, train_file: str, limit: int, max_steps: int, 
 
 def run_nerft(model: str, train_file: str, limit: int | None, max_steps: int, out_dir: str, config_path: str | None,
               epochs: int = 1, extra: dict[str, Any] | None = None, max_seconds: float | None = None) -> dict:
-    """nerft's ``train()`` through its Python API, instrumented from outside: its ``collate`` is wrapped to count
-    tokens and its tracker (asked to log every step) to time each optimizer step.
+    """nerft's ``train()`` through its Python API, logging every step: the per-step records of train_log.jsonl
+    carry the token and example counts and the training clock, so nothing is instrumented from outside.
 
-    ``max_seconds``: at the first optimizer-step boundary after that much training, a KeyboardInterrupt is raised
-    from the tracker, which nerft handles like Ctrl-C (checkpoint + adapter saved), as the tutorial side stops
-    through a Trainer callback."""
-    import nerft.train as nt
+    ``max_seconds``: nerft's own wall-clock budget (``optim.max_minutes``): it stops at the first optimizer-step
+    boundary after that much training, as the tutorial side stops through a Trainer callback."""
+    from nerft.jsonl import read_records
+    from nerft.train import train
 
     cfg = nerft_train_config(model, train_file, limit, max_steps, out_dir, config_path, epochs, extra)
-    counts = {"examples": 0, "padded_tokens": 0, "real_tokens": 0, "supervised_tokens": 0}
-    collate = nt.collate
-
-    loop_started: list[float] = []
-
-    def counting_collate(examples, pad_id, packing):
-        if not loop_started:
-            loop_started.append(time.perf_counter())
-        batch = collate(examples, pad_id, packing)
-        counts["examples"] += len(examples)
-        counts["padded_tokens"] += batch["input_ids"].numel()
-        mask = batch.get("attention_mask")
-        counts["real_tokens"] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-        counts["supervised_tokens"] += int((batch["labels"][:, 1:] != nt.IGNORE).sum())
-        return batch
-
-    step_ends: list[tuple[int, float]] = []
-    losses: list[dict] = []
-
-    class TimedTracker(nt.Tracker):
-        def log(self, metrics, step):
-            if "loss" in metrics:
-                step_ends.append((step, time.perf_counter()))
-                losses.append({"step": step, "loss": metrics["loss"]})
-                elapsed = time.perf_counter() - loop_started[0]
-                total = self_total[0] or "?"
-                print(f"[nerft] step {step}/{total} {elapsed / step:.1f}s/step elapsed {elapsed:.0f}s "
-                      f"{metrics.get('tokens_per_s', 0):.0f} tok/s", file=sys.stderr, flush=True)
-                result = super().log(metrics, step)
-                if max_seconds is not None and elapsed >= max_seconds:
-                    stopped_by_budget.append(step)
-                    raise KeyboardInterrupt  # nerft saves a checkpoint and the adapter, as on Ctrl-C
-                return result
-            return super().log(metrics, step)
-
-    self_total = [cfg.optim.max_steps]  # None with epochs: printed as "?"
-    stopped_by_budget: list[int] = []
-    original = nt.collate, nt.Tracker
-    nt.collate, nt.Tracker = counting_collate, TimedTracker
+    cfg.tracking.log_every = 1
+    if max_seconds is not None:
+        cfg.optim.max_minutes = max_seconds / 60
     t0 = time.perf_counter()
-    try:
-        run_dir = nt.train(cfg)
-    except KeyboardInterrupt:
-        if not stopped_by_budget:
-            raise
-        run_dir = Path(cfg.output.dir)
-    finally:
-        nt.collate, nt.Tracker = original  # in-process runs (smoke tests) call this more than once
+    run_dir = train(cfg)
     total_s = time.perf_counter() - t0
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))["train"]
-    train_s = float(metrics["seconds"])
-    loop_start = step_ends[-1][1] - train_s if step_ends else t0
-    times = [loop_start] + [t for _, t in step_ends]
+    steps = [r for r in read_records(Path(run_dir) / "train_log.jsonl") if "loss" in r]
+    clock = [0.0] + [r["train_seconds"] for r in steps]
+    counts = {key: sum(r[key] for r in steps)
+              for key in ("examples", "padded_tokens", "real_tokens", "supervised_tokens")}
     return {
         "recipe": "nerft",
-        "stop": "time budget" if stopped_by_budget else "max_steps" if max_steps > 0 else f"{epochs} epoch(s)",
+        "stop": metrics["stopped_by"] if max_seconds is not None else "max_steps" if max_steps > 0
+        else f"{epochs} epoch(s)",
         "run_dir": str(run_dir),
-        "load_s": round(total_s - train_s, 2),
-        "train_s": round(train_s, 2),
+        "load_s": round(total_s - metrics["train_seconds"], 2),
+        "train_s": round(metrics["train_seconds"], 2),
         "optimizer_steps": metrics["steps"],
-        "step_s": [round(b - a, 3) for a, b in zip(times[:-1], times[1:], strict=True)],
+        "step_s": [round(b - a, 3) for a, b in zip(clock[:-1], clock[1:], strict=True)],
         "examples_available": metrics["examples"],
         "truncated_examples": metrics.get("overlong", 0),
         **counts,
-        "train_loss": losses[-1]["loss"] if losses else None,
-        "losses": losses,
+        "train_loss": steps[-1]["loss"] if steps else None,
+        "losses": [{"step": r["step"], "loss": r["loss"]} for r in steps],
         "checkpointing": cfg.optim.gradient_checkpointing,
         "head_positions": counts["supervised_tokens"],  # SupervisedLoss applies the lm_head there only
         "config": str(cfg.data.output_format) + "/" + str(cfg.data.prompt_style)
@@ -221,20 +180,11 @@ def summarise(runs: list[dict], params: dict[str, int], peak_flops: float | None
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from nerft.plots import bar_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    names = [r["recipe"] for r in rows]
-    for ax, key, title in ((axes[0], "examples_per_s", "examples / s"), (axes[1], "s_per_step", "s / optimizer step"),
-                           (axes[2], "peak_rss_gb", "peak RSS (GB)")):
-        ax.bar(names, [r.get(key) or 0 for r in rows], color=["#999999", "#2a7ab9"][: len(rows)])
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    bar_panels([r["recipe"] for r in rows], {title: [r.get(key) or 0 for r in rows] for key, title in
+                                             (("examples_per_s", "examples / s"), ("s_per_step", "s / optimizer step"),
+                                              ("peak_rss_gb", "peak RSS (GB)"))}, path)
 
 
 def main(argv: list[str] | None = None) -> int:

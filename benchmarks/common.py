@@ -172,24 +172,10 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Pa
 
 
 def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-                if limit is not None and len(rows) >= limit:
-                    break
-    return rows
+    """The first ``limit`` (default: all) records of a JSONL file, through nerft's one JSONL reader."""
+    from nerft.jsonl import read_records
 
-
-def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    return read_records(path, limit=limit)
 
 
 def require(path: Path, how: str) -> Path:

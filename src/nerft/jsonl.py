@@ -126,10 +126,13 @@ def read_documents(path: str | os.PathLike) -> list[Document]:
             for i, (lineno, obj) in enumerate(iter_jsonl(path))]
 
 
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every line of a JSONL file as a dict (a benchmark table, a training log); a non-object line is an error."""
-    out = []
+def read_records(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
+    """The lines of a JSONL file as dicts (a training log, a benchmark table), the first ``limit`` of them when
+    given; a line that is not an object is an error."""
+    out: list[dict[str, Any]] = []
     for lineno, obj in iter_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
         if not isinstance(obj, dict):
             raise InputError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
         out.append(obj)

@@ -351,7 +351,7 @@ class Trainer:
         self.progress.set_postfix(**postfix)
         if step % cfg.tracking.log_every == 0 or step == self.total_steps:
             self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
-                              "epoch": self.position.epoch}, step)
+                              "epoch": self.position.epoch, "train_seconds": round(self.clock.seconds(), 3)}, step)
         out_of_time = self.budget_spent()
         due = step % cfg.eval.every == 0 if cfg.eval.every else end_of_epoch
         if self.dev_docs and (due or step == self.total_steps or out_of_time):
@@ -415,12 +415,13 @@ class ThroughputMeter:
         self.world, self.started = world, time.perf_counter()
         self.tokens = 0
         self.loss_sum, self.supervised = 0.0, 0
-        self.padded, self.examples = 0, 0
+        self.real, self.padded, self.examples = 0, 0, 0
 
     def add(self, stats: StepStats) -> None:
         self.tokens += stats.real_tokens
         self.loss_sum += stats.loss_sum
         self.supervised += stats.supervised_tokens
+        self.real += stats.real_tokens
         self.padded += stats.padded_tokens
         self.examples += stats.examples
 
@@ -434,10 +435,12 @@ class ThroughputMeter:
         return self.loss_sum / max(self.supervised, 1)
 
     def record(self) -> dict[str, Any]:
-        """The log record of the window since the last one (which it then starts afresh)."""
+        """The log record of the window since the last one (which it then starts afresh); token and example
+        counts are this process's."""
         record = {"loss": round(self.window_loss(), 5), "tokens_per_s": round(self.tokens_per_s(), 1),
-                  "supervised_tokens": self.supervised, "padded_tokens": self.padded, "examples": self.examples}
-        self.loss_sum, self.supervised, self.padded, self.examples = 0.0, 0, 0, 0
+                  "supervised_tokens": self.supervised, "real_tokens": self.real, "padded_tokens": self.padded,
+                  "examples": self.examples}
+        self.loss_sum, self.supervised, self.real, self.padded, self.examples = 0.0, 0, 0, 0, 0
         return record
 
 
