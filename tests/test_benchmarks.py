@@ -1,7 +1,7 @@
 """Smoke tests for benchmarks/: each benchmark runs end to end on a tiny model so its code cannot rot.
 
 Benchmarks are not tests; these only check that the harness works (files written, keys present), never numbers.
-Runs in-process (NERFT_BENCH_IN_PROCESS) on a tiny random Qwen2 with the real tokenizer and a hand-written
+Runs in-process (NERFT_BENCH_IN_PROCESS) on a tiny random Qwen2 with the tiny BPE tokenizer and a hand-written
 six-document dataset; the tiny model is biased to end its answer at once, so generation is short.
 """
 
@@ -11,7 +11,7 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, make_tiny_qwen2, shared_path
+from conftest import REPO, make_tiny_qwen2
 
 sys.path.insert(0, str(REPO))
 
@@ -42,18 +42,16 @@ def _doc(i, text, ents):
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny Qwen2 folder with the real tokenizer; its generation config ends every answer at once."""
-    tok_dir = shared_path("assets", "qwen2-tokenizer")
-    from transformers import AutoTokenizer
-
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny Qwen2 folder with the tiny BPE tokenizer; its generation config ends every answer at once."""
     out = tmp_path_factory.mktemp("tiny-qwen2")
-    model = make_tiny_qwen2()
-    model.generation_config.eos_token_id = [151645, 151643]
-    model.generation_config.pad_token_id = 151643
-    model.generation_config.sequence_bias = [[[151645], 100.0]]  # <|im_end|> first: fast, deterministic
+    model = make_tiny_qwen2(tokenizer=tiny_tokenizer)
+    im_end, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    model.generation_config.eos_token_id = [im_end, pad]
+    model.generation_config.pad_token_id = pad
+    model.generation_config.sequence_bias = [[[im_end], 100.0]]  # <|im_end|> first: fast, deterministic
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
     return out
 
 
@@ -105,14 +103,16 @@ def test_tutorial_system_prompt_is_nerfts_copy():
     assert tb.SYSTEM_PROMPT == TUTORIAL_SYSTEM_PROMPT
 
 
-def test_tutorial_process_func_masks_prompt_ends_with_pad_and_truncates(qwen2_tokenizer):
-    ex = tb.process_func(tb.transfer_record(tb.raw_record(_doc(*DOCS[0]))), qwen2_tokenizer)
+def test_tutorial_process_func_masks_prompt_ends_with_pad_and_truncates(tiny_tokenizer):
+    record = tb.transfer_record(tb.raw_record(_doc(*DOCS[0])))
+    ex = tb.process_func(record, tiny_tokenizer)
     n_prompt = ex["labels"].count(-100)
-    assert ex["input_ids"][-1] == ex["labels"][-1] == qwen2_tokenizer.pad_token_id
+    assert tiny_tokenizer.decode(ex["input_ids"][n_prompt:-1]) == record["output"]
+    assert ex["input_ids"][-1] == ex["labels"][-1] == tiny_tokenizer.pad_token_id
     assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
-    assert qwen2_tokenizer.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
+    assert tiny_tokenizer.decode(ex["input_ids"][:n_prompt]).endswith("<|im_start|>assistant\n")
     long = tb.process_func({"instruction": "x", "input": "文本:" + "".join(map(chr, range(0x4E00, 0x4E00 + 500))), "output": "没有找到任何实体"},
-                           qwen2_tokenizer)
+                           tiny_tokenizer)
     assert len(long["input_ids"]) == len(long["labels"]) == tb.MAX_LENGTH
 
 
