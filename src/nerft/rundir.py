@@ -11,6 +11,7 @@ Layout of a run directory::
       config.yaml       the resolved training config
       labels.json       the label set (also inside nerft.json)
       metrics.json      dev/test metrics, train summary
+      test_predictions.jsonl   the best adapter's predictions on the test split (for ``nerft evaluate --pred``)
       train_log.jsonl   one line per logged step
       curves.png        loss and dev F1 curves
       checkpoints/      step-N/ folders for --resume

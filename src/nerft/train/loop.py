@@ -27,7 +27,7 @@ import yaml
 from .. import config as cfglib
 from ..formats import get_format
 from ..generation import pad_token_id
-from ..jsonl import read_documents, read_records
+from ..jsonl import read_documents, read_records, write_jsonl
 from ..modeling import add_lora, base_model_record, load_model, load_tokenizer, resolve_device
 from ..prompts import Prompt, build_prompt
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
@@ -233,11 +233,14 @@ class Trainer:
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------------
 
-    def evaluate(self, docs: list[Document], split: str) -> dict[str, Any]:
-        """Score ``docs`` (off the training clock) and log the scores and a few samples."""
+    def evaluate(self, docs: list[Document], split: str, predictions_file: Path | None = None) -> dict[str, Any]:
+        """Score ``docs`` (off the training clock) and log the scores and a few samples; with
+        ``predictions_file``, also write the predictions there (what ``nerft evaluate --pred`` reads)."""
         with self.clock.paused():
             preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
                                               self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens)
+            if predictions_file is not None:
+                write_jsonl(predictions_file, preds)
             scores = score(docs, preds, counts)
             self.tracker.log({f"{split}/{k}": v for k, v in scores.items()}, self.position.step)
             self.tracker.log_samples(sample_rows(docs, preds, self.cfg.eval.samples, self.labels), self.position.step)
@@ -395,7 +398,8 @@ class Trainer:
             else:
                 save_adapter(self.model, adapter_dir(self.run_dir))
             if done and self.cfg.data.test:
-                test_scores = self.evaluate(read_documents(self.cfg.data.test), "test")
+                test_scores = self.evaluate(read_documents(self.cfg.data.test), "test",
+                                            self.run_dir / "test_predictions.jsonl")
                 metrics["test"] = test_scores
                 print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
                       f"R {test_scores['recall']:.2f})")
