@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .formats import get_format
 from .labels import LabelSet
+from .schema import NerftError
 
 # Verbatim from the tutorial (note the trailing space). Its label list is hard-coded for CCFBDCI.
 TUTORIAL_SYSTEM_PROMPT = (
@@ -23,9 +24,13 @@ TUTORIAL_SYSTEM_PROMPT = (
 PROMPT_STYLES = ("nerft", "tutorial")
 
 
+class PromptError(NerftError, ValueError):
+    """A prompt style and output format that do not go together (a ValueError too, for callers that catch that)."""
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """Everything needed to turn a text into chat messages. Stored in a run directory as prompt.json."""
+    """Everything needed to turn a text into chat messages. Stored in a run directory inside nerft.json."""
 
     system: str
     user_prefix: str = ""
@@ -49,7 +54,8 @@ def build_prompt(labels: LabelSet, output_format: str = "compact", style: str = 
     if style == "tutorial":
         if output_format != "tutorial":
             # The tutorial's prompt describes its own JSON target; pairing it with another target would mislead.
-            raise ValueError("the tutorial prompt style goes with the tutorial output format")
+            raise PromptError("the tutorial prompt style goes with the tutorial output format (data.output_format "
+                              "tutorial); the nerft style goes with compact or jsonl")
         if labels.names == ["地点", "人名", "地理实体", "组织"]:
             system = TUTORIAL_SYSTEM_PROMPT
         else:  # the same wording for another label set
@@ -58,7 +64,7 @@ def build_prompt(labels: LabelSet, output_format: str = "compact", style: str = 
             )
         return Prompt(system, "文本:", "tutorial", "tutorial")
     if style != "nerft":
-        raise ValueError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
+        raise PromptError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
     fmt = get_format(output_format)
     described = [f"{lab.name}({lab.description})" if describe_labels and lab.description else lab.name
                  for lab in labels.labels]

@@ -1,23 +1,27 @@
-"""Training data: documents -> chat prompt + answer token ids (loss on the answer only), the per-epoch batch
-order (a pure function of seed and epoch, so ``--resume`` replays it) and collation (padded or packed)."""
+"""Training data: the documents a recipe selects, documents -> chat prompt + answer token ids (loss on the
+answer only), the per-epoch batch order (a pure function of seed and epoch, so ``--resume`` replays it) and
+collation (padded or packed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..formats import OutputFormat
+from ..formats import OutputFormat, get_format
 from ..generation import end_of_turn_id, pad_token_id, prompt_ids
+from ..jsonl import read_documents
 from ..labels import LabelSet, load_label_set
-from ..prompts import Prompt
+from ..prompts import Prompt, build_prompt
 from ..schema import Document, NerftError
 
 if TYPE_CHECKING:
-    from .config import DataConfig
+    from .config import DataConfig, TrainConfig
 
 IGNORE = -100
 
@@ -132,3 +136,41 @@ def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     if beside.is_file():
         return LabelSet.from_file(beside)
     return LabelSet.infer(e.label for d in train_docs for e in d.entities)
+
+
+def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document]]:
+    """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``."""
+    if not cfg.data.train:
+        raise NerftError("no training data: pass --train FILE.jsonl (or data.train in the config)")
+    train_docs = read_documents(cfg.data.train)
+    if cfg.data.max_examples:
+        train_docs = train_docs[:cfg.data.max_examples]
+    if cfg.data.empty_share is not None:
+        before = len(train_docs)
+        train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
+        if main:
+            print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} "
+                  "documents")
+    dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
+    return train_docs, dev_docs
+
+
+def build_training_prompt(cfg: TrainConfig, labels) -> Prompt:
+    prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
+    if cfg.data.system_prompt:
+        prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
+    return prompt
+
+
+def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
+                         main: bool) -> EncodedData:
+    end_id = answer_end_id(tokenizer, cfg.data.end_token)
+    data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
+                            cfg.data.max_length, cfg.data.overlong)
+    if data.overlong and main:
+        action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
+        warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
+                      f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
+    if not data.examples:
+        raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
+    return data

@@ -9,14 +9,9 @@ Runs unchanged on one CPU/GPU, under ``torchrun`` / ``accelerate launch`` (DDP),
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import random
-import signal
-import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +20,9 @@ import torch
 import yaml
 
 from .. import config as cfglib
-from ..formats import get_format
 from ..generation import pad_token_id
 from ..jsonl import read_documents, read_records, write_jsonl
 from ..modeling import add_lora, base_model_record, load_model, load_tokenizer, resolve_device
-from ..prompts import Prompt, build_prompt
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import Document, NerftError, atomic_write, write_json
 from ..tracking import Tracker
@@ -43,55 +36,18 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import EncodedData, answer_end_id, collate, encode_documents, epoch_batches, limit_empty_documents
+from .data import (
+    build_training_prompt,
+    collate,
+    encode_training_data,
+    epoch_batches,
+    load_training_documents,
+)
 from .data import resolve_labels as resolve_label_set
 from .evaluation import predict_documents, sample_rows, score
+from .interrupts import Interrupts, TrainingInterrupted
 from .schedule import TrainingClock, build_schedule
-from .step import StepStats, SupervisedLoss, accumulate_gradients, apply_gradients
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training; the run stopped at a step boundary with a checkpoint."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class Interrupts:
-    """SIGINT and SIGTERM become ``TrainingInterrupted``, raised at once, except inside ``critical()`` (the
-    optimizer update and its bookkeeping), where it is raised when the block ends: a stop never leaves half an
-    update behind."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._critical = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        if not self._critical:
-            raise TrainingInterrupted(signum)
-
-    @contextlib.contextmanager
-    def critical(self):
-        self._critical = True
-        try:
-            yield
-        finally:
-            self._critical = False
-        if self.signum is not None:
-            raise TrainingInterrupted(self.signum)
+from .step import StepStats, SupervisedLoss, ThroughputMeter, accumulate_gradients, apply_gradients
 
 
 @dataclass
@@ -101,44 +57,6 @@ class Position:
     step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
-
-
-def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document]]:
-    """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``."""
-    if not cfg.data.train:
-        raise NerftError("no training data: pass --train FILE.jsonl (or data.train in the config)")
-    train_docs = read_documents(cfg.data.train)
-    if cfg.data.max_examples:
-        train_docs = train_docs[:cfg.data.max_examples]
-    if cfg.data.empty_share is not None:
-        before = len(train_docs)
-        train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
-        if main:
-            print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} "
-                  "documents")
-    dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
-    return train_docs, dev_docs
-
-
-def build_training_prompt(cfg: TrainConfig, labels) -> Prompt:
-    prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
-    if cfg.data.system_prompt:
-        prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
-    return prompt
-
-
-def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
-                         main: bool) -> EncodedData:
-    end_id = answer_end_id(tokenizer, cfg.data.end_token)
-    data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
-                            cfg.data.max_length, cfg.data.overlong)
-    if data.overlong and main:
-        action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
-        warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
-                      f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
-    if not data.examples:
-        raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
-    return data
 
 
 class Trainer:
@@ -410,42 +328,6 @@ class Trainer:
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return metrics
-
-
-class ThroughputMeter:
-    """Loss per supervised token since the last log record, and tokens per second since the session started."""
-
-    def __init__(self, world: int):
-        self.world, self.started = world, time.perf_counter()
-        self.tokens = 0
-        self.loss_sum, self.supervised = 0.0, 0
-        self.real, self.padded, self.examples = 0, 0, 0
-
-    def add(self, stats: StepStats) -> None:
-        self.tokens += stats.real_tokens
-        self.loss_sum += stats.loss_sum
-        self.supervised += stats.supervised_tokens
-        self.real += stats.real_tokens
-        self.padded += stats.padded_tokens
-        self.examples += stats.examples
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def tokens_per_s(self) -> float:
-        return self.tokens * self.world / max(self.elapsed(), 1e-9)
-
-    def window_loss(self) -> float:
-        return self.loss_sum / max(self.supervised, 1)
-
-    def record(self) -> dict[str, Any]:
-        """The log record of the window since the last one (which it then starts afresh); token and example
-        counts are this process's."""
-        record = {"loss": round(self.window_loss(), 5), "tokens_per_s": round(self.tokens_per_s(), 1),
-                  "supervised_tokens": self.supervised, "real_tokens": self.real, "padded_tokens": self.padded,
-                  "examples": self.examples}
-        self.loss_sum, self.supervised, self.real, self.padded, self.examples = 0.0, 0, 0, 0, 0
-        return record
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -8,6 +8,7 @@ tokens, DDP gradient sync only on the last micro-batch), clips, steps the optimi
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,3 +122,39 @@ def _gradient_sync(accelerator: Any, loss_module: torch.nn.Module, last: bool):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         accelerator.gradient_state._set_sync_gradients(last)
     return contextlib.nullcontext() if last else accelerator.no_sync(loss_module)
+
+
+class ThroughputMeter:
+    """Loss per supervised token since the last log record, and tokens per second since the session started."""
+
+    def __init__(self, world: int):
+        self.world, self.started = world, time.perf_counter()
+        self.tokens = 0
+        self.loss_sum, self.supervised = 0.0, 0
+        self.real, self.padded, self.examples = 0, 0, 0
+
+    def add(self, stats: StepStats) -> None:
+        self.tokens += stats.real_tokens
+        self.loss_sum += stats.loss_sum
+        self.supervised += stats.supervised_tokens
+        self.real += stats.real_tokens
+        self.padded += stats.padded_tokens
+        self.examples += stats.examples
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def tokens_per_s(self) -> float:
+        return self.tokens * self.world / max(self.elapsed(), 1e-9)
+
+    def window_loss(self) -> float:
+        return self.loss_sum / max(self.supervised, 1)
+
+    def record(self) -> dict[str, Any]:
+        """The log record of the window since the last one (which it then starts afresh); token and example
+        counts are this process's."""
+        record = {"loss": round(self.window_loss(), 5), "tokens_per_s": round(self.tokens_per_s(), 1),
+                  "supervised_tokens": self.supervised, "real_tokens": self.real, "padded_tokens": self.padded,
+                  "examples": self.examples}
+        self.loss_sum, self.supervised, self.real, self.padded, self.examples = 0.0, 0, 0, 0, 0
+        return record
