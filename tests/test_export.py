@@ -49,6 +49,8 @@ def test_export_round_trip(tiny_tokenizer, tmp_path):
 
     generated = plain.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False)[0, len(ids):].tolist()
     stops = set(plain.generation_config.eos_token_id)
+    tok = loaded.tokenizer  # the exported generation config stops where nerft does: <|im_end|> and <|endoftext|>
+    assert stops == {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
     cut = next((k for k, t in enumerate(generated) if t in stops), len(generated))
     assert loaded.tokenizer.decode(generated[:cut], skip_special_tokens=True) == \
         merged.predict_detailed(TEXTS[:1])[0].answers[0]
