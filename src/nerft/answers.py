@@ -83,6 +83,23 @@ def unit_scores(tokenizer: Any, answer: str, token_ids: Sequence[int], logprobs:
         end = len(tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True))
         spans.append((pos, end))
         pos = max(pos, end)
+    return _spans_unit_scores(answer, spans, logprobs)
+
+
+def piece_unit_scores(answer: str, pieces: Sequence[bytes], logprobs: Sequence[float]) -> list[tuple[str, float]]:
+    """``unit_scores`` for an engine that returns each token as the bytes it wrote (an OpenAI-compatible server)
+    instead of its id: a token that ends inside a multi-byte character spans up to where the character ends."""
+    spans, pos, written = [], 0, b""
+    for piece in pieces:
+        written += piece
+        end = len(written.decode("utf-8", errors="ignore"))
+        spans.append((pos, end))
+        pos = max(pos, end)
+    return _spans_unit_scores(answer, spans, logprobs)
+
+
+def _spans_unit_scores(answer: str, spans: Sequence[tuple[int, int]], logprobs: Sequence[float]
+                       ) -> list[tuple[str, float]]:
     out, cursor = [], 0
     for unit in answer_units(answer):
         start = answer.find(unit, cursor)

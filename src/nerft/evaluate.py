@@ -10,6 +10,9 @@ order, and then the counts must agree. A prediction that carries ``text`` must h
 A gold document without a prediction is an error, unless ``allow_missing`` is set: it then scores as an empty
 prediction and is counted in ``missing_predictions``.
 
+With ``--score-with MODEL`` instead of ``--pred``, evaluate predicts the gold texts itself (``predict``'s load and
+decoding flags, any backend: ``--backend openai --base-url URL`` scores a served model).
+
 OUT (optional) gets metrics.json (the keys of :mod:`nerft.metrics`), report.md and per_label.png.
 """
 
@@ -51,6 +54,9 @@ class EvaluateConfig:
     keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
     allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
     quiet: bool = opt(False, "do not print the table")
+    score_with: str | None = opt(None, "predict the gold texts with this model (run directory, exported folder or "
+                                       "adapter; any --backend, with the load and decoding flags) instead of "
+                                       "reading --pred; OUT then also gets predictions.jsonl")
 
 
 @dataclass
@@ -59,18 +65,20 @@ class _PredRow:
     data: dict[str, Any]
 
 
-def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Score cfg.pred against cfg.gold; write OUT when given; return the metrics dict."""
-    if not cfg.gold or not cfg.pred:
-        raise NerftError("both --gold and --pred are required")
+def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
+    """Score cfg.pred (or, given a ``Predictor``, its predictions of the gold texts) against cfg.gold; write OUT
+    when given; return the metrics dict."""
+    if not cfg.gold or not (cfg.pred or predictor is not None):
+        raise NerftError("--gold and --pred (or --score-with MODEL) are required")
     if cfg.format is not None:
         get_format(cfg.format)  # a clear error for an unknown name
     started = time.perf_counter()
     gold = _read_gold(cfg.gold)
-    rows = _read_pred_rows(cfg.pred)
-    labels = _label_set(cfg.labels, gold)
+    model_counts = {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
+    rows = _read_pred_rows(cfg.pred) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
+    labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold)
     matched = _match(gold, rows, cfg)
-    preds, counts = [], {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
+    preds, counts = [], model_counts
     for doc, row in zip(gold, matched, strict=True):
         entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts)
         preds.append(entities)
@@ -108,6 +116,23 @@ def _read_pred_rows(path: str) -> list[_PredRow]:
         if "output" in obj and not isinstance(obj["output"], str):
             raise InputError(path, line, "`output` must be a string")
         rows.append(_PredRow(line, obj))
+    return rows
+
+
+def _predicted_rows(gold: list[Document], predictor, cfg: EvaluateConfig, counts: dict[str, int]) -> list[_PredRow]:
+    """``predictor``'s rows for the gold texts, as ``nerft predict`` writes them; the answers' parse failures and
+    dropped hallucinations go into ``counts`` (the rows no longer show them). With OUT, also predictions.jsonl."""
+    from .jsonl import write_jsonl
+
+    predictions = predictor.predict_detailed([d.text for d in gold])
+    rows = []
+    for k, (doc, p) in enumerate(zip(gold, predictions, strict=True)):
+        rows.append(_PredRow(k + 1, {"id": doc.id, "text": doc.text, "entities": [e.to_dict() for e in p.entities]}))
+        counts["parse_failures"] += p.parse_failures
+        counts["hallucinations"] += 0 if cfg.keep_hallucinated else p.hallucinated  # kept ones are false positives
+    if cfg.out:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        write_jsonl(Path(cfg.out) / "predictions.jsonl", [r.data for r in rows])
     return rows
 
 
@@ -214,7 +239,7 @@ def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
     labels = sorted({g for g in metrics["confusion"]} | {p for row in metrics["confusion"].values() for p in row})
     lines = [
         "# nerft evaluate", "",
-        f"- gold: `{cfg.gold}`", f"- predictions: `{cfg.pred}`",
+        f"- gold: `{cfg.gold}`", f"- predictions: `{cfg.pred or f'{cfg.score_with} (--score-with)'}`",
         f"- documents: {metrics['documents']} ({metrics['documents_with_errors']} with an error, "
         f"{metrics['missing_predictions']} without a prediction)", "",
         "## Strict scores (exact span and label)", "", format_table(metrics), "",
@@ -235,13 +260,35 @@ def register(subparsers: Any, name: str = "evaluate", summary: str = "") -> argp
     parser = subparsers.add_parser(name, help=summary, description=summary)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of evaluate options; flags override it")
     add_config_arguments(parser, EvaluateConfig)
+    _add_model_arguments(parser)
     parser.set_defaults(func=_run)
     return parser
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load and decoding flags of ``--score-with`` (``predict``'s, without --model and --keep-hallucinated)."""
+    from .predict.cli import add_load_arguments
+    from .predict.options import PredictOptions
+
+    add_load_arguments(parser, skip={"model"})
+    add_config_arguments(parser, PredictOptions, skip={"keep_hallucinated"})
+
+
+def _open_scoring_model(cfg: EvaluateConfig, args: argparse.Namespace):
+    from .predict import LoadOptions, PredictOptions, open_predictor
+
+    load = build_config(LoadOptions, args)
+    load.model = cfg.score_with
+    options = build_config(PredictOptions, args)
+    options.keep_hallucinated = cfg.keep_hallucinated
+    return open_predictor(load, options)
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg = build_config(EvaluateConfig, args, config_path=args.config)
-    metrics = evaluate(cfg)
+    if cfg.score_with and cfg.pred:
+        raise NerftError("pass --pred (a predictions file) or --score-with (a model to predict with), not both")
+    metrics = evaluate(cfg, _open_scoring_model(cfg, args) if cfg.score_with else None)
     if cfg.out:
         print(f"nerft evaluate: wrote {Path(cfg.out) / 'metrics.json'}, report.md, per_label.png "
               f"({metrics['seconds']:.2f}s)")

@@ -23,6 +23,9 @@ class Generated:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)  # log-probability of each generated token
     finished: bool = True  # False when it stopped at max_new_tokens instead of an end-of-turn token
+    # the bytes each token wrote, from an engine that returns tokens as text, not ids (an OpenAI-compatible
+    # server); None when token_ids are given or nothing is known about the tokens
+    pieces: list[bytes] | None = None
 
 
 def end_of_turn_id(tokenizer) -> int:

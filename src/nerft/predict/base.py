@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..answers import complete_prefix, read_answer, unit_scores
+from ..answers import complete_prefix, piece_unit_scores, read_answer, unit_scores
 from ..formats import get_format
 from ..generation import Generated, prompt_ids
 from ..labels import LabelSet
@@ -45,6 +45,7 @@ class PredictStats:
 
 class Predictor(Protocol):
     labels: LabelSet
+    prompt: Prompt
     name: str
     stats: PredictStats
 
@@ -130,7 +131,7 @@ class DecodingPlan:
         readings, raws = [], []
         for w, g in found:
             raw = g.text if g.finished or not self.options.constrained else complete_prefix(g.text, self.output_format)
-            scores = unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs)
+            scores = self._unit_scores(g)
             readings.append(read_answer(text[w.start:w.end], raw, self.labels, output_format=self.output_format,
                                         scores=scores, keep_hallucinated=self.options.keep_hallucinated,
                                         allowed=allowed))
@@ -141,3 +142,12 @@ class DecodingPlan:
             entities = merge_window_entities([w for w, _ in found], [r.entities for r in readings], len(text))
         return Prediction(entities, raws, all(g.finished for _, g in found), sum(r.hallucinated for r in readings),
                           sum(not r.parse_ok for r in readings))
+
+    def _unit_scores(self, g: Generated) -> list[tuple[str, float]] | None:
+        """Confidence of each answer unit; None when the engine told nothing about the tokens (a server that
+        returns no log-probabilities): the entities then have no score rather than a made-up one."""
+        if g.token_ids:
+            return unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs)
+        if g.pieces is not None and len(g.pieces) == len(g.logprobs):
+            return piece_unit_scores(g.text, g.pieces, g.logprobs)
+        return None

@@ -176,8 +176,12 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
         from .vllm_backend import VllmPredictor
 
         return VllmPredictor.load(opts, options)
+    if opts.backend == "openai":
+        from .openai_backend import OpenAIPredictor
+
+        return OpenAIPredictor.load(opts, options)
     if opts.backend != "transformers":
-        raise NerftError(f"unknown backend {opts.backend!r}; choose transformers or vllm")
+        raise NerftError(f"unknown backend {opts.backend!r}; choose transformers, vllm or openai")
     from .transformers_backend import TransformersPredictor
 
     loaded = load_model_and_tokenizer(opts)

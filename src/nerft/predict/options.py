@@ -4,12 +4,12 @@ decodes (``PredictOptions``: ``predict`` and ``serve``). Both are config datacla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import opt
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass
@@ -20,6 +20,29 @@ class VllmOptions:
     max_model_len: int | None = opt(None, "longest prompt + answer in tokens (default: the model's)")
     gpu_memory_utilization: float = opt(0.9, "share of each GPU's memory vLLM may take")
     max_lora_rank: int = opt(64, "largest LoRA rank the engine accepts (adapters are served without merging)")
+
+
+@dataclass
+class OpenAIOptions:
+    """An OpenAI-compatible server (``--backend openai``: vLLM's, SGLang's, a hosted API, another ``nerft serve``).
+    nerft builds the prompts and reads the answers; the server only generates."""
+
+    base_url: str | None = opt(None, "the server, e.g. http://gpu-box:8000/v1 (with or without /v1)",
+                               aliases=("--base-url",))
+    model_name: str | None = opt(None, "the served model's name (default: the server's only model)",
+                                 aliases=("--model-name",))
+    # repr=False: the key never shows in a log or traceback; nothing writes LoadOptions to disk. No --api-key
+    # alias: nerft serve's --api-key is the key its own clients must send.
+    api_key: str | None = field(default=None, repr=False, metadata={
+        "help": "API key of the server; better from the environment (see --openai.api-key-env), which keeps it "
+                "out of the process list"})
+    api_key_env: str = opt("NERFT_OPENAI_API_KEY", "environment variable holding the API key (then "
+                                                   "OPENAI_API_KEY is tried)")
+    concurrency: int = opt(8, "requests in flight at once")
+    retries: int = opt(4, "retries of a request after HTTP 429, 5xx or a connection error (exponential backoff)")
+    timeout: float = opt(120.0, "seconds one request may take")
+    logprobs: bool = opt(True, "ask for token log-probabilities (entity scores); --no-openai.logprobs for a "
+                               "server that refuses them")
 
 
 @dataclass
@@ -35,9 +58,11 @@ class LoadOptions:
     device: str = opt("auto", "auto (CUDA when there is a GPU, else CPU), cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); auto = bf16 on a GPU "
                              "that supports it, fp32 on CPU")
-    backend: Literal["transformers", "vllm"] = opt("transformers", "generation engine (vllm: GPU, pip install "
-                                                                   "'nerft[vllm]')")
+    backend: Literal["transformers", "vllm", "openai"] = opt(
+        "transformers", "generation engine (vllm: GPU, pip install 'nerft[vllm]'; openai: an OpenAI-compatible "
+                        "server at --base-url, --model then gives only the labels, prompt and tokenizer)")
     vllm: VllmOptions = opt(help="vLLM engine settings", factory=VllmOptions)
+    openai: OpenAIOptions = opt(help="OpenAI-compatible server (--backend openai)", factory=OpenAIOptions)
 
 
 @dataclass

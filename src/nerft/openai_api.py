@@ -1,0 +1,140 @@
+"""OpenAI-compatible endpoints of ``nerft serve``: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+Any OpenAI client (and nerft's own ``--backend openai``) can then use a served nerft model. The model runs on the
+text of the last user message (its prompt's user prefix, e.g. the tutorial's ``文本:``, taken off when present):
+a request that sends nerft's exact prompt (``Prompt.messages(text)``) and one that sends only the text get the
+same answer, because the served predictor builds its own prompt. The assistant message is the model's raw answer
+(its windows' answers joined by newlines for a text longer than one window); the caller parses it (nerft's
+``read_answer``) and grounds it. Decoding is the predictor's own: greedy, its answer bound, its options;
+``temperature``, ``max_tokens``, ``stop`` and ``logprobs`` are accepted and ignored, and no log-probabilities are
+returned. Errors have OpenAI's shape (``{"error": {"message", "type", "code"}}``).
+
+The router is one of ``serve.create_app``'s ``routers``: it sits behind the server's authentication, body limit and
+metrics, and reads the predictor and settings from ``app.state``. Chat requests are micro-batched by a second
+``serve.batching.Batcher`` of the same settings (deadlines, client-gone, failure isolation) over the predictor's
+``predict_detailed``, which holds the raw answers; ``/v1/ner`` and chat requests batch separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
+
+from .prompts import Prompt
+from .serve.batching import Batcher, RequestFailed
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, max_tokens, stop, logprobs, ...: accepted, ignored
+    model: str | None = None
+    messages: list[ChatMessage]
+    n: int = 1
+    stream: bool = False
+
+
+def chat_text(messages: list[ChatMessage], prompt: Prompt) -> str | None:
+    """The text to analyse: the last user message's text without the prompt's user prefix (None: no user turn)."""
+    users = [m for m in messages if m.role == "user"]
+    if not users:
+        return None
+    content = users[-1].content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        text = "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    else:
+        text = content or ""
+    if prompt.user_prefix and text.startswith(prompt.user_prefix):
+        text = text[len(prompt.user_prefix):]
+    return text
+
+
+def openai_error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    from .serve.guards import SafeJSONResponse
+
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return SafeJSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status,
+                            headers=headers)
+
+
+class RawAnswers:
+    """A predictor seen through its raw answers: ``predict`` gives each text's ``Prediction`` (what a ``Batcher``
+    hands back to the route)."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def predict(self, texts: list[str], labels: list[str] | None = None):
+        return self.predictor.predict_detailed(texts, labels)
+
+
+@contextlib.asynccontextmanager
+async def _chat_batcher(app):
+    state = app.state
+    state.chat_batcher = Batcher(RawAnswers(state.predictor), state.settings, state.stats)
+    await state.chat_batcher.start()
+    try:
+        yield
+    finally:
+        await state.chat_batcher.stop()
+
+
+def _checked_text(request: ChatRequest, prompt: Prompt, max_chars: int) -> str:
+    text = chat_text(request.messages, prompt)
+    if text is None or not text.strip():
+        raise RequestFailed(400, "the last user message must hold the text to analyse")
+    if len(text) > max_chars:
+        raise RequestFailed(413, f"the text has {len(text)} characters; the limit is {max_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestFailed(400, f"the text is not valid Unicode: a lone surrogate at character {exc.start}") from None
+    return text
+
+
+def openai_router():
+    """The router to pass to ``create_app(..., routers=[openai_router()])``."""
+    router = APIRouter(lifespan=_chat_batcher)
+
+    def served_name(state) -> str:
+        return state.settings.model_name or state.predictor.name
+
+    @router.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": served_name(request.app.state), "object": "model", "created": 0,
+                                            "owned_by": "nerft"}]}
+
+    @router.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        state = request.app.state
+        model_name = served_name(state)
+        try:
+            if body.model is not None and body.model != model_name:
+                raise RequestFailed(404, f"model {body.model!r} does not exist; this server serves {model_name!r}")
+            if body.stream:
+                raise RequestFailed(400, "streaming is not supported; send stream: false")
+            if body.n != 1:
+                raise RequestFailed(400, "only n = 1 is supported (decoding is greedy)")
+            text = _checked_text(body, state.predictor.prompt, state.settings.max_text_chars)
+            batcher = getattr(state, "chat_batcher", None)
+            if batcher is None:
+                raise RequestFailed(503, "the server is starting")
+            [prediction] = await batcher.submit([text], None, request)
+        except RequestFailed as exc:
+            return openai_error(exc.status, exc.detail, "model_not_found" if exc.status == 404 else None,
+                                exc.headers)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n".join(prediction.answers)},
+                             "logprobs": None, "finish_reason": "stop" if prediction.finished else "length"}]}
+
+    return router
