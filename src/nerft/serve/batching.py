@@ -1,0 +1,203 @@
+"""Micro-batching: requests wait in a bounded queue; one worker gathers them (up to ``max_batch`` texts, at most
+``max_wait_ms`` after the first), groups them by label subset and runs the predictor in a thread. Each request
+gets its own answer or its own error:
+
+- a request whose client has gone, or whose deadline has passed, before its texts' turn is not computed;
+- a group is run in predictor calls of at most ``max_batch`` texts, so an abandoned request costs at most the
+  call already running;
+- when a call holding several requests raises, each request's part is rerun alone, so only the request that
+  caused it fails: 400 for bad input (``NerftError``, ``ValueError``, ``UnicodeError``), 500 for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..schema import Entity, NerftError
+from .metrics import CLIENT_GONE, ServerStats
+from .settings import ServeSettings
+
+logger = logging.getLogger("nerft.serve")
+
+BAD_INPUT = (NerftError, ValueError)  # UnicodeError is a ValueError
+RETRY_SOON = {"Retry-After": "1"}
+
+
+class RequestFailed(Exception):
+    """What a request gets instead of entities: an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def failure_of(exc: BaseException) -> RequestFailed:
+    if isinstance(exc, BAD_INPUT):
+        return RequestFailed(400, str(exc) or type(exc).__name__)
+    logger.error("prediction failed", exc_info=exc)
+    return RequestFailed(500, f"prediction failed ({type(exc).__name__}); the server log has the details")
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts, waiting for their entities; ``results`` fills up call by call."""
+
+    texts: list[str]
+    labels: tuple[str, ...] | None
+    deadline: float  # time.monotonic()
+    future: asyncio.Future
+    results: list[list[Entity] | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.texts)
+
+    @property
+    def wanted(self) -> bool:
+        """Someone still waits for the answer: not answered, failed, cancelled (client gone) or expired."""
+        return not self.future.done() and time.monotonic() < self.deadline
+
+    def fail(self, error: RequestFailed) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def finish_if_complete(self) -> None:
+        if not self.future.done() and all(r is not None for r in self.results):
+            self.future.set_result(self.results)
+
+
+async def _client_gone(receive) -> None:
+    """Returns when the client disconnects: once the body is read, the next ASGI message is the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class Batcher:
+    """The queue and its worker. ``submit`` is what a route calls; ``start``/``stop`` belong to the app's
+    lifespan (``stop`` refuses new work and finishes what is queued or running)."""
+
+    def __init__(self, predictor, settings: ServeSettings, stats: ServerStats):
+        self.predictor, self.settings, self.stats = predictor, settings, stats
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.queue_size)
+        self.accepting = False
+        self.in_flight = 0  # requests waiting in submit
+        self._worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.accepting = True
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self.accepting = False
+        await self.queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, texts: list[str], labels: tuple[str, ...] | None, request=None) -> list[list[Entity]]:
+        """Entities for each text, or RequestFailed: 503 (stopping, or the queue is full), 504 (no answer by the
+        deadline), 499 (``request``'s client disconnected), 400 / 500 (the predictor raised)."""
+        if not self.accepting:
+            raise RequestFailed(503, "the server is not accepting requests (starting or shutting down)", RETRY_SOON)
+        loop = asyncio.get_running_loop()
+        job = Job(texts, labels, time.monotonic() + self.settings.timeout, loop.create_future())
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise RequestFailed(503, "the server is busy; retry later", RETRY_SOON) from None
+        self.in_flight += 1
+        gone = asyncio.ensure_future(_client_gone(request.receive)) if request is not None else None
+        try:
+            await asyncio.wait({job.future} | ({gone} if gone else set()), timeout=self.settings.timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                return job.future.result()
+            if gone is not None and gone.done():
+                raise RequestFailed(CLIENT_GONE, "the client closed the connection")
+            raise RequestFailed(504, f"no answer within {self.settings.timeout:g} s (the server's --timeout)")
+        finally:  # the worker skips a job whose future is done: answered, cancelled here, or failed
+            self.in_flight -= 1
+            job.future.cancel()
+            if gone is not None:
+                gone.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            jobs = await self._gather()
+            try:
+                groups: dict[tuple[str, ...] | None, list[Job]] = {}
+                for job in jobs:
+                    groups.setdefault(job.labels, []).append(job)
+                for labels, group in groups.items():
+                    await self._run_group(labels, group)
+            except Exception as exc:  # a fault of the worker itself fails this round, never the server
+                for job in jobs:
+                    job.fail(failure_of(exc))
+            finally:
+                for _ in jobs:
+                    self.queue.task_done()
+
+    async def _gather(self) -> list[Job]:
+        """The next batch: the first queued job, plus whatever arrives within max_wait_ms up to max_batch texts."""
+        jobs = [await self.queue.get()]
+        n = len(jobs[0].texts)
+        until = time.monotonic() + self.settings.max_wait_ms / 1000
+        while n < self.settings.max_batch:
+            timeout = until - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                job = await asyncio.wait_for(self.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                break
+            jobs.append(job)
+            n += len(job.texts) if job.wanted else 0
+        return jobs
+
+    async def _run_group(self, labels: tuple[str, ...] | None, jobs: list[Job]) -> None:
+        pending = deque((job, i) for job in jobs for i in range(len(job.texts)))
+        while pending:
+            chunk: list[tuple[Job, int]] = []
+            while pending and len(chunk) < self.settings.max_batch:
+                job, i = pending.popleft()
+                if job.wanted:  # checked just before the call: abandoned or expired texts are never computed
+                    chunk.append((job, i))
+                else:
+                    self.stats.skipped_texts += 1
+            if chunk:
+                await self._predict(labels, chunk)
+
+    async def _predict(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]]) -> None:
+        texts = [job.texts[i] for job, i in chunk]
+        try:
+            results = await asyncio.to_thread(self.predictor.predict, texts, list(labels) if labels else None)
+            if len(results) != len(texts):
+                raise RuntimeError(f"the predictor returned {len(results)} results for {len(texts)} texts")
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # BaseException too: a tokenizer panic (pyo3's PanicException) is one
+            self.stats.failed_batches += 1
+            await self._isolate(labels, chunk, exc)
+            return
+        self.stats.add_batch(len(texts))
+        for (job, i), entities in zip(chunk, results, strict=True):
+            job.results[i] = entities
+        for job in dict.fromkeys(job for job, _ in chunk):
+            job.finish_if_complete()
+
+    async def _isolate(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]],
+                       exc: BaseException) -> None:
+        """A call failed: with one request in it, that request fails; with several, each is rerun alone."""
+        jobs = list(dict.fromkeys(job for job, _ in chunk))
+        if len(jobs) == 1:
+            jobs[0].fail(failure_of(exc))
+            return
+        for job in jobs:
+            if job.wanted:
+                await self._predict(labels, [(j, i) for j, i in chunk if j is job])

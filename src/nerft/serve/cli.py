@@ -1,0 +1,73 @@
+"""``nerft serve``: flags, the refusal to expose an unauthenticated server, and uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+from .. import config as cfglib
+from ..predict.options import PredictOptions
+from ..schema import NerftError
+from .settings import ServeSettings
+
+API_KEY_ENV = "NERFT_API_KEY"
+
+
+def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+    from ..predict import add_load_arguments
+
+    p = subparsers.add_parser(name, help=summary, description=summary)
+    add_load_arguments(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default: localhost only; any other address needs an API key or --no-auth)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve a non-loopback --host without an API key: anyone who can reach it may use it")
+    cfglib.add_config_arguments(p, ServeSettings, skip={"model_name"})
+    p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
+    cfglib.add_config_arguments(p, PredictOptions, skip={"batch_size"})  # --max-batch sets the batch
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface
+
+
+def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
+    """Refuse to bind anything but loopback without a key, unless --no-auth says so explicitly."""
+    if no_auth and api_key:
+        raise NerftError(f"--no-auth contradicts the API key given (--api-key or {API_KEY_ENV}); drop one")
+    if not is_loopback(host) and not api_key and not no_auth:
+        raise NerftError(f"--host {host} would let anyone who reaches this machine use the model without a key; "
+                         f"set {API_KEY_ENV} (or --api-key), or pass --no-auth to serve it open")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = cfglib.build_config(ServeSettings, args, base={"api_key": os.environ.get(API_KEY_ENV) or None})
+    check_exposure(args.host, settings.api_key, args.no_auth)  # before the model loads: fails in a second
+
+    import uvicorn
+
+    from ..openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
+    from ..predict import LoadOptions, open_predictor
+    from .app import create_app
+
+    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    options.batch_size = settings.max_batch
+    predictor = open_predictor(cfglib.build_config(LoadOptions, args), options)
+    auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"
+    print(f"nerft serve: {predictor.name} on http://{args.host}:{args.port}; authentication: {auth}",
+          file=sys.stderr, flush=True)
+    # limit_concurrency: connections beyond the queue and the batch in progress get uvicorn's 503 at once.
+    uvicorn.run(create_app(predictor, settings, routers=[openai_router()]), host=args.host, port=args.port,
+                timeout_graceful_shutdown=int(settings.timeout) + 5,
+                limit_concurrency=settings.queue_size + settings.max_batch + 16)
+    return 0

@@ -1,0 +1,104 @@
+"""What stands between a client and the app: bearer-key authentication and a body-size limit, both ASGI
+middleware that answer before any body is parsed, and a JSON response that survives text that is not valid
+Unicode (a lone surrogate echoed back in an error message)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+OPEN_PATHS = frozenset({"/health"})  # reachable without the API key (probes of a load balancer)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that never fails on a lone surrogate: it is written as its JSON escape (``\\ud800``)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace")
+
+
+async def reject(send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer ``{"detail": ...}`` and close the connection (the rest of the body is never read)."""
+    body = SafeJSONResponse({"detail": detail}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> bytes | None:
+    return next((v for k, v in scope["headers"] if k.lower() == name), None)
+
+
+class BearerAuth:
+    """Every HTTP path but ``OPEN_PATHS`` needs ``Authorization: Bearer <key>`` (compared in constant time)."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode("ascii")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self.authorized(scope):
+            await reject(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                         ((b"www-authenticate", b"Bearer"),))
+            return
+        await self.app(scope, receive, send)
+
+    def authorized(self, scope) -> bool:
+        scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
+
+
+class BodyLimit:
+    """Reads each request body up to ``max_bytes`` within ``read_timeout`` seconds before the app sees it: 413 as
+    soon as the declared Content-Length or the bytes received pass the limit, 408 for a body that trickles in too
+    slowly. The app then reads the buffered body as usual."""
+
+    def __init__(self, app, max_bytes: int, read_timeout: float):
+        self.app, self.max_bytes, self.read_timeout = app, max_bytes, read_timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and not declared.isdigit():
+            await reject(send, 400, "invalid Content-Length header")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await reject(send, 413, self.too_large(declared.decode()))
+            return
+        chunks, size, deadline = [], 0, time.monotonic() + self.read_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                await reject(send, 408, f"the request body did not arrive within {self.read_timeout:g} s")
+                return
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its body: nothing to answer
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await reject(send, 413, self.too_large(f"more than {self.max_bytes}"))
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        buffered: dict | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay():
+            nonlocal buffered
+            if buffered is not None:
+                message, buffered = buffered, None
+                return message
+            return await receive()  # after the body: the disconnect notice, when it comes
+
+        await self.app(scope, replay, send)
+
+    def too_large(self, size: str) -> str:
+        return f"the request body has {size} bytes; the limit is {self.max_bytes} (--max-body-bytes)"

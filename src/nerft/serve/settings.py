@@ -1,0 +1,46 @@
+"""What a server accepts and how long it waits: ``ServeSettings``, the schema of the ``nerft serve`` flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError, opt
+
+
+@dataclass
+class ServeSettings:
+    """Limits and batching of one server (flags of ``nerft serve``; keywords of ``create_app``)."""
+
+    max_batch: int = opt(16, "texts per generation batch; also the most texts a request abandoned mid-batch can "
+                             "still cost")
+    max_wait_ms: float = opt(10.0, "how long the first request of a batch waits for company")
+    max_texts: int = opt(32, "texts per request (413 beyond)")
+    max_text_chars: int = opt(4000, "characters per text (413 beyond)")
+    queue_size: int = opt(256, "requests waiting for the model; beyond it the server answers 503")
+    timeout: float = opt(60.0, "seconds a request may wait for its answer (504 beyond; a request still queued at "
+                               "its deadline is never computed); also the limit on receiving a body (408)")
+    max_body_bytes: int = opt(1_000_000, "largest request body in bytes, enforced before it is parsed (413 beyond)")
+    api_key: str | None = opt(None, "require 'Authorization: Bearer KEY' on every endpoint but /health; prefer "
+                                    "the NERFT_API_KEY environment variable (a flag shows in ps)")
+    model_name: str = opt("", "name reported in responses (default: the predictor's)")
+
+    def __post_init__(self) -> None:
+        positive = {"max_batch": self.max_batch, "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
+                    "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.api_key == "":
+            self.api_key = None  # an empty NERFT_API_KEY means no key, not a key anyone can guess
+        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()
+                                             and " " not in self.api_key):
+            raise ConfigError("the API key must be printable ASCII without spaces (it travels in an HTTP header)")
+
+    def __repr__(self) -> str:  # never print the key into a log
+        key = "set" if self.api_key else None
+        return (f"ServeSettings(max_batch={self.max_batch}, max_wait_ms={self.max_wait_ms}, max_texts="
+                f"{self.max_texts}, max_text_chars={self.max_text_chars}, queue_size={self.queue_size}, timeout="
+                f"{self.timeout}, max_body_bytes={self.max_body_bytes}, api_key={key}, "
+                f"model_name={self.model_name!r})")
