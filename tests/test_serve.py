@@ -248,6 +248,32 @@ def test_abandoned_requests_are_not_computed():
     assert 'nerft_http_requests_total{path="/v1/ner",code="499"} 3' in metrics.text
 
 
+def test_predictor_calls_are_bounded_by_texts_and_characters():
+    predictor = FakePredictor()
+    app = create_app(predictor, ServeSettings(max_batch=3, max_batch_chars=25, max_wait_ms=1))
+    with TestClient(app) as c:
+        texts = ["北京" + "x" * 8, "北京" + "x" * 8, "北京" + "x" * 8, "北京" + "x" * 40, "北京"]
+        r = c.post("/v1/ner", json={"texts": texts})
+    assert r.status_code == 200 and all(res["entities"][0]["text"] == "北京" for res in r.json()["results"])
+    assert predictor.batches == [2, 1, 1, 1]  # 10 + 10 chars; 10 (+ 42 would pass 25); 42 alone; 2
+
+
+def test_a_request_abandoned_half_way_stops_at_the_next_call():
+    predictor = FakePredictor(slow=0.3)
+    app = create_app(predictor, ServeSettings(max_batch=2, max_wait_ms=1))
+
+    async def scenario():
+        async with serving(app) as c:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.post("/v1/ner", json={"texts": [f"慢{i}" for i in range(8)]}), 0.1)
+            return await c.post("/v1/ner", json={"texts": ["北京"]})
+
+    after = asyncio.run(scenario())
+    assert after.status_code == 200
+    assert predictor.calls == [["慢0", "慢1"], ["北京"]]  # the call running when the client left, then nothing
+    assert app.state.stats.skipped_texts == 6
+
+
 def test_a_client_that_disconnects_is_not_computed():
     """The server's disconnect notice (what uvicorn sends when the socket closes) drops a queued request."""
     predictor = FakePredictor(slow=0.4)

@@ -3,8 +3,8 @@
 gets its own answer or its own error:
 
 - a request whose client has gone, or whose deadline has passed, before its texts' turn is not computed;
-- a group is run in predictor calls of at most ``max_batch`` texts, so an abandoned request costs at most the
-  call already running;
+- a group is run in predictor calls of at most ``max_batch`` texts and ``max_batch_chars`` characters, each
+  preceded by that check, so a request whose client leaves half-way costs at most the call already running;
 - when a call holding several requests raises, each request's part is rerun alone, so only the request that
   caused it fails: 400 for bad input (``NerftError``, ``ValueError``, ``UnicodeError``), 500 for anything else.
 """
@@ -164,12 +164,17 @@ class Batcher:
         pending = deque((job, i) for job in jobs for i in range(len(job.texts)))
         while pending:
             chunk: list[tuple[Job, int]] = []
+            chars = 0
             while pending and len(chunk) < self.settings.max_batch:
-                job, i = pending.popleft()
-                if job.wanted:  # checked just before the call: abandoned or expired texts are never computed
-                    chunk.append((job, i))
-                else:
+                job, i = pending[0]
+                if not job.wanted:  # checked just before each call: abandoned or expired texts are never computed
+                    pending.popleft()
                     self.stats.skipped_texts += 1
+                    continue
+                if chunk and chars + len(job.texts[i]) > self.settings.max_batch_chars:
+                    break
+                chunk.append(pending.popleft())
+                chars += len(job.texts[i])
             if chunk:
                 await self._predict(labels, chunk)
 
