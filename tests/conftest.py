@@ -17,12 +17,20 @@ DATA = SHARED / "data"
 _CURRENT: list[pytest.Item] = []
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``shared`` skip when ../shared is absent (reported at each test's own line with -rs)."""
+    if SHARED.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"marked shared: needs ../shared ({SHARED} is absent)")
+    for item in items:
+        if item.get_closest_marker("shared") is not None:
+            item.add_marker(skip)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Tests marked ``shared`` skip when ../shared is absent; the others may not touch it (see shared_path)."""
+    """Remember the running test: the others may not touch ../shared (see shared_path)."""
     _CURRENT[:] = [item]
-    if item.get_closest_marker("shared") is not None and not SHARED.is_dir():
-        pytest.skip(f"needs ../shared ({SHARED} is absent)")
 
 
 def shared_path(*parts: str) -> Path:
