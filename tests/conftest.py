@@ -65,12 +65,20 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def qwen2_tokenizer():
-    """The real Qwen2 tokenizer from ../shared: only for tests marked ``shared``."""
+def _real_qwen2_tokenizer():
     tok_dir = shared_path("assets", "qwen2-tokenizer")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tok_dir)
+
+
+@pytest.fixture
+def qwen2_tokenizer(request):
+    """The real Qwen2 tokenizer from ../shared (loaded once): only for tests marked ``shared``."""
+    if request.node.get_closest_marker("shared") is None:
+        pytest.fail(f"{request.node.nodeid} uses the real Qwen2 tokenizer but is not marked @pytest.mark.shared",
+                    pytrace=False)
+    return request.getfixturevalue("_real_qwen2_tokenizer")
 
 
 def make_tiny_qwen2(vocab_size: int = 151936, seed: int = 0, tokenizer=None):

@@ -47,7 +47,8 @@ MAX_LISTED_CONFLICTS = 50  # in stats.md; stats.json lists all
 class PrepareConfig:
     input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET")
     out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats", aliases=("--output",))
-    format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "nerft"] = opt("auto", "input format")
+    format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"] = opt(
+        "auto", "input format")
     conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
     labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "
                                    "built-in that covers the data, else inferred from it")

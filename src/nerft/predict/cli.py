@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import config as cfglib
 from ..schema import Entity, NerftError
 from .options import LoadOptions, PredictOptions
+from .writers import OUTPUT_FORMATS
 
 
 def add_load_arguments(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
@@ -28,6 +29,10 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     p.add_argument("--format", dest="output_format", help="must match the model's output format (checked)")
     p.add_argument("--preset", help="must match the model's prompt style (checked)")
     p.add_argument("--raw", action="store_true", help="also write the raw answer as `output` (for nerft evaluate)")
+    p.add_argument("--output-format", dest="output_file_format", choices=OUTPUT_FORMATS, default="nerft",
+                   help="--output as nerft JSONL (default, resumable), a Label Studio task array with "
+                        "pre-annotations (+ <stem>.label_config.xml) or doccano JSONL; the tool formats are "
+                        "written at the end from a resumable <stem>.nerft.jsonl beside --output")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
     add_load_arguments(p)
@@ -58,6 +63,7 @@ def print_table(texts: list[str], results: list[list[Entity]]) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from .files import predict_file
     from .loading import locate_model, open_predictor
+    from .writers import working_file, write_tool_file
 
     if not args.texts and not args.input:
         raise NerftError("give texts to analyse or --input FILE")
@@ -67,6 +73,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise NerftError(f"input file {args.input} not found")
     if args.input and not args.output:
         raise NerftError("--input needs --output FILE.jsonl")
+    if args.output_file_format != "nerft" and not args.output:
+        raise NerftError("--output-format goes with --input and --output")
     load = cfglib.build_config(LoadOptions, args)
     labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before the model loads
     check_preset(prompt, args.output_format, args.preset)
@@ -75,9 +83,15 @@ def run_predict(args: argparse.Namespace) -> int:
     options = cfglib.build_config(PredictOptions, args, config_path=args.config)
     predictor = open_predictor(load, options)
     if args.input:
-        n = predict_file(predictor, args.input, args.output, chunk_size=options.batch_size * 4, labels=args.labels,
+        work = working_file(args.output, args.output_file_format)
+        n = predict_file(predictor, args.input, work, chunk_size=options.batch_size * 4, labels=args.labels,
                          raw=args.raw, progress=not args.no_progress)
-        print(f"predicted {n} documents into {args.output}", file=sys.stderr)
+        print(f"predicted {n} documents into {work}", file=sys.stderr)
+        if args.output_file_format != "nerft":
+            written = write_tool_file(work, args.output, args.output_file_format,
+                                      labels.subset(args.labels) if args.labels else labels,
+                                      f"nerft-{Path(load.model or load.adapter or 'model').name}")
+            print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     if args.texts:
         results = predictor.predict(list(args.texts), args.labels)
         if args.json:

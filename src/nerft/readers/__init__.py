@@ -8,6 +8,13 @@ Formats (``--format``):
 ``cluener``
     CLUENER2020: ``{"text", "label": {type: {mention: [[start, end], ...]}}}`` with an INCLUSIVE ``end``; objects
     may be one a line, concatenated and pretty-printed, or the items of one JSON array.
+``doccano``
+    doccano's sequence-labelling JSONL: ``{"text", "label": [[start, end, label], ...]}``, or with relations
+    enabled ``{"text", "entities": [{"start_offset", "end_offset", "label"}]}`` (see :mod:`.doccano`).
+``label-studio``
+    A Label Studio JSON export (an array of tasks: ``data.text`` and ``annotations[].result[]`` of type
+    ``labels``; the first non-cancelled annotation, else the first prediction) or its JSON-MIN export (see
+    :mod:`.label_studio` for the rules).
 ``conll``
     Character tagging, one ``<char> ... <tag>`` row a line (tab- or space-separated, the tag is the last column),
     a blank line between sentences; BIO, BIOES or BMES tags. Weibo NER's ``<char><digit>`` tokens (the digit is a
@@ -33,6 +40,8 @@ from typing import Any, Literal
 from ..schema import Document, NerftError
 from .base import ReadReport
 from .conll import TagScheme, read_conll, split_columns
+from .doccano import is_doccano_record, read_doccano
+from .label_studio import is_label_studio_record, read_label_studio
 from .spans import (
     HUB_PREFIX,
     HUB_REPO,
@@ -44,8 +53,8 @@ from .spans import (
     read_nerft,
 )
 
-FORMATS = ("chinese_ner_sft", "cluener", "conll", "nerft")
-Format = Literal["chinese_ner_sft", "cluener", "conll", "nerft"]
+FORMATS = ("chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft")
+Format = Literal["chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"]
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
@@ -92,6 +101,10 @@ def read_dataset(
         return read_conll(path, scheme=conll_scheme, **options)
     if fmt == "nerft":
         return read_nerft(path, **options)
+    if fmt == "doccano":
+        return read_doccano(path, **options)
+    if fmt == "label-studio":
+        return read_label_studio(path, **options)
     raise NerftError(f"unknown format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
 
 
@@ -185,6 +198,13 @@ def _leading_json_records(text: str, limit: int = SNIFF_RECORDS) -> list[Any]:
 
 
 def _json_format_of(records: list[Any], path: Path) -> Format:
+    # Annotation tools first: a Label Studio task keeps its text under "data", and doccano's "label" list or
+    # "entities" objects would otherwise read as CLUENER or nerft JSONL.
+    for record in records:
+        if is_label_studio_record(record):
+            return "label-studio"
+        if is_doccano_record(record):
+            return "doccano"
     if not isinstance(records[0], dict) or "text" not in records[0]:
         raise NerftError(f"{path}: the first JSON record has no 'text' field; cannot detect the format")
     for record in records:
@@ -206,5 +226,6 @@ def _json_format_of(records: list[Any], path: Path) -> Format:
 
 
 __all__ = ["FORMATS", "ReadReport", "TagScheme", "Document", "read_dataset", "read_split_dir", "find_split_files",
-           "detect_format", "read_nerft", "read_chinese_ner_sft", "read_cluener", "read_conll", "parse_hub_spec",
+           "detect_format", "read_nerft", "read_chinese_ner_sft", "read_cluener", "read_conll", "read_doccano",
+           "read_label_studio", "parse_hub_spec",
            "load_hub_chinese_ner_sft", "document_from_chinese_ner_sft", "HUB_PREFIX", "HUB_REPO"]
