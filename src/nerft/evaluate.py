@@ -10,6 +10,11 @@ order, and then the counts must agree. A prediction that carries ``text`` must h
 A gold document without a prediction is an error, unless ``allow_missing`` is set: it then scores as an empty
 prediction and is counted in ``missing_predictions``.
 
+Other trainers' prediction files are read directly (``--pred-format``, detected by ``auto``): LLaMA-Factory's
+``generated_predictions.jsonl`` (``prompt``/``predict``/``label``) and ms-swift's ``swift infer`` results
+(``response``/``labels``/``messages``). They carry no ids: line k is matched to gold document k and must show it
+(its prompt holds the gold text); the answer is read like an ``output`` (see :mod:`nerft.trainer_formats`).
+
 With ``--score-with MODEL`` instead of ``--pred``, evaluate predicts the gold texts itself (``predict``'s load and
 decoding flags, any backend: ``--backend openai --base-url URL`` scores a served model).
 
@@ -51,6 +56,9 @@ class EvaluateConfig:
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: inferred from gold)")
     out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png", aliases=("--output",))
     source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
+    pred_format: Literal["auto", "nerft", "llamafactory", "swift"] = opt(
+        "auto", "PRED's layout: nerft (predict's JSONL), llamafactory (generated_predictions.jsonl) or swift "
+                "(swift infer's result JSONL), matched to gold by line order; auto: from the keys")
     keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
     allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
     quiet: bool = opt(False, "do not print the table")
@@ -75,7 +83,7 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
     started = time.perf_counter()
     gold = _read_gold(cfg.gold)
     model_counts = {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
-    rows = _read_pred_rows(cfg.pred) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
+    rows = _read_prediction_file(cfg, gold) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
     labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold)
     matched = _match(gold, rows, cfg)
     preds, counts = [], model_counts
@@ -100,6 +108,18 @@ def _read_gold(path: str) -> list[Document]:
         raise NerftError(f"gold file {path} does not exist")
     gold, _report = read_dataset(path, progress=False)
     return gold
+
+
+def _read_prediction_file(cfg: EvaluateConfig, gold: list[Document]) -> list[_PredRow]:
+    """nerft's prediction rows, or another trainer's predictions matched to ``gold`` as ``{"id", "output"}`` rows."""
+    from .trainer_formats import detect_prediction_format, read_trainer_predictions
+
+    if not Path(cfg.pred).is_file():
+        raise NerftError(f"prediction file {cfg.pred} does not exist")
+    fmt = detect_prediction_format(cfg.pred) if cfg.pred_format == "auto" else cfg.pred_format
+    if fmt == "nerft":
+        return _read_pred_rows(cfg.pred)
+    return [_PredRow(line, row) for line, row in read_trainer_predictions(cfg.pred, fmt, gold)]
 
 
 def _read_pred_rows(path: str) -> list[_PredRow]:

@@ -8,6 +8,8 @@ Output directory::
       stats.json, stats.md                 sizes, entities per label, empty-document share, text lengths,
                                            duplicate texts, conflicting annotations, reader warnings
       entities_per_label.png               entities per label and split
+      <export format>/                     with --export-format: the training conversations for LLaMA-Factory
+                                           or ms-swift (see :mod:`nerft.trainer_formats`)
 
 Splitting: documents are grouped by identical text, the groups shuffled with ``seed`` and dealt to test, then dev,
 then train until each reaches its share, so a repeated text never straddles two splits (very frequent texts stay in
@@ -19,6 +21,11 @@ labelled test file) is carved from train with the same seeded, group-aware proce
 Labels: with ``--labels`` every entity label must be a code or display name of that set (names are mapped to
 codes). An entity with another label is an error by default, naming the labels and their counts; with
 ``--unknown-labels drop`` such entities are removed and counted in stats.json.
+
+Other trainers: ``--export-format llamafactory-alpaca|llamafactory-sharegpt|messages`` also writes each split as
+the exact system prompt / user turn / answer triples nerft's ``train`` builds (``--export.output-format``,
+``--export.prompt-style``, ``--export.describe-labels`` and ``--export.system-prompt`` mirror train's ``data.*``
+options), in the split files' order, so the other trainer's predictions can be scored with ``nerft evaluate``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from .jsonl import write_jsonl
 from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
 from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
 from .schema import Document, Entity, NerftError, atomic_write, write_json
+from .trainer_formats import SftExportConfig, write_sft_export
 
 PLOT_FILE = "entities_per_label.png"
 MAX_EVAL_GROUP_SHARE = 0.01  # see split_documents
@@ -61,6 +69,7 @@ class PrepareConfig:
     skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
     reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")
     plot: bool = opt(True, f"write {PLOT_FILE}")
+    export: SftExportConfig = opt(help="training conversations for another trainer", factory=SftExportConfig)
 
     def __post_init__(self) -> None:
         for name in ("dev", "test"):
@@ -99,7 +108,7 @@ class PrepareReport:
             f"repaired tags {read.repaired_tags}, overlapping pairs {read.overlaps}",
             f"duplicate texts {self.stats['duplicate_texts']}, conflicting annotations "
             f"{len(self.stats['conflicts'])}, dropped entities {sum(self.stats['dropped_entities'].values())}",
-            f"wrote {self.out_dir}/ ({', '.join(p.name for p in self.files)})",
+            f"wrote {self.out_dir}/ ({', '.join(str(p.relative_to(self.out_dir)) for p in self.files)})",
         ]
         if self.stats["texts_in_several_splits"]:
             lines.append(f"note: {self.stats['texts_in_several_splits']} texts occur in more than one predefined split")
@@ -141,6 +150,7 @@ def prepare(cfg: PrepareConfig) -> PrepareReport:
     if cfg.plot:
         plot_entities_per_label(stats, out / PLOT_FILE)
         files.append(out / PLOT_FILE)
+    files += write_sft_export(out, splits, label_set, cfg.export)
     return PrepareReport(out, {s: len(splits[s]) for s in SPLITS}, label_set, label_source, read_report, stats, files)
 
 
