@@ -1,8 +1,10 @@
 """``nerft export``: merge the LoRA adapter into the base weights and write a standard Hugging Face folder.
 
 The folder (safetensors, config.json, generation_config.json, tokenizer files) loads with plain transformers and
-vLLM; its nerft.json (``merged: true``, no base model) lets ``nerft predict/serve --model`` use it directly. It is
-written to a temporary folder beside the destination and renamed into place only when complete.
+vLLM; its nerft.json (``merged: true``, no base model) lets ``nerft predict/serve --model`` use it directly, and its
+README.md is a model card (``model_card``: base model, labels, prompt, training data and scores, how to load it).
+It is written to a temporary folder beside the destination and renamed into place only when complete;
+``--push-to-hub REPO_ID`` then uploads it to the Hugging Face Hub.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from . import config as cfglib
 from .rundir import RunInfo
-from .schema import NerftError, atomic_dir
+from .schema import NerftError, atomic_dir, atomic_write
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
@@ -26,8 +28,10 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
                                     dtype=dtype), output, overwrite=overwrite)
 
 
-def export_model(load, output: str | Path, overwrite: bool = False) -> Path:
+def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
+    """``repo_id``: the hub repository the folder is meant for (the model card's examples load it)."""
     from .generation import stop_token_ids
+    from .model_card import model_card
     from .predict import load_model_and_tokenizer, locate_model
 
     output = Path(output)
@@ -48,6 +52,10 @@ def export_model(load, output: str | Path, overwrite: bool = False) -> Path:
             lm.generation_config.save_pretrained(tmp)
         RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
                 max_length=info.max_length if info else 512, merged_from=merged_from).save(tmp)
+        run_dir = Path(load.model) if load.model else None  # a run directory has config.yaml and metrics.json
+        with atomic_write(tmp / "README.md") as f:
+            f.write(model_card(loaded.labels, loaded.prompt, model_id=repo_id or str(output),
+                               merged_from=merged_from, run_dir=run_dir))
     return output
 
 
@@ -55,9 +63,12 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     from .predict import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
-    add_load_arguments(p, skip={"backend", "vllm"})
+    add_load_arguments(p, skip={"backend", "vllm", "openai"})
     p.add_argument("--output", "--out", dest="output", required=True, help="destination folder")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face Hub model "
+                                                             "repository (created if needed; token from HF_TOKEN)")
+    p.add_argument("--private", action="store_true", help="create the --push-to-hub repository private")
     p.set_defaults(func=run_export)
     return p
 
@@ -66,6 +77,12 @@ def run_export(args: argparse.Namespace) -> int:
     from .predict import LoadOptions
 
     load = cfglib.build_config(LoadOptions, args)
-    out = export_model(load, args.output, overwrite=args.overwrite)
+    if args.private and not args.push_to_hub:
+        raise NerftError("--private goes with --push-to-hub REPO_ID")
+    out = export_model(load, args.output, overwrite=args.overwrite, repo_id=args.push_to_hub)
     print(f"wrote merged model to {out}")
+    if args.push_to_hub:
+        from .model_card import push_to_hub
+
+        print(f"uploaded to {push_to_hub(out, args.push_to_hub, private=args.private)}")
     return 0

@@ -20,6 +20,9 @@ class DataConfig:
     output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
     describe_labels: bool = opt(False, "add each label's description to the prompt")
+    examples_in_prompt: int = opt(0, "append N worked examples to the system prompt: short training documents "
+                                     "with entities, chosen deterministically (one per label first, then in "
+                                     "order); the prompt prefix cache and data.shared_prefix cover them")
     system_prompt: str | None = opt(None, "your own system prompt instead of the built one (saved in the run "
                                           "directory, so predict/serve use it too)")
     end_token: Literal["eot", "pad"] = opt("eot", "answer ends with <|im_end|> (eot) or the pad token (tutorial)")
@@ -32,6 +35,11 @@ class DataConfig:
                                     "answer 'none' to everything); None keeps all")
     group_by_length: bool = opt(True, "batch examples of similar length (less padding)")
     packing: bool = opt(False, "concatenate each batch into one sequence with per-example positions: no padding")
+    shared_prefix: bool = opt(False, "compute the prompt prefix every example shares (system turn + user header) "
+                                     "once per micro-batch and run only each example's own tokens after its KV "
+                                     "cache: the same loss and gradients with fewer tokens (with LoRA dropout, one "
+                                     "dropout mask on the prefix for the whole micro-batch); not with packing or "
+                                     "gradient checkpointing")
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """Training data: the documents a recipe selects, documents -> chat prompt + answer token ids (loss on the
 answer only), the per-epoch batch order (a pure function of seed and epoch, so ``--resume`` replays it) and
-collation (padded or packed)."""
+collation (padded, packed, or with the prompt prefix that every example shares laid out once)."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..formats import OutputFormat, get_format
-from ..generation import end_of_turn_id, pad_token_id, prompt_ids
+from ..generation import end_of_turn_id, pad_token_id, prompt_ids, shared_prefix_ids
 from ..jsonl import read_documents
 from ..labels import LabelSet, load_label_set
 from ..prompts import Prompt, build_prompt
@@ -30,6 +31,9 @@ IGNORE = -100
 class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE on prompt tokens
+    # leading tokens that are the prompt prefix every example shares (system turn + user header), 0 when not
+    # recorded (data.shared_prefix off) or when this example's tokens do not start with it
+    prefix_len: int = 0
 
 
 @dataclass
@@ -45,25 +49,31 @@ def answer_end_id(tokenizer, end_token: str) -> int:
 
 
 def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                    end_id: int) -> Example:
-    """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt."""
+                    end_id: int, prefix: Sequence[int] = ()) -> Example:
+    """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt.
+
+    ``prefix``: the shared prompt prefix; ``prefix_len`` records it when the prompt starts with it and goes on
+    past it (so the prefix never predicts a supervised token)."""
     prompt_part = prompt_ids(tokenizer, prompt, doc.text)
     answer = fmt.render(doc.entities, labels)
     answer_part = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end_id]
-    return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part)
+    n = len(prefix)
+    shared = n if 0 < n < len(prompt_part) and prompt_part[:n] == list(prefix) else 0
+    return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part, shared)
 
 
 def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                     end_id: int, max_length: int, overlong: str) -> EncodedData:
+                     end_id: int, max_length: int, overlong: str, prefix: Sequence[int] = ()) -> EncodedData:
     out = EncodedData([])
     for doc in docs:
-        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id)
+        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id, prefix)
         if len(ex.input_ids) > max_length:
             out.overlong += 1
             if overlong == "drop":
                 continue
             if overlong == "truncate":
-                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
+                cut = ex.prefix_len if ex.prefix_len < max_length else 0
+                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length], cut)
         out.supervised_tokens += sum(1 for t in ex.labels if t != IGNORE)
         out.examples.append(ex)
     return out
@@ -90,12 +100,16 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     return batches
 
 
-def collate(examples: list[Example], pad_id: int, packing: bool) -> dict[str, torch.Tensor]:
-    """Right-padded batch with an attention mask, or (packing) one row whose position ids restart per example.
+def collate(examples: list[Example], pad_id: int, packing: bool, shared_prefix: bool = False
+            ) -> dict[str, torch.Tensor]:
+    """Right-padded batch with an attention mask, or (packing) one row whose position ids restart per example,
+    or (``shared_prefix``, when every example records the same prefix) ``collate_shared_prefix``.
 
     transformers (>= 4.53) turns restarting position ids without an attention mask into a block-diagonal causal
     mask, so packed examples never attend to each other (tests/test_train.py checks the logits match).
     """
+    if shared_prefix and _same_prefix(examples):
+        return collate_shared_prefix(examples, pad_id)
     if packing:
         ids = [t for ex in examples for t in ex.input_ids]
         labels = [t for ex in examples for t in ex.labels]
@@ -112,6 +126,36 @@ def collate(examples: list[Example], pad_id: int, packing: bool) -> dict[str, to
         labels[i, :n] = torch.tensor(ex.labels)
         attention[i, :n] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def _same_prefix(examples: list[Example]) -> bool:
+    n = examples[0].prefix_len
+    head = examples[0].input_ids[:n]
+    return n > 0 and all(ex.prefix_len == n and ex.input_ids[:n] == head for ex in examples[1:])
+
+
+def collate_shared_prefix(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """``[prefix once][row tokens right-padded]``: ``prefix_ids`` (1 x P), the rows' ``input_ids``/``labels``
+    (B x W), an ``attention_mask`` over prefix + row (B x (P + W)) and ``position_ids`` P.. P + W - 1.
+
+    ``SupervisedLoss`` runs the prefix once, repeats its KV cache over the rows and runs the rows after it: each
+    real token sees the prefix and its own row's earlier tokens at the positions it has alone (right padding
+    comes after them), so loss and gradients are those of the plain padded batch (tests/test_shared_prefix.py).
+    """
+    n = examples[0].prefix_len
+    width = max(len(ex.input_ids) - n for ex in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(examples), n + width), dtype=torch.long)
+    attention[:, :n] = 1
+    for i, ex in enumerate(examples):
+        k = len(ex.input_ids) - n
+        input_ids[i, :k] = torch.tensor(ex.input_ids[n:])
+        labels[i, :k] = torch.tensor(ex.labels[n:])
+        attention[i, n:n + k] = 1
+    positions = torch.arange(n, n + width).expand(len(examples), width).clone()
+    return {"prefix_ids": torch.tensor([examples[0].input_ids[:n]]), "input_ids": input_ids, "labels": labels,
+            "attention_mask": attention, "position_ids": positions}
 
 
 def limit_empty_documents(docs: list[Document], share: float, seed: int) -> list[Document]:
@@ -155,22 +199,71 @@ def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document
     return train_docs, dev_docs
 
 
-def build_training_prompt(cfg: TrainConfig, labels) -> Prompt:
+def few_shot_documents(docs: Sequence[Document], n: int, labels: LabelSet, max_chars: int = 50) -> list[Document]:
+    """``n`` worked examples for the prompt, a pure function of ``docs`` and their order: short documents
+    (``max_chars`` at most) with entities: first, for each label in label-set order that the chosen ones do not
+    show yet, the first document that has it (so LOC is shown next to GPE), then the next ones in order; returned
+    in data order."""
+    short = [d for d in docs if d.entities and len(d.text) <= max_chars]
+    chosen: list[Document] = []
+    for code in labels.codes:
+        if any(e.label == code for d in chosen for e in d.entities):
+            continue
+        first = next((d for d in short if d not in chosen and any(e.label == code for e in d.entities)), None)
+        if first is not None and len(chosen) < n:
+            chosen.append(first)
+    chosen += [d for d in short if d not in chosen][:n - len(chosen)]
+    return sorted(chosen, key=short.index)
+
+
+def few_shot_block(examples: Sequence[Document], fmt: OutputFormat, labels: LabelSet) -> str:
+    """The worked examples as the system prompt shows them: each text, then the answer the model should write."""
+    return "\n".join(["示例："] + [f"输入：{d.text}\n输出：\n{fmt.render(d.entities, labels)}" for d in examples])
+
+
+def build_training_prompt(cfg: TrainConfig, labels: LabelSet, train_docs: Sequence[Document] = ()) -> Prompt:
+    """The prompt the run trains with (and saves for predict/serve): built from the label set and format, or
+    ``data.system_prompt``; ``data.examples_in_prompt`` worked examples from ``train_docs`` appended to it."""
     prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
     if cfg.data.system_prompt:
         prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
+    if cfg.data.examples_in_prompt:
+        shots = few_shot_documents(train_docs, cfg.data.examples_in_prompt, labels)
+        if not shots:
+            raise NerftError(f"data.examples_in_prompt {cfg.data.examples_in_prompt}: no training document of at "
+                             "most 50 characters with entities to show")
+        block = few_shot_block(shots, get_format(cfg.data.output_format), labels)
+        prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n{block}")
     return prompt
+
+
+def check_shared_prefix(cfg: TrainConfig) -> None:
+    if not cfg.data.shared_prefix:
+        return
+    if cfg.data.packing:
+        raise NerftError("data.shared_prefix and data.packing do not go together: choose one")
+    if cfg.optim.gradient_checkpointing:
+        # transformers drops the KV cache inside checkpointed layers, so the rows could not see the prefix
+        raise NerftError("data.shared_prefix does not work with optim.gradient_checkpointing: turn one off")
 
 
 def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
                          main: bool) -> EncodedData:
+    """Encode the training documents as configured; with ``data.shared_prefix`` each example records how many
+    leading tokens are the prompt prefix every example shares."""
+    check_shared_prefix(cfg)
     end_id = answer_end_id(tokenizer, cfg.data.end_token)
+    prefix = shared_prefix_ids(tokenizer, prompt) if cfg.data.shared_prefix else []
     data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
-                            cfg.data.max_length, cfg.data.overlong)
+                            cfg.data.max_length, cfg.data.overlong, prefix)
     if data.overlong and main:
         action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
         warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
                       f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
     if not data.examples:
         raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
+    if prefix and main:
+        apart = sum(ex.prefix_len == 0 for ex in data.examples)
+        print(f"nerft train: data.shared_prefix: {len(prefix)} prompt tokens computed once per micro-batch"
+              + (f"; {apart} examples do not start with them (their micro-batches run unshared)" if apart else ""))
     return data

@@ -77,7 +77,7 @@ class Trainer:
         random.seed(cfg.optim.seed)
         train_docs, self.dev_docs = load_training_documents(cfg, self.main)
         self.labels = resolve_label_set(cfg.data, train_docs)
-        self.prompt = build_training_prompt(cfg, self.labels)
+        self.prompt = build_training_prompt(cfg, self.labels, train_docs)
         self.tokenizer = load_tokenizer(cfg.model)
         self.data = encode_training_data(cfg, train_docs, self.tokenizer, self.prompt, self.labels, self.main)
         base = load_model(cfg.model, self.accelerator.device)
@@ -243,7 +243,8 @@ class Trainer:
             while True:
                 steps = self.steps_of_epoch(self.position.epoch)
                 for micro_batches in steps[self.position.step_in_epoch:]:
-                    collated = [collate([self.data.examples[i] for i in b], pad_id, self.cfg.data.packing)
+                    collated = [collate([self.data.examples[i] for i in b], pad_id, self.cfg.data.packing,
+                                        self.cfg.data.shared_prefix)
                                 for b in micro_batches]
                     stats = accumulate_gradients(self.loss_module, collated, accelerator=self.accelerator)
                     with interrupts.critical():

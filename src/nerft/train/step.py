@@ -24,7 +24,8 @@ class SupervisedLoss(torch.nn.Module):
 
     The lm_head (vocabulary 151,936 wide for Qwen2) runs only on the hidden states that predict an answer token,
     not on every prompt position: same loss, a much cheaper step. Wrapping the peft model in this module keeps
-    DDP/DeepSpeed in charge of the forward pass (gradient sync hooks run).
+    DDP/DeepSpeed in charge of the forward pass (gradient sync hooks run). A batch with ``prefix_ids``
+    (``data.shared_prefix``) runs the shared prompt prefix once (``rows_after_prefix``).
     """
 
     def __init__(self, peft_model):
@@ -32,15 +33,33 @@ class SupervisedLoss(torch.nn.Module):
         self.peft_model = peft_model
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                position_ids: torch.Tensor | None = None, prefix_ids: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         causal_lm = self.peft_model.get_base_model()  # LoRA layers are injected in place
-        hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 use_cache=False).last_hidden_state
+        if prefix_ids is None:
+            hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     use_cache=False).last_hidden_state
+        else:
+            hidden = rows_after_prefix(causal_lm.model, prefix_ids, input_ids, attention_mask, position_ids)
         targets = labels[:, 1:]
         supervised = targets != IGNORE
         logits = causal_lm.lm_head(hidden[:, :-1][supervised])
         loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
         return loss, supervised.sum()
+
+
+def rows_after_prefix(body: torch.nn.Module, prefix_ids: torch.Tensor, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Hidden states of the rows of a ``collate_shared_prefix`` batch: the shared prefix (1 x P) runs once, with
+    gradients, its KV cache is repeated over the B rows, and the rows (B x W) run after it.
+
+    The repeat is part of the autograd graph, so each row's gradient flows back through the one prefix forward
+    and autograd sums the rows' contributions: the gradients of B separate prefixes, computed once.
+    """
+    cache = body(input_ids=prefix_ids, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=cache, use_cache=True).last_hidden_state
 
 
 @dataclass
@@ -55,12 +74,17 @@ class StepStats:
 
 
 def count_batch(batch: dict[str, torch.Tensor]) -> StepStats:
-    """Token and example counts of one collated micro-batch (padded or packed)."""
+    """Token and example counts of one collated micro-batch (padded, packed or shared-prefix); a shared prefix
+    counts once, as it is computed once."""
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
-    examples = int((batch["position_ids"] == 0).sum()) if "position_ids" in batch else ids.shape[0]
-    return StepStats(0.0, int((batch["labels"][:, 1:] != IGNORE).sum()),
-                     int(mask.sum()) if mask is not None else ids.numel(), ids.numel(), examples)
+    supervised = int((batch["labels"][:, 1:] != IGNORE).sum())
+    if "prefix_ids" in batch:
+        n = batch["prefix_ids"].shape[1]
+        return StepStats(0.0, supervised, n + int(mask[:, n:].sum()), n + ids.numel(), ids.shape[0])
+    if mask is None:  # packed: one row, position ids restart at each example
+        return StepStats(0.0, supervised, ids.numel(), ids.numel(), int((batch["position_ids"] == 0).sum()))
+    return StepStats(0.0, supervised, int(mask.sum()), ids.numel(), ids.shape[0])
 
 
 def accumulate_gradients(loss_module: torch.nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]], *,
