@@ -7,6 +7,8 @@
 Rows (each trained in a fresh process; all scored by ``nerft evaluate`` on the same test documents):
 - ``zero-shot``: the base model with nerft's prompt, no fine-tuning;
 - ``jieba``: jieba's part-of-speech tagger (nr* -> PER, ns -> GPE, nt -> ORG), no model;
+- ``crf``: the character CRF of ``benchmarks/crf_baseline.py`` trained on the whole train split (no budget: a few
+  minutes on one core), the classic supervised baseline;
 - ``tutorial (equal time)``: the tutorial's recipe for ``--budget-min`` of training on the seeded-shuffled train
   split, read in that order (its LR schedule stays the 2-epoch one; the budget stops it at a step boundary);
   K = the examples it got through;
@@ -213,17 +215,18 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# One invocation: the options, the shared state of its rows, each kind of row, the report
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .bench_train import NERFT_CPU_CONFIG, run_nerft
+def build_parser() -> argparse.ArgumentParser:
+    from .bench_train import NERFT_CPU_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--data-dir", default=None, help="nerft prepare output (default: ../shared CCFBDCI)")
     parser.add_argument("--budget-min", type=float, default=60.0, help="training wall-clock budget per recipe")
     parser.add_argument("--test-docs", type=int, default=0, help="first N test documents (0: the whole split)")
-    parser.add_argument("--rows", default="zero-shot,jieba,tutorial,nerft,nerft-data",
+    parser.add_argument("--rows", default="zero-shot,jieba,crf,tutorial,nerft,nerft-data",
                         help="add nerft+constrained to also score nerft's equal-time model with constrained "
                              "decoding (about 10x slower to score in a short check: hours on the whole split)")
     parser.add_argument("--nerft-config", default=str(NERFT_CPU_CONFIG))
@@ -251,144 +254,171 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-name", default="b3_accuracy")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
-    args = parser.parse_args(argv)
+    return parser
 
-    model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
-    data_dir = Path(args.data_dir) if args.data_dir else prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
-    work = Path(args.work) / "b3"
-    work.mkdir(parents=True, exist_ok=True)
-    train_file = str(shuffled_train(data_dir / "train.jsonl", work / "train.shuffled.jsonl"))
-    limit = args.test_docs or None
-    gold = work / "gold.jsonl"
-    write_jsonl(gold, read_jsonl(data_dir / "test.jsonl", limit))
-    n_test = len(read_jsonl(gold))
-    labels = labels_beside(data_dir / "test.jsonl")
-    config = args.nerft_config if Path(args.nerft_config).is_file() else None
-    budget = args.budget_min * 60
-    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-    variants = [parse_variant(v) for v in args.variant]
-    trainings = sum(r in wanted for r in ("tutorial", "nerft", "nerft-data")) + len(variants)
-    log(f"plan: {trainings} trainings of up to {args.budget_min:g} min, scoring on {n_test} test documents; "
-        f"at least {trainings * args.budget_min:.0f} min of training")
 
-    rows: list[dict[str, Any]] = []
-    previous = Path(args.results) / f"{args.out_name}.json"
-    earlier: dict[str, Any] = {}
-    if args.append and previous.is_file():
-        earlier = json.loads(previous.read_text(encoding="utf-8"))
-        rows = earlier["rows"]
-    start = time.perf_counter()
+class Bench:
+    """What every row of one invocation shares: the model, the data, the gold file, and the rows so far (kept in
+    ``partial.json`` as each one finishes)."""
 
-    def add_row(name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None,
-                gold_file: Path = gold) -> None:
-        rows[:] = [r for r in rows if r["row"] != name]
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
+        self.data_dir = Path(args.data_dir) if args.data_dir else prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
+        self.work = Path(args.work) / "b3"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.train_file = str(shuffled_train(self.data_dir / "train.jsonl", self.work / "train.shuffled.jsonl"))
+        self.gold = self.work / "gold.jsonl"
+        write_jsonl(self.gold, read_jsonl(self.data_dir / "test.jsonl", args.test_docs or None))
+        self.n_test = len(read_jsonl(self.gold))
+        self.labels = labels_beside(self.data_dir / "test.jsonl")
+        self.config = args.nerft_config if Path(args.nerft_config).is_file() else None
+        self.budget = args.budget_min * 60
+        self.wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        self.variants = [parse_variant(v) for v in args.variant]
+        self.rows: list[dict[str, Any]] = []
+        self.earlier: dict[str, Any] = {}
+        previous = Path(args.results) / f"{args.out_name}.json"
+        if args.append and previous.is_file():
+            self.earlier = json.loads(previous.read_text(encoding="utf-8"))
+            self.rows = self.earlier["rows"]
+        self.start = time.perf_counter()
+
+    def pred_path(self, name: str) -> str:
+        return str(self.work / f"pred-{name.replace(' ', '_')}.jsonl")
+
+    def add_row(self, name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None,
+                gold_file: Path | None = None) -> None:
+        gold_file = gold_file or self.gold
+        self.rows[:] = [r for r in self.rows if r["row"] != name]
         row: dict[str, Any] = {"row": name, "test_docs": len(read_jsonl(gold_file))}
         if train:
             row.update({"examples_seen": train.get("examples"), "steps": train.get("optimizer_steps"),
                         "train_min": round(train["train_s"] / 60, 1)})
         row["score_min"] = round(info["score_s"] / 60, 2)
-        row.update(score(gold_file, pred_file, work / f"eval-{name.replace(' ', '_')}", info.get("format"), labels))
-        rows.append(row)
-        log(f"{name}: strict F1 {row['f1']:.2f} (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
-        partial = {"benchmark": "B3 accuracy (partial)", "rows": rows}
-        (work / "partial.json").write_text(json.dumps(partial, ensure_ascii=False, indent=2), encoding="utf-8")
+        row.update(score(gold_file, pred_file, self.work / f"eval-{name.replace(' ', '_')}", info.get("format"),
+                         self.labels))
+        self.rows.append(row)
+        log(f"{name}: strict F1 {row['f1']:.2f} (elapsed {(time.perf_counter() - self.start) / 60:.1f} min)")
+        partial = {"benchmark": "B3 accuracy (partial)", "rows": self.rows}
+        (self.work / "partial.json").write_text(json.dumps(partial, ensure_ascii=False, indent=2), encoding="utf-8")
 
-    def pred_path(name: str) -> str:
-        return str(work / f"pred-{name.replace(' ', '_')}.jsonl")
+    def predict_nerft(self, name: str, gold_file: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+        """nerft's predictor in a fresh process on ``gold_file`` (default: the test documents) -> ``name``'s file."""
+        return run_in_child(predict_with_nerft, threads=self.args.threads, test_file=str(gold_file or self.gold),
+                            limit=None, out_file=self.pred_path(name), batch_size=self.args.batch_size, **kwargs)
 
-    if "zero-shot" in wanted:
-        zero_gold = gold
-        if args.zero_shot_docs and args.zero_shot_docs < n_test:
-            zero_gold = work / "gold-zero-shot.jsonl"
-            write_jsonl(zero_gold, read_jsonl(gold, args.zero_shot_docs))
-        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(zero_gold), limit=None,
-                            out_file=pred_path("zero-shot"), base=model, prompt_style="nerft",
-                            batch_size=args.batch_size, options={"max_new_tokens": args.zero_shot_max_new_tokens})
-        add_row("zero-shot (nerft prompt)", pred_path("zero-shot"), info, gold_file=zero_gold)
-    if "jieba" in wanted:
-        info = predict_with_jieba(str(gold), None, pred_path("jieba"))
-        add_row("jieba POS tagger", pred_path("jieba"), info)
 
-    k = args.equal_data_k
-    if "tutorial" in wanted:
-        out = work / "tutorial"
-        t = run_in_child(train_tutorial, threads=args.threads, model=model, train_file=train_file,
-                         out_dir=str(out), max_seconds=budget)
-        k = k or t["examples"]
-        if args.tutorial_scorer == "tutorial":
-            info = run_in_child(predict_with_tutorial, threads=args.threads, test_file=str(gold), limit=None,
-                                out_file=pred_path("tutorial"), base=model, adapter=t["adapter"])
-        else:
-            info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
-                                out_file=pred_path("tutorial"), base=model, adapter=t["adapter"],
-                                batch_size=args.batch_size)
-        add_row("tutorial (equal time)", pred_path("tutorial"), info, t)
+def run_reference_rows(b: Bench) -> None:
+    """Rows without fine-tuning: zero-shot (nerft's prompt), jieba's POS tagger, the character CRF."""
+    args = b.args
+    if "zero-shot" in b.wanted:
+        zero_gold = b.gold
+        if args.zero_shot_docs and args.zero_shot_docs < b.n_test:
+            zero_gold = b.work / "gold-zero-shot.jsonl"
+            write_jsonl(zero_gold, read_jsonl(b.gold, args.zero_shot_docs))
+        info = b.predict_nerft("zero-shot", zero_gold, base=b.model, prompt_style="nerft",
+                               options={"max_new_tokens": args.zero_shot_max_new_tokens})
+        b.add_row("zero-shot (nerft prompt)", b.pred_path("zero-shot"), info, gold_file=zero_gold)
+    if "jieba" in b.wanted:
+        info = predict_with_jieba(str(b.gold), None, b.pred_path("jieba"))
+        b.add_row("jieba POS tagger", b.pred_path("jieba"), info)
+    if "crf" in b.wanted:
+        from .crf_baseline import predict_crf, train_crf
 
-    nerft_runs = []
-    if "nerft" in wanted:
-        nerft_runs.append(("nerft (equal time)", {}))
-    nerft_runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in variants]
-    steps = args.nerft_steps
-    for name, overrides in nerft_runs:
-        run_dir = work / name.split(" (")[0].replace(" ", "-")
+        model_file = b.work / "crf.crfsuite"
+        trained = train_crf(b.train_file, model_file)
+        info = predict_crf(model_file, b.gold, b.pred_path("crf"))
+        b.add_row("character CRF (all train docs)", b.pred_path("crf"), info,
+                  {"examples": trained["train_docs"], "optimizer_steps": None, "train_s": trained["train_s"]})
+
+
+def run_tutorial_row(b: Bench) -> int | None:
+    """The tutorial's recipe for the budget; returns K, the examples it got through."""
+    t = run_in_child(train_tutorial, threads=b.args.threads, model=b.model, train_file=b.train_file,
+                     out_dir=str(b.work / "tutorial"), max_seconds=b.budget)
+    if b.args.tutorial_scorer == "tutorial":
+        info = run_in_child(predict_with_tutorial, threads=b.args.threads, test_file=str(b.gold), limit=None,
+                            out_file=b.pred_path("tutorial"), base=b.model, adapter=t["adapter"])
+    else:
+        info = b.predict_nerft("tutorial", base=b.model, adapter=t["adapter"])
+    b.add_row("tutorial (equal time)", b.pred_path("tutorial"), info, t)
+    return t["examples"]
+
+
+def run_nerft_rows(b: Bench) -> None:
+    """nerft's equal-time run (and ``--variant`` runs), each scored (and with +constrained if asked)."""
+    from .bench_train import run_nerft
+
+    runs = [("nerft (equal time)", {})] if "nerft" in b.wanted else []
+    runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in b.variants]
+    steps, threads = b.args.nerft_steps, b.args.threads
+    for name, overrides in runs:
+        run_dir = b.work / name.split(" (")[0].replace(" ", "-")
         shutil.rmtree(run_dir, ignore_errors=True)
         if steps:  # a step schedule, cut at the budget from outside
-            t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
-                             max_steps=steps, out_dir=str(run_dir), config_path=config, extra=overrides,
-                             max_seconds=budget)
+            t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
+                             max_steps=steps, out_dir=str(run_dir), config_path=b.config, extra=overrides,
+                             max_seconds=b.budget)
         else:  # nerft's own budget; one epoch is only a cap
-            t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=None,
-                             max_steps=-1, out_dir=str(run_dir), config_path=config,
-                             extra={"optim.max_minutes": args.budget_min, **overrides}, max_seconds=budget * 1.5 + 60)
-        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
-                            out_file=pred_path(name), run_dir=str(run_dir), batch_size=args.batch_size)
-        add_row(name, pred_path(name), info, t)
-        if name == "nerft (equal time)" and "nerft+constrained" in wanted:
+            t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
+                             max_steps=-1, out_dir=str(run_dir), config_path=b.config,
+                             extra={"optim.max_minutes": b.args.budget_min, **overrides},
+                             max_seconds=b.budget * 1.5 + 60)
+        info = b.predict_nerft(name, run_dir=str(run_dir))
+        b.add_row(name, b.pred_path(name), info, t)
+        if name == "nerft (equal time)" and "nerft+constrained" in b.wanted:
             cname = "nerft (equal time) +constrained"
-            info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
-                                out_file=pred_path(cname), run_dir=str(run_dir), batch_size=args.batch_size,
-                                options={"constrained": True})
-            add_row(cname, pred_path(cname), info, t)
+            info = b.predict_nerft(cname, run_dir=str(run_dir), options={"constrained": True})
+            b.add_row(cname, b.pred_path(cname), info, t)
 
-    if "nerft-data" in wanted:
-        if not k:
-            raise SystemExit("the equal-data row needs K: run the tutorial row or pass --equal-data-k")
-        run_dir = work / "nerft-data"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        # nerft's own epoch shuffle over exactly the first K documents of the shuffled split, one pass
-        t = run_in_child(run_nerft, threads=args.threads, model=model, train_file=train_file, limit=k, max_steps=-1,
-                         out_dir=str(run_dir), config_path=config, epochs=1)
-        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(gold), limit=None,
-                            out_file=pred_path("nerft-data"), run_dir=str(run_dir), batch_size=args.batch_size)
-        add_row(f"nerft (equal data, K={k})", pred_path("nerft-data"), info, t)
 
-    score_gold = gold
+def run_equal_data_row(b: Bench, k: int | None) -> None:
+    """nerft's recipe for one pass over the first K documents of the shuffled split (its own epoch shuffle)."""
+    from .bench_train import run_nerft
+
+    if not k:
+        raise SystemExit("the equal-data row needs K: run the tutorial row or pass --equal-data-k")
+    run_dir = b.work / "nerft-data"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t = run_in_child(run_nerft, threads=b.args.threads, model=b.model, train_file=b.train_file, limit=k,
+                     max_steps=-1, out_dir=str(run_dir), config_path=b.config, epochs=1)
+    info = b.predict_nerft("nerft-data", run_dir=str(run_dir))
+    b.add_row(f"nerft (equal data, K={k})", b.pred_path("nerft-data"), info, t)
+
+
+def run_score_rows(b: Bench) -> None:
+    """``--score-run`` rows: existing run directories scored on test, or on the first dev documents."""
+    args = b.args
+    score_gold = b.gold
     if args.score_run and args.score_split == "dev":
-        score_gold = work / "gold-dev.jsonl"
-        write_jsonl(score_gold, read_jsonl(data_dir / "dev.jsonl", limit))
+        score_gold = b.work / "gold-dev.jsonl"
+        write_jsonl(score_gold, read_jsonl(b.data_dir / "dev.jsonl", args.test_docs or None))
     for spec in args.score_run:
         name, _, where = spec.partition("=")
         run_dir, _, opts = where.partition(":")
         options = parse_variant(f"x:{opts}")[1] if opts else {}
         if args.score_split == "dev":
             name += " [dev]"
-        info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(score_gold), limit=None,
-                            out_file=pred_path(name), run_dir=run_dir, batch_size=args.batch_size, options=options)
-        add_row(name, pred_path(name), info, gold_file=score_gold)
+        info = b.predict_nerft(name, score_gold, run_dir=run_dir, options=options)
+        b.add_row(name, b.pred_path(name), info, gold_file=score_gold)
 
+
+def write_report(b: Bench, k: int | None) -> None:
+    args, rows = b.args, b.rows
     label_cols = sorted({c for r in rows for c in r if c.startswith("f1_") and c != "f1_raw_answers"})
-    cols = ["row", "test_docs", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1", *label_cols,
-            "parse_failures", "hallucinations"]
-    k = k or earlier.get("equal_data_k")
-    steps = steps or earlier.get("nerft_steps")
-    earlier_commands = earlier.get("earlier_commands", []) + ([earlier["machine"]["command"]] if earlier else [])
-    payload = {"benchmark": "B3 accuracy under a fixed budget", "model": model, "budget_min": args.budget_min,
-               "test_docs": n_test, "train_file": train_file, "equal_data_k": k, "nerft_steps": steps,
-               "nerft_config": config, "tutorial_scorer": args.tutorial_scorer, "rows": rows,
+    cols = ["row", "test_docs", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1",
+            *label_cols, "parse_failures", "hallucinations"]
+    k = k or b.earlier.get("equal_data_k")
+    steps = args.nerft_steps or b.earlier.get("nerft_steps")
+    earlier_commands = b.earlier.get("earlier_commands", []) + ([b.earlier["machine"]["command"]] if b.earlier else [])
+    payload = {"benchmark": "B3 accuracy under a fixed budget", "model": b.model, "budget_min": args.budget_min,
+               "test_docs": b.n_test, "train_file": b.train_file, "equal_data_k": k, "nerft_steps": steps,
+               "nerft_config": b.config, "tutorial_scorer": args.tutorial_scorer, "rows": rows,
                "earlier_commands": earlier_commands}
-    md = (f"## B3 accuracy ({Path(model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
-          f"P/R/F1 on the first {max([r['test_docs'] for r in rows if '[dev]' not in r['row']], default=n_test)} "
-          "documents of the seeded test split (fewer where test_docs says so), "
+    shown = max([r["test_docs"] for r in rows if "[dev]" not in r["row"]], default=b.n_test)
+    md = (f"## B3 accuracy ({Path(b.model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
+          f"P/R/F1 on the first {shown} documents of the seeded test split (fewer where test_docs says so), "
           "`nerft evaluate`)\n\n"
           + markdown_table(rows, cols)
           + "\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "
@@ -396,11 +426,29 @@ def main(argv: list[str] | None = None) -> int:
              "nerft equal-time runs: nerft's own time budget (optim.max_minutes), its schedule over the budget. ")
           + "The tutorial's adapter is scored "
           f"with {'its own predict()' if args.tutorial_scorer == 'tutorial' else 'nerft predictor on its prompt'}. "
+          "The character CRF (benchmarks/crf_baseline.py) trains on the whole train split, no budget. "
           "hallucinations/parse failures come from re-reading the raw answers. Rows marked [dev] score the first "
           "test_docs documents of the dev split (for choosing decoding options without looking at test)."
           + "".join(f"\n\nEarlier rows of this table: `{c}`" for c in earlier_commands))
     write_results(args.out_name, payload, md, Path(args.results))
     _plot(rows, Path(args.results) / f"{args.out_name}.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    b = Bench(args)
+    trainings = sum(r in b.wanted for r in ("tutorial", "nerft", "nerft-data")) + len(b.variants)
+    log(f"plan: {trainings} trainings of up to {args.budget_min:g} min, scoring on {b.n_test} test documents; "
+        f"at least {trainings * args.budget_min:.0f} min of training")
+    run_reference_rows(b)
+    k = args.equal_data_k
+    if "tutorial" in b.wanted:
+        k = k or run_tutorial_row(b)
+    run_nerft_rows(b)
+    if "nerft-data" in b.wanted:
+        run_equal_data_row(b, k)
+    run_score_rows(b)
+    write_report(b, k)
     return 0
 
 

@@ -1,0 +1,217 @@
+"""The classic baseline: a character CRF (python-crfsuite) with BIO tags, trained on nerft JSONL.
+
+    pip install python-crfsuite                                    # benchmark-only (pip install -e .[bench])
+    python -m benchmarks.crf_baseline                              # full train split + K = 100, 400, 1600
+    python -m benchmarks.crf_baseline --ks 400 --results /tmp/x    # one size
+
+Every character is one token; its tag is B-/I- + the label code, or O. Features of character i (``c[k]`` is the
+character at i + k, ``<s>``/``</s>`` past either end):
+- ``bias``;
+- unigrams ``c[-2]`` .. ``c[+2]``;
+- bigrams ``c[-2]c[-1]``, ``c[-1]c[0]``, ``c[0]c[+1]``, ``c[+1]c[+2]``, and the trigram ``c[-1]c[0]c[+1]``;
+- the character type of ``c[-1]``, ``c[0]``, ``c[+1]`` (han, digit, latin, punct, space, other; full-width
+  digits and letters count as digits and latin) and their concatenation;
+- ``BOS`` / ``EOS`` on the first and last character.
+
+Training: L-BFGS, ``--iterations`` (100), c1 0.1, c2 0.01, every transition allowed. Decoding: Viterbi, then
+BIO to spans (an ``I-X`` that does not continue an ``X`` opens a new entity). Scored by ``nerft evaluate`` on the
+whole seeded test split. Training data: the seeded-shuffled train split (``bench_accuracy.shuffled_train``), its
+first K documents, so the K rows are the same documents the learning curve gives the LLM recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    RESULTS,
+    WORK,
+    labels_beside,
+    log,
+    markdown_table,
+    nerft_evaluate,
+    prepare_ccfbdci,
+    read_jsonl,
+)
+
+DEFAULT_KS = (100, 400, 1600, 0)  # 0: the whole train split
+
+
+def _require_crfsuite():
+    try:
+        import pycrfsuite
+    except ImportError:
+        raise SystemExit("the CRF baseline needs python-crfsuite in the benchmark's environment: "
+                         "pip install python-crfsuite (or pip install -e .[bench]); never a nerft dependency") from None
+    return pycrfsuite
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Features and tags (pure functions)
+
+
+def char_type(ch: str) -> str:
+    if ch in ("<s>", "</s>"):
+        return ch
+    if ch.isspace():
+        return "space"
+    if "0" <= ch <= "9" or "０" <= ch <= "９":
+        return "digit"
+    if ch.isascii() and ch.isalpha() or "Ａ" <= ch <= "Ｚ" or "ａ" <= ch <= "ｚ":
+        return "latin"
+    if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
+        return "han"
+    if unicodedata.category(ch).startswith("P"):
+        return "punct"
+    return "other"
+
+
+def char_features(text: str) -> list[list[str]]:
+    """The feature strings of every character of ``text`` (see the module docstring)."""
+    padded = ["<s>", "<s>", *text, "</s>", "</s>"]
+    feats = []
+    for i in range(len(text)):
+        c = {k: padded[i + 2 + k] for k in range(-2, 3)}
+        t = {k: char_type(c[k]) for k in (-1, 0, 1)}
+        f = ["bias"]
+        f += [f"c{k}={c[k]}" for k in range(-2, 3)]
+        f += [f"b{k}={c[k]}{c[k + 1]}" for k in range(-2, 2)]
+        f.append(f"t={c[-1]}{c[0]}{c[1]}")
+        f += [f"y{k}={t[k]}" for k in (-1, 0, 1)]
+        f.append(f"yyy={t[-1]}|{t[0]}|{t[1]}")
+        if i == 0:
+            f.append("BOS")
+        if i == len(text) - 1:
+            f.append("EOS")
+        feats.append(f)
+    return feats
+
+
+def bio_tags(text: str, entities: list[dict[str, Any]]) -> list[str]:
+    """B-/I-/O tags per character; on overlapping gold spans the first one (by start) wins."""
+    tags = ["O"] * len(text)
+    for e in sorted(entities, key=lambda e: (e["start"], -e["end"])):
+        if any(t != "O" for t in tags[e["start"]:e["end"]]):
+            continue
+        tags[e["start"]] = "B-" + e["label"]
+        for i in range(e["start"] + 1, e["end"]):
+            tags[i] = "I-" + e["label"]
+    return tags
+
+
+def spans_from_bio(text: str, tags: list[str]) -> list[dict[str, Any]]:
+    """Entity dicts (start, end, label, text) from BIO tags; an I-X that does not continue an X opens one."""
+    out: list[dict[str, Any]] = []
+    start, label = None, None
+    for i, tag in enumerate([*tags, "O"]):
+        kind, _, lab = tag.partition("-")
+        if kind == "I" and label == lab:
+            continue
+        if label is not None:
+            out.append({"start": start, "end": i, "label": label, "text": text[start:i]})
+            start, label = None, None
+        if kind in ("B", "I"):
+            start, label = i, lab
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Train, predict, score
+
+
+def train_crf(train_file: str | Path, model_file: str | Path, limit: int | None = None, iterations: int = 100,
+              c1: float = 0.1, c2: float = 0.01) -> dict[str, Any]:
+    """Train on the first ``limit`` documents of ``train_file``; writes the crfsuite model; returns timings."""
+    pycrfsuite = _require_crfsuite()
+    docs = read_jsonl(train_file, limit)
+    start = time.perf_counter()
+    trainer = pycrfsuite.Trainer(verbose=False)
+    for d in docs:
+        if d["text"]:
+            trainer.append(char_features(d["text"]), bio_tags(d["text"], d["entities"]))
+    trainer.set_params({"c1": c1, "c2": c2, "max_iterations": iterations, "feature.possible_transitions": True})
+    Path(model_file).parent.mkdir(parents=True, exist_ok=True)
+    trainer.train(str(model_file))
+    return {"train_docs": len(docs), "train_s": round(time.perf_counter() - start, 2)}
+
+
+def predict_crf(model_file: str | Path, test_file: str | Path, out_file: str | Path) -> dict[str, Any]:
+    """Predictions JSONL (id, text, entities) for every document of ``test_file``."""
+    from nerft.jsonl import write_jsonl
+
+    pycrfsuite = _require_crfsuite()
+    tagger = pycrfsuite.Tagger()
+    tagger.open(str(model_file))
+    start = time.perf_counter()
+    rows = []
+    for d in read_jsonl(test_file):
+        tags = tagger.tag(char_features(d["text"])) if d["text"] else []
+        rows.append({"id": d["id"], "text": d["text"], "entities": spans_from_bio(d["text"], tags)})
+    write_jsonl(out_file, rows)
+    return {"score_s": round(time.perf_counter() - start, 2)}
+
+
+def score_row(gold: Path, pred: Path, out_dir: Path, labels: str) -> dict[str, Any]:
+    """Strict micro P/R/F1 and per-label F1 (percent) from ``nerft evaluate``."""
+    m = nerft_evaluate(gold, pred, out_dir, labels=labels)["strict"]
+    row = {k: round(100 * m["micro"][k], 2) for k in ("precision", "recall", "f1")}
+    row.update({f"f1_{lab}": round(100 * d["f1"], 2) for lab, d in m["per_label"].items()})
+    return row
+
+
+def crf_row(train_file: str | Path, test_file: str | Path, work: Path, k: int | None, labels: str,
+            iterations: int = 100) -> dict[str, Any]:
+    """Train on the first ``k`` documents (None: all), score on ``test_file``: one result row."""
+    name = f"k{k}" if k else "all"
+    model_file, pred = work / f"crf-{name}.crfsuite", work / f"pred-crf-{name}.jsonl"
+    row: dict[str, Any] = {"row": "crf", "k": k or len(read_jsonl(train_file))}
+    row.update(train_crf(train_file, model_file, k, iterations))
+    row.update(predict_crf(model_file, test_file, pred))
+    row.update(score_row(Path(test_file), pred, work / f"eval-crf-{name}", labels))
+    log(f"crf K={row['k']}: strict F1 {row['f1']:.2f} (train {row['train_s']:.0f} s)")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .bench_accuracy import shuffled_train
+    from .common import write_results
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help="nerft prepare output (default: ../shared CCFBDCI, seed 42)")
+    parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)),
+                        help="training sizes: first K documents of the seeded shuffle (0: all)")
+    parser.add_argument("--iterations", type=int, default=100, help="L-BFGS iterations")
+    parser.add_argument("--out-name", default="crf_baseline")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK))
+    args = parser.parse_args(argv)
+
+    _require_crfsuite()
+    data_dir = Path(args.data_dir) if args.data_dir else prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
+    work = Path(args.work) / "crf"
+    work.mkdir(parents=True, exist_ok=True)
+    train_file = shuffled_train(data_dir / "train.jsonl", work / "train.shuffled.jsonl")
+    test_file = data_dir / "test.jsonl"
+    labels = labels_beside(test_file)
+    rows = [crf_row(train_file, test_file, work, int(k) or None, labels, args.iterations)
+            for k in args.ks.split(",") if k.strip()]
+    cols = ["row", "k", "train_s", "score_s", "precision", "recall", "f1",
+            *sorted({c for r in rows for c in r if c.startswith("f1_")})]
+    n_test = len(read_jsonl(test_file))
+    md = (f"## Character CRF baseline (python-crfsuite, L-BFGS {args.iterations} iterations; strict micro P/R/F1 "
+          f"on the {n_test} documents of the seeded test split, `nerft evaluate`)\n\n" + markdown_table(rows, cols)
+          + "\n\nk: the first K documents of the seeded-shuffled train split. Features: char unigrams and bigrams "
+          "in a +-2 window, the centre trigram, char types of c[-1..+1], BOS/EOS (benchmarks/crf_baseline.py). "
+          "train_s: crfsuite on one core.")
+    write_results(args.out_name, {"benchmark": "CRF baseline", "iterations": args.iterations, "test_docs": n_test,
+                                  "train_file": str(train_file), "rows": rows}, md, Path(args.results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
