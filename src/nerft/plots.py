@@ -75,6 +75,36 @@ def line_curves(series: Mapping[str, Sequence[tuple[float, float]]], path: str |
     _save(fig, path)
 
 
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike, *, title: str = "",
+               xlabel: str = "", ylabel: str = "", log_x: bool = False) -> None:
+    """Several named series of (x, y) points as lines on one axes, each point marked and its y written beside it
+    (e.g. F1 against training documents per recipe); ``log_x`` for sizes that grow by factors."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, points in series.items():
+        pts = sorted(points)
+        if not pts:
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, marker="o", label=name)
+        for x, y in pts:
+            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the points' own x values are the ticks
+    xs_all = sorted({p[0] for pts in series.values() for p in pts})
+    if xs_all:
+        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if any(series.values()):
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """curves.png of a run: training loss and dev F1 against optimizer steps (from train_log.jsonl records)."""
     loss = [(r["step"], r["loss"]) for r in log if "loss" in r]

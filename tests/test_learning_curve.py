@@ -1,0 +1,129 @@
+"""Smoke test for benchmarks/learning_curve.py and the CRF baseline: every row end to end on a tiny random Qwen2
+with the tiny BPE tokenizer and a hand-written dataset (K = 2 and 4 documents), then resume. Checks the harness
+(files, keys, resume, the choice on dev), never numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import REPO, make_tiny_qwen2
+
+sys.path.insert(0, str(REPO))
+
+from benchmarks import common, crf_baseline, learning_curve  # noqa: E402
+
+DOCS = [
+    ("d1", "张三在北京工作。", [(0, 2, "PER"), (3, 5, "GPE")]),
+    ("d2", "李四去了黄山。", [(0, 2, "PER"), (4, 6, "LOC")]),
+    ("d3", "联合国总部在纽约。", [(0, 3, "ORG"), (6, 8, "GPE")]),
+    ("d4", "嗯。", []),
+    ("d5", "王五是华为员工。", [(0, 2, "PER"), (3, 5, "ORG")]),
+    ("d6", "今天天气很好。", []),
+]
+
+
+def _doc(i, text, ents):
+    return {"id": i, "text": text, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
+                                                 for s, e, lab in ents]}
+
+
+def _has_crfsuite() -> bool:
+    try:
+        import pycrfsuite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny Qwen2 with the tiny BPE tokenizer whose generation ends every answer at once (fast)."""
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    model = make_tiny_qwen2(tokenizer=tiny_tokenizer)
+    im_end, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    model.generation_config.eos_token_id = [im_end, pad]
+    model.generation_config.pad_token_id = pad
+    model.generation_config.sequence_bias = [[[im_end], 100.0]]
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mini_data(tmp_path_factory):
+    from nerft.labels import ccfbdci_labels
+
+    out = tmp_path_factory.mktemp("mini-ccfbdci")
+    rows = [_doc(*d) for d in DOCS]
+    for split, part in (("train", rows), ("dev", rows[:2]), ("test", rows[:3])):
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),
+                                            encoding="utf-8")
+    (out / "labels.json").write_text(json.dumps(ccfbdci_labels().to_dict(), ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    monkeypatch.setattr(common, "IN_PROCESS", True)
+
+
+def test_bio_tags_round_trip_and_lenient_decoding():
+    text, ents = DOCS[0][1], _doc(*DOCS[0])["entities"]
+    tags = crf_baseline.bio_tags(text, ents)
+    assert tags == ["B-PER", "I-PER", "O", "B-GPE", "I-GPE", "O", "O", "O"]
+    assert crf_baseline.spans_from_bio(text, tags) == ents
+    assert [e["label"] for e in crf_baseline.spans_from_bio("abc", ["I-PER", "I-GPE", "B-GPE"])] == ["PER", "GPE",
+                                                                                                    "GPE"]
+    assert crf_baseline.spans_from_bio("", []) == []
+    overlapping = [{"start": 0, "end": 3, "label": "ORG"}, {"start": 1, "end": 2, "label": "PER"}]
+    assert crf_baseline.bio_tags("abcd", overlapping) == ["B-ORG", "I-ORG", "I-ORG", "O"]
+    feats = crf_baseline.char_features("张3")
+    assert "c0=张" in feats[0] and "y1=digit" in feats[0] and "BOS" in feats[0] and "EOS" in feats[1]
+
+
+@pytest.mark.skipif(not _has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
+def test_crf_baseline_main(mini_data, tmp_path):
+    crf_baseline.main(["--data-dir", str(mini_data), "--ks", "0", "--iterations", "5", "--results", str(tmp_path),
+                       "--work", str(tmp_path / "work")])
+    d = json.loads((tmp_path / "crf_baseline.json").read_text())
+    assert [r["k"] for r in d["rows"]] == [6] and 0 <= d["rows"][0]["f1"] <= 100  # K = 0: the whole split
+    assert "| crf | 6 |" in (tmp_path / "crf_baseline.md").read_text()
+
+
+def _argv(model, data, tmp_path, ks: str, rows: str, *extra: str) -> list[str]:
+    return ["--model", str(model), "--data-dir", str(data), "--ks", ks, "--rows", rows, "--budget-min", "5",
+            "--nerft-epochs", "2", "--tutorial-epochs", "2", "--crf-iterations", "5", "--dev-docs", "2",
+            "--threads", "1", "--results", str(tmp_path), "--work", str(tmp_path / "work"), *extra]
+
+
+def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_process, tmp_path, monkeypatch):
+    rows = "nerft,tutorial" + (",crf" if _has_crfsuite() else "")
+    variant = ("--variant", "sp:data.shared_prefix=true,data.examples_in_prompt=1")
+    argv = _argv(tiny_model_dir, mini_data, tmp_path, "4", rows, *variant)
+    learning_curve.main(argv)
+    d = json.loads((tmp_path / "learning_curve.json").read_text())
+    names = rows.split(",") + ["nerft sp"]
+    assert sorted(p["row"] for p in d["points"]) == sorted(names) and {p["k"] for p in d["points"]} == {4}
+    for p in d["points"]:
+        assert 0 <= p["f1"] <= 100 and {"precision", "recall", "choice"} <= set(p)
+    nerft = next(p for p in d["points"] if p["row"] == "nerft")
+    assert nerft["dev_f1"] is not None and nerft["choice"].startswith("best dev F1 at step")
+    tutorial = next(p for p in d["points"] if p["row"] == "tutorial")
+    assert tutorial["choice"] == "checkpoint-2 of 2 by dev F1" or tutorial["choice"] == "checkpoint-1 of 2 by dev F1"
+    assert tutorial["steps"] == 2  # 4 documents, 2 epochs of one step, an adapter after each
+    assert (tmp_path / "learning_curve.png").is_file()
+    assert ("minus_crf" in (tmp_path / "learning_curve.md").read_text()) == _has_crfsuite()
+
+    # resume: nothing is measured again; a new K adds only its own point
+    measured = []
+    real = learning_curve.measure
+    monkeypatch.setattr(learning_curve, "measure", lambda c, row, k, o: measured.append((row, k)) or real(c, row, k, o))
+    learning_curve.main(argv)
+    assert measured == []
+    learning_curve.main(_argv(tiny_model_dir, mini_data, tmp_path, "2,4", "nerft"))
+    assert measured == [("nerft", 2)]
+    d = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert len(d["points"]) == len(names) + 1
+    assert "| row | K=2 | K=4 |" in (tmp_path / "learning_curve.md").read_text()
