@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..config import ConfigError, opt
 
@@ -11,10 +11,9 @@ from ..config import ConfigError, opt
 class ServeSettings:
     """Limits and batching of one server (flags of ``nerft serve``; keywords of ``create_app``)."""
 
-    max_batch: int = opt(16, "texts per generation batch; also the most texts a request abandoned mid-batch can "
-                             "still cost")
+    max_batch: int = opt(16, "texts per generation batch (and per predictor call)")
     max_batch_chars: int = opt(8192, "characters per predictor call (a longer text is a call of its own): bounds "
-                                     "the work a request left behind can still cost, and the wait behind it")
+                                     "the work a request whose client left can still cost")
     max_wait_ms: float = opt(10.0, "how long the first request of a batch waits for company")
     max_texts: int = opt(32, "texts per request (413 beyond)")
     max_text_chars: int = opt(4000, "characters per text (413 beyond)")
@@ -27,7 +26,8 @@ class ServeSettings:
     model_name: str = opt("", "name reported in responses (default: the predictor's)")
 
     def __post_init__(self) -> None:
-        positive = {"max_batch": self.max_batch, "max_batch_chars": self.max_batch_chars, "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
+        positive = {"max_batch": self.max_batch, "max_batch_chars": self.max_batch_chars,
+                    "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
                     "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes}
         for key, value in positive.items():
             if value <= 0:
@@ -41,8 +41,6 @@ class ServeSettings:
             raise ConfigError("the API key must be printable ASCII without spaces (it travels in an HTTP header)")
 
     def __repr__(self) -> str:  # never print the key into a log
-        key = "set" if self.api_key else None
-        return (f"ServeSettings(max_batch={self.max_batch}, max_batch_chars={self.max_batch_chars}, max_wait_ms={self.max_wait_ms}, max_texts="
-                f"{self.max_texts}, max_text_chars={self.max_text_chars}, queue_size={self.queue_size}, timeout="
-                f"{self.timeout}, max_body_bytes={self.max_body_bytes}, api_key={key}, "
-                f"model_name={self.model_name!r})")
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["api_key"] = "<set>" if self.api_key else None
+        return "ServeSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
