@@ -19,7 +19,7 @@ from nerft.cli import main
 from nerft.labels import ccfbdci_labels
 from nerft.predict import Prediction, PredictStats, load_predictor
 from nerft.schema import Entity, NerftError
-from nerft.serve import ServeSettings, create_app
+from nerft.serve import Batcher, ServerStats, ServeSettings, create_app
 
 SURROGATE = "\ud800王伟"  # a lone surrogate: valid JSON ("\ud800"), not valid Unicode text
 
@@ -273,6 +273,38 @@ def test_a_request_abandoned_half_way_stops_at_the_next_call():
     assert after.status_code == 200
     assert predictor.calls == [["慢0", "慢1"], ["北京"]]  # the call running when the client left, then nothing
     assert app.state.stats.skipped_texts == 6
+
+
+def test_two_batchers_never_call_the_predictor_at_once():
+    """A router may add its own Batcher over the same model (the chat route does): calls still never overlap."""
+    predictor = FakePredictor(delay=0.1)
+    active, most = 0, 0
+    predict = predictor.predict
+
+    def counting_predict(texts, labels=None):
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            return predict(texts, labels)
+        finally:
+            active -= 1
+
+    predictor.predict = counting_predict
+    settings = ServeSettings(max_wait_ms=1)
+
+    async def scenario():
+        batchers = [Batcher(predictor, settings, ServerStats()) for _ in range(2)]
+        for b in batchers:
+            await b.start()
+        results = await asyncio.gather(*(b.submit([f"北京{i}"], None) for b in batchers for i in range(3)))
+        for b in batchers:
+            await b.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [ents[0][0].text for ents in results] == ["北京"] * 6
+    assert most == 1 and len(predictor.calls) >= 2
 
 
 def test_a_client_that_disconnects_is_not_computed():

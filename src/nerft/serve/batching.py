@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from .settings import ServeSettings
 logger = logging.getLogger("nerft.serve")
 
 BAD_INPUT = (NerftError, ValueError)  # UnicodeError is a ValueError
+# One predictor call at a time in a process, whichever Batcher makes it (the /v1/ner one, and any that a router
+# adds): a model and its caches are not assumed to be safe to use from two threads at once.
+PREDICTOR_LOCK = threading.Lock()
 RETRY_SOON = {"Retry-After": "1"}
 
 
@@ -181,7 +185,7 @@ class Batcher:
     async def _predict(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]]) -> None:
         texts = [job.texts[i] for job, i in chunk]
         try:
-            results = await asyncio.to_thread(self.predictor.predict, texts, list(labels) if labels else None)
+            results = await asyncio.to_thread(self._call, texts, list(labels) if labels else None)
             if len(results) != len(texts):
                 raise RuntimeError(f"the predictor returned {len(results)} results for {len(texts)} texts")
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
@@ -195,6 +199,10 @@ class Batcher:
             job.results[i] = entities
         for job in dict.fromkeys(job for job, _ in chunk):
             job.finish_if_complete()
+
+    def _call(self, texts: list[str], labels: list[str] | None) -> list:
+        with PREDICTOR_LOCK:
+            return self.predictor.predict(texts, labels)
 
     async def _isolate(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]],
                        exc: BaseException) -> None:
