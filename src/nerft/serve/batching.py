@@ -130,6 +130,8 @@ class Batcher:
             job.future.cancel()
             if gone is not None:
                 gone.cancel()
+                if gone.done() and not gone.cancelled():
+                    gone.exception()  # a receive that raised counts as the client gone; nothing left to log
 
     async def _run(self) -> None:
         while True:
