@@ -12,7 +12,8 @@ returned. Errors have OpenAI's shape (``{"error": {"message", "type", "code"}}``
 The router is one of ``serve.create_app``'s ``routers``: it sits behind the server's authentication, body limit and
 metrics, and reads the predictor and settings from ``app.state``. Chat requests are micro-batched by a second
 ``serve.batching.Batcher`` of the same settings (deadlines, client-gone, failure isolation) over the predictor's
-``predict_detailed``, which holds the raw answers; ``/v1/ner`` and chat requests batch separately.
+``predict_detailed``, which holds the raw answers; ``/v1/ner`` and chat requests batch separately, and the two
+batchers never call the model at the same time (``serve.batching.PREDICTOR_LOCK``).
 """
 
 from __future__ import annotations
