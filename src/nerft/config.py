@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from .schema import NerftError
+from .textio import read_text
 
 T = TypeVar("T")
 
@@ -135,7 +136,7 @@ def to_dict(obj: Any) -> Any:
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, advice="save it as UTF-8")  # a bad byte: an InputError with line and offset
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:

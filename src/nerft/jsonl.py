@@ -4,7 +4,7 @@
   the file and line (``tolerant=True`` yields the error in the object's place instead, so a reader can skip it).
 - ``write_jsonl(path, rows)``: the whole file, atomically (a temp file renamed into place).
 - ``JsonlAppender``: append rows one flushed line at a time (logs, resumable outputs); ``cut_torn_tail`` removes a
-  last line that an interrupted write left without its newline.
+  last line that an interrupted write left without its newline (and refuses a file that is not JSONL).
 - ``read_documents`` / ``write_documents``: the canonical nerft document JSONL.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .schema import Document, InputError, NerftError, atomic_write, document_from_dict
+from .textio import check_json_text, iter_lines, require_file
 
 
 def dumps_line(obj: Any) -> str:
@@ -28,29 +29,26 @@ def iter_jsonl(path: str | os.PathLike, *, tolerant: bool = False, encoding: str
                ) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for each non-blank line; a leading BOM is ignored.
 
-    A line that is not JSON raises ``InputError``, or with ``tolerant`` is yielded as that error (the caller
-    decides whether to skip it). Undecodable bytes raise ``InputError`` with the line and byte offset.
+    A line that is not JSON, or holds a lone surrogate escape, raises ``InputError``, or with ``tolerant`` is
+    yielded as that error (the caller decides whether to skip it). ``encoding`` may be ``auto`` (see
+    :mod:`nerft.textio`); undecodable bytes raise ``InputError`` with the line and byte offset, tolerant or not.
     """
-    with open(path, "rb") as f:
-        offset = 0
-        for lineno, raw_bytes in enumerate(f, 1):
-            try:
-                raw = raw_bytes.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise InputError(path, lineno, f"not valid {encoding} at byte {offset + exc.start} of the file "
-                                               f"({exc.reason}); pass --encoding (e.g. gb18030) or convert the file") from None
-            offset += len(raw_bytes)
-            if lineno == 1:
-                raw = raw.lstrip("\ufeff")
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as exc:
-                error = InputError(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})")
-                if not tolerant:
-                    raise error from None
-                yield lineno, error
+    for lineno, raw in iter_lines(path, encoding):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            check_json_text(obj, raw, path, lineno)
+        except json.JSONDecodeError as exc:
+            error = InputError(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        except InputError as exc:
+            error = exc
+        else:
+            yield lineno, obj
+            continue
+        if not tolerant:
+            raise error from None
+        yield lineno, error
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
@@ -63,39 +61,57 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     return n
 
 
-def cut_torn_tail(path: str | os.PathLike) -> int:
-    """Truncate ``path`` after its last complete line (one ending in a newline that parses as JSON) and return
-    the number of complete lines. What an interrupted append left behind is removed; nothing else is touched."""
+def cut_torn_tail(path: str | os.PathLike, row_start: bytes = b"{") -> int:
+    """Remove what an interrupted append left after the last complete line of ``path``; return the number of
+    complete lines.
+
+    Only the bytes after the last newline are ever removed, and only when they are a torn row: they do not parse
+    as JSON and begin like a row (``row_start``; a prefix of it is enough). A last row that is complete but lacks
+    its newline gets one. Anything else, a complete line that is not JSON included, means the file is not one
+    that nerft appended to: NerftError, and the file is left as it is.
+    """
     path = Path(path)
     if not path.is_file():
         return 0
-    good_end, lines = 0, 0
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break
-            if raw.strip():
-                try:
-                    json.loads(raw)
-                except ValueError:
-                    break
-                lines += 1
-            good_end += len(raw)
-    if good_end != path.stat().st_size:
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    lines = 0
+    for lineno, raw in enumerate(data[:cut].split(b"\n")[:-1], 1):
+        if raw.strip():
+            try:
+                json.loads(raw)
+            except ValueError:
+                raise NerftError(f"{path}, line {lineno}: not a JSON line; nerft appends only to files it wrote, "
+                                 "and leaves this one as it is: pass another file") from None
+            lines += 1
+    tail = data[cut:]
+    if not tail.strip():
+        return lines
+    try:
+        json.loads(tail)
+    except ValueError:
+        if not (tail.startswith(row_start) or row_start.startswith(tail)):
+            raise NerftError(f"{path}, line {lines + 1}: not a JSON line; nerft appends only to files it wrote, "
+                             "and leaves this one as it is: pass another file") from None
         with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return lines
+            f.truncate(cut)
+        return lines
+    with open(path, "ab") as f:
+        f.write(b"\n")
+    return lines + 1
 
 
 class JsonlAppender:
-    """Appends rows to a JSONL file, each flushed (``fsync`` with ``durable``) so a crash loses no written row."""
+    """Appends rows to a JSONL file, each batch written straight to the file (unbuffered; ``fsync`` with
+    ``durable``) so a crash loses no written row; an interrupted write leaves at most a torn last line, which
+    :func:`cut_torn_tail` removes."""
 
     def __init__(self, path: str | os.PathLike, *, truncate: bool = False, durable: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.durable = durable
         try:
-            self._file = open(self.path, "w" if truncate else "a", encoding="utf-8")  # noqa: SIM115
+            self._file = open(self.path, "wb" if truncate else "ab", buffering=0)  # noqa: SIM115
         except OSError as exc:
             raise NerftError(f"cannot write {self.path}: {exc.strerror}") from None
 
@@ -103,10 +119,14 @@ class JsonlAppender:
         self.write_many([row])
 
     def write_many(self, rows: Iterable[Any]) -> None:
-        self._file.write("".join(dumps_line(r) for r in rows))
-        self._file.flush()
-        if self.durable:
-            os.fsync(self._file.fileno())
+        data = memoryview("".join(dumps_line(r) for r in rows).encode("utf-8"))
+        try:
+            while data:
+                data = data[self._file.write(data):]
+            if self.durable:
+                os.fsync(self._file.fileno())
+        except OSError as exc:  # a full disk: say which file; the rows written before are whole
+            raise NerftError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         self._file.close()
@@ -120,8 +140,7 @@ class JsonlAppender:
 
 def read_documents(path: str | os.PathLike) -> list[Document]:
     """A canonical nerft JSONL file (ids default to the 0-based record index)."""
-    if not Path(path).is_file():
-        raise NerftError(f"{path} does not exist")
+    require_file(path)
     return [document_from_dict(obj, path=str(path), line=lineno, default_id=str(i))
             for i, (lineno, obj) in enumerate(iter_jsonl(path))]
 

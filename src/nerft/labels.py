@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .schema import NerftError
+from .textio import read_text
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class LabelSet:
     def from_file(cls, path: str | os.PathLike) -> LabelSet:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, advice="save it as UTF-8")  # a bad byte: an InputError with line and offset
         except OSError as exc:
             raise NerftError(f"cannot read label file {path}: {exc.strerror}") from None
         try:

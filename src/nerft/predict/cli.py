@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import config as cfglib
 from ..schema import Entity, NerftError
+from ..textio import ENCODING_HELP, require_file
 from .options import LoadOptions, PredictOptions
 from .writers import OUTPUT_FORMATS
 
@@ -33,6 +34,7 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="--output as nerft JSONL (default, resumable), a Label Studio task array with "
                         "pre-annotations (+ <stem>.label_config.xml) or doccano JSONL; the tool formats are "
                         "written at the end from a resumable <stem>.nerft.jsonl beside --output")
+    p.add_argument("--encoding", default="utf-8", help=ENCODING_HELP.replace("files", "file") + " (for --input)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
     add_load_arguments(p)
@@ -69,8 +71,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise NerftError("give texts to analyse or --input FILE")
     if args.output and not args.input:
         raise NerftError("--output goes with --input")
-    if args.input and not Path(args.input).is_file():
-        raise NerftError(f"input file {args.input} not found")
+    if args.input:
+        require_file(args.input, "input file")
     if args.input and not args.output:
         raise NerftError("--input needs --output FILE.jsonl")
     if args.output_file_format != "nerft" and not args.output:
@@ -85,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.input:
         work = working_file(args.output, args.output_file_format)
         n = predict_file(predictor, args.input, work, chunk_size=options.batch_size * 4, labels=args.labels,
-                         raw=args.raw, progress=not args.no_progress)
+                         raw=args.raw, progress=not args.no_progress, encoding=args.encoding)
         print(f"predicted {n} documents into {work}", file=sys.stderr)
         if args.output_file_format != "nerft":
             written = write_tool_file(work, args.output, args.output_file_format,

@@ -15,33 +15,22 @@ from typing import Any
 
 from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
 from ..schema import InputError, NerftError
+from ..textio import iter_lines, require_file
 from .base import Predictor
 
 
-def read_inputs(path: str | Path) -> list[tuple[str, str]]:
-    """(id, text) pairs from a .txt file (one text a line, id = line number) or a .jsonl file (text, optional id)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NerftError(f"input file {path} not found")
+def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
+    """(id, text) pairs from a .txt file (one text a line, id = line number) or a .jsonl file (text, optional id).
+    ``encoding``: a codec name or ``auto`` (see :mod:`nerft.textio`); bad bytes name the line and byte offset."""
+    path = require_file(path, "input file")
+    out = []
     if path.suffix == ".jsonl":
-        out = []
-        for k, (lineno, obj) in enumerate(iter_jsonl(path)):
+        for k, (lineno, obj) in enumerate(iter_jsonl(path, encoding=encoding)):
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 raise InputError(path, lineno, "expected an object with a string field 'text'")
             out.append((str(obj.get("id", k)), obj["text"]))
     else:
-        out = []
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    raise InputError(path, n, f"not valid UTF-8 at byte {exc.start} of the line ({exc.reason})"
-                                     ) from None
-                if n == 1:
-                    line = line.lstrip("\ufeff")
-                if line.strip():
-                    out.append((str(n), line))
+        out = [(str(n), line) for n, line in iter_lines(path, encoding) if line.strip()]
     ids = [i for i, _ in out]
     if len(set(ids)) != len(ids):
         raise NerftError(f"{path}: document ids are not unique; resuming needs unique ids")
@@ -53,13 +42,14 @@ def finished_ids(output: Path, inputs: dict[str, str]) -> set[str]:
     (an interrupted write) is cut off the file."""
     if not output.is_file() or output.stat().st_size == 0:
         return set()
-    cut_torn_tail(output)
-    done: set[str] = set()
-    try:
+    try:  # checks every complete line before it cuts anything: a file nerft did not write is left as it is
+        cut_torn_tail(output, row_start=b'{"id": ')
         rows = list(iter_jsonl(output))
-    except InputError as exc:
-        raise NerftError(f"--output {output} is not a nerft prediction file ({exc.problem}); refusing to write "
+    except (InputError, NerftError) as exc:
+        problem = exc.problem if isinstance(exc, InputError) else str(exc).split("; ")[0]
+        raise NerftError(f"--output {output} is not a nerft prediction file ({problem}); refusing to write "
                          "into it: pass a new file") from None
+    done: set[str] = set()
     for lineno, row in rows:
         if not (isinstance(row, dict) and {"id", "text", "entities"} <= row.keys()):
             raise NerftError(f"--output {output}, line {lineno}: not a nerft prediction row; refusing to write into "
@@ -73,15 +63,16 @@ def finished_ids(output: Path, inputs: dict[str, str]) -> set[str]:
 
 
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *, chunk_size: int = 32,
-                 labels: list[str] | None = None, raw: bool = False, progress: bool = True) -> int:
-    """Predict every document of ``input_path`` into ``output_path``, resuming a previous run; returns the number
-    of documents predicted now."""
+                 labels: list[str] | None = None, raw: bool = False, progress: bool = True,
+                 encoding: str = "utf-8") -> int:
+    """Predict every document of ``input_path`` (read in ``encoding``) into ``output_path``, resuming a previous
+    run; returns the number of documents predicted now."""
     from tqdm import tqdm
 
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.exists() and input_path.resolve() == output_path.resolve():
         raise NerftError(f"--output {output_path} is the input file; pass another file")
-    docs = read_inputs(input_path)
+    docs = read_inputs(input_path, encoding)
     done = finished_ids(output_path, dict(docs))
     todo = [(i, t) for i, t in docs if i not in done]
     bar = tqdm(total=len(docs), initial=len(docs) - len(todo), unit="doc", disable=not progress, file=sys.stderr)

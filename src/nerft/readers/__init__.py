@@ -31,6 +31,7 @@ skipped and counted instead. Document ids are stable: the record's own ``id`` wh
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -38,7 +39,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..schema import Document, NerftError
-from .base import ReadReport
+from ..textio import decode_error, read_text, require_file, resolve_encoding
+from .base import ReadReport, WrongFormatError
 from .conll import TagScheme, read_conll, split_columns
 from .doccano import is_doccano_record, read_doccano
 from .label_studio import is_label_studio_record, read_label_studio
@@ -74,10 +76,13 @@ def read_dataset(
     reject_overlaps: bool = False,
     conll_scheme: TagScheme = "auto",
     progress: bool | None = None,
+    encoding: str = "utf-8",
 ) -> tuple[list[Document], ReadReport]:
     """Read one file (or a ``hub:REPO:SUBSET`` spec) in any supported format.
 
-    ``progress``: show a tqdm bar; None shows it only on a terminal.
+    ``progress``: show a tqdm bar; None shows it only on a terminal. ``encoding``: a codec name or ``auto``
+    (see :mod:`nerft.textio`). A file read with the wrong ``format`` (its records carry another format's
+    annotation field and never this one's) raises WrongFormatError naming that field and its formats.
     """
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
         repo, subset, split = parse_hub_spec(source)
@@ -89,10 +94,11 @@ def read_dataset(
     path = Path(source)
     if path.is_dir():
         raise NerftError(f"{path} is a directory; read its split files with read_split_dir")
-    if not path.is_file():
-        raise NerftError(f"input {path} does not exist")
-    fmt = detect_format(path) if format == "auto" else format
-    options = {"skip_invalid": skip_invalid, "reject_overlaps": reject_overlaps, "progress": progress}
+    require_file(path, "input")
+    encoding = resolve_encoding(path, encoding)
+    fmt = detect_format(path, encoding) if format == "auto" else format
+    options = {"skip_invalid": skip_invalid, "reject_overlaps": reject_overlaps, "progress": progress,
+               "encoding": encoding}
     if fmt == "chinese_ner_sft":
         return read_chinese_ner_sft(path, **options)
     if fmt == "cluener":
@@ -156,20 +162,19 @@ def read_split_dir(
 # ---------------------------------------------------------------------------------------------- format detection
 
 
-def detect_format(path: str | os.PathLike) -> Format:
+def detect_format(path: str | os.PathLike, encoding: str = "utf-8") -> Format:
     """Guess a file's format from its first records (and its extension when they allow two readings)."""
     path = Path(path)
     if path.is_dir():
-        return detect_format(next(iter(find_split_files(path).values())))
-    with open(path, encoding="utf-8") as f:
-        head = f.read(SNIFF_CHARS)
+        return detect_format(next(iter(find_split_files(path).values())), encoding)
+    head = _head(path, resolve_encoding(path, encoding))
     stripped = head.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise NerftError(f"{path} is empty; cannot detect its format")
     if stripped[0] in "{[":
         records = _leading_json_records(stripped)
         if not records:  # the first record is longer than the sniffed head: read the whole file once
-            records = _leading_json_records(path.read_text(encoding="utf-8").lstrip("\ufeff \t\r\n"), limit=1)
+            records = _leading_json_records(read_text(path, encoding).lstrip("\ufeff \t\r\n"), limit=1)
         if not records:
             raise NerftError(f"{path}: starts like JSON but its first record does not parse; pass --format")
         return _json_format_of(records, path)
@@ -179,6 +184,16 @@ def detect_format(path: str | os.PathLike) -> Format:
     raise NerftError(
         f"cannot detect the format of {path}: it is neither JSON nor CoNLL-style '<char> <tag>' rows; pass --format"
     )
+
+
+def _head(path: Path, codec: str) -> str:
+    """The first SNIFF_CHARS characters; a bad byte there is an InputError with its line and byte offset."""
+    with open(path, "rb") as f:
+        data = f.read(SNIFF_CHARS * 4)
+    try:
+        return codecs.getincrementaldecoder(codec)().decode(data, final=len(data) < SNIFF_CHARS * 4)[:SNIFF_CHARS]
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, data, exc, codec) from None
 
 
 def _leading_json_records(text: str, limit: int = SNIFF_RECORDS) -> list[Any]:
@@ -225,7 +240,7 @@ def _json_format_of(records: list[Any], path: Path) -> Format:
 
 
 
-__all__ = ["FORMATS", "ReadReport", "TagScheme", "Document", "read_dataset", "read_split_dir", "find_split_files",
+__all__ = ["FORMATS", "ReadReport", "WrongFormatError", "TagScheme", "Document", "read_dataset", "read_split_dir", "find_split_files",
            "detect_format", "read_nerft", "read_chinese_ner_sft", "read_cluener", "read_conll", "read_doccano",
            "read_label_studio", "parse_hub_spec",
            "load_hub_chinese_ner_sft", "document_from_chinese_ner_sft", "HUB_PREFIX", "HUB_REPO"]

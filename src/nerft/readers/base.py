@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 from tqdm import tqdm
 
 from ..jsonl import iter_jsonl
-from ..schema import Document, InputError, find_overlaps, validate_document
+from ..schema import Document, InputError, NerftError, find_overlaps, validate_document
+from ..textio import check_json_text, read_text
 
 MAX_WARNINGS = 50  # a report keeps the first warnings verbatim and counts the rest
 
@@ -59,18 +61,64 @@ class ReadReport:
         }
 
 
-def json_line_records(path: Path, convert: Callable[[Any, int, str], Document]
-                       ) -> Iterator[tuple[int, Document | InputError]]:
-    """(line number, document or the error that line gave) for a one-object-a-line JSON file."""
+# Top-level fields that hold the annotations of a record in the formats nerft reads, and whose format that is.
+# A file read with a reader whose field is in none of its records, but that has one of these, was read with the
+# wrong --format: without the check every document would come out without entities.
+ANNOTATION_FIELDS: dict[str, str] = {
+    "entities": "nerft, chinese_ner_sft or doccano",
+    "label": "cluener or doccano",
+    "labels": "doccano",
+    "annotations": "label-studio",
+}
+
+
+class WrongFormatError(NerftError):
+    """The file's records carry another format's annotation field and never this reader's."""
+
+
+@dataclass
+class FieldCensus:
+    """Counts which top-level fields with a list or object value a file's records carry."""
+
+    records: int = 0
+    fields: Counter[str] = field(default_factory=Counter)
+
+    def observe(self, obj: Any) -> None:
+        if isinstance(obj, dict):
+            self.records += 1
+            self.fields.update(k for k, v in obj.items() if isinstance(v, (dict, list)))
+
+    def check(self, path: str | os.PathLike, fmt: str, entity_field: str) -> None:
+        """Raise WrongFormatError when no record has ``entity_field`` but some have another format's field."""
+        if not self.records or self.fields[entity_field]:
+            return
+        others = [(name, owner) for name, owner in ANNOTATION_FIELDS.items()
+                  if name != entity_field and self.fields[name]]
+        if others:
+            name, owner = others[0]
+            raise WrongFormatError(
+                f"{path}: no record has `{entity_field}`, the field format {fmt} reads entities from, but "
+                f"{self.fields[name]} of {self.records} have `{name}` ({owner}); every document would come out "
+                "without entities: pass the file's --format (or leave --format at auto)")
+
+
+def json_line_records(path: Path, convert: Callable[[Any, int, str], Document], *, encoding: str = "utf-8",
+                      fmt: str = "", entity_field: str | None = None) -> Iterator[tuple[int, Document | InputError]]:
+    """(line number, document or the error that line gave) for a one-object-a-line JSON file. With
+    ``entity_field``: a WrongFormatError at the end when no record had it but another format's field is there."""
     prefix = id_prefix(path)
-    for lineno, obj in iter_jsonl(path, tolerant=True):
+    census = FieldCensus()
+    for lineno, obj in iter_jsonl(path, tolerant=True, encoding=encoding):
         if isinstance(obj, InputError):
             yield lineno, obj
             continue
+        census.observe(obj)
         try:
             yield lineno, convert(obj, lineno, f"{prefix}-{lineno}")
         except InputError as exc:
             yield lineno, exc
+    if entity_field:
+        census.check(path, fmt, entity_field)
 
 
 def collect(
@@ -130,13 +178,14 @@ def _no_bar(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-def iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
+def iter_json_objects(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
     """(line where it starts, object or InputError) for concatenated JSON values, one a line or pretty-printed.
 
     A top-level array yields its items. After a syntax error the walk resumes at the next line starting with
-    ``{`` after the broken object's first line, so ``skip_invalid`` can step over one broken object.
+    ``{`` after the broken object's first line, so ``skip_invalid`` can step over one broken object. The file is
+    decoded whole (``encoding`` may be ``auto``); a bad byte is an InputError with its line and offset.
     """
-    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    text = read_text(path, encoding)
     decoder = json.JSONDecoder()
     pos, line, length = 0, 1, len(text)
     while True:
@@ -157,11 +206,13 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, Any]]:
             line += text.count("\n", pos, resume + 1)
             pos = resume + 1
             continue
-        if isinstance(value, list):
-            for item in value:
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                check_json_text(item, text[pos:end], path, line)
+            except InputError as exc:
+                yield line, exc
+            else:
                 yield line, item
-        else:
-            yield line, value
         line += text.count("\n", pos, end)
         pos = end
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..schema import Document, Entity, InputError, NerftError
-from .base import ReadReport, collect, id_prefix
+from ..textio import iter_lines
+from .base import ReadReport, WrongFormatError, collect, id_prefix
 
 TagScheme = Literal["auto", "bio", "bioes", "bmes"]
 
@@ -18,6 +19,7 @@ def read_conll(
     path: str | os.PathLike,
     scheme: TagScheme = "auto",
     segmented_tokens: bool | None = None,
+    encoding: str = "utf-8",
     **options: Any,
 ) -> tuple[list[Document], ReadReport]:
     """Character tagging with BIO, BIOES or BMES tags; one ``<token> [extra columns] <tag>`` row a line.
@@ -28,10 +30,11 @@ def read_conll(
 
     An I-/M-/E- tag that does not continue an entity of the same label starts a new one; such repairs are counted
     in ``ReadReport.repaired_tags``. Tokens are joined without separators: this is character-level tagging.
+    A file whose first row opens a JSON object or array is refused (WrongFormatError): it is not CoNLL.
     """
     path = Path(path)
     prefix = id_prefix(path)
-    sentences = _read_conll_sentences(path)
+    sentences = _read_conll_sentences(path, encoding)
     rows = [row for sentence in sentences for row in sentence if not isinstance(row, InputError)]
     if segmented_tokens is None:
         segmented_tokens = bool(rows) and all(len(tok) > 1 and tok[-1].isdigit() for _, tok, _ in rows)
@@ -66,29 +69,36 @@ def read_conll(
 _Row = tuple[int, str, str]  # line number, token, tag
 
 
-def _read_conll_sentences(path: Path) -> list[list[_Row | InputError]]:
+def _read_conll_sentences(path: Path, encoding: str = "utf-8") -> list[list[_Row | InputError]]:
     sentences: list[list[_Row | InputError]] = []
     current: list[_Row | InputError] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if lineno == 1:
-                line = line.lstrip("\ufeff")
-            if not line.strip():
-                if current:
-                    sentences.append(current)
-                    current = []
-                continue
-            if line.startswith("-DOCSTART-"):
-                continue
-            columns = split_columns(line)
-            if len(columns) < 2 or not columns[0]:
-                current.append(InputError(path, lineno, f"expected '<char> <tag>' (tab- or space-separated), got {line!r}"))
-                continue
-            current.append((lineno, columns[0], columns[-1].strip()))
+    first = True
+    for lineno, line in iter_lines(path, encoding):
+        if not line.strip():
+            if current:
+                sentences.append(current)
+                current = []
+            continue
+        if first and _looks_like_json(line):
+            raise WrongFormatError(f"{path}, line {lineno}: starts like JSON, not like CoNLL '<char> <tag>' rows; "
+                                   "pass the file's --format (or leave --format at auto)")
+        first = False
+        if line.startswith("-DOCSTART-"):
+            continue
+        columns = split_columns(line)
+        if len(columns) < 2 or not columns[0]:
+            current.append(InputError(path, lineno, f"expected '<char> <tag>' (tab- or space-separated), got {line!r}"))
+            continue
+        current.append((lineno, columns[0], columns[-1].strip()))
     if current:
         sentences.append(current)
     return sentences
+
+
+def _looks_like_json(line: str) -> bool:
+    """A JSON file's first line ('{', '[', '{"text": ...'); a CoNLL row for the character '{' has a tag column."""
+    stripped = line.strip()
+    return stripped in ("{", "[") or stripped.startswith(('{"', '[{', '["', "[["))
 
 
 def split_columns(line: str) -> list[str]:

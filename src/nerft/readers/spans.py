@@ -10,6 +10,7 @@ from typing import Any
 
 from ..schema import Document, Entity, InputError, NerftError, document_from_dict
 from .base import (
+    FieldCensus,
     ReadReport,
     collect,
     id_prefix,
@@ -23,20 +24,22 @@ HUB_PREFIX = "hub:"
 HUB_REPO = "qgyd2021/chinese_ner_sft"
 
 
-def read_nerft(path: str | os.PathLike, **options: Any) -> tuple[list[Document], ReadReport]:
+def read_nerft(path: str | os.PathLike, encoding: str = "utf-8", **options: Any) -> tuple[list[Document], ReadReport]:
     """The canonical nerft JSONL (``schema.read_documents``' format), with validation and per-line errors."""
     path = Path(path)
     records = json_line_records(
-        path, lambda obj, lineno, doc_id: document_from_dict(obj, path=str(path), line=lineno, default_id=doc_id))
+        path, lambda obj, lineno, doc_id: document_from_dict(obj, path=str(path), line=lineno, default_id=doc_id),
+        encoding=encoding, fmt="nerft", entity_field="entities")
     return collect(path, "nerft", records, **options)
 
 
-def read_chinese_ner_sft(path: str | os.PathLike, **options: Any) -> tuple[list[Document], ReadReport]:
+def read_chinese_ner_sft(path: str | os.PathLike, encoding: str = "utf-8", **options: Any
+                         ) -> tuple[list[Document], ReadReport]:
     """chinese_ner_sft span JSONL: ``{"text", "entities": [{"start_idx", "end_idx", "entity_text", ...}]}``."""
     path = Path(path)
     records = json_line_records(
-        path, lambda obj, lineno, doc_id: document_from_chinese_ner_sft(obj, str(path), lineno, doc_id))
-
+        path, lambda obj, lineno, doc_id: document_from_chinese_ner_sft(obj, str(path), lineno, doc_id),
+        encoding=encoding, fmt="chinese_ner_sft", entity_field="entities")
     return collect(path, "chinese_ner_sft", records, **options)
 
 
@@ -62,20 +65,23 @@ def document_from_chinese_ner_sft(obj: Any, path: str | None, line: int | None, 
     return Document(str(obj.get("id") or default_id), text, entities)
 
 
-def read_cluener(path: str | os.PathLike, **options: Any) -> tuple[list[Document], ReadReport]:
+def read_cluener(path: str | os.PathLike, encoding: str = "utf-8", **options: Any) -> tuple[list[Document], ReadReport]:
     """CLUENER2020 JSON (inclusive ``end``): one object a line, concatenated pretty-printed objects, or an array."""
     path = Path(path)
     prefix = id_prefix(path)
 
     def records() -> Iterator[tuple[int, Document | InputError]]:
-        for index, (lineno, obj) in enumerate(iter_json_objects(path)):
+        census = FieldCensus()
+        for index, (lineno, obj) in enumerate(iter_json_objects(path, encoding)):
             if isinstance(obj, InputError):
                 yield lineno, obj
                 continue
+            census.observe(obj)
             try:
                 yield lineno, _document_from_cluener(obj, str(path), lineno, f"{prefix}-{index}")
             except InputError as exc:
                 yield lineno, exc
+        census.check(path, "cluener", "label")
 
     return collect(path, "cluener", records(), **options)
 
