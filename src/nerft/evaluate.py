@@ -5,10 +5,17 @@ Each PRED line is a JSON object with either ``entities`` (what ``nerft predict``
 as ``predict`` reads it: any nerft output format, grounded in the gold text; with ``format`` set, pieces written
 in another format count as parse failures). With both, ``source`` decides (``auto``: entities).
 
-Documents are matched by ``id`` when every prediction has one and the gold ids are unique; otherwise by line
-order, and then the counts must agree. A prediction that carries ``text`` must have the gold document's text.
-A gold document without a prediction is an error, unless ``allow_missing`` is set: it then scores as an empty
-prediction and is counted in ``missing_predictions``.
+Documents are matched by ``id`` when every prediction has one, by line order when none has (then the counts must
+agree); a file that mixes rows with and without ``id`` is refused, naming a line of each kind (matching it by
+order would pair most rows of a shuffled file with the wrong document). A prediction that carries ``text`` must
+have the gold document's text. A gold document without a prediction is an error, unless ``allow_missing`` is set:
+it then scores as an empty prediction and is counted in ``missing_predictions``.
+
+Labels: ``--labels``, else ``labels.json`` beside the gold file (a prepared folder), else the gold labels. A
+predicted entity whose label is not in that set (as a code or display name) is refused, naming its line, unless
+``allow_unknown_labels``: it is then scored as a label of its own (a false positive) and counted in
+``unknown_labels`` ({label: entities}). Raw ``output`` answers are unaffected: the parser counts a piece with an
+unknown label as a parse failure.
 
 Other trainers' prediction files are read directly (``--pred-format``, detected by ``auto``): LLaMA-Factory's
 ``generated_predictions.jsonl`` (``prompt``/``predict``/``label``) and ms-swift's ``swift infer`` results
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +53,7 @@ from .schema import (
     entity_from_dict,
     write_json,
 )
+from .textio import ENCODING_HELP, require_file, resolve_encoding
 
 
 @dataclass
@@ -53,7 +62,8 @@ class EvaluateConfig:
     pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line")
     format: str | None = opt(None, "output format the model was taught (tutorial, jsonl, compact): raw answers are read "
                                           "in any format, and pieces in another one count as parse failures; unset: none do")
-    labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: inferred from gold)")
+    labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: labels.json beside "
+                                   "the gold file, else inferred from gold)")
     out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png", aliases=("--output",))
     source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
     pred_format: Literal["auto", "nerft", "llamafactory", "swift"] = opt(
@@ -62,6 +72,9 @@ class EvaluateConfig:
     keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
     allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
     quiet: bool = opt(False, "do not print the table")
+    allow_unknown_labels: bool = opt(False, "score predicted labels outside the label set as labels of their own "
+                                            "(reported in unknown_labels) instead of failing")
+    encoding: str = opt("utf-8", ENCODING_HELP)
     score_with: str | None = opt(None, "predict the gold texts with this model (run directory, exported folder or "
                                        "adapter; any --backend, with the load and decoding flags) instead of "
                                        "reading --pred; OUT then also gets predictions.jsonl")
@@ -81,32 +94,34 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
     if cfg.format is not None:
         get_format(cfg.format)  # a clear error for an unknown name
     started = time.perf_counter()
-    gold = _read_gold(cfg.gold)
+    gold = _read_gold(cfg.gold, cfg.encoding)
     model_counts = {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
     rows = _read_prediction_file(cfg, gold) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
-    labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold)
+    labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold, cfg.gold)
     matched = _match(gold, rows, cfg)
-    preds, counts = [], model_counts
+    preds, counts, unknown = [], model_counts, Counter()
     for doc, row in zip(gold, matched, strict=True):
-        entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts)
+        entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts, unknown)
         preds.append(entities)
     metrics = score_documents(gold, preds, labels=labels, **counts)
     metrics["missing_predictions"] = sum(row is None for row in matched)
+    metrics["unknown_labels"] = dict(unknown.most_common())
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if not cfg.quiet:
         print(format_table(metrics))
+        if unknown:
+            print(f"labels outside the label set, scored as their own: {_listed(unknown)}")
     if cfg.out:
         write_outputs(metrics, cfg, Path(cfg.out))
     return metrics
 
 
-def _read_gold(path: str) -> list[Document]:
+def _read_gold(path: str, encoding: str = "utf-8") -> list[Document]:
     """Any format the readers know (nerft JSONL, chinese_ner_sft, CLUENER, CoNLL); spans are checked there."""
     from .readers import read_dataset
 
-    if not Path(path).is_file():
-        raise NerftError(f"gold file {path} does not exist")
-    gold, _report = read_dataset(path, progress=False)
+    require_file(path, "gold file")
+    gold, _report = read_dataset(path, progress=False, encoding=encoding)
     return gold
 
 
@@ -114,19 +129,19 @@ def _read_prediction_file(cfg: EvaluateConfig, gold: list[Document]) -> list[_Pr
     """nerft's prediction rows, or another trainer's predictions matched to ``gold`` as ``{"id", "output"}`` rows."""
     from .trainer_formats import detect_prediction_format, read_trainer_predictions
 
-    if not Path(cfg.pred).is_file():
-        raise NerftError(f"prediction file {cfg.pred} does not exist")
-    fmt = detect_prediction_format(cfg.pred) if cfg.pred_format == "auto" else cfg.pred_format
+    require_file(cfg.pred, "prediction file")
+    fmt = cfg.pred_format
+    if fmt == "auto":  # LLaMA-Factory and ms-swift write UTF-8: a file in another encoding is nerft's layout
+        fmt = detect_prediction_format(cfg.pred) if resolve_encoding(cfg.pred, cfg.encoding) == "utf-8" else "nerft"
     if fmt == "nerft":
-        return _read_pred_rows(cfg.pred)
+        return _read_pred_rows(cfg.pred, cfg.encoding)
     return [_PredRow(line, row) for line, row in read_trainer_predictions(cfg.pred, fmt, gold)]
 
 
-def _read_pred_rows(path: str) -> list[_PredRow]:
-    if not Path(path).is_file():
-        raise NerftError(f"prediction file {path} does not exist")
+def _read_pred_rows(path: str, encoding: str = "utf-8") -> list[_PredRow]:
+    require_file(path, "prediction file")
     rows = []
-    for line, obj in iter_jsonl(path):
+    for line, obj in iter_jsonl(path, encoding=encoding):
         if not isinstance(obj, dict):
             raise InputError(path, line, f"expected a JSON object, got {type(obj).__name__}")
         if "entities" not in obj and "output" not in obj:
@@ -156,9 +171,12 @@ def _predicted_rows(gold: list[Document], predictor, cfg: EvaluateConfig, counts
     return rows
 
 
-def _label_set(spec: str | None, gold: list[Document]) -> LabelSet:
+def _label_set(spec: str | None, gold: list[Document], gold_path: str) -> LabelSet:
     if spec:
         return load_label_set(spec)
+    beside = Path(gold_path).parent / "labels.json"  # a prepared folder's label set
+    if beside.is_file():
+        return LabelSet.from_file(beside)
     codes = [e.label for d in gold for e in d.entities]
     if not codes:
         raise NerftError("the gold file has no entities to infer the label set from; pass --labels")
@@ -167,8 +185,13 @@ def _label_set(spec: str | None, gold: list[Document]) -> LabelSet:
 
 def _match(gold: list[Document], rows: list[_PredRow], cfg: EvaluateConfig) -> list[_PredRow | None]:
     """The prediction row for each gold document (None: missing)."""
+    with_id = next((r for r in rows if "id" in r.data), None)
+    without_id = next((r for r in rows if "id" not in r.data), None)
+    if with_id is not None and without_id is not None:
+        raise InputError(cfg.pred, without_id.line, f"this prediction has no `id`, but line {with_id.line} has one; "
+                         "give every line an id (matched by id) or none (matched by line order)")
     gold_ids = [d.id for d in gold]
-    by_id = len(set(gold_ids)) == len(gold_ids) and rows and all("id" in r.data for r in rows)
+    by_id = len(set(gold_ids)) == len(gold_ids) and with_id is not None
     matched: list[_PredRow | None]
     if by_id:
         index = {doc_id: i for i, doc_id in enumerate(gold_ids)}
@@ -185,7 +208,7 @@ def _match(gold: list[Document], rows: list[_PredRow], cfg: EvaluateConfig) -> l
         if len(rows) > len(gold):
             raise InputError(cfg.pred, rows[len(gold)].line,
                              f"more predictions ({len(rows)}) than gold documents ({len(gold)}); lines are matched "
-                             "by order because not every prediction has an id matching the gold ids")
+                             "by order because the predictions have no ids")
         matched = [*rows, *[None] * (len(gold) - len(rows))]
     for doc, r in zip(gold, matched, strict=True):
         if r is not None and "text" in r.data and r.data["text"] != doc.text:
@@ -199,13 +222,17 @@ def _match(gold: list[Document], rows: list[_PredRow], cfg: EvaluateConfig) -> l
     return matched
 
 
+def _listed(counts: Counter[str]) -> str:
+    return ", ".join(f"{label!r} ({n})" for label, n in counts.most_common())
+
+
 def _short(text: Any) -> str:
     text = str(text)
     return repr(text if len(text) <= 30 else text[:30] + "…")
 
 
 def _entities_of(doc: Document, row: _PredRow, cfg: EvaluateConfig, labels: LabelSet,
-                 counts: dict[str, int]) -> list[Entity]:
+                 counts: dict[str, int], unknown: Counter[str]) -> list[Entity]:
     use_output = "output" in row.data and (cfg.source == "output" or "entities" not in row.data)
     if cfg.source == "entities" and "entities" not in row.data:
         raise InputError(cfg.pred, row.line, "no `entities` (source is `entities`)")
@@ -217,6 +244,12 @@ def _entities_of(doc: Document, row: _PredRow, cfg: EvaluateConfig, labels: Labe
         counts["duplicates"] += reading.duplicates
         return reading.entities
     entities = [entity_from_dict(e, path=cfg.pred, line=row.line) for e in row.data["entities"]]
+    outside = [e.label for e in entities if labels.to_code(e.label) is None]
+    if outside and not cfg.allow_unknown_labels:
+        raise InputError(cfg.pred, row.line, f"label {outside[0]!r} is not in the label set "
+                         f"({', '.join(labels.codes)}); pass the model's --labels, or --allow-unknown-labels to "
+                         "score it as a label of its own")
+    unknown.update(outside)
     entities = [Entity(e.start, e.end, labels.to_code(e.label) or e.label, e.text, e.score) for e in entities]
     placed = [e for e in entities if e.start is not None and e.end is not None]
     problems = _span_problems(doc.text, placed)
@@ -261,7 +294,9 @@ def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
         "# nerft evaluate", "",
         f"- gold: `{cfg.gold}`", f"- predictions: `{cfg.pred or f'{cfg.score_with} (--score-with)'}`",
         f"- documents: {metrics['documents']} ({metrics['documents_with_errors']} with an error, "
-        f"{metrics['missing_predictions']} without a prediction)", "",
+        f"{metrics['missing_predictions']} without a prediction)",
+        *([f"- labels outside the label set, scored as their own: {_listed(Counter(metrics['unknown_labels']))}"]
+          if metrics.get("unknown_labels") else []), "",
         "## Strict scores (exact span and label)", "", format_table(metrics), "",
         "![per-label scores](per_label.png)", "",
     ]
