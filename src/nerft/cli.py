@@ -8,9 +8,11 @@ the parsed arguments and returning an exit code. Modules are imported only when 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import signal
 import sys
+from pathlib import Path
 
 from . import __version__
 from .schema import NerftError
@@ -52,15 +54,31 @@ def main(argv: list[str] | None = None) -> int:
     except NerftError as exc:
         return _error(args.command, str(exc))
     except OSError as exc:  # a path that cannot be read or written: say which and why, without a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _error(args.command, f"{where}{exc.strerror or exc}")
+        return _error(args.command, describe_os_error(exc))
+    except UnicodeDecodeError as exc:  # a text file read outside nerft.textio (which names file and line)
+        return _error(args.command, f"a file is not valid {exc.encoding} (byte {exc.start}: {exc.reason}); "
+                                    "convert it to UTF-8")
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"nerft {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + int(signum)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One sentence for an OSError: the path and why; a path under a file says which part is the file."""
+    path = exc.filename
+    if path is None:
+        return exc.strerror or str(exc)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir or open of a path whose parent (or itself) is a file
+        for part in (Path(path), *Path(path).parents):
+            if part.is_file():
+                return f"{part} is a file, not a folder (needed for {path})" if str(part) != str(path) \
+                    else f"{path} is a file, not a folder"
+    return f"{path}: {exc.strerror or exc}"
+
+
 def _error(command: str, message: str) -> int:
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())  # always one line
     print(f"nerft {command}: error: {message}", file=sys.stderr)
     return 2
 

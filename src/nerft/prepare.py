@@ -11,6 +11,11 @@ Output directory::
       <export format>/                     with --export-format: the training conversations for LLaMA-Factory
                                            or ms-swift (see :mod:`nerft.trainer_formats`)
 
+OUT is written under a temporary name beside it and renamed into place once complete, so an interrupted prepare
+(a full disk, Ctrl-C, a kill) leaves the previous OUT or none, never a part. An existing OUT is replaced only when it
+holds nothing but a previous prepare's output (its stats.json lists what it wrote), or with ``--overwrite``; never
+when it holds the input.
+
 Splitting: documents are grouped by identical text, the groups shuffled with ``seed`` and dealt to test, then dev,
 then train until each reaches its share, so a repeated text never straddles two splits (very frequent texts stay in
 train, see :func:`split_documents`). Texts that repeat with
@@ -31,6 +36,7 @@ options), in the split files' order, so the other trainer's predictions can be s
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import statistics
@@ -43,10 +49,12 @@ from .config import ConfigError, add_config_arguments, build_config, opt, to_dic
 from .jsonl import write_jsonl
 from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
 from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
-from .schema import Document, Entity, NerftError, atomic_write, write_json
+from .schema import Document, Entity, NerftError, atomic_dir, atomic_write, write_json
+from .textio import ENCODING_HELP
 from .trainer_formats import SftExportConfig, write_sft_export
 
 PLOT_FILE = "entities_per_label.png"
+STATS_FILE = "stats.json"
 MAX_EVAL_GROUP_SHARE = 0.01  # see split_documents
 MAX_LISTED_CONFLICTS = 50  # in stats.md; stats.json lists all
 
@@ -69,6 +77,8 @@ class PrepareConfig:
     skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
     reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")
     plot: bool = opt(True, f"write {PLOT_FILE}")
+    encoding: str = opt("utf-8", ENCODING_HELP)
+    overwrite: bool = opt(False, "replace an --out folder that holds files prepare did not write (all of it)")
     export: SftExportConfig = opt(help="training conversations for another trainer", factory=SftExportConfig)
 
     def __post_init__(self) -> None:
@@ -124,6 +134,8 @@ def prepare(cfg: PrepareConfig) -> PrepareReport:
         raise ConfigError("missing --input (a dataset file, a split directory or hub:REPO:SUBSET)")
     if not cfg.out:
         raise ConfigError("missing --out (the output directory)")
+    out = Path(cfg.out)
+    check_output_folder(out, cfg)
     splits, read_report, split_mode, notes = _read_input(cfg)
 
     all_docs = [doc for split in SPLITS for doc in splits[split]]
@@ -137,27 +149,76 @@ def prepare(cfg: PrepareConfig) -> PrepareReport:
         "notes": notes, "config": to_dict(cfg),
     })
 
-    out = Path(cfg.out)
-    files = []
-    for split in SPLITS:
-        write_jsonl(out / f"{split}.jsonl", splits[split])
-        files.append(out / f"{split}.jsonl")
-    write_json(out / "labels.json", label_set.to_dict())
-    write_json(out / "stats.json", stats)
-    with atomic_write(out / "stats.md") as f:
-        f.write(stats_markdown(stats))
-    files += [out / "labels.json", out / "stats.json", out / "stats.md"]
-    if cfg.plot:
-        plot_entities_per_label(stats, out / PLOT_FILE)
-        files.append(out / PLOT_FILE)
-    files += write_sft_export(out, splits, label_set, cfg.export)
+    try:
+        files = _write_output_folder(out, cfg, splits, label_set, stats)
+    except OSError as exc:  # a full disk, a read-only folder: nothing of this run is left, a previous OUT is kept
+        where = f" ({Path(exc.filename).name})" if exc.filename else ""
+        kept = "the previous folder is unchanged" if out.is_dir() else "nothing was written"
+        raise NerftError(f"cannot write {out}{where}: {exc.strerror or exc}; {kept}") from None
     return PrepareReport(out, {s: len(splits[s]) for s in SPLITS}, label_set, label_source, read_report, stats, files)
+
+
+def _write_output_folder(out: Path, cfg: PrepareConfig, splits: dict[str, list[Document]], label_set: LabelSet,
+                         stats: dict[str, Any]) -> list[Path]:
+    """Every output file, staged beside ``out`` and renamed into place at the end; returns their final paths."""
+    with atomic_dir(out) as stage:  # the folder appears (or replaces the previous one) only once complete
+        files = []
+        for split in SPLITS:
+            write_jsonl(stage / f"{split}.jsonl", splits[split])
+            files.append(stage / f"{split}.jsonl")
+        write_json(stage / "labels.json", label_set.to_dict())
+        with atomic_write(stage / "stats.md") as f:
+            f.write(stats_markdown(stats))
+        files += [stage / "labels.json", stage / "stats.md"]
+        if cfg.plot:
+            plot_entities_per_label(stats, stage / PLOT_FILE)
+            files.append(stage / PLOT_FILE)
+        files += write_sft_export(stage, splits, label_set, cfg.export)
+        files.append(stage / STATS_FILE)
+        stats["files"] = [str(p.relative_to(stage)) for p in files]  # what the next prepare may replace
+        write_json(stage / STATS_FILE, stats)
+    return [out / p.relative_to(stage) for p in files]
+
+
+def check_output_folder(out: Path, cfg: PrepareConfig) -> None:
+    """Refuse an --out that prepare must not replace: a file, a folder holding the input, or (without
+    ``overwrite``) a folder holding anything a previous prepare did not write there."""
+    for parent in out.parents:
+        if parent.is_file():
+            raise NerftError(f"{parent} is a file, not a folder (needed for --out {out})")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise NerftError(f"--out {out} is a file; prepare writes a folder: pass another --out")
+    source = Path(cfg.input)
+    if not cfg.input.startswith(HUB_PREFIX) and source.exists() and source.resolve().is_relative_to(out.resolve()):
+        raise NerftError(f"--out {out} holds the input {cfg.input}, and prepare replaces the whole folder: "
+                         "pass another --out")
+    if cfg.overwrite:
+        return
+    foreign = sorted({p.name for p in out.iterdir()} - _previous_outputs(out))
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise NerftError(f"--out {out} holds {listed}, which prepare did not write, and prepare replaces the whole "
+                         "folder: pass a new or empty --out, or --overwrite to replace it anyway")
+
+
+def _previous_outputs(out: Path) -> set[str]:
+    """The top-level names a previous prepare wrote into ``out`` (from its stats.json); empty when it has none."""
+    try:
+        stats = json.loads((out / STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not (isinstance(stats, dict) and {"splits", "split_mode", "labels"} <= stats.keys()):
+        return set()
+    files = stats.get("files") or [*(f"{s}.jsonl" for s in SPLITS), "labels.json", "stats.md", PLOT_FILE]
+    return {STATS_FILE} | {Path(str(f)).parts[0] for f in files if str(f)}
 
 
 def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadReport, str, list[str]]:
     """Documents per split, the read report, ``random``/``predefined``, and notes on what was done."""
     options = {"skip_invalid": cfg.skip_invalid, "reject_overlaps": cfg.reject_overlaps,
-               "conll_scheme": cfg.conll_scheme}
+               "conll_scheme": cfg.conll_scheme, "encoding": cfg.encoding}
     source = Path(cfg.input)
     is_dir = not cfg.input.startswith(HUB_PREFIX) and source.is_dir()
     if cfg.keep_split and not is_dir:

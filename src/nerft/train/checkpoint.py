@@ -8,6 +8,7 @@ Resuming reads only these two formats, whatever else the folder holds: a shared 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -24,8 +25,21 @@ FORMAT_VERSION = 1
 
 
 def save_adapter(peft_model: Any, path: Path) -> None:
-    with atomic_dir(path) as tmp:
+    with _write_errors(path), atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path):
+    """A full disk while saving (safetensors raises its own error type) as one NerftError naming ``path``; the
+    folder is written atomically, so the previous one is kept."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise NerftError(f"cannot write {path}: {reason}; the previous copy, if any, is kept") from None
 
 
 def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -91,7 +105,7 @@ def save_checkpoint(run_dir: Path, peft_model: Any, optimizer: Any, scheduler: A
     info = {"format": FORMAT_VERSION, **position, "optimizer": opt_info, "scheduler": scheduler.state_dict(),
             "rng": rng_info}
     path = run_dir / "checkpoints" / f"step-{position['step']}"
-    with atomic_dir(path) as tmp:
+    with _write_errors(path), atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp / "adapter", safe_serialization=True)
         save_file({**tensors, **rng_tensors}, str(tmp / STATE_TENSORS))
         write_json(tmp / STATE_JSON, info)
