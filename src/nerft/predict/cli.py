@@ -11,6 +11,7 @@ from .. import config as cfglib
 from ..schema import Entity, NerftError
 from ..textio import ENCODING_HELP, require_file
 from .options import LoadOptions, PredictOptions
+from .ray_engine import RayOptions
 from .writers import OUTPUT_FORMATS
 
 
@@ -34,11 +35,16 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="--output as nerft JSONL (default, resumable), a Label Studio task array with "
                         "pre-annotations (+ <stem>.label_config.xml) or doccano JSONL; the tool formats are "
                         "written at the end from a resumable <stem>.nerft.jsonl beside --output")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: predict on a Ray cluster (pip install 'nerft[ray]', --ray.* flags); --input is then "
+                        "files, globs or folders (one shard per file) and --output a folder of one JSONL per "
+                        "shard, resumed by shard")
     p.add_argument("--encoding", default="utf-8", help=ENCODING_HELP.replace("files", "file") + " (for --input)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
     add_load_arguments(p)
     cfglib.add_config_arguments(p, PredictOptions)
+    cfglib.add_config_arguments(p, RayOptions, prefix="ray.")
     p.set_defaults(func=run_predict)
     return p
 
@@ -67,6 +73,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .loading import locate_model, open_predictor
     from .writers import working_file, write_tool_file
 
+    if args.engine == "ray":
+        return run_predict_on_ray(args)
     if not args.texts and not args.input:
         raise NerftError("give texts to analyse or --input FILE")
     if args.output and not args.input:
@@ -101,4 +109,28 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(json.dumps({"text": text, "entities": [e.to_dict() for e in ents]}, ensure_ascii=False))
         else:
             print_table(list(args.texts), results)
+    return 0
+
+
+def run_predict_on_ray(args: argparse.Namespace) -> int:
+    """``--engine ray``: every shard of --input into the --output folder (``ray_engine.predict_shards``)."""
+    from .loading import locate_model
+    from .ray_engine import predict_shards
+
+    if args.texts or not args.input or not args.output:
+        raise NerftError("--engine ray reads --input (files, globs or folders) into an --output folder; texts on the "
+                         "command line run with the local engine")
+    if args.output_file_format != "nerft":
+        raise NerftError("--engine ray writes nerft JSONL shards; convert them with --output-format afterwards")
+    load = cfglib.build_config(LoadOptions, args)
+    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before Ray starts
+    check_preset(prompt, args.output_format, args.preset)
+    if args.labels:
+        labels.subset(args.labels)
+    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    ray_opts = cfglib.build_config(RayOptions, {k.removeprefix("ray."): v for k, v in vars(args).items()
+                                                if k.startswith("ray.")})
+    shards, texts = predict_shards(load, options, [args.input], args.output, ray_opts=ray_opts, labels=args.labels,
+                                   raw=args.raw, progress=not args.no_progress, encoding=args.encoding)
+    print(f"predicted {texts} documents into {shards} shard(s) in {args.output}", file=sys.stderr)
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
 from ..schema import InputError, NerftError
 from ..textio import iter_lines, require_file
-from .base import Predictor
+from .base import Prediction, Predictor
 
 
 def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
@@ -62,6 +62,14 @@ def finished_ids(output: Path, inputs: dict[str, str]) -> set[str]:
     return done
 
 
+def prediction_row(doc_id: str, text: str, prediction: Prediction, raw: bool = False) -> dict[str, Any]:
+    """One output row: ``{"id", "text", "entities"}``, plus ``output`` (the raw answer) with ``raw``."""
+    row: dict[str, Any] = {"id": doc_id, "text": text, "entities": [e.to_dict() for e in prediction.entities]}
+    if raw:
+        row["output"] = "\n".join(prediction.answers)
+    return row
+
+
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *, chunk_size: int = 32,
                  labels: list[str] | None = None, raw: bool = False, progress: bool = True,
                  encoding: str = "utf-8") -> int:
@@ -80,13 +88,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         for k in range(0, len(todo), chunk_size):
             chunk = todo[k: k + chunk_size]
             results = predictor.predict_detailed([t for _, t in chunk], labels)
-            rows = []
-            for (doc_id, text), p in zip(chunk, results, strict=True):
-                row: dict[str, Any] = {"id": doc_id, "text": text, "entities": [e.to_dict() for e in p.entities]}
-                if raw:
-                    row["output"] = "\n".join(p.answers)
-                rows.append(row)
-            out.write_many(rows)
+            out.write_many([prediction_row(i, t, p, raw) for (i, t), p in zip(chunk, results, strict=True)])
             bar.update(len(chunk))
     bar.close()
     return len(todo)
