@@ -3,7 +3,8 @@
 The package imports only downward: ``options`` (load and decoding options) <- ``base`` (the ``Predictor``
 protocol, its ``Prediction`` result, the ``DecodingPlan`` every backend shares) <- ``transformers_backend``,
 ``vllm_backend`` and ``openai_backend`` (an OpenAI-compatible server) <- ``loading`` (run directories, exported
-folders, adapters) <- ``files`` (resumable corpus prediction) <- ``cli``.
+folders, adapters) <- ``files`` (resumable corpus prediction) <- ``ray_engine`` (the same over a Ray cluster,
+sharded) <- ``cli``.
 """
 
 from __future__ import annotations
