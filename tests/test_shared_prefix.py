@@ -7,6 +7,7 @@ in the system prompt and the LOC/GPE definitions file."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,28 @@ def test_the_loc_gpe_definitions_file_is_ccfbdci_with_sharper_descriptions():
     assert "国家" in by_code["GPE"] and "城市" in by_code["GPE"] and "政" in by_code["GPE"]
     described = build_prompt(defined, "compact", describe_labels=True).system
     assert by_code["LOC"] in described and by_code["GPE"] in described
+
+
+def test_shared_prefix_speed_benchmark_runs(base_model, splits, tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import common, shared_prefix_speed
+
+    monkeypatch.setattr(common, "IN_PROCESS", True)
+    shared_prefix_speed.main(["--model", str(base_model), "--train", splits["train"], "--prompts", "short,defined+4",
+                              "--examples", "8", "--max-steps", "2", "--threads", "1", "--results", str(tmp_path),
+                              "--work", str(tmp_path / "work")])
+    rows = json.loads((tmp_path / "shared_prefix_speed.json").read_text())["rows"]
+    assert [(r["prompt"], r["shared_prefix"]) for r in rows] == [("short", False), ("short", True),
+                                                                ("defined+4", False), ("defined+4", True)]
+    for off, on in (rows[:2], rows[2:]):
+        assert on["first_loss"] == pytest.approx(off["first_loss"], rel=1e-4)  # LoRA B = 0: dropout plays no part
+        assert on["tokens_per_step"] < off["tokens_per_step"] and on["speedup"] > 0
+    assert rows[2]["tokens_per_step"] > rows[0]["tokens_per_step"]  # the worked examples are in the prompt
+
+
+def test_shared_prefix_slice_timing_runs():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import shared_prefix_speed
+
+    rows = shared_prefix_speed.slice_timings(1, repeats=2, hidden=56, intermediate=64, prefixes=(10,))
+    assert rows[0]["tokens_shared"] == 10 + rows[0]["tokens_plain"] - 8 * 10 and rows[0]["speedup"] > 0
