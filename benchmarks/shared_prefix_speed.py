@@ -3,6 +3,7 @@
     python -m benchmarks.shared_prefix_speed                           # 4 prompts x off/on, 8 steps each
     python -m benchmarks.shared_prefix_speed --prompts short,defined+8 --max-steps 4
     python -m benchmarks.shared_prefix_speed --slice                   # no model needed: a 2-layer slice, 1 min
+    python -m benchmarks.shared_prefix_speed --tokens                  # token counts only (the Qwen2 tokenizer)
 
 Each run is nerft's ``train()`` in a fresh process (``bench_train.run_nerft``) on the first ``--examples`` training
 documents, no dev evaluation; off and on alternate for each prompt. Prompts:
@@ -12,6 +13,9 @@ documents, no dev evaluation; off and on alternate for each prompt. Prompts:
 Every run uses ``data.max_length`` ``--max-length`` (768), so the long prompts drop no example as over-long.
 Reports s/optimizer step (median after the first), examples/s, tokens computed per step, the first step's loss
 (the same with and without: LoRA dropout aside, it is the same computation) and the speed-up.
+
+``--tokens``: no model: tokens per example of each prompt with the real Qwen2 tokenizer on the first ``--examples``
+documents of the seeded-shuffled train split (or of ``--train``), the shared prefix, and the tokens a micro-batch of 8 computes per example with it.
 
 ``--slice``: no model, tokenizer or data: forward + backward of one micro-batch (8 rows of 26-33 own tokens, 10
 supervised) through a 2-layer random slice of Qwen2.5-0.5B's shape (hidden 896, MLP 4,864, 14 heads, 2 KV heads,
@@ -121,6 +125,55 @@ def write_slice(args: argparse.Namespace) -> None:
                   Path(args.results))
 
 
+def token_counts(train_file: str, n_docs: int, tokenizer_dir: str | Path, batch: int = 8) -> list[dict[str, Any]]:
+    """The ``--tokens`` table: per prompt, system and shared-prefix tokens, tokens per example (mean, no padding),
+    the example's own tokens, and what a micro-batch of ``batch`` computes per example with the prefix once."""
+    from transformers import AutoTokenizer
+
+    from nerft.config import build_config
+    from nerft.formats import get_format
+    from nerft.generation import shared_prefix_ids
+    from nerft.jsonl import read_documents
+    from nerft.train import TrainConfig, answer_end_id, encode_documents
+    from nerft.train.data import build_training_prompt, mark_shared_prefix, resolve_labels
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    docs = read_documents(train_file)[:n_docs]
+    variants = [(name, {**PROMPTS[name], "data.labels": PROMPTS[name].get("data.labels", "ccfbdci")})
+                for name in PROMPTS]
+    variants.append(("tutorial", {"data.labels": "ccfbdci", "data.prompt_style": "tutorial",
+                                  "data.output_format": "tutorial", "data.end_token": "pad"}))
+    rows = []
+    for name, overrides in variants:
+        cfg = build_config(TrainConfig, {**overrides, "data.train": train_file})
+        labels = resolve_labels(cfg.data, docs)
+        prompt = build_training_prompt(cfg, labels, docs)
+        data = encode_documents(docs, tok, prompt, get_format(cfg.data.output_format), labels,
+                                answer_end_id(tok, cfg.data.end_token), 10**6, "keep")
+        n_prefix = mark_shared_prefix(data.examples, shared_prefix_ids(tok, prompt))
+        mean = statistics.mean(len(ex.input_ids) for ex in data.examples)
+        own = mean - n_prefix
+        rows.append({"prompt": name, "system_tokens": len(tok(prompt.system)["input_ids"]),
+                     "shared_prefix": n_prefix, "tokens_per_example": round(mean, 1), "own_tokens": round(own, 1),
+                     f"computed_at_b{batch}": round(n_prefix / batch + own, 1),
+                     "fewer_tokens": round(mean / (n_prefix / batch + own), 2),
+                     "examples": len(data.examples)})
+    return rows
+
+
+def write_tokens(args: argparse.Namespace, train_file: str) -> None:
+    from .common import QWEN2_TOKENIZER
+
+    rows = token_counts(train_file, args.examples, require(QWEN2_TOKENIZER, "the Qwen2 tokenizer lives in ../shared"))
+    md = (f"## Tokens per training example by prompt (Qwen2 tokenizer, first {args.examples} documents of "
+          f"{Path(train_file).name})\n\n" + markdown_table(rows, list(rows[0]))
+          + "\n\ncomputed_at_b8: tokens a micro-batch of 8 computes per example with the shared prefix once "
+          "(no padding); fewer_tokens: tokens_per_example / that. shared_prefix: the tokens every example starts with "
+          "(train.data.mark_shared_prefix).")
+    write_results(args.out_name + "_tokens", {"benchmark": "shared prefix tokens", "rows": rows}, md,
+                  Path(args.results))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .bench_train import NERFT_CPU_CONFIG
 
@@ -137,13 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--slice", action="store_true", help="only the 2-layer slice measurement (no model needed)")
+    parser.add_argument("--tokens", action="store_true", help="only the token counts (no model needed)")
     args = parser.parse_args(argv)
     if args.slice:
         write_slice(args)
         return 0
+    train_file = args.train or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "train.jsonl")
+    if args.tokens:
+        from .bench_accuracy import shuffled_train
+
+        shuffled = Path(args.work) / "shared_prefix" / "train.shuffled.jsonl"
+        shuffled.parent.mkdir(parents=True, exist_ok=True)
+        write_tokens(args, train_file if args.train else str(shuffled_train(Path(train_file), shuffled)))
+        return 0
 
     args.model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
-    train_file = args.train or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "train.jsonl")
     prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
     unknown = set(prompts) - set(PROMPTS)
     if unknown:

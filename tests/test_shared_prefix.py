@@ -22,7 +22,12 @@ from nerft.labels import LabelSet, ccfbdci_labels
 from nerft.prompts import build_prompt
 from nerft.schema import Document, Entity, NerftError
 from nerft.train import IGNORE, SupervisedLoss, TrainConfig, collate, encode_document, train
-from nerft.train.data import build_training_prompt, check_shared_prefix, few_shot_documents
+from nerft.train.data import (
+    build_training_prompt,
+    check_shared_prefix,
+    few_shot_documents,
+    mark_shared_prefix,
+)
 from nerft.train.step import accumulate_gradients, count_batch, rows_after_prefix
 
 LABELS = ccfbdci_labels()
@@ -50,12 +55,17 @@ def _lora_model(tok, seed: int = 0):
     return get_peft_model(base, cfg).train()
 
 
-def _examples(tok, n: int = 5, describe: bool = False):
-    prompt = build_prompt(LABELS, "compact", describe_labels=describe)
-    prefix = shared_prefix_ids(tok, prompt)
+PROMPTS = {"short": ("compact", "nerft", False), "described": ("compact", "nerft", True),
+           "tutorial": ("tutorial", "tutorial", False)}
+
+
+def _examples(tok, n: int = 5, which: str = "short"):
+    fmt, style, describe = PROMPTS[which]
+    prompt = build_prompt(LABELS, fmt, style, describe_labels=describe)
     docs = sample_docs(n + 3)[3:]  # different lengths, with and without entities
-    return [encode_document(d, tok, prompt, get_format("compact"), LABELS, end_of_turn_id(tok), prefix)
-            for d in docs], prefix
+    examples = [encode_document(d, tok, prompt, get_format(fmt), LABELS, end_of_turn_id(tok)) for d in docs]
+    n_prefix = mark_shared_prefix(examples, shared_prefix_ids(tok, prompt))
+    return examples, examples[0].input_ids[:n_prefix]
 
 
 def _grads(model, micro_batches) -> tuple[float, dict[str, torch.Tensor]]:
@@ -67,7 +77,7 @@ def _grads(model, micro_batches) -> tuple[float, dict[str, torch.Tensor]]:
 
 def test_examples_record_the_shared_prefix(tok):
     examples, prefix = _examples(tok)
-    assert len(prefix) > 5
+    assert prefix == shared_prefix_ids(tok, build_prompt(LABELS, "compact"))  # system turn + user header
     for ex in examples:
         assert ex.prefix_len == len(prefix) and ex.input_ids[:len(prefix)] == prefix
         assert ex.labels[:len(prefix) + 1] == [IGNORE] * (len(prefix) + 1)  # the prefix predicts no answer token
@@ -93,10 +103,22 @@ def test_shared_prefix_batch_layout(char_tok):
     assert "prefix_ids" not in collate(odd, char_tok.pad_token_id, packing=False, shared_prefix=True)
 
 
-@pytest.mark.parametrize("describe", [False, True])
-def test_loss_and_lora_gradients_equal_the_padded_batch(tok, describe):
+def test_the_prefix_stops_where_a_text_merges_with_the_prompt(tiny_tokenizer):
+    """The tutorial's user prefix 文本: ends in a colon that BPE can merge with a text's first letters: the prefix
+    then ends before it, and every example still shares it."""
+    prompt = build_prompt(LABELS, "tutorial", "tutorial")
+    probe = shared_prefix_ids(tiny_tokenizer, prompt)
+    docs = sample_docs(12)
+    examples = [encode_document(d, tiny_tokenizer, prompt, get_format("tutorial"), LABELS, 0) for d in docs]
+    assert sum(ex.input_ids[:len(probe)] == probe for ex in examples) < len(examples)  # the case is real here
+    n = mark_shared_prefix(examples, probe)
+    assert 0 < n < len(probe) and all(ex.prefix_len == n and ex.input_ids[:n] == probe[:n] for ex in examples)
+
+
+@pytest.mark.parametrize("which", list(PROMPTS))
+def test_loss_and_lora_gradients_equal_the_padded_batch(tok, which):
     """Two micro-batches (3 and 2 rows of different lengths, right-padded) through accumulate_gradients."""
-    examples, _ = _examples(tok, 5, describe)
+    examples, _ = _examples(tok, 5, which)
     model = _lora_model(tok)
     pad = tok.pad_token_id
     plain = [collate(examples[:3], pad, False), collate(examples[3:], pad, False)]
@@ -250,3 +272,16 @@ def test_shared_prefix_slice_timing_runs():
 
     rows = shared_prefix_speed.slice_timings(1, repeats=2, hidden=56, intermediate=64, prefixes=(10,))
     assert rows[0]["tokens_shared"] == 10 + rows[0]["tokens_plain"] - 8 * 10 and rows[0]["speedup"] > 0
+
+
+def test_shared_prefix_token_counts(splits, tiny_tokenizer, tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks import shared_prefix_speed
+
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    rows = {r["prompt"]: r for r in shared_prefix_speed.token_counts(splits["train"], 12, tmp_path / "tok")}
+    assert list(rows) == ["short", "defined", "defined+4", "defined+8", "tutorial"]
+    for r in rows.values():
+        assert r["examples"] == 12 and r["shared_prefix"] > 0 and r["fewer_tokens"] > 1
+        assert r["tokens_per_example"] == pytest.approx(r["shared_prefix"] + r["own_tokens"], abs=0.11)
+    assert rows["short"]["shared_prefix"] < rows["defined"]["shared_prefix"] < rows["defined+4"]["shared_prefix"]

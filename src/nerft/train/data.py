@@ -31,8 +31,8 @@ IGNORE = -100
 class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE on prompt tokens
-    # leading tokens that are the prompt prefix every example shares (system turn + user header), 0 when not
-    # recorded (data.shared_prefix off) or when this example's tokens do not start with it
+    # leading tokens that are the prompt prefix every example shares (system turn + user header), set by
+    # mark_shared_prefix (data.shared_prefix); 0: none recorded
     prefix_len: int = 0
 
 
@@ -49,34 +49,48 @@ def answer_end_id(tokenizer, end_token: str) -> int:
 
 
 def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                    end_id: int, prefix: Sequence[int] = ()) -> Example:
-    """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt.
-
-    ``prefix``: the shared prompt prefix; ``prefix_len`` records it when the prompt starts with it and goes on
-    past it (so the prefix never predicts a supervised token)."""
+                    end_id: int) -> Example:
+    """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt."""
     prompt_part = prompt_ids(tokenizer, prompt, doc.text)
     answer = fmt.render(doc.entities, labels)
     answer_part = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end_id]
-    n = len(prefix)
-    shared = n if 0 < n < len(prompt_part) and prompt_part[:n] == list(prefix) else 0
-    return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part, shared)
+    return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part)
 
 
 def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                     end_id: int, max_length: int, overlong: str, prefix: Sequence[int] = ()) -> EncodedData:
+                     end_id: int, max_length: int, overlong: str) -> EncodedData:
     out = EncodedData([])
     for doc in docs:
-        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id, prefix)
+        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id)
         if len(ex.input_ids) > max_length:
             out.overlong += 1
             if overlong == "drop":
                 continue
             if overlong == "truncate":
-                cut = ex.prefix_len if ex.prefix_len < max_length else 0
-                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length], cut)
+                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
         out.supervised_tokens += sum(1 for t in ex.labels if t != IGNORE)
         out.examples.append(ex)
     return out
+
+
+def mark_shared_prefix(examples: Sequence[Example], candidate: Sequence[int]) -> int:
+    """Record in every example (``prefix_len``) the longest start of ``candidate`` (the prompt prefix,
+    ``generation.shared_prefix_ids``) that all their token ids share and that ends inside every prompt, so the
+    prefix never predicts a supervised token; returns its length.
+
+    Not simply ``len(candidate)``: a BPE merge can join the last prefix tokens to the text's first characters
+    (e.g. the tutorial's ``文本:`` user prefix before a text that starts with a letter that merges with the colon),
+    and then the common prefix is shorter."""
+    n = len(candidate)
+    for ex in examples:
+        prompt_len = next((i for i, t in enumerate(ex.labels) if t != IGNORE), len(ex.labels))
+        limit, k = min(n, prompt_len - 1), 0
+        while k < limit and ex.input_ids[k] == candidate[k]:
+            k += 1
+        n = k
+    for ex in examples:
+        ex.prefix_len = n
+    return n
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
@@ -253,17 +267,16 @@ def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prom
     leading tokens are the prompt prefix every example shares."""
     check_shared_prefix(cfg)
     end_id = answer_end_id(tokenizer, cfg.data.end_token)
-    prefix = shared_prefix_ids(tokenizer, prompt) if cfg.data.shared_prefix else []
     data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
-                            cfg.data.max_length, cfg.data.overlong, prefix)
+                            cfg.data.max_length, cfg.data.overlong)
     if data.overlong and main:
         action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
         warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
                       f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
     if not data.examples:
         raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
-    if prefix and main:
-        apart = sum(ex.prefix_len == 0 for ex in data.examples)
-        print(f"nerft train: data.shared_prefix: {len(prefix)} prompt tokens computed once per micro-batch"
-              + (f"; {apart} examples do not start with them (their micro-batches run unshared)" if apart else ""))
+    if cfg.data.shared_prefix:
+        n = mark_shared_prefix(data.examples, shared_prefix_ids(tokenizer, prompt))
+        if main:
+            print(f"nerft train: data.shared_prefix: {n} prompt tokens computed once per micro-batch")
     return data
