@@ -263,7 +263,11 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
+        self.wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        self.variants = [parse_variant(v) for v in args.variant]
+        model_free = set(self.wanted) <= {"jieba", "crf"} and not self.variants and not args.score_run
+        self.model = args.model if model_free else str(require(Path(args.model),
+                                                               "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
         self.data_dir = Path(args.data_dir) if args.data_dir else prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
         self.work = Path(args.work) / "b3"
         self.work.mkdir(parents=True, exist_ok=True)
@@ -274,8 +278,6 @@ class Bench:
         self.labels = labels_beside(self.data_dir / "test.jsonl")
         self.config = args.nerft_config if Path(args.nerft_config).is_file() else None
         self.budget = args.budget_min * 60
-        self.wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-        self.variants = [parse_variant(v) for v in args.variant]
         self.rows: list[dict[str, Any]] = []
         self.earlier: dict[str, Any] = {}
         previous = Path(args.results) / f"{args.out_name}.json"
