@@ -516,6 +516,20 @@ def test_predict_and_export_path_errors_are_one_line(tmp_path, capsys, tiny_toke
                    f"{a_file} is a file, not a folder")
 
 
+def test_a_full_disk_during_export_names_the_folder(tmp_path, monkeypatch, capsys, tiny_tokenizer):
+    import transformers
+    from helpers_models import shared_run_dir
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as safetensors/transformers raise it: no path
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", disk_full)
+    out = tmp_path / "merged"
+    one_line_error(capsys, ["export", "--model", str(shared_run_dir(tiny_tokenizer)), "--output", str(out)],
+                   f"cannot write {out}: No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_path_errors_are_one_line(tmp_path, capsys):
     from nerft_helpers import char_tokenizer, save_base_model, write_splits
 

@@ -8,14 +8,12 @@ the parsed arguments and returning an exit code. Modules are imported only when 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__
-from .schema import NerftError
+from .schema import NerftError, describe_os_error
 
 # command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,19 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"nerft {args.command}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + int(signum)
-
-
-def describe_os_error(exc: OSError) -> str:
-    """One sentence for an OSError: the path and why; a path under a file says which part is the file."""
-    path = exc.filename
-    if path is None:
-        return exc.strerror or str(exc)
-    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir or open of a path whose parent (or itself) is a file
-        for part in (Path(path), *Path(path).parents):
-            if part.is_file():
-                return f"{part} is a file, not a folder (needed for {path})" if str(part) != str(path) \
-                    else f"{path} is a file, not a folder"
-    return f"{path}: {exc.strerror or exc}"
 
 
 def _error(command: str, message: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import config as cfglib
 from .rundir import RunInfo
-from .schema import NerftError, atomic_dir, atomic_write
+from .schema import NerftError, atomic_dir, atomic_write, write_errors
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
@@ -44,7 +44,7 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
     lm, info = loaded.model, where.info
     merged_from = {"base_model": where.weights.name_or_path, "revision": where.weights.revision,
                    "adapter": str(where.adapter.resolve()) if where.adapter else None}
-    with atomic_dir(output) as tmp:
+    with write_errors(output), atomic_dir(output) as tmp:  # a full disk: one error naming the folder
         lm.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         if lm.generation_config is not None:

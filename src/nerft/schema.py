@@ -9,6 +9,7 @@ the atomic writes (a temp file or folder renamed into place) that every command 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -180,6 +181,34 @@ def atomic_dir(path: str | os.PathLike):
         _remove(old)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One sentence for an OSError: the path and why; a path under a file says which part is the file."""
+    path = exc.filename
+    if path is None:
+        return exc.strerror or str(exc)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # mkdir or open of a path whose parent (or itself) is a file
+        for part in (Path(path), *Path(path).parents):
+            if part.is_file():
+                return f"{part} is a file, not a folder (needed for {path})" if str(part) != str(path) \
+                    else f"{path} is a file, not a folder"
+    return f"{path}: {exc.strerror or exc}"
+
+
+@contextlib.contextmanager
+def write_errors(path: str | os.PathLike):
+    """A failed write inside the block (an OSError, or safetensors' own error type on a full disk) as one
+    NerftError naming ``path``. Meant around :func:`atomic_dir`, so the previous folder is kept."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            raise NerftError(describe_os_error(exc)) from None  # a file where a folder must go
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise NerftError(f"cannot write {path}: {reason}; the previous copy, if any, is kept") from None
 
 
 def _remove(path: Path) -> None:

@@ -8,7 +8,6 @@ Resuming reads only these two formats, whatever else the folder holds: a shared 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import shutil
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..schema import NerftError, atomic_dir, write_json
+from ..schema import NerftError, atomic_dir, write_errors, write_json
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
@@ -25,21 +24,8 @@ FORMAT_VERSION = 1
 
 
 def save_adapter(peft_model: Any, path: Path) -> None:
-    with _write_errors(path), atomic_dir(path) as tmp:
+    with write_errors(path), atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp, safe_serialization=True)
-
-
-@contextlib.contextmanager
-def _write_errors(path: Path):
-    """A full disk while saving (safetensors raises its own error type) as one NerftError naming ``path``; the
-    folder is written atomically, so the previous one is kept."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except (OSError, SafetensorError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise NerftError(f"cannot write {path}: {reason}; the previous copy, if any, is kept") from None
 
 
 def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -105,7 +91,7 @@ def save_checkpoint(run_dir: Path, peft_model: Any, optimizer: Any, scheduler: A
     info = {"format": FORMAT_VERSION, **position, "optimizer": opt_info, "scheduler": scheduler.state_dict(),
             "rng": rng_info}
     path = run_dir / "checkpoints" / f"step-{position['step']}"
-    with _write_errors(path), atomic_dir(path) as tmp:
+    with write_errors(path), atomic_dir(path) as tmp:
         peft_model.save_pretrained(tmp / "adapter", safe_serialization=True)
         save_file({**tensors, **rng_tensors}, str(tmp / STATE_TENSORS))
         write_json(tmp / STATE_JSON, info)
