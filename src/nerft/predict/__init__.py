@@ -9,32 +9,24 @@ sharded) <- ``cli``.
 
 from __future__ import annotations
 
-from .base import (
-    DecodingPlan,
-    Prediction,
-    Predictor,
-    PredictStats,
-    answer_budget,
-    entity_overhead_tokens,
-    sorted_batches,
-)
-from .cli import add_load_arguments, register, run_predict
-from .files import predict_file, read_inputs
-from .loading import (
-    LoadedModel,
-    ModelLocation,
-    load_model_and_tokenizer,
-    load_predictor,
-    locate_model,
-    open_predictor,
-    tutorial_prompt,
-)
-from .options import LoadOptions, OpenAIOptions, PredictOptions, VllmOptions
-from .transformers_backend import RepetitionGuard, TransformersPredictor
+import importlib
 
-__all__ = ["Predictor", "Prediction", "PredictStats", "DecodingPlan", "PredictOptions", "LoadOptions", "VllmOptions",
-           "OpenAIOptions",
-           "TransformersPredictor", "RepetitionGuard", "load_predictor", "open_predictor", "locate_model",
-           "load_model_and_tokenizer", "LoadedModel", "ModelLocation", "tutorial_prompt", "predict_file",
-           "read_inputs", "register", "run_predict", "add_load_arguments", "answer_budget", "entity_overhead_tokens",
-           "sorted_batches"]
+# name -> submodule. Loaded on first use, so that commands which only declare the load flags (evaluate, export,
+# serve's argument parsing) do not import torch and transformers to print --help.
+_EXPORTS = {
+    "DecodingPlan": "base", "Prediction": "base", "Predictor": "base", "PredictStats": "base",
+    "answer_budget": "base", "entity_overhead_tokens": "base", "sorted_batches": "base",
+    "add_load_arguments": "cli", "register": "cli", "run_predict": "cli",
+    "predict_file": "files", "read_inputs": "files",
+    "LoadedModel": "loading", "ModelLocation": "loading", "load_model_and_tokenizer": "loading",
+    "load_predictor": "loading", "locate_model": "loading", "open_predictor": "loading", "tutorial_prompt": "loading",
+    "LoadOptions": "options", "OpenAIOptions": "options", "PredictOptions": "options", "VllmOptions": "options",
+    "RepetitionGuard": "transformers_backend", "TransformersPredictor": "transformers_backend",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

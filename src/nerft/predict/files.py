@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
 from ..schema import InputError, NerftError
 from ..textio import iter_lines, require_file
-from .base import Prediction, Predictor
+
+if TYPE_CHECKING:  # base imports torch; reading and writing files does not need it
+    from .base import Prediction, Predictor
 
 
 def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
