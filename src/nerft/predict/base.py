@@ -151,3 +151,43 @@ class DecodingPlan:
         if g.pieces is not None and len(g.pieces) == len(g.logprobs):
             return piece_unit_scores(g.text, g.pieces, g.logprobs)
         return None
+
+
+class EnginePredictor:
+    """A ``Predictor`` over an engine that decodes freely (greedy, no logits processors): vLLM, or an
+    OpenAI-compatible server. The backends differ only in what they send the engine for each window
+    (``engine_requests``): prompt token ids, or chat messages."""
+
+    backend = "engine"
+
+    def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
+                 name: str = "nerft"):
+        from ..schema import NerftError
+
+        self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
+        self.options = options or PredictOptions()
+        for flag, on in (("--constrained", self.options.constrained), ("--none-bias", self.options.none_bias)):
+            if on:
+                raise NerftError(f"{flag} is available with the transformers backend only, not {self.backend}")
+        self.name = name
+        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
+        self.stats = PredictStats()
+
+    def engine_requests(self, texts: list[str], ids: list[list[int]]) -> list:
+        return ids
+
+    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
+        return [p.entities for p in self.predict_detailed(texts, labels)]
+
+    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
+        results = self.plan.run(texts, labels, self._generate)
+        self.stats.texts += len(texts)
+        return results
+
+    def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
+                  label_names: list[str]) -> list[Generated]:
+        out = self.engine.generate(self.engine_requests(texts, ids), limits)
+        self.stats.batches += 1
+        self.stats.windows += len(texts)
+        self.stats.unfinished += sum(not g.finished for g in out)
+        return out

@@ -21,10 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..generation import Generated, stop_token_ids
-from ..labels import LabelSet
-from ..prompts import Prompt
-from ..schema import Entity, NerftError
-from .base import DecodingPlan, Prediction, PredictStats
+from ..schema import NerftError
+from .base import EnginePredictor
 from .options import LoadOptions, OpenAIOptions, PredictOptions
 
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
@@ -174,20 +172,13 @@ def read_completion(body: dict[str, Any], url: str = "the server") -> Generated:
     return Generated(text, [], logprobs, choice.get("finish_reason") != "length", pieces)
 
 
-class OpenAIPredictor:
+class OpenAIPredictor(EnginePredictor):
     """A ``Predictor`` over an OpenAI-compatible server (or anything with the engine's ``generate``)."""
 
-    def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft"):
-        self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
-        self.options = options or PredictOptions()
-        if self.options.constrained:
-            raise NerftError("--constrained is available with the transformers backend only")
-        if self.options.none_bias:
-            raise NerftError("--none-bias is available with the transformers backend only")
-        self.name = name
-        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
-        self.stats = PredictStats()
+    backend = "openai"
+
+    def engine_requests(self, texts: list[str], ids: list[list[int]]) -> list:
+        return [self.prompt.messages(t) for t in texts]
 
     @classmethod
     def load(cls, opts: LoadOptions, options: PredictOptions) -> OpenAIPredictor:
@@ -203,19 +194,3 @@ class OpenAIPredictor:
                               concurrency=settings.concurrency, retries=settings.retries, timeout=settings.timeout,
                               logprobs=settings.logprobs, stop=stop_strings(tokenizer))
         return cls(engine, tokenizer, labels, prompt, options, name=engine.model_name)
-
-    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
-        return [p.entities for p in self.predict_detailed(texts, labels)]
-
-    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
-        results = self.plan.run(texts, labels, self._generate)
-        self.stats.texts += len(texts)
-        return results
-
-    def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
-                  label_names: list[str]) -> list[Generated]:
-        out = self.engine.generate([self.prompt.messages(t) for t in texts], limits)
-        self.stats.batches += 1
-        self.stats.windows += len(texts)
-        self.stats.unfinished += sum(not g.finished for g in out)
-        return out

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..generation import Generated, stop_token_ids
-from ..labels import LabelSet
 from ..modeling import canonical_dtype, resolve_device, resolve_source
-from ..prompts import Prompt
-from ..schema import Entity, NerftError
-from .base import DecodingPlan, Prediction, PredictStats
+from ..schema import NerftError
+from .base import EnginePredictor
 from .options import LoadOptions, PredictOptions, VllmOptions
 
 VLLM_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -70,20 +68,10 @@ class VllmEngine:
         return results
 
 
-class VllmPredictor:
+class VllmPredictor(EnginePredictor):
     """A ``Predictor`` over a vLLM engine (or anything with the engine's ``generate``)."""
 
-    def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft"):
-        self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
-        self.options = options or PredictOptions()
-        if self.options.constrained:
-            raise NerftError("--constrained is available with the transformers backend only")
-        if self.options.none_bias:
-            raise NerftError("--none-bias is available with the transformers backend only")
-        self.name = name
-        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
-        self.stats = PredictStats()
+    backend = "vllm"
 
     @classmethod
     def load(cls, opts: LoadOptions, options: PredictOptions) -> VllmPredictor:
@@ -99,19 +87,3 @@ class VllmPredictor:
                             adapter=where.adapter, dtype=opts.dtype, max_num_seqs=options.batch_size,
                             prefix_cache=options.prefix_cache, settings=opts.vllm)
         return cls(engine, tokenizer, labels, prompt, options, name=where.name)
-
-    def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
-        return [p.entities for p in self.predict_detailed(texts, labels)]
-
-    def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
-        results = self.plan.run(texts, labels, self._generate)
-        self.stats.texts += len(texts)
-        return results
-
-    def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
-                  label_names: list[str]) -> list[Generated]:
-        out = self.engine.generate(ids, limits)
-        self.stats.batches += 1
-        self.stats.windows += len(texts)
-        self.stats.unfinished += sum(not g.finished for g in out)
-        return out
