@@ -11,7 +11,8 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, make_tiny_qwen2
+from bench_fixtures import mini_doc, save_instant_model, write_mini_data
+from conftest import REPO
 
 sys.path.insert(0, str(REPO))
 
@@ -36,36 +37,17 @@ DOCS = [
 ]
 
 
-def _doc(i, text, ents):
-    return {"id": i, "text": text, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
-                                                 for s, e, lab in ents]}
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny Qwen2 folder with the tiny BPE tokenizer; its generation config ends every answer at once."""
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    model = make_tiny_qwen2(tokenizer=tiny_tokenizer)
-    im_end, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
-    model.generation_config.eos_token_id = [im_end, pad]
-    model.generation_config.pad_token_id = pad
-    model.generation_config.sequence_bias = [[[im_end], 100.0]]  # <|im_end|> first: fast, deterministic
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return out
+    return save_instant_model(tmp_path_factory.mktemp("tiny-qwen2"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
 def mini_data(tmp_path_factory):
-    from nerft.labels import ccfbdci_labels
-
-    out = tmp_path_factory.mktemp("mini-ccfbdci")
-    rows = [_doc(*d) for d in DOCS]
-    for split, part in (("train", rows), ("dev", rows[:2]), ("test", rows[:3])):
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),
-                                            encoding="utf-8")
-    (out / "labels.json").write_text(json.dumps(ccfbdci_labels().to_dict(), ensure_ascii=False), encoding="utf-8")
-    return out
+    return write_mini_data(tmp_path_factory.mktemp("mini-ccfbdci"), DOCS)
 
 
 @pytest.fixture
@@ -89,12 +71,12 @@ def one_thread():
 
 
 def test_tutorial_conversion_matches_the_tutorial():
-    rec = tb.transfer_record(tb.raw_record(_doc(*DOCS[0])))
+    rec = tb.transfer_record(tb.raw_record(mini_doc(*DOCS[0])))
     assert rec["instruction"] == tb.SYSTEM_PROMPT
     assert rec["input"] == "文本:张三在北京工作。"
     assert rec["output"] == ('{"entity_text": "张三", "entity_label": "人名"}'
                              '{"entity_text": "北京", "entity_label": "地理实体"}')
-    assert tb.transfer_record(tb.raw_record(_doc(*DOCS[1])))["output"] == "没有找到任何实体"
+    assert tb.transfer_record(tb.raw_record(mini_doc(*DOCS[1])))["output"] == "没有找到任何实体"
 
 
 def test_tutorial_system_prompt_is_nerfts_copy():
@@ -104,7 +86,7 @@ def test_tutorial_system_prompt_is_nerfts_copy():
 
 
 def test_tutorial_process_func_masks_prompt_ends_with_pad_and_truncates(tiny_tokenizer):
-    record = tb.transfer_record(tb.raw_record(_doc(*DOCS[0])))
+    record = tb.transfer_record(tb.raw_record(mini_doc(*DOCS[0])))
     ex = tb.process_func(record, tiny_tokenizer)
     n_prompt = ex["labels"].count(-100)
     assert tiny_tokenizer.decode(ex["input_ids"][n_prompt:-1]) == record["output"]

@@ -13,9 +13,9 @@ from nerft import cli
 
 @pytest.mark.parametrize("command", ["prepare", "evaluate", "predict", "export", "serve"])
 def test_help_does_not_import_torch(command):
-    code = ("import sys\nfrom nerft import cli\ncli.build_parser(%r)\n"
+    code = (f"import sys\nfrom nerft import cli\ncli.build_parser({command!r})\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'vllm', 'ray') if m in sys.modules)\n"
-            "print(','.join(heavy))" % command)
+            "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"nerft {command} --help imports {out.stdout.strip()}"

@@ -8,7 +8,8 @@ import json
 import sys
 
 import pytest
-from conftest import REPO, make_tiny_qwen2
+from bench_fixtures import mini_doc, save_instant_model, write_mini_data
+from conftest import REPO
 
 sys.path.insert(0, str(REPO))
 
@@ -24,9 +25,6 @@ DOCS = [
 ]
 
 
-def _doc(i, text, ents):
-    return {"id": i, "text": text, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
-                                                 for s, e, lab in ents]}
 
 
 def _has_crfsuite() -> bool:
@@ -40,28 +38,12 @@ def _has_crfsuite() -> bool:
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A tiny Qwen2 with the tiny BPE tokenizer whose generation ends every answer at once (fast)."""
-    out = tmp_path_factory.mktemp("tiny-qwen2")
-    model = make_tiny_qwen2(tokenizer=tiny_tokenizer)
-    im_end, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
-    model.generation_config.eos_token_id = [im_end, pad]
-    model.generation_config.pad_token_id = pad
-    model.generation_config.sequence_bias = [[[im_end], 100.0]]
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return out
+    return save_instant_model(tmp_path_factory.mktemp("tiny-qwen2"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
 def mini_data(tmp_path_factory):
-    from nerft.labels import ccfbdci_labels
-
-    out = tmp_path_factory.mktemp("mini-ccfbdci")
-    rows = [_doc(*d) for d in DOCS]
-    for split, part in (("train", rows), ("dev", rows[:2]), ("test", rows[:3])):
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),
-                                            encoding="utf-8")
-    (out / "labels.json").write_text(json.dumps(ccfbdci_labels().to_dict(), ensure_ascii=False), encoding="utf-8")
-    return out
+    return write_mini_data(tmp_path_factory.mktemp("mini-ccfbdci"), DOCS)
 
 
 @pytest.fixture
@@ -70,7 +52,7 @@ def in_process(monkeypatch):
 
 
 def test_bio_tags_round_trip_and_lenient_decoding():
-    text, ents = DOCS[0][1], _doc(*DOCS[0])["entities"]
+    text, ents = DOCS[0][1], mini_doc(*DOCS[0])["entities"]
     tags = crf_baseline.bio_tags(text, ents)
     assert tags == ["B-PER", "I-PER", "O", "B-GPE", "I-GPE", "O", "O", "O"]
     assert crf_baseline.spans_from_bio(text, tags) == ents
