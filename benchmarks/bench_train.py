@@ -152,7 +152,7 @@ def summarise(runs: list[dict], params: dict[str, int], peak_flops: float | None
     def med(key: str) -> float:
         return statistics.median(float(r[key]) for r in runs)
 
-    train_s = med("train_s")
+    train_s = max(med("train_s"), 0.01)  # a one-step smoke run can report 0.0 s (metrics.json rounds to 0.1 s)
     steps = [s for r in runs for s in r["step_s"][1:]] or [s for r in runs for s in r["step_s"]]  # skip warm-up
     first = runs[0]
     flops = executed_flops(params, first["padded_tokens"], first["head_positions"], first["checkpointing"])

@@ -84,3 +84,17 @@ def test_missing_cuda_is_a_user_error():
         pytest.skip("a GPU is present")
     with pytest.raises(NerftError, match="no CUDA"):
         load_model(ModelConfig(device="cuda"))
+
+
+def test_a_custom_tokenizer_beside_a_qwen2_config_loads_as_itself(tmp_path):
+    # transformers 5 maps a qwen2 config.json to Qwen2Tokenizer, which rebuilt the demo's character tokenizer as a
+    # byte-level BPE that encoded every text to no tokens at all.
+    from nerft.predict import LoadOptions, load_model_and_tokenizer
+
+    tok = char_tokenizer()
+    folder = save_base_model(tmp_path / "base", tok)
+    text = "张三在北京。 a b\nc"
+    for loaded in (load_tokenizer(ModelConfig(name_or_path=str(folder))),
+                   load_model_and_tokenizer(LoadOptions(base=str(folder), device="cpu")).tokenizer):
+        assert loaded.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)
+        assert len(loaded) == len(tok) and loaded.pad_token == "<|endoftext|>"

@@ -9,6 +9,7 @@ can reuse the KV cache of a prompt prefix shared by every row (the system prompt
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -72,6 +73,23 @@ def pad_token_id(tokenizer) -> int:
     return stop_token_ids(tokenizer)[-1]
 
 
+def cache_keyword(model) -> str:
+    """The forward() keyword that takes the KV cache: ``cache`` in transformers 5 releases that renamed it (there
+    ``past_key_values`` is a deprecated alias, to be removed in 5.40), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model's transformers model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward pass returned (``out.cache`` in transformers 5, ``out.past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class PrefixCache:
     """The KV cache of a prompt prefix shared by all rows, computed once per model and copied into each batch.
 
@@ -84,7 +102,7 @@ class PrefixCache:
         device = next(model.parameters()).device
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([self.ids], device=device), use_cache=True, logits_to_keep=1)
-        self._cache = out.past_key_values
+        self._cache = returned_cache(out)
 
     def for_batch(self, batch_size: int):
         cache = copy.deepcopy(self._cache)
@@ -130,13 +148,14 @@ def generate_batch(model, tokenizer, batch_ids: Sequence[Sequence[int]], max_new
     live = list(range(n))  # the original row of each position still in the batch
     can_drop = logits_processor is None or hasattr(logits_processor, "select")
     sequences = input_ids
+    cache_kw = cache_keyword(model)
     for _step in range(max(limits, default=0)):
         if not any(active):
             break
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
         out = model(input_ids=step_input, attention_mask=attention, position_ids=positions,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+                    use_cache=True, logits_to_keep=1, **{cache_kw: cache})
+        cache = returned_cache(out)
         logits = out.logits[:, -1, :].float()
         logprobs = logits.log_softmax(-1)
         scores = logits_processor(sequences, logits) if logits_processor is not None else logits

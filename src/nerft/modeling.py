@@ -11,6 +11,7 @@ Model sources (``model.name_or_path``):
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,20 +129,43 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _TORCH_DTYPES[name]
 
 
+GENERIC_FAST_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # the latter as transformers 5 saves it
+
+
+def auto_tokenizer(path: str | Path, **kwargs):
+    """``AutoTokenizer.from_pretrained``, except for a local folder whose tokenizer_config.json names the generic
+    tokenizers-backed class: that loads as ``PreTrainedTokenizerFast``. transformers 5 otherwise takes the class from
+    the folder's config.json (Qwen2Tokenizer for a Qwen2 model), which rebuilds a byte-level BPE and, for any other
+    tokenizer.json (the demo's character tokenizer), encodes text to nothing."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = Path(path) / "tokenizer_config.json"
+    if not kwargs.get("gguf_file") and config.is_file():
+        try:
+            cls = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+        except (OSError, ValueError, AttributeError):
+            cls = None
+        if cls in GENERIC_FAST_TOKENIZERS:
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+def with_pad_token(tokenizer):
+    """Qwen2 pads with <|endoftext|>; a tokenizer without a pad token gets that, or its eos token."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
 def load_tokenizer(cfg: ModelConfig, source: str | None = None):
     """The model's tokenizer, with a pad token (Qwen2 pads with <|endoftext|>)."""
-    from transformers import AutoTokenizer
-
     path, gguf = resolve_source(cfg) if source is None else (source, None)
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
-        tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
-                                            **kwargs)
+        tok = auto_tokenizer(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs)
     except OSError as exc:
         raise NerftError(f"cannot load a tokenizer from {path}: {exc}") from None
-    if tok.pad_token is None:
-        tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
-    return tok
+    return with_pad_token(tok)
 
 
 def load_model(cfg: ModelConfig, device: torch.device | None = None):

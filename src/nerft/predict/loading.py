@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from ..labels import LabelSet, ccfbdci_labels
-from ..modeling import ModelConfig, canonical_dtype, load_model, load_tokenizer, resolve_device
+from ..modeling import (
+    ModelConfig,
+    auto_tokenizer,
+    canonical_dtype,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    with_pad_token,
+)
 from ..prompts import Prompt, build_prompt
 from ..rundir import INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import NerftError
@@ -122,15 +130,9 @@ def recorded_revision(adapter: Path) -> str | None:
 
 def load_location_tokenizer(where: ModelLocation):
     """The tokenizer saved with the run (or adapter) when there is one, else the base model's."""
-    from transformers import AutoTokenizer
-
     for folder in where.tokenizer_dirs:
         if folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES):
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() \
-                    else tokenizer.eos_token
-            return tokenizer
+            return with_pad_token(auto_tokenizer(str(folder)))
     return load_tokenizer(where.weights)
 
 

@@ -56,10 +56,12 @@ def rows_after_prefix(body: torch.nn.Module, prefix_ids: torch.Tensor, input_ids
     The repeat is part of the autograd graph, so each row's gradient flows back through the one prefix forward
     and autograd sums the rows' contributions: the gradients of B separate prefixes, computed once.
     """
-    cache = body(input_ids=prefix_ids, use_cache=True).past_key_values
+    from ..generation import cache_keyword, returned_cache
+
+    cache = returned_cache(body(input_ids=prefix_ids, use_cache=True))
     cache.batch_repeat_interleave(input_ids.shape[0])
-    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=cache, use_cache=True).last_hidden_state
+    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                **{cache_keyword(body): cache}).last_hidden_state
 
 
 @dataclass
