@@ -97,12 +97,22 @@ def test_training_is_deterministic(tiny_tokenizer):
     assert again.get_vocab() == tiny_tokenizer.get_vocab()
 
 
+def _without_trim_offsets(node):
+    """A tokenizer.json tree without ``trim_offsets``: it shapes offset mappings, never ids, and transformers 5
+    rebuilds Qwen2's byte-level pre-tokenizer with it on where the published file has it off."""
+    if isinstance(node, dict):
+        return {k: _without_trim_offsets(v) for k, v in node.items() if k != "trim_offsets"}
+    if isinstance(node, list):
+        return [_without_trim_offsets(v) for v in node]
+    return node
+
+
 @pytest.mark.shared
 def test_matches_the_real_qwen2_tokenizer(tiny_tokenizer, qwen2_tokenizer):
     """The tiny tokenizer stands in for Qwen2's: same class, pipeline, special tokens and layout, template."""
     tiny, real = tiny_tokenizer, qwen2_tokenizer
     assert type(tiny) is type(real)
-    tiny_json, real_json = (json.loads(t.backend_tokenizer.to_str()) for t in (tiny, real))
+    tiny_json, real_json = (_without_trim_offsets(json.loads(t.backend_tokenizer.to_str())) for t in (tiny, real))
     for part in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
         assert tiny_json[part] == real_json[part], part
     assert {k: v for k, v in tiny_json["model"].items() if k not in ("vocab", "merges")} == {

@@ -102,8 +102,23 @@ def base_model_record(cfg: ModelConfig, loaded_config: Any = None) -> dict[str, 
     if path.exists():
         record["name_or_path"] = str(path.resolve())
     elif record["revision"] is None:
-        record["revision"] = getattr(loaded_config, "_commit_hash", None)
+        record["revision"] = hub_commit(source) or getattr(loaded_config, "_commit_hash", None)
     return record
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit of ``repo_id`` (at ``revision``, default main) that the local Hugging Face cache holds: what a
+    load just used. None when it is not cached (or not a hub id)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision or "main")
+    except Exception:  # noqa: BLE001 - an id the hub library rejects has no cached commit
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
 
 
 DTYPES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "bf16": "bf16", "bfloat16": "bf16",
