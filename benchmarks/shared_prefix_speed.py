@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,14 @@ def one_run(args: argparse.Namespace, train_file: str, prompt: str, shared: bool
     extra = {**PROMPTS[prompt], "data.shared_prefix": shared, "data.max_length": args.max_length,
              "output.save_every_minutes": None}
     config = args.nerft_config if Path(args.nerft_config).is_file() else None
-    r = run_in_child(run_nerft, threads=args.threads, model=args.model, train_file=train_file, limit=args.examples,
-                     max_steps=args.max_steps, out_dir=str(Path(args.work) / "shared_prefix" / f"{prompt}-{shared}"),
-                     config_path=config, extra=extra)
+    try:
+        r = run_in_child(run_nerft, threads=args.threads, model=args.model, train_file=train_file,
+                         limit=args.examples, max_steps=args.max_steps,
+                         out_dir=str(Path(args.work) / "shared_prefix" / f"{prompt}-{shared}"), config_path=config,
+                         extra=extra)
+    except BrokenProcessPool:  # the kernel killed the run: on this machine, memory (see dmesg)
+        log(f"{prompt}, shared_prefix {shared}: the training process was killed (out of memory)")
+        return {"prompt": prompt, "shared_prefix": shared, "s_per_step": None, "note": "killed: out of memory"}
     steps = r["step_s"][1:] or r["step_s"]
     return {"prompt": prompt, "shared_prefix": shared, "steps": r["optimizer_steps"], "examples": r["examples"],
             "s_per_step": round(statistics.median(steps), 3),
@@ -215,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{prompt}, shared_prefix {shared}: {args.max_steps} steps on {args.examples} documents")
             rows.append(one_run(args, train_file, prompt, shared))
         off, on = rows[-2], rows[-1]
-        on["speedup"] = round(off["s_per_step"] / max(on["s_per_step"], 1e-9), 2)
-        log(f"{prompt}: {off['s_per_step']} -> {on['s_per_step']} s/step ({on['speedup']}x)")
+        if off["s_per_step"] and on["s_per_step"]:
+            on["speedup"] = round(off["s_per_step"] / max(on["s_per_step"], 1e-9), 2)
+        log(f"{prompt}: {off['s_per_step']} -> {on['s_per_step']} s/step ({on.get('speedup', 'n/a')}x)")
     cols = ["prompt", "shared_prefix", "steps", "examples", "s_per_step", "examples_per_s", "tokens_per_step",
-            "first_loss", "speedup", "peak_rss_gb"]
+            "first_loss", "speedup", "peak_rss_gb", "note"]
     md = (f"## Shared-prefix training speed ({Path(args.model).name}, nerft's CPU recipe, first {args.examples} "
           f"documents, {args.max_steps} steps per run)\n\n" + markdown_table(rows, cols)
           + "\n\ntokens_per_step: tokens computed (padding included; a shared prefix counts once per micro-batch). "
