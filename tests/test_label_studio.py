@@ -321,8 +321,9 @@ class LabelStudio:
                 with urllib.request.urlopen(f"{self.base}/health", timeout=2) as r:
                     if r.status == 200:
                         return
-            except (urllib.error.URLError, OSError):
-                pass
+            except (urllib.error.URLError, OSError):  # not listening yet
+                time.sleep(2)
+                continue
             time.sleep(2)
         raise TimeoutError(f"Label Studio did not answer in {seconds:.0f} s; see {self.log.name}")
 
