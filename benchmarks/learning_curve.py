@@ -219,7 +219,11 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
             log(f"[{i}/{len(todo)}] {row} K={k}: already measured, skipped")
             continue
         log(f"[{i}/{len(todo)}] {row} K={k}: training (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
-        point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **measure(c, row, k, overrides)}
+        limits = {} if row == "crf" else {
+            "budget_min": c.args.budget_min,
+            "max_epochs": c.args.tutorial_epochs if row == "tutorial" else c.args.nerft_epochs}
+        point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **limits,
+                 **measure(c, row, k, overrides)}
         c.points = [p for p in c.points if not (p["row"] == row and p["k"] == k)] + [point]
         log(f"[{i}/{len(todo)}] {row} K={k}: test F1 {point['f1']:.2f}")
         write_report(c)
@@ -242,7 +246,8 @@ def write_report(c: Curve) -> None:
     pivot = [{"row": n, **{f"K={k}": next((p["f1"] for p in points if p["row"] == n and p["k"] == k), None)
                            for k in ks}} for n in names]
     label_cols = sorted({col for p in points for col in p if col.startswith("f1_") and col != "f1_raw_answers"})
-    cols = ["row", "k", "examples", "steps", "stop", "train_min", "score_min", "choice", "dev_f1", "precision",
+    cols = ["row", "k", "examples", "budget_min", "max_epochs", "steps", "stop", "train_min", "score_min", "choice",
+            "dev_f1", "precision",
             "recall", "f1", *label_cols]
     n_test = len(read_jsonl(c.gold))
     md = (f"## Learning curve: strict F1 against training documents K ({n_test} test documents, `nerft evaluate`)"
@@ -250,8 +255,9 @@ def write_report(c: Curve) -> None:
           + "\n\n" + markdown_table(points, cols)
           + ("\n\nLLM rows minus the CRF at the same K:\n\n"
              + markdown_table(gaps(points), ["row", "k", "f1", "crf_f1", "minus_crf"]) if gaps(points) else "")
-          + f"\n\nTraining data: the first K documents of the seeded-shuffled train split. Budget {args.budget_min:g} "
-          f"min of training per point; epochs and adapters chosen on the first {args.dev_docs} dev documents "
+          + "\n\nTraining data: the first K documents of the seeded-shuffled train split. budget_min, max_epochs: "
+          "the limits each LLM point trained under (dev evaluation not counted in the budget); epochs and adapters "
+          f"chosen on the first {args.dev_docs} dev documents "
           "(choice, dev_f1); examples: documents kept after the recipe's own filters (nerft: data.empty_share).")
     payload = {"benchmark": "learning curve", "model": args.model, "train_file": c.train_file, "test_docs": n_test,
                "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gaps(points)}
