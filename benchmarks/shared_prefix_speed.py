@@ -7,7 +7,7 @@
 
 Each run is nerft's ``train()`` in a fresh process (``bench_train.run_nerft``) on the first ``--examples`` training
 documents, no dev evaluation; off and on alternate for each prompt. Prompts:
-- ``short``: nerft's default 29-token system prompt;
+- ``short``: nerft's default 29-token system prompt (the CCFBDCI preset's labels, no descriptions, no examples);
 - ``defined``: + label descriptions from ``configs/labels/ccfbdci-defined.yaml`` (LOC vs GPE);
 - ``defined+4``, ``defined+8``: + 4 or 8 worked examples (``data.examples_in_prompt``).
 Every run uses ``data.max_length`` ``--max-length`` (768), so the long prompts drop no example as over-long.
@@ -47,8 +47,8 @@ from .common import (
 
 DEFINED = {"data.labels": str(REPO / "configs" / "labels" / "ccfbdci-defined.yaml"), "data.describe_labels": True}
 PROMPTS: dict[str, dict[str, Any]] = {
-    "short": {},
-    "defined": DEFINED,
+    "short": {"data.labels": "ccfbdci", "data.describe_labels": False, "data.examples_in_prompt": 0},
+    "defined": {**DEFINED, "data.examples_in_prompt": 0},
     "defined+4": {**DEFINED, "data.examples_in_prompt": 4},
     "defined+8": {**DEFINED, "data.examples_in_prompt": 8},
 }

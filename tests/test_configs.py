@@ -49,6 +49,23 @@ def test_cpu_recipe_follows_the_measurements():
     assert cfg.optim.batch_size * cfg.optim.grad_accum == 8 and cfg.optim.lr == 5e-4
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b-cpu.yaml", "qwen2-1.5b-ccfbdci.yaml"])
+def test_nerft_recipes_use_the_rich_prompt_with_a_shared_prefix(name, monkeypatch):
+    # the learning curve's best prompt: LOC/GPE definitions and 4 worked examples, computed once per micro-batch
+    from nerft.labels import ccfbdci_labels, load_label_set
+    from nerft.train.data import check_shared_prefix
+
+    monkeypatch.chdir(CONFIGS.parent)  # the recipes name their labels file relative to the repository root
+    cfg = cfglib.build_config(TrainConfig, config_path=str(CONFIGS / name))
+    assert cfg.data.shared_prefix and cfg.data.describe_labels and cfg.data.examples_in_prompt == 4
+    check_shared_prefix(cfg)  # no packing, no gradient checkpointing: a shipped recipe must not be refused
+    labels = load_label_set(cfg.data.labels)
+    assert [(x.code, x.name) for x in labels.labels] == [(x.code, x.name) for x in ccfbdci_labels().labels]
+    described = {x.code: x.description for x in labels.labels}
+    assert "山" in described["LOC"] and "国家" in described["GPE"]
+    assert cfg.data.max_length >= 768
+
+
 def test_demo_yaml_is_the_demos_recipe():
     shipped = cfglib.to_dict(cfglib.build_config(TrainConfig, config_path=str(CONFIGS / "demo.yaml")))
     in_code = cfglib.to_dict(cfglib.from_dict(TrainConfig, train_recipe(
