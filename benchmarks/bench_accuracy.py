@@ -362,11 +362,10 @@ def run_nerft_rows(b: Bench) -> None:
             t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
                              max_steps=steps, out_dir=str(run_dir), config_path=b.config, extra=overrides,
                              max_seconds=b.budget)
-        else:  # nerft's own budget; one epoch is only a cap
+        else:  # nerft's own budget (run_nerft's max_seconds is optim.max_minutes); one epoch is only a cap
             t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
-                             max_steps=-1, out_dir=str(run_dir), config_path=b.config,
-                             extra={"optim.max_minutes": b.args.budget_min, **overrides},
-                             max_seconds=b.budget * 1.5 + 60)
+                             max_steps=-1, out_dir=str(run_dir), config_path=b.config, extra=overrides,
+                             max_seconds=b.budget)
         info = b.predict_nerft(name, run_dir=str(run_dir))
         b.add_row(name, b.pred_path(name), info, t)
         if name == "nerft (equal time)" and "nerft+constrained" in b.wanted:

@@ -11,6 +11,7 @@ import json
 import sys
 
 import pytest
+import yaml
 from bench_fixtures import mini_doc, save_instant_model, write_mini_data
 from conftest import REPO
 
@@ -151,6 +152,8 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
     tutorial = next(r for r in d["rows"] if r["row"].startswith("tutorial"))
     nerft = next(r for r in d["rows"] if r["row"] == "nerft (equal time)")
     assert nerft["steps"] == 1  # nerft's own time budget (6 ms) ended it after its first step
+    run_cfg = yaml.safe_load((tmp_path / "work" / "b3" / "nerft" / "config.yaml").read_text())
+    assert run_cfg["optim"]["max_minutes"] == 0.0001  # the budget asked for, not a safety margin over it
     assert d["equal_data_k"] == tutorial["examples_seen"] == 6  # its first step: 4 + 2 of the 6 documents
     for r in d["rows"]:
         assert 0 <= r["f1"] <= 100 and r["test_docs"] == 2
