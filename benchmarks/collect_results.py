@@ -3,7 +3,7 @@
     python -m benchmarks.collect_results [--notes benchmarks/NOTES.md]
 
 Each benchmark writes ``results/<name>.md`` (machine, versions, exact command, table); this concatenates them in a
-fixed order (B1, B2, B3, B4, then anything else, e.g. reduced runs) under an optional block of notes.
+fixed order (B1, B2, B3, the full-data run and the learning curve, B4, then anything else, e.g. reduced runs) under an optional block of notes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .common import RESULTS
 
-ORDER = ["matmul_peak", "b1_train", "b2_predict", "b3_accuracy", "b4_gpu"]
+ORDER = ["matmul_peak", "b1_train", "b2_predict", "b3_accuracy", "b3_full60", "learning_curve", "b4_gpu"]
 
 
 def collect(results: Path = RESULTS, notes: str = "") -> str:

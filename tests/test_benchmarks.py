@@ -182,10 +182,11 @@ def test_b4_gpu_script_runs_scaled_down_on_cpu(tmp_path):
 
 
 def test_collect_results_orders_tables(tmp_path):
-    for name in ("b2_predict", "b1_train", "extra"):
+    for name in ("learning_curve", "b2_predict", "b3_accuracy", "b1_train", "extra"):
         (tmp_path / f"{name}.md").write_text(f"## {name}\n")
     text = collect_results.collect(tmp_path, "notes")
-    assert text.index("## b1_train") < text.index("## b2_predict") < text.index("## extra")
+    order = [text.index(f"## {name}") for name in ("b1_train", "b2_predict", "b3_accuracy", "learning_curve", "extra")]
+    assert order == sorted(order)
     assert "notes" in text
 
 
