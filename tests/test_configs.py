@@ -50,12 +50,12 @@ def test_cpu_recipe_follows_the_measurements():
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-0.5b-cpu.yaml", "qwen2-1.5b-ccfbdci.yaml"])
-def test_nerft_recipes_use_the_rich_prompt_with_a_shared_prefix(name, monkeypatch):
+def test_nerft_recipes_use_the_rich_prompt_with_a_shared_prefix(name, monkeypatch, tmp_path):
     # the learning curve's best prompt: LOC/GPE definitions and 4 worked examples, computed once per micro-batch
     from nerft.labels import ccfbdci_labels, load_label_set
     from nerft.train.data import check_shared_prefix
 
-    monkeypatch.chdir(CONFIGS.parent)  # the recipes name their labels file relative to the repository root
+    monkeypatch.chdir(tmp_path)  # the labels file is named relative to the recipe, so any working directory works
     cfg = cfglib.build_config(TrainConfig, config_path=str(CONFIGS / name))
     assert cfg.data.shared_prefix and cfg.data.describe_labels and cfg.data.examples_in_prompt == 4
     check_shared_prefix(cfg)  # no packing, no gradient checkpointing: a shipped recipe must not be refused
@@ -80,3 +80,33 @@ def test_deepspeed_configs(stage):
     assert text.startswith("# ") and "accelerate launch --config_file" in text
     data = yaml.safe_load(text)
     assert data["distributed_type"] == "DEEPSPEED" and data["deepspeed_config"]["zero_stage"] == stage
+
+
+def test_a_config_names_input_paths_relative_to_itself(tmp_path, monkeypatch):
+    # inputs (opt(path=True)) found beside the YAML file become absolute; built-in names, hub ids, paths that only
+    # exist from the working directory and outputs stay as written
+    from nerft.evaluate import EvaluateConfig
+
+    conf = tmp_path / "conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "data" / "train.jsonl").write_text("", encoding="utf-8")
+    (conf / "labels.yaml").write_text("labels: []\n", encoding="utf-8")
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "dev.jsonl").write_text("", encoding="utf-8")
+    (conf / "run.yaml").write_text(
+        "model: {name_or_path: Qwen/Qwen2-1.5B-Instruct}\n"
+        "data: {train: data/train.jsonl, dev: data/dev.jsonl, labels: labels.yaml}\n"
+        "output: {dir: data}\n", encoding="utf-8")
+    monkeypatch.chdir(work)
+    cfg = cfglib.build_config(TrainConfig, config_path=str(conf / "run.yaml"))
+    assert cfg.data.train == str((conf / "data" / "train.jsonl").resolve())
+    assert cfg.data.labels == str((conf / "labels.yaml").resolve())
+    assert cfg.data.dev == "data/dev.jsonl"  # not beside the config: the working directory's, as before
+    assert cfg.model.name_or_path == "Qwen/Qwen2-1.5B-Instruct" and cfg.output.dir == "data"
+    # a flag on the command line is the working directory's, even when the config's folder has the same name
+    flagged = cfglib.build_config(TrainConfig, {"data.train": "data/train.jsonl"}, config_path=str(conf / "run.yaml"))
+    assert flagged.data.train == "data/train.jsonl"
+    (conf / "eval.yaml").write_text("gold: data/train.jsonl\nlabels: ccfbdci\n", encoding="utf-8")
+    ev = cfglib.build_config(EvaluateConfig, config_path=str(conf / "eval.yaml"))
+    assert ev.gold == str((conf / "data" / "train.jsonl").resolve()) and ev.labels == "ccfbdci"

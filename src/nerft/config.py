@@ -26,9 +26,10 @@ class ConfigError(NerftError):
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
-        aliases: tuple[str, ...] = ()) -> Any:
-    """A config field with its help text; ``aliases``: more flags for it (e.g. ``("--output",)`` for ``out``)."""
-    metadata = {"help": help, "aliases": tuple(aliases)}
+        aliases: tuple[str, ...] = (), path: bool = False) -> Any:
+    """A config field with its help text; ``aliases``: more flags for it (e.g. ``("--output",)`` for ``out``);
+    ``path``: an input file or folder, which a YAML file may name relative to itself (see :func:`build_config`)."""
+    metadata = {"help": help, "aliases": tuple(aliases), "path": path}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -198,13 +199,32 @@ def build_config(cls: type[T], args: argparse.Namespace | dict[str, Any] | None 
     """Merge, in rising priority: ``base`` values, a YAML file, and the dotted CLI flags that were given."""
     data: dict[str, Any] = dict(base or {})
     if config_path:
-        data = _deep_merge(data, load_yaml(config_path))
+        data = _deep_merge(data, _beside(cls, load_yaml(config_path), Path(config_path).expanduser().parent))
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     valid = _leaf_names(cls)
     for dotted, value in given.items():
         if dotted in valid:
             _set_dotted(data, dotted, value)
     return from_dict(cls, data)
+
+
+def _beside(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A YAML file's input paths (fields declared with ``opt(path=True)``) that name something relative to the
+    file's own folder, made absolute, so a config works from any working directory. A relative value that exists
+    only from the working directory, a built-in name (``ccfbdci``) or a hub id stays as written."""
+    if not dataclasses.is_dataclass(cls):
+        return data
+    hints = get_type_hints(cls)
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        value = out.get(f.name)
+        _, inner = _is_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner) and isinstance(value, dict):
+            out[f.name] = _beside(inner, value, folder)
+        elif f.metadata.get("path") and isinstance(value, str) and value and not os.path.isabs(value) \
+                and not value.startswith("~") and (folder / value).exists():
+            out[f.name] = str((folder / value).resolve())
+    return out
 
 
 def _leaf_names(cls: type, prefix: str = "") -> set[str]:

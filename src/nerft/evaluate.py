@@ -58,12 +58,12 @@ from .textio import ENCODING_HELP, require_file, resolve_encoding
 
 @dataclass
 class EvaluateConfig:
-    gold: str = opt("", "gold documents, nerft JSONL (`nerft prepare` output)")
-    pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line")
+    gold: str = opt("", "gold documents, nerft JSONL (`nerft prepare` output)", path=True)
+    pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line", path=True)
     format: str | None = opt(None, "output format the model was taught (tutorial, jsonl, compact): raw answers are read "
                                           "in any format, and pieces in another one count as parse failures; unset: none do")
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: labels.json beside "
-                                   "the gold file, else inferred from gold)")
+                                   "the gold file, else inferred from gold)", path=True)
     out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png", aliases=("--output",))
     source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
     pred_format: Literal["auto", "nerft", "llamafactory", "swift"] = opt(

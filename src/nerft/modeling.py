@@ -29,7 +29,7 @@ MODELSCOPE_PREFIX = "modelscope:"
 @dataclass
 class ModelConfig:
     name_or_path: str = opt("Qwen/Qwen2-1.5B-Instruct",
-                            "hub id, modelscope:<id>, a local model folder, or a .gguf file")
+                            "hub id, modelscope:<id>, a local model folder, or a .gguf file", path=True)
     gguf_file: str | None = opt(None, "GGUF file name inside name_or_path (when it is a folder or hub id)")
     revision: str | None = opt(None, "hub revision (branch, tag or commit)")
     dtype: str = opt("auto", "weights/compute dtype: auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); "

@@ -59,13 +59,14 @@ MAX_EVAL_GROUP_SHARE = 0.01  # see split_documents
 
 @dataclass
 class PrepareConfig:
-    input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET")
+    input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET",
+                     path=True)
     out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats", aliases=("--output",))
     format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"] = opt(
         "auto", "input format")
     conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
     labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "
-                                   "built-in that covers the data, else inferred from it")
+                                   "built-in that covers the data, else inferred from it", path=True)
     unknown_labels: Literal["error", "drop"] = opt("error", "entities whose label is not in --labels: fail, or "
                                                             "drop them and count")
     seed: int = opt(42, "seed of the shuffled split")

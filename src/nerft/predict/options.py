@@ -50,11 +50,11 @@ class LoadOptions:
     """Which model to open and where it runs."""
 
     model: str | None = opt(None, "a run directory (nerft train), a merged folder (nerft export) or a peft adapter "
-                                  "folder (e.g. the tutorial's checkpoint-N)")
+                                  "folder (e.g. the tutorial's checkpoint-N)", path=True)
     base: str | None = opt(None, "base model: hub id, modelscope:<id>, local folder or .gguf file; overrides the "
-                                 "one the run directory records (needed only when that one is unreachable)")
+                                 "one the run directory records (needed only when that one is unreachable)", path=True)
     revision: str | None = opt(None, "hub revision of --base (branch, tag or commit)")
-    adapter: str | None = opt(None, "a peft adapter folder to put on --base")
+    adapter: str | None = opt(None, "a peft adapter folder to put on --base", path=True)
     device: str = opt("auto", "auto (CUDA when there is a GPU, else CPU), cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); auto = bf16 on a GPU "
                              "that supports it, fp32 on CPU")

@@ -12,11 +12,11 @@ from ..tracking import TrackingConfig
 
 @dataclass
 class DataConfig:
-    train: str | None = opt(None, "training split: canonical JSONL written by `nerft prepare`")
-    dev: str | None = opt(None, "dev split for evaluation during training (best adapter kept by dev F1)")
-    test: str | None = opt(None, "test split, scored once at the end with the best adapter")
+    train: str | None = opt(None, "training split: canonical JSONL written by `nerft prepare`", path=True)
+    dev: str | None = opt(None, "dev split for evaluation during training (best adapter kept by dev F1)", path=True)
+    test: str | None = opt(None, "test split, scored once at the end with the best adapter", path=True)
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a labels file; default labels.json beside "
-                                   "the train file, else inferred from the training data")
+                                   "the train file, else inferred from the training data", path=True)
     output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
     describe_labels: bool = opt(False, "add each label's description to the prompt")
