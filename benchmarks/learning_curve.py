@@ -247,8 +247,7 @@ def write_report(c: Curve) -> None:
                            for k in ks}} for n in names]
     label_cols = sorted({col for p in points for col in p if col.startswith("f1_") and col != "f1_raw_answers"})
     cols = ["row", "k", "examples", "budget_min", "max_epochs", "steps", "stop", "train_min", "score_min", "choice",
-            "dev_f1", "precision",
-            "recall", "f1", *label_cols]
+            "dev_f1", "precision", "recall", "f1", *label_cols]
     n_test = len(read_jsonl(c.gold))
     md = (f"## Learning curve: strict F1 against training documents K ({n_test} test documents, `nerft evaluate`)"
           "\n\n" + markdown_table(pivot, ["row", *[f"K={k}" for k in ks]])

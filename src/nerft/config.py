@@ -212,8 +212,6 @@ def _beside(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A YAML file's input paths (fields declared with ``opt(path=True)``) that name something relative to the
     file's own folder, made absolute, so a config works from any working directory. A relative value that exists
     only from the working directory, a built-in name (``ccfbdci``) or a hub id stays as written."""
-    if not dataclasses.is_dataclass(cls):
-        return data
     hints = get_type_hints(cls)
     out = dict(data)
     for f in dataclasses.fields(cls):
