@@ -145,8 +145,7 @@ def token_counts(train_file: str, n_docs: int, tokenizer_dir: str | Path, batch:
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     docs = read_documents(train_file)[:n_docs]
-    variants = [(name, {**PROMPTS[name], "data.labels": PROMPTS[name].get("data.labels", "ccfbdci")})
-                for name in PROMPTS]
+    variants = list(PROMPTS.items())  # each names its label set
     variants.append(("tutorial", {"data.labels": "ccfbdci", "data.prompt_style": "tutorial",
                                   "data.output_format": "tutorial", "data.end_token": "pad"}))
     rows = []
