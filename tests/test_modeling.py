@@ -14,6 +14,7 @@ from nerft.modeling import (
     build_lora,
     load_model,
     load_tokenizer,
+    resolve_autocast,
     resolve_dtype,
     resolve_source,
 )
@@ -25,6 +26,26 @@ def test_lora_defaults_are_the_tutorials():
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (8, 32, 0.1)
     assert set(cfg.target_modules) == set(TUTORIAL_TARGET_MODULES) and len(TUTORIAL_TARGET_MODULES) == 7
     assert cfg.task_type == "CAUSAL_LM" and not cfg.inference_mode
+
+
+def test_top_layers_picks_the_last_layers_and_needs_the_layer_count():
+    assert build_lora(LoraSettings(top_layers=8), num_layers=24).layers_to_transform == list(range(16, 24))
+    assert build_lora(LoraSettings()).layers_to_transform is None
+    with pytest.raises(NerftError, match="number of layers"):
+        build_lora(LoraSettings(top_layers=8))
+    with pytest.raises(NerftError, match="choose 1-24"):
+        build_lora(LoraSettings(top_layers=0), num_layers=24)
+
+
+def test_autocast_auto_follows_the_measured_cpu_speedup():
+    cpu = torch.device("cpu")
+    assert resolve_autocast("off", cpu, torch.float32)[0] is None
+    assert resolve_autocast("bf16", cpu, torch.float32)[0] == torch.bfloat16
+    fast, note = resolve_autocast("auto", cpu, torch.float32, speedup=lambda: 2.2)
+    assert fast == torch.bfloat16 and "2.20x faster" in note
+    slow, note = resolve_autocast("auto", cpu, torch.float32, speedup=lambda: 0.5)
+    assert slow is None and "0.50x" in note
+    assert resolve_autocast("bf16", cpu, torch.bfloat16) == (None, "off: the weights are already bfloat16")
 
 
 def test_auto_dtype_is_fp32_on_cpu():

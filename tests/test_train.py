@@ -128,6 +128,39 @@ def test_supervised_loss_equals_full_lm_head_loss(char_tok):
     assert torch.allclose(loss_sum / n, reference, atol=1e-5)
 
 
+def test_top_layers_adapts_only_the_upper_layers_and_backward_stops_below_them(char_tok):
+    model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=4, dropout=0.0, top_layers=1))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".layers.1." in n and "lora_" in n for n in trainable)
+    layers = model.get_base_model().model.layers
+    needs_grad = {}
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda mod, args, out, i=i: needs_grad.__setitem__(
+            i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+    loss_sum, n = SupervisedLoss(model)(**collate(_two_examples(char_tok), char_tok.pad_token_id, packing=False))
+    (loss_sum / n).backward()
+    # layer 0 runs outside the autograd graph (nothing below the adapters is differentiated); layer 1 inside it
+    assert needs_grad == {0: False, 1: True}
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(NerftError, match="the model has 2 layers"):
+        add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(top_layers=3))
+
+
+def test_bf16_autocast_runs_the_matmuls_in_bf16_and_keeps_the_loss_close(char_tok):
+    model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=4, dropout=0.0))
+    batch = collate(_two_examples(char_tok), char_tok.pad_token_id, packing=False)
+    seen = []
+    proj = model.get_base_model().model.layers[0].mlp.down_proj
+    proj.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    full_sum, n = SupervisedLoss(model)(**batch)
+    mixed_sum, _ = SupervisedLoss(model, torch.bfloat16)(**batch)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert mixed_sum.dtype == torch.float32 and math.isclose(float(mixed_sum / n), float(full_sum / n), rel_tol=0.02)
+    (mixed_sum / n).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
 def test_packed_examples_do_not_attend_to_each_other(char_tok):
     """Packing relies on transformers building a block-diagonal mask from restarting position ids."""
     model = add_lora(make_tiny_qwen2(vocab_size=len(char_tok)), LoraSettings(r=4, dropout=0.0)).eval()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +50,8 @@ class LoraSettings:
     bias: Literal["none", "all", "lora_only"] = opt("none", "which biases to train")
     modules_to_save: list[str] = opt(help="modules trained in full and saved with the adapter (e.g. embed_tokens "
                                           "and lm_head of an untied model that must learn new tokens)", factory=list)
+    top_layers: int | None = opt(None, "adapt only the top N decoder layers: the backward pass stops below them "
+                                       "(cheaper steps, fewer trainable weights); default: every layer")
 
 
 def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
@@ -144,6 +147,45 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _TORCH_DTYPES[name]
 
 
+def bf16_matmul_speedup(n: int = 1024, repeats: int = 4) -> float:
+    """How much faster an n x n matmul runs in bf16 than in fp32 on this CPU (best of ``repeats`` after a warm-up):
+    whether bf16 pays here is a property of the CPU (native bf16 instructions, the BLAS build), so it is measured."""
+    import time
+
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(torch.float32) / max(best(torch.bfloat16), 1e-9)
+
+
+def resolve_autocast(setting: str, device: torch.device, weight_dtype: torch.dtype,
+                     speedup: Callable[[], float] = bf16_matmul_speedup) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None, why) for ``optim.autocast``; ``speedup`` is the CPU's measured bf16/fp32 ratio."""
+    if setting == "off":
+        return None, "off"
+    if weight_dtype != torch.float32:
+        return None, f"off: the weights are already {str(weight_dtype).removeprefix('torch.')}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bf16 (CUDA)"
+        if setting == "bf16":
+            raise NerftError("optim.autocast bf16: this GPU does not support bfloat16")
+        return None, "off: this GPU has no bf16"
+    if setting == "bf16":
+        return torch.bfloat16, "bf16 (asked for)"
+    ratio = speedup()
+    if ratio >= 1.25:
+        return torch.bfloat16, f"bf16: bf16 matmuls measured {ratio:.2f}x faster than fp32 on this CPU"
+    return None, f"off: bf16 matmuls measured {ratio:.2f}x the speed of fp32 on this CPU"
+
+
 GENERIC_FAST_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # the latter as transformers 5 saves it
 
 
@@ -215,13 +257,21 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None):
     return model.eval()
 
 
-def build_lora(cfg: LoraSettings):
-    """A ``peft.LoraConfig`` for causal-LM fine-tuning (defaults = the tutorial's: r 8, alpha 32, dropout 0.1)."""
+def build_lora(cfg: LoraSettings, num_layers: int | None = None):
+    """A ``peft.LoraConfig`` for causal-LM fine-tuning (defaults = the tutorial's: r 8, alpha 32, dropout 0.1).
+    ``cfg.top_layers`` needs the model's ``num_layers``: the adapters go on layers num_layers - N .. num_layers - 1."""
     from peft import LoraConfig, TaskType
 
+    layers = None
+    if cfg.top_layers is not None:
+        if num_layers is None:
+            raise NerftError("lora.top_layers needs the model's number of layers")
+        if not 1 <= cfg.top_layers <= num_layers:
+            raise NerftError(f"lora.top_layers is {cfg.top_layers}; the model has {num_layers} layers (choose 1-{num_layers})")
+        layers = list(range(num_layers - cfg.top_layers, num_layers))
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=list(cfg.target_modules), bias=cfg.bias, inference_mode=False,
-                      modules_to_save=list(cfg.modules_to_save) or None)
+                      modules_to_save=list(cfg.modules_to_save) or None, layers_to_transform=layers)
 
 
 def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False):
@@ -232,4 +282,4 @@ def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return get_peft_model(model, build_lora(cfg))
+    return get_peft_model(model, build_lora(cfg, getattr(getattr(model, "config", None), "num_hidden_layers", None)))

@@ -22,7 +22,14 @@ import yaml
 from .. import config as cfglib
 from ..generation import pad_token_id
 from ..jsonl import read_documents, read_records, write_jsonl
-from ..modeling import add_lora, base_model_record, load_model, load_tokenizer, resolve_device
+from ..modeling import (
+    add_lora,
+    base_model_record,
+    load_model,
+    load_tokenizer,
+    resolve_autocast,
+    resolve_device,
+)
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import Document, NerftError, atomic_write, write_json
 from ..tracking import Tracker
@@ -90,7 +97,9 @@ class Trainer:
         self.scheduler = build_schedule(optimizer, cfg.optim, self.total_steps, self.clock.seconds)
         # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
         # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
-        self.loss_module, self.optimizer = self.accelerator.prepare(SupervisedLoss(self.model), optimizer)
+        weight_dtype = next(base.parameters()).dtype
+        autocast, self.autocast_note = resolve_autocast(cfg.optim.autocast, self.accelerator.device, weight_dtype)
+        self.loss_module, self.optimizer = self.accelerator.prepare(SupervisedLoss(self.model, autocast), optimizer)
         self.position = Position()
         self.best_f1, self.best_step, self.best_state = -1.0, None, None
         self.start_scores: dict[str, Any] | None = None
@@ -146,7 +155,7 @@ class Trainer:
                   f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised tokens; "
                   f"{sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} steps of "
                   f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
-                  f"{self.accelerator.device}")
+                  f"{self.accelerator.device}; autocast {self.autocast_note}")
         return tracker
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------------
@@ -307,7 +316,7 @@ class Trainer:
             "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
             "supervised_tokens": self.data.supervised_tokens, "seconds": round(self.meter.elapsed(), 1),
             "finished": done, "world_size": self.world, "train_seconds": round(self.clock.seconds(), 3),
-            "stopped_by": stopped_by}}
+            "stopped_by": stopped_by, "autocast": self.autocast_note}}
         if self.main:
             if self.best_state is not None:
                 set_peft_model_state_dict(self.model, self.best_state)

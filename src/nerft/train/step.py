@@ -25,25 +25,30 @@ class SupervisedLoss(torch.nn.Module):
     The lm_head (vocabulary 151,936 wide for Qwen2) runs only on the hidden states that predict an answer token,
     not on every prompt position: same loss, a much cheaper step. Wrapping the peft model in this module keeps
     DDP/DeepSpeed in charge of the forward pass (gradient sync hooks run). A batch with ``prefix_ids``
-    (``data.shared_prefix``) runs the shared prompt prefix once (``rows_after_prefix``).
+    (``data.shared_prefix``) runs the shared prompt prefix once (``rows_after_prefix``). ``autocast``: a 16-bit
+    dtype the forward pass runs its matmuls in (``optim.autocast``); the loss is computed in fp32 either way.
     """
 
-    def __init__(self, peft_model):
+    def __init__(self, peft_model, autocast: torch.dtype | None = None):
         super().__init__()
         self.peft_model = peft_model
+        self.autocast = autocast
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, prefix_ids: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         causal_lm = self.peft_model.get_base_model()  # LoRA layers are injected in place
-        if prefix_ids is None:
-            hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                     use_cache=False).last_hidden_state
-        else:
-            hidden = rows_after_prefix(causal_lm.model, prefix_ids, input_ids, attention_mask, position_ids)
-        targets = labels[:, 1:]
-        supervised = targets != IGNORE
-        logits = causal_lm.lm_head(hidden[:, :-1][supervised])
+        mixed = (torch.autocast(input_ids.device.type, dtype=self.autocast) if self.autocast is not None
+                 else contextlib.nullcontext())
+        with mixed:
+            if prefix_ids is None:
+                hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask,
+                                         position_ids=position_ids, use_cache=False).last_hidden_state
+            else:
+                hidden = rows_after_prefix(causal_lm.model, prefix_ids, input_ids, attention_mask, position_ids)
+            targets = labels[:, 1:]
+            supervised = targets != IGNORE
+            logits = causal_lm.lm_head(hidden[:, :-1][supervised])
         loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
         return loss, supervised.sum()
 
