@@ -23,7 +23,8 @@ Rows (each trained in a fresh process; all scored by ``nerft evaluate`` on the s
 
 ``--append`` keeps the rows already in the results file, so rows can be added by later invocations, e.g.
 ``--rows zero-shot --append`` or ``--rows "" --score-run "nerft +constrained=benchmarks/work/b3/nerft:constrained=true"
---append`` (``--score-split dev`` scores such rows on dev documents instead). The zero-shot row scores the first ``--zero-shot-docs`` (400) documents only, answers cut at 64 tokens.
+--append`` (``--score-split dev`` scores such rows, and ``--variant`` rows, on the first ``--test-docs`` dev documents
+instead: how options are ranked without looking at test). The zero-shot row scores the first ``--zero-shot-docs`` (400) documents only, answers cut at 64 tokens.
 
 The tutorial's adapter is scored with nerft's predictor on its own prompt (B2 checks that it writes what the
 tutorial's predict() writes; ``--tutorial-scorer tutorial`` uses predict() itself, one text at a time, slow).
@@ -247,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score an existing nerft run directory (no training) as one more row, with "
                         "PredictOptions overrides, e.g. 'nerft +constrained=RUN:constrained=true'")
     parser.add_argument("--score-split", choices=("test", "dev"), default="test",
-                        help="what --score-run rows score: the test documents, or the first --test-docs dev "
-                        "documents (to choose decoding options without looking at test)")
+                        help="what --score-run and --variant rows score: the test documents, or the first "
+                        "--test-docs dev documents (to choose options without looking at test)")
     parser.add_argument("--append", action="store_true", help="keep the rows already in --out-name's JSON "
                         "(rows of the same name are replaced) and add this invocation's")
     parser.add_argument("--out-name", default="b3_accuracy")
@@ -285,6 +286,12 @@ class Bench:
             self.earlier = json.loads(previous.read_text(encoding="utf-8"))
             self.rows = self.earlier["rows"]
         self.start = time.perf_counter()
+
+    def dev_gold(self) -> Path:
+        """The first --test-docs documents of the dev split, for rows that choose options without looking at test."""
+        path = self.work / "gold-dev.jsonl"
+        write_jsonl(path, read_jsonl(self.data_dir / "dev.jsonl", self.args.test_docs or None))
+        return path
 
     def pred_path(self, name: str) -> str:
         return str(self.work / f"pred-{name.replace(' ', '_')}.jsonl")
@@ -354,6 +361,7 @@ def run_nerft_rows(b: Bench) -> None:
 
     runs = [("nerft (equal time)", {})] if "nerft" in b.wanted else []
     runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in b.variants]
+    variant_gold = b.dev_gold() if b.variants and b.args.score_split == "dev" else None
     steps, threads = b.args.nerft_steps, b.args.threads
     for name, overrides in runs:
         run_dir = b.work / name.split(" (")[0].replace(" ", "-")
@@ -366,8 +374,10 @@ def run_nerft_rows(b: Bench) -> None:
             t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
                              max_steps=-1, out_dir=str(run_dir), config_path=b.config, extra=overrides,
                              max_seconds=b.budget)
-        info = b.predict_nerft(name, run_dir=str(run_dir))
-        b.add_row(name, b.pred_path(name), info, t)
+        gold = variant_gold if overrides and variant_gold else None
+        name += " [dev]" if gold else ""
+        info = b.predict_nerft(name, gold, run_dir=str(run_dir))
+        b.add_row(name, b.pred_path(name), info, t, gold_file=gold)
         if name == "nerft (equal time)" and "nerft+constrained" in b.wanted:
             cname = "nerft (equal time) +constrained"
             info = b.predict_nerft(cname, run_dir=str(run_dir), options={"constrained": True})
@@ -391,10 +401,7 @@ def run_equal_data_row(b: Bench, k: int | None) -> None:
 def run_score_rows(b: Bench) -> None:
     """``--score-run`` rows: existing run directories scored on test, or on the first dev documents."""
     args = b.args
-    score_gold = b.gold
-    if args.score_run and args.score_split == "dev":
-        score_gold = b.work / "gold-dev.jsonl"
-        write_jsonl(score_gold, read_jsonl(b.data_dir / "dev.jsonl", args.test_docs or None))
+    score_gold = b.dev_gold() if args.score_run and args.score_split == "dev" else b.gold
     for spec in args.score_run:
         name, _, where = spec.partition("=")
         run_dir, _, opts = where.partition(":")

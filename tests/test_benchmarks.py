@@ -161,9 +161,14 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
     run = tmp_path / "work" / "b3" / "nerft"
     bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
                          "--rows", "", "--score-run", f"bias={run}:constrained=true,none_bias=2", "--score-split", "dev",
+                         "--variant", "lr:optim.lr=0.001", "--budget-min", "0.0001",
                          "--append", "--threads", "1", "--results", str(tmp_path), "--work", str(tmp_path / "work")])
     again = json.loads((tmp_path / "b3_accuracy.json").read_text())
-    assert [r["row"] for r in again["rows"]] == names + ["bias [dev]"]
+    assert [r["row"] for r in again["rows"]] == names + ["nerft lr (equal time) [dev]", "bias [dev]"]
+    variant = again["rows"][-2]
+    assert variant["steps"] == 1 and variant["test_docs"] == 2  # trained, then scored on the first 2 dev documents
+    assert len((tmp_path / "work" / "b3" / "gold-dev.jsonl").read_text().splitlines()) == 2
+    assert yaml.safe_load((tmp_path / "work" / "b3" / "nerft-lr" / "config.yaml").read_text())["optim"]["lr"] == 0.001
     assert len(again["earlier_commands"]) == 1 and again["equal_data_k"] == d["equal_data_k"]
     bias = again["rows"][-1]
     assert bias["parse_failures"] == 0 and bias["hallucinations"] == 0  # constrained decoding really ran
