@@ -47,6 +47,7 @@ def test_cpu_recipe_follows_the_measurements():
     assert cfg.model.dtype == "fp32" and not cfg.optim.gradient_checkpointing
     assert cfg.data.output_format == "compact" and cfg.data.prompt_style == "nerft" and cfg.data.group_by_length
     assert cfg.optim.batch_size * cfg.optim.grad_accum == 8 and cfg.optim.lr == 5e-4
+    assert cfg.optim.autocast == "auto" and cfg.data.empty_share == 0.5 and cfg.lora.top_layers is None
 
 
 @pytest.mark.parametrize("name", ["qwen2.5-0.5b-cpu.yaml", "qwen2-1.5b-ccfbdci.yaml"])
