@@ -359,11 +359,12 @@ def run_nerft_rows(b: Bench) -> None:
     """nerft's equal-time run (and ``--variant`` runs), each scored (and with +constrained if asked)."""
     from .bench_train import run_nerft
 
-    runs = [("nerft (equal time)", {})] if "nerft" in b.wanted else []
-    runs += [(f"nerft {name} (equal time)", overrides) for name, overrides in b.variants]
+    # (row, overrides, gold): --score-split dev scores the variants on dev; the recipe's own row stays on test
     variant_gold = b.dev_gold() if b.variants and b.args.score_split == "dev" else None
+    runs = [("nerft (equal time)", {}, None)] if "nerft" in b.wanted else []
+    runs += [(f"nerft {name} (equal time)", overrides, variant_gold) for name, overrides in b.variants]
     steps, threads = b.args.nerft_steps, b.args.threads
-    for name, overrides in runs:
+    for name, overrides, gold in runs:
         run_dir = b.work / name.split(" (")[0].replace(" ", "-")
         shutil.rmtree(run_dir, ignore_errors=True)
         if steps:  # a step schedule, cut at the budget from outside
@@ -374,7 +375,6 @@ def run_nerft_rows(b: Bench) -> None:
             t = run_in_child(run_nerft, threads=threads, model=b.model, train_file=b.train_file, limit=None,
                              max_steps=-1, out_dir=str(run_dir), config_path=b.config, extra=overrides,
                              max_seconds=b.budget)
-        gold = variant_gold if overrides and variant_gold else None
         name += " [dev]" if gold else ""
         info = b.predict_nerft(name, gold, run_dir=str(run_dir))
         b.add_row(name, b.pred_path(name), info, t, gold_file=gold)
