@@ -20,11 +20,13 @@ from nerft import config as cfglib
 from nerft import train as train_mod
 from nerft.formats import FORMATS, get_format
 from nerft.generation import end_of_turn_id, prompt_ids
+from nerft.jsonl import read_documents, write_jsonl
 from nerft.labels import ccfbdci_labels
+from nerft.lexicon import Lexicon
 from nerft.modeling import LoraSettings, add_lora
 from nerft.prompts import build_prompt
 from nerft.rundir import RunInfo
-from nerft.schema import Document, NerftError
+from nerft.schema import Document, Entity, NerftError
 from nerft.train import (
     IGNORE,
     OptimConfig,
@@ -39,6 +41,7 @@ from nerft.train import (
     epoch_batches,
     train,
 )
+from nerft.train.data import load_training_documents
 
 LABELS = ccfbdci_labels()
 PRESETS = [(name, "nerft", "eot") for name in FORMATS if name != "tutorial"] + [("tutorial", "tutorial", "pad")]
@@ -218,6 +221,15 @@ def _cfg(recipe: dict) -> TrainConfig:
     return cfglib.from_dict(TrainConfig, recipe)
 
 
+def test_the_lexicon_counts_the_documents_empty_share_leaves_out(tmp_path):
+    docs = [Document("a", "北京很大。", [Entity(0, 2, "GPE", "北京")]), Document("b", "北京和中国。", [])]
+    write_jsonl(tmp_path / "train.jsonl", docs)
+    cfg = _cfg({"data": {"train": str(tmp_path / "train.jsonl"), "empty_share": 0.0}})
+    train_docs, _, lexicon = load_training_documents(cfg, main=False)
+    assert [d.id for d in train_docs] == ["a"]  # the entity-less document is not trained on...
+    assert lexicon.entries["北京"].occurrences == 2  # ...but says that 北京 is annotated in 1 of its 2 occurrences
+
+
 def test_a_short_run_writes_the_documented_run_directory(base_model, splits, tmp_path):
     out = tmp_path / "run"
     recipe = tiny_recipe(base_model, {**splits, "test": splits["dev"]}, out, output__save_every=2,
@@ -229,14 +241,15 @@ def test_a_short_run_writes_the_documented_run_directory(base_model, splits, tmp
     n_over = metrics["train"]["overlong"]
     assert n_over > 0 and metrics["train"]["examples"] == 24 - n_over
     assert any(f"{n_over} of 24 training examples" in str(w.message) for w in caught)
-    for name in ("nerft.json", "config.yaml", "labels.json", "metrics.json", "train_log.jsonl", "curves.png",
-                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
+    for name in ("nerft.json", "config.yaml", "labels.json", "lexicon.json", "metrics.json", "train_log.jsonl",
+                 "curves.png", "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "tokenizer/tokenizer.json",
                  "tokenizer/chat_template.jinja", "checkpoints/step-4/trainer_state.json",
                  "checkpoints/step-4/trainer_state.safetensors",
                  "checkpoints/step-4/adapter/adapter_model.safetensors"):
         assert (out / name).is_file(), name
     info = RunInfo.load(out)
     assert info.base_model.name_or_path == str(Path(base_model).resolve()) and info.prompt.output_format == "compact"
+    assert Lexicon.load(out).to_dict() == Lexicon.from_documents(read_documents(splits["train"])).to_dict()
     assert metrics["train"]["steps"] == 4 and metrics["dev"]["best_step"] in (2, 4)
     assert set(metrics["test"]) >= {"precision", "recall", "f1", "parse_failures", "hallucinated"}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

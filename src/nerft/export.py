@@ -10,9 +10,11 @@ It is written to a temporary folder beside the destination and renamed into plac
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from . import config as cfglib
+from .lexicon import LEXICON_FILE
 from .rundir import RunInfo
 from .schema import NerftError, atomic_dir, atomic_write, write_errors
 
@@ -53,6 +55,8 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
         RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
                 max_length=info.max_length if info else 512, merged_from=merged_from).save(tmp)
         run_dir = Path(load.model) if load.model else None  # a run directory has config.yaml and metrics.json
+        if run_dir is not None and (run_dir / LEXICON_FILE).is_file():  # --lexicon works on the merged folder too
+            shutil.copyfile(run_dir / LEXICON_FILE, tmp / LEXICON_FILE)
         with atomic_write(tmp / "README.md") as f:
             f.write(model_card(loaded.labels, loaded.prompt, model_id=repo_id or str(output),
                                merged_from=merged_from, run_dir=run_dir))

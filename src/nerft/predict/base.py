@@ -16,8 +16,9 @@ from ..answers import complete_prefix, piece_unit_scores, read_answer, unit_scor
 from ..formats import get_format
 from ..generation import Generated, prompt_ids
 from ..labels import LabelSet
+from ..lexicon import Lexicon
 from ..prompts import Prompt
-from ..schema import Entity
+from ..schema import Entity, NerftError
 from ..windows import Window, make_windows, merge_window_entities
 from .options import PredictOptions
 
@@ -96,6 +97,10 @@ class DecodingPlan:
         self.overhead = entity_overhead_tokens(tokenizer, labels, self.output_format)
         none_text = get_format(self.output_format).none_text
         self.none_tokens = len(tokenizer.encode(none_text, add_special_tokens=False)) if none_text else 0
+        self.lexicon = Lexicon.load(options.lexicon) if options.lexicon else None
+        if self.lexicon is not None and not self.lexicon.labels() & set(labels.codes):
+            raise NerftError(f"{options.lexicon}: its labels ({', '.join(sorted(self.lexicon.labels()))}) are none "
+                             f"of the model's ({', '.join(labels.codes)}); is it the lexicon of another dataset?")
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -140,6 +145,12 @@ class DecodingPlan:
             entities = readings[0].entities
         else:
             entities = merge_window_entities([w for w, _ in found], [r.entities for r in readings], len(text))
+        if self.options.min_score > 0:
+            entities = [e for e in entities if e.score is None or e.score >= self.options.min_score]
+        if self.lexicon is not None:
+            entities = self.lexicon.complete(text, entities, self.options.lexicon_min_rate,
+                                             self.options.lexicon_min_count,
+                                             allowed if allowed is not None else set(self.labels.codes))
         return Prediction(entities, raws, all(g.finished for _, g in found), sum(r.hallucinated for r in readings),
                           sum(not r.parse_ok for r in readings))
 
@@ -162,8 +173,6 @@ class EnginePredictor:
 
     def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
                  name: str = "nerft"):
-        from ..schema import NerftError
-
         self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
         self.options = options or PredictOptions()
         for flag, on in (("--constrained", self.options.constrained), ("--none-bias", self.options.none_bias)):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import opt
+from ..config import ConfigError, opt
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -80,3 +80,23 @@ class PredictOptions:
     prefix_cache: bool = opt(True, "compute the KV cache of the shared system prompt once")
     none_bias: float = opt(0.0, "lower the first answer token's score for a 'no entity' answer by this much: "
                                 "> 0 trades precision for recall (e.g. 2); 0 is plain greedy decoding")
+    min_score: float = opt(0.0, "drop the mentions the model wrote with a confidence (score) below this, before "
+                                "--lexicon completes the answer (a lexicon string may then take a dropped one's "
+                                "place); mentions without a score (a server that returns no log-probabilities) "
+                                "are kept")
+    lexicon: str | None = opt(None, "complete answers from what the training data annotates: a run's lexicon.json "
+                                    "(nerft train writes it; the run directory itself works too) or a training "
+                                    "file in nerft JSONL. Adds the left-out occurrences of strings annotated "
+                                    "consistently there, with their majority label", path=True)
+    lexicon_min_rate: float = opt(0.3, "--lexicon: a string counts as consistently annotated when at least this "
+                                       "share of its occurrences in the training texts is annotated, overall and "
+                                       "beside the neighbouring characters (chosen on CCFBDCI dev)")
+    lexicon_min_count: int = opt(1, "--lexicon: ... and it occurs at least this many times there")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_score <= 1:
+            raise ConfigError(f"min_score must be in [0, 1], got {self.min_score}")
+        if not 0 < self.lexicon_min_rate <= 1:
+            raise ConfigError(f"lexicon_min_rate must be in (0, 1], got {self.lexicon_min_rate}")
+        if self.lexicon_min_count < 1:
+            raise ConfigError(f"lexicon_min_count must be >= 1, got {self.lexicon_min_count}")

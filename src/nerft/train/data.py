@@ -18,6 +18,7 @@ from ..formats import OutputFormat, get_format
 from ..generation import end_of_turn_id, pad_token_id, prompt_ids, shared_prefix_ids
 from ..jsonl import read_documents
 from ..labels import LabelSet, load_label_set
+from ..lexicon import Lexicon
 from ..prompts import Prompt, build_prompt
 from ..schema import Document, NerftError
 
@@ -196,13 +197,15 @@ def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     return LabelSet.infer(e.label for d in train_docs for e in d.entities)
 
 
-def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document]]:
-    """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``."""
+def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document], Lexicon]:
+    """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``, and the lexicon of
+    the training documents before ``data.empty_share`` (the documents it drops say which strings go unannotated)."""
     if not cfg.data.train:
         raise NerftError("no training data: pass --train FILE.jsonl (or data.train in the config)")
     train_docs = read_documents(cfg.data.train)
     if cfg.data.max_examples:
         train_docs = train_docs[:cfg.data.max_examples]
+    lexicon = Lexicon.from_documents(train_docs)
     if cfg.data.empty_share is not None:
         before = len(train_docs)
         train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
@@ -210,7 +213,7 @@ def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document
             print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} "
                   "documents")
     dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
-    return train_docs, dev_docs
+    return train_docs, dev_docs, lexicon
 
 
 def few_shot_documents(docs: Sequence[Document], n: int, labels: LabelSet, max_chars: int = 50) -> list[Document]:

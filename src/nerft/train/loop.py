@@ -22,6 +22,7 @@ import yaml
 from .. import config as cfglib
 from ..generation import pad_token_id
 from ..jsonl import read_documents, read_records, write_jsonl
+from ..lexicon import LEXICON_FILE
 from ..modeling import (
     add_lora,
     base_model_record,
@@ -82,7 +83,7 @@ class Trainer:
         self.main, self.world = self.accelerator.is_main_process, self.accelerator.num_processes
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
-        train_docs, self.dev_docs = load_training_documents(cfg, self.main)
+        train_docs, self.dev_docs, self.lexicon = load_training_documents(cfg, self.main)
         self.labels = resolve_label_set(cfg.data, train_docs)
         self.prompt = build_training_prompt(cfg, self.labels, train_docs)
         self.tokenizer = load_tokenizer(cfg.model)
@@ -145,6 +146,7 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt,
                     max_length=cfg.data.max_length).save(run_dir)
+            self.lexicon.save(run_dir / LEXICON_FILE)
             self.tokenizer.save_pretrained(tokenizer_dir(run_dir))
             with atomic_write(run_dir / "config.yaml") as f:
                 yaml.safe_dump(cfglib.to_dict(cfg), f, allow_unicode=True, sort_keys=False)
