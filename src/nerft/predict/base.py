@@ -97,9 +97,10 @@ class DecodingPlan:
         self.overhead = entity_overhead_tokens(tokenizer, labels, self.output_format)
         none_text = get_format(self.output_format).none_text
         self.none_tokens = len(tokenizer.encode(none_text, add_special_tokens=False)) if none_text else 0
+        self.codes = set(labels.codes)
         self.lexicon = Lexicon.load(options.lexicon) if options.lexicon else None
-        if self.lexicon is not None and not self.lexicon.labels() & set(labels.codes):
-            raise NerftError(f"{options.lexicon}: its labels ({', '.join(sorted(self.lexicon.labels()))}) are none "
+        if self.lexicon is not None and not (lexicon_labels := self.lexicon.labels()) & self.codes:
+            raise NerftError(f"{options.lexicon}: its labels ({', '.join(sorted(lexicon_labels))}) are none "
                              f"of the model's ({', '.join(labels.codes)}); is it the lexicon of another dataset?")
 
     def count_tokens(self, text: str) -> int:
@@ -150,7 +151,7 @@ class DecodingPlan:
         if self.lexicon is not None:
             entities = self.lexicon.complete(text, entities, self.options.lexicon_min_rate,
                                              self.options.lexicon_min_count,
-                                             allowed if allowed is not None else set(self.labels.codes))
+                                             allowed if allowed is not None else self.codes)
         return Prediction(entities, raws, all(g.finished for _, g in found), sum(r.hallucinated for r in readings),
                           sum(not r.parse_ok for r in readings))
 
