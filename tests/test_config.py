@@ -92,6 +92,16 @@ def test_gentle_conversions():
     assert cfg.lora.targets == ["q_proj", "k_proj"]
 
 
+def test_an_unquoted_off_in_yaml_is_the_choice_off(tmp_path):
+    from nerft.train import TrainConfig
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("optim:\n  autocast: off\n")  # YAML 1.1 reads this as false
+    assert build_config(TrainConfig, {}, config_path=str(path)).optim.autocast == "off"
+    with pytest.raises(ConfigError, match="must be one of off, bf16, auto, got True"):
+        from_dict(TrainConfig, {"optim": {"autocast": True}})  # there is no "on" to read it as
+
+
 def test_yaml_then_cli_override_precedence(tmp_path):
     path = tmp_path / "toy.yaml"
     path.write_text("# nerft train --config toy.yaml\nepochs: 5\nlr: 3.0e-4\nlora:\n  rank: 16\n  dropout: 0.1\n")

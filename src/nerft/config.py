@@ -58,6 +58,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and (word := "on" if value else "off") in choices:
+            value = word  # YAML 1.1 reads an unquoted off/on (also no/yes) as a boolean
         if value not in choices:
             raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, choices))}, got {value!r}")
         return value
