@@ -106,7 +106,7 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
         prompt = build_prompt(labels, "compact", "nerft")
     predictor = TransformersPredictor(lm, tok, labels, prompt,
                                       PredictOptions(**{"batch_size": batch_size, **(options or {})}),
-                                      name=name)
+                                      name=name, hint_lexicon=loaded.location.hint_lexicon(prompt))
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
     chunk = batch_size * 8

@@ -171,3 +171,32 @@ def test_min_score_drops_unsure_mentions_before_the_lexicon_fills_in(tiny_tokeni
     assert both == [lex.complete(t, es, 0.5, 1, codes) for t, es in zip(texts, kept, strict=True)]
     with pytest.raises(ConfigError, match="min_score"):
         PredictOptions(min_score=1.5)
+
+
+def test_hint_names_the_annotated_strings_of_a_text():
+    lex = Lexicon.from_documents(TRAIN)
+    # in order of first occurrence, shorter first at one position; the share rounded down to tens; 100% is kept
+    # for strings always annotated; the label through the name function
+    assert lex.hint("北京大学和中国", 8, str.lower) == "参考：北京=gpe 60%；北京大学=org 100%；中国=gpe 20%"
+    assert lex.hint("北京大学和中国", 2) == "参考：北京=GPE 60%；北京大学=ORG 100%"
+    assert lex.hint("今天天气不错", 8) == "" and lex.hint("北京", 0) == ""
+    rare = Lexicon.from_documents([doc("中国", ("中国", "GPE"))] + [doc("中国人")] * 10)  # 1 in 11: under 10%
+    assert rare.hint("中国", 8) == ""
+
+
+def test_hint_of_a_training_document_leaves_its_own_counts_out():
+    lex = Lexicon.from_documents(TRAIN)
+    own = TRAIN[3]  # 北京大学在北京。: the only 北京大学; 2 of 北京's 6 occurrences, 1 of its 4 annotations
+    assert lex.hint(own.text, 8, own=own) == "参考：北京=GPE 70%"  # 3 of 4
+    assert lex.hint(own.text, 8) == "参考：北京=GPE 60%；北京大学=ORG 100%"  # a new text with the same words
+
+
+def test_the_prompt_puts_the_hint_on_a_line_after_the_text():
+    from nerft.labels import ccfbdci_labels
+    from nerft.prompts import Prompt, build_prompt
+
+    prompt = build_prompt(ccfbdci_labels())
+    assert prompt.messages("北京很大", "参考：北京=GPE 60%")[1]["content"] == "北京很大\n参考：北京=GPE 60%"
+    assert prompt.messages("北京很大")[1]["content"] == "北京很大"
+    hinted = Prompt(prompt.system, hints=5)
+    assert Prompt.from_dict(hinted.to_dict()) == hinted and "hints" not in prompt.to_dict()

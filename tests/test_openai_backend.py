@@ -287,3 +287,30 @@ def test_chat_completions_schema_and_errors():
         ]:
             r = client.post("/v1/chat/completions", json=payload)
             assert r.status_code == status and words in r.json()["error"]["message"]
+
+
+def test_a_model_trained_with_lexicon_hints_reads_them_in_process_and_through_a_server(tiny_tokenizer, tmp_path):
+    import dataclasses
+    import shutil
+
+    from nerft.lexicon import LEXICON_FILE, Lexicon
+    from nerft.rundir import RunInfo
+
+    run = tmp_path / "run"
+    shutil.copytree(shared_run_dir(tiny_tokenizer), run)
+    info = RunInfo.load(run)
+    dataclasses.replace(info, prompt=dataclasses.replace(info.prompt, hints=3)).save(run)
+    annotated = [Document("a", "北京很大，上海也大。", [Entity(0, 2, "GPE", "北京"), Entity(5, 7, "GPE", "上海")]),
+                 Document("b", "联合国", [Entity(0, 3, "ORG", "联合国")])]
+    Lexicon.from_documents(annotated).save(run / LEXICON_FILE)
+    local = load_predictor(run, device="cpu", constrained=True)
+    assert local.plan.hint(TEXTS[0]) == "参考：北京=地理实体 100%" and local.plan.hint(TEXTS[2]) == ""
+    expected = local.predict_detailed(TEXTS)
+    with serving(create_app(local, ServeSettings(max_batch=8), routers=[openai_router()])) as url:
+        load = LoadOptions(model=str(run), backend="openai", openai=OpenAIOptions(base_url=url + "/v1"))
+        client = open_predictor(load, PredictOptions())
+        # the client sends nerft's whole prompt, hint line included; the server reads the text without it
+        assert client.engine_requests([TEXTS[0]], [[]])[0][1]["content"] == TEXTS[0] + "\n参考：北京=地理实体 100%"
+        got = client.predict_detailed(TEXTS)
+    assert [p.answers for p in got] == [p.answers for p in expected]
+    assert [key(p.entities) for p in got] == [key(p.entities) for p in expected]

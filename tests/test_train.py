@@ -440,3 +440,35 @@ def test_limit_empty_documents_caps_the_share_of_entity_less_documents_and_keeps
     assert limit_empty_documents(docs, 0.5, seed=1) == kept  # seeded
     assert limit_empty_documents(docs, 0.9, seed=1) == docs  # already under the cap: unchanged
     assert all(d.entities for d in limit_empty_documents(docs, 0.0, seed=1))
+
+
+def test_lexicon_hints_reach_the_training_examples_and_the_saved_runs_predictor(base_model, splits, tmp_path,
+                                                                                char_tok):
+    from nerft.generation import Generated
+    from nerft.predict import load_predictor
+    from nerft.train.data import encode_documents
+
+    out = tmp_path / "run"
+    assert train(_cfg(tiny_recipe(base_model, splits, out, data__lexicon_hints=3, optim__max_steps=2))) == out
+    info, lexicon, docs = RunInfo.load(out), Lexicon.load(out), read_documents(splits["train"])
+    assert info.prompt.hints == 3
+    # each training example reads the hint of the other documents' counts (its own left out)
+    hints = [lexicon.hint(d.text, 3, LABELS.name_of, own=d) for d in docs]
+    assert sum(bool(h) for h in hints) >= 5  # the demo corpus repeats some of its names
+    end = end_of_turn_id(char_tok)
+    data = encode_documents(docs, char_tok, info.prompt, get_format("compact"), LABELS, end, 10**6, "keep", lexicon)
+    assert [ex.input_ids[:len(prompt_ids(char_tok, info.prompt, d.text, h))] for d, h, ex in
+            zip(docs, hints, data.examples, strict=True)] == [prompt_ids(char_tok, info.prompt, d.text, h)
+                                                               for d, h in zip(docs, hints, strict=True)]
+    with pytest.raises(NerftError, match="no lexicon was given"):
+        encode_documents(docs, char_tok, info.prompt, get_format("compact"), LABELS, end, 10**6, "keep")
+    # the saved run's predictor writes the same hint (full counts: a new text) into every prompt
+    predictor = load_predictor(out, max_new_tokens=4)
+    text = docs[0].text
+    assert predictor.plan.hint(text) == lexicon.hint(text, 3, LABELS.name_of) != ""
+    sent: list[list[int]] = []
+    predictor.plan.run([text], None, lambda texts, ids, limits, names: sent.extend(ids) or [Generated("")])
+    assert sent == [prompt_ids(predictor.tokenizer, info.prompt, text, predictor.plan.hint(text))]
+    (out / "lexicon.json").unlink()
+    with pytest.raises(NerftError, match="trained with lexicon hints"):
+        load_predictor(out)

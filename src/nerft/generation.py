@@ -50,9 +50,9 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def prompt_ids(tokenizer, prompt: Prompt, text: str) -> list[int]:
-    """Token ids of the chat prompt for ``text``, ending with the assistant header."""
-    ids = tokenizer.apply_chat_template(prompt.messages(text), add_generation_prompt=True, tokenize=True)
+def prompt_ids(tokenizer, prompt: Prompt, text: str, hint: str = "") -> list[int]:
+    """Token ids of the chat prompt for ``text`` (and its lexicon ``hint``), ending with the assistant header."""
+    ids = tokenizer.apply_chat_template(prompt.messages(text, hint), add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)

@@ -9,6 +9,11 @@ occurrences of consistently annotated strings (annotated in at least ``min_rate`
 occurrences, and at least ``min_rate`` beside this occurrence's neighbours) that the model left out, and gives
 predicted mentions of such strings the training data's majority label. Every added mention is a span of the text.
 
+``Lexicon.hint`` writes the same counts as a line the model reads after its text (``data.lexicon_hints``): the
+strings of the text that the training data annotates, each with its majority label and how often it is annotated.
+Training examples see the counts of the *other* training documents (their own left out), which is what a new
+text sees at prediction time.
+
 ``nerft train`` writes ``lexicon.json`` into the run directory; ``nerft predict --lexicon`` reads it (or builds one
 from a training file in nerft JSONL).
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +34,11 @@ FORMAT = "nerft-lexicon"
 
 # A neighbouring character seen beside a string fewer times than this says too little to overrule its overall rate
 CONTEXT_MIN = 2
+
+# Hints: strings of at least this many characters, annotated in at least this share of their occurrences
+HINT_MIN_CHARS = 2
+HINT_MIN_RATE = 0.1
+HINT_HEADER = "参考："
 
 
 @dataclass
@@ -89,6 +99,7 @@ class Lexicon:
     def __init__(self, entries: dict[str, LexiconEntry], documents: int):
         self.entries, self.documents = entries, documents
         self._tries: dict[tuple, tuple[dict[str, str], _Trie]] = {}  # the last (rule, labels) asked for
+        self._hint_trie: _Trie | None = None
 
     @classmethod
     def from_documents(cls, docs: Iterable[Document]) -> Lexicon:
@@ -150,6 +161,43 @@ class Lexicon:
                     taken.append((i, end))
                     break
         return sorted(out, key=lambda e: (e.start is None, e.start or 0, e.end or 0))
+
+    def hint(self, text: str, limit: int, name: Callable[[str], str] = str, own: Document | None = None) -> str:
+        """At most ``limit`` strings of ``text`` (in order of first occurrence, shorter first at one position) that
+        the training data annotates in >= HINT_MIN_RATE of their occurrences, as ``参考：美国=GPE 60%；...``: the
+        majority label (``name`` turns a code into the name the model writes) and the annotated share, rounded
+        down to tens (100% only for strings always annotated). ``own``: a training document whose own counts
+        are left out (so a string seen only there gives no hint, as for a new text). "" when there is none."""
+        if limit <= 0:
+            return ""
+        if self._hint_trie is None:
+            self._hint_trie = _Trie(s for s in self.entries if len(s) >= HINT_MIN_CHARS)
+        trie = self._hint_trie
+        own_occurrences: Counter[str] = Counter()
+        own_labels: dict[str, Counter[str]] = {}
+        if own is not None:
+            for i in range(len(own.text)):
+                own_occurrences.update(trie.matches_at(own.text, i))
+            for e in own.entities:
+                if e.start is not None and e.text:
+                    own_labels.setdefault(e.text, Counter())[e.label] += 1
+        shown: list[str] = []
+        seen: set[str] = set()
+        for i in range(len(text)):
+            for s in trie.matches_at(text, i):
+                if s in seen:
+                    continue
+                seen.add(s)
+                entry = self.entries[s]
+                labels = entry.labels - own_labels.get(s, Counter())
+                n, annotated = entry.occurrences - own_occurrences[s], sum(labels.values())
+                if n <= 0 or annotated == 0 or annotated / n < HINT_MIN_RATE:
+                    continue
+                label = min(labels.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+                shown.append(f"{s}={name(label)} {min(10, 10 * annotated // n) * 10}%")
+                if len(shown) == limit:
+                    return HINT_HEADER + "；".join(shown)
+        return HINT_HEADER + "；".join(shown) if shown else ""
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": 1, "documents": self.documents,

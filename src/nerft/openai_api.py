@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
+from .lexicon import HINT_HEADER
 from .prompts import Prompt
 from .serve.batching import Batcher, RequestFailed
 
@@ -45,7 +46,8 @@ class ChatRequest(BaseModel):
 
 
 def chat_text(messages: list[ChatMessage], prompt: Prompt) -> str | None:
-    """The text to analyse: the last user message's text without the prompt's user prefix (None: no user turn)."""
+    """The text to analyse: the last user message's text without the prompt's user prefix, nor the lexicon hint
+    line a client that builds nerft's prompt adds for a model trained with hints (None: no user turn)."""
     users = [m for m in messages if m.role == "user"]
     if not users:
         return None
@@ -56,6 +58,8 @@ def chat_text(messages: list[ChatMessage], prompt: Prompt) -> str | None:
         text = content or ""
     if prompt.user_prefix and text.startswith(prompt.user_prefix):
         text = text[len(prompt.user_prefix):]
+    if prompt.hints and (cut := text.rfind("\n" + HINT_HEADER)) >= 0:  # the client's own lexicon hint line
+        text = text[:cut]
     return text
 
 

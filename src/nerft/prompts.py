@@ -36,17 +36,22 @@ class Prompt:
     user_prefix: str = ""
     style: str = "nerft"
     output_format: str = "compact"
+    # lexicon hints after the text (``Lexicon.hint``, data.lexicon_hints): at most this many strings; 0: none
+    hints: int = 0
 
-    def messages(self, text: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_prefix + text}]
+    def messages(self, text: str, hint: str = "") -> list[dict[str, str]]:
+        """The chat turns for ``text``; ``hint`` (a ``Lexicon.hint`` line) goes on a line after the text."""
+        user = self.user_prefix + text + ("\n" + hint if hint else "")
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | int]:
         return {"system": self.system, "user_prefix": self.user_prefix, "style": self.style,
-                "output_format": self.output_format}
+                "output_format": self.output_format, **({"hints": self.hints} if self.hints else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> Prompt:
-        return cls(d["system"], d.get("user_prefix", ""), d.get("style", "nerft"), d.get("output_format", "compact"))
+        return cls(d["system"], d.get("user_prefix", ""), d.get("style", "nerft"), d.get("output_format", "compact"),
+                   int(d.get("hints", 0)))
 
 
 def build_prompt(labels: LabelSet, output_format: str = "compact", style: str = "nerft",

@@ -16,7 +16,7 @@ from ..answers import complete_prefix, piece_unit_scores, read_answer, unit_scor
 from ..formats import get_format
 from ..generation import Generated, prompt_ids
 from ..labels import LabelSet
-from ..lexicon import Lexicon
+from ..lexicon import LEXICON_FILE, Lexicon
 from ..prompts import Prompt
 from ..schema import Entity, NerftError
 from ..windows import Window, make_windows, merge_window_entities
@@ -91,8 +91,14 @@ Generate = Callable[[list[str], list[list[int]], list[int], list[str]], list[Gen
 class DecodingPlan:
     """Prompts, answer bounds and answer reading for one model: what both backends share."""
 
-    def __init__(self, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions):
+    def __init__(self, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions,
+                 hint_lexicon: Lexicon | None = None):
+        """``hint_lexicon``: the run's lexicon, for a model trained with lexicon hints (``prompt.hints``)."""
         self.tokenizer, self.labels, self.prompt, self.options = tokenizer, labels, prompt, options
+        if prompt.hints and hint_lexicon is None:
+            raise NerftError(f"this model was trained with lexicon hints (data.lexicon_hints {prompt.hints}) and "
+                             f"needs its run's {LEXICON_FILE}, which was not found beside it")
+        self.hint_lexicon = hint_lexicon
         self.output_format = prompt.output_format
         self.overhead = entity_overhead_tokens(tokenizer, labels, self.output_format)
         none_text = get_format(self.output_format).none_text
@@ -102,6 +108,12 @@ class DecodingPlan:
         if self.lexicon is not None and not (lexicon_labels := self.lexicon.labels()) & self.codes:
             raise NerftError(f"{options.lexicon}: its labels ({', '.join(sorted(lexicon_labels))}) are none "
                              f"of the model's ({', '.join(labels.codes)}); is it the lexicon of another dataset?")
+
+    def hint(self, text: str) -> str:
+        """The lexicon hint the model reads after ``text`` ("" for a model trained without hints)."""
+        if not self.prompt.hints or self.hint_lexicon is None:
+            return ""
+        return self.hint_lexicon.hint(text, self.prompt.hints, self.labels.name_of)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -126,7 +138,8 @@ class DecodingPlan:
         names = [self.labels.name_of(c) for c in self.labels.codes if allowed is None or c in allowed]
         pieces = [(i, w) for i, t in enumerate(texts) for w in self.windows(t)]
         window_texts = [texts[i][w.start:w.end] for i, w in pieces]
-        answers = generate(window_texts, [prompt_ids(self.tokenizer, self.prompt, t) for t in window_texts],
+        answers = generate(window_texts, [prompt_ids(self.tokenizer, self.prompt, t, self.hint(t))
+                                          for t in window_texts],
                            [self.limit(t) for t in window_texts], names)
         per_text: list[list[tuple[Window, Generated]]] = [[] for _ in texts]
         for (i, w), g in zip(pieces, answers, strict=True):
@@ -173,14 +186,14 @@ class EnginePredictor:
     backend = "engine"
 
     def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft"):
+                 name: str = "nerft", hint_lexicon: Lexicon | None = None):
         self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
         self.options = options or PredictOptions()
         for flag, on in (("--constrained", self.options.constrained), ("--none-bias", self.options.none_bias)):
             if on:
                 raise NerftError(f"{flag} is available with the transformers backend only, not {self.backend}")
         self.name = name
-        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
+        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options, hint_lexicon)
         self.stats = PredictStats()
 
     def engine_requests(self, texts: list[str], ids: list[list[int]]) -> list:

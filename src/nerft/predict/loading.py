@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..labels import LabelSet, ccfbdci_labels
+from ..lexicon import LEXICON_FILE, Lexicon
 from ..modeling import (
     ModelConfig,
     auto_tokenizer,
@@ -51,9 +52,22 @@ class ModelLocation:
     info: RunInfo | None = None
     name: str = "nerft"
 
+    home: Path | None = None  # the folder of nerft.json (a run, an export, a checkpoint): lexicon.json is there
+
     @property
     def labels_and_prompt(self) -> tuple[LabelSet, Prompt]:
         return (self.info.labels, self.info.prompt) if self.info else tutorial_prompt()
+
+    def hint_lexicon(self, prompt: Prompt) -> Lexicon | None:
+        """The lexicon a model trained with lexicon hints reads (None for the others)."""
+        if not prompt.hints:
+            return None
+        # a run or export holds it; a checkpoint (RUN/checkpoints/step-N) reads its run's
+        for folder in [self.home, *self.home.resolve().parents][:3] if self.home is not None else []:
+            if (folder / LEXICON_FILE).is_file():
+                return Lexicon.load(folder)
+        raise NerftError(f"this model was trained with lexicon hints (data.lexicon_hints {prompt.hints}); its "
+                         f"{LEXICON_FILE} is missing from {self.home or 'its folder'}")
 
 
 def _weights(ref: BaseModelRef, opts: LoadOptions, near: Path | None = None) -> ModelConfig:
@@ -94,13 +108,13 @@ def _locate_nerft_folder(folder: Path, opts: LoadOptions) -> ModelLocation:
     info = RunInfo.load(folder)
     if info.merged:
         ref = BaseModelRef(str(folder.resolve()))
-        return ModelLocation(_weights(ref, opts), None, [folder, tokenizer_dir(folder)], info, folder.name)
+        return ModelLocation(_weights(ref, opts), None, [folder, tokenizer_dir(folder)], info, folder.name, folder)
     ref = _override(opts) or info.base_model
     if ref is None:
         raise NerftError(f"{folder}/{INFO_FILE} names no base model; pass --base")
     adapter = Path(opts.adapter) if opts.adapter else adapter_dir(folder)
     return ModelLocation(_weights(ref, opts, near=folder), adapter, [tokenizer_dir(folder), folder], info,
-                         folder.name)
+                         folder.name, folder)
 
 
 def _locate_adapter(adapter: Path, opts: LoadOptions) -> ModelLocation:
@@ -118,7 +132,7 @@ def _locate_adapter(adapter: Path, opts: LoadOptions) -> ModelLocation:
         ref = BaseModelRef(recorded, recorded_revision(adapter))
     info = RunInfo.load(adapter) if (adapter / INFO_FILE).is_file() else None
     return ModelLocation(_weights(ref, opts, near=adapter), adapter, [adapter, tokenizer_dir(adapter)], info,
-                         adapter.name)
+                         adapter.name, adapter if info is not None else None)
 
 
 def recorded_revision(adapter: Path) -> str | None:
@@ -188,4 +202,4 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
 
     loaded = load_model_and_tokenizer(opts)
     return TransformersPredictor(loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, options,
-                                 name=loaded.name)
+                                 name=loaded.name, hint_lexicon=loaded.location.hint_lexicon(loaded.prompt))

@@ -178,7 +178,7 @@ class OpenAIPredictor(EnginePredictor):
     backend = "openai"
 
     def engine_requests(self, texts: list[str], ids: list[list[int]]) -> list:
-        return [self.prompt.messages(t) for t in texts]
+        return [self.prompt.messages(t, self.plan.hint(t)) for t in texts]
 
     @classmethod
     def load(cls, opts: LoadOptions, options: PredictOptions) -> OpenAIPredictor:
@@ -193,4 +193,5 @@ class OpenAIPredictor(EnginePredictor):
         engine = OpenAIEngine(settings.base_url, settings.model_name, api_key=resolve_api_key(settings),
                               concurrency=settings.concurrency, retries=settings.retries, timeout=settings.timeout,
                               logprobs=settings.logprobs, stop=stop_strings(tokenizer))
-        return cls(engine, tokenizer, labels, prompt, options, name=engine.model_name)
+        return cls(engine, tokenizer, labels, prompt, options, name=engine.model_name,
+                   hint_lexicon=where.hint_lexicon(prompt))

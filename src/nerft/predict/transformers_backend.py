@@ -10,6 +10,7 @@ from ..answers import answer_units
 from ..formats import get_format, parse_answer
 from ..generation import Generated, PrefixCache, generate_batch, shared_prefix_ids, stop_token_ids
 from ..labels import LabelSet
+from ..lexicon import Lexicon
 from ..prompts import Prompt
 from ..schema import Entity
 from .base import DecodingPlan, Prediction, PredictStats, sorted_batches
@@ -88,14 +89,14 @@ class TransformersPredictor:
     """A ``Predictor`` over a transformers causal LM (a merged model, or a peft model being trained)."""
 
     def __init__(self, model, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft", frozen: bool = True):
+                 name: str = "nerft", frozen: bool = True, hint_lexicon: Lexicon | None = None):
         """``frozen``: the weights never change, so the shared prefix's KV cache is computed once; otherwise (a
         model being trained) it is recomputed at each call. The model is put in eval mode while predicting and
         given back in the mode it was in."""
         self.model, self.tokenizer, self.labels, self.prompt = model, tokenizer, labels, prompt
         self.options = options or PredictOptions()
         self.name, self.frozen = name, frozen
-        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options)
+        self.plan = DecodingPlan(tokenizer, labels, prompt, self.options, hint_lexicon)
         self.stats = PredictStats()
         self._none_start = none_start_ids(tokenizer, prompt.output_format)
         self._prefix: PrefixCache | bool | None = None

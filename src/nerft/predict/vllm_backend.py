@@ -86,4 +86,4 @@ class VllmPredictor(EnginePredictor):
         engine = VllmEngine(source, tokenizer, revision=where.weights.revision,
                             adapter=where.adapter, dtype=opts.dtype, max_num_seqs=options.batch_size,
                             prefix_cache=options.prefix_cache, settings=opts.vllm)
-        return cls(engine, tokenizer, labels, prompt, options, name=where.name)
+        return cls(engine, tokenizer, labels, prompt, options, name=where.name, hint_lexicon=where.hint_lexicon(prompt))

@@ -23,6 +23,10 @@ class DataConfig:
     examples_in_prompt: int = opt(0, "append N worked examples to the system prompt: short training documents "
                                      "with entities, chosen deterministically (one per label first, then in "
                                      "order); the prompt prefix cache and data.shared_prefix cover them")
+    lexicon_hints: int = opt(0, "after each text, a line naming up to N of its strings that the training data "
+                                "annotates, with their majority label and annotated share (Lexicon.hint; each "
+                                "training example sees the other documents' counts); predict/serve read the "
+                                "run's lexicon.json for it; 0: off")
     system_prompt: str | None = opt(None, "your own system prompt instead of the built one (saved in the run "
                                           "directory, so predict/serve use it too)")
     end_token: Literal["eot", "pad"] = opt("eot", "answer ends with <|im_end|> (eot) or the pad token (tutorial)")

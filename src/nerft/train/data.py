@@ -50,19 +50,23 @@ def answer_end_id(tokenizer, end_token: str) -> int:
 
 
 def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                    end_id: int) -> Example:
+                    end_id: int, hint: str = "") -> Example:
     """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt."""
-    prompt_part = prompt_ids(tokenizer, prompt, doc.text)
+    prompt_part = prompt_ids(tokenizer, prompt, doc.text, hint)
     answer = fmt.render(doc.entities, labels)
     answer_part = tokenizer(answer, add_special_tokens=False)["input_ids"] + [end_id]
     return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part)
 
 
 def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                     end_id: int, max_length: int, overlong: str) -> EncodedData:
+                     end_id: int, max_length: int, overlong: str, lexicon: Lexicon | None = None) -> EncodedData:
+    """``lexicon``: the hints' counts when ``prompt.hints`` (each document's own counts left out)."""
+    if prompt.hints and lexicon is None:
+        raise NerftError("the prompt asks for lexicon hints but no lexicon was given")
     out = EncodedData([])
     for doc in docs:
-        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id)
+        hint = lexicon.hint(doc.text, prompt.hints, labels.name_of, own=doc) if prompt.hints and lexicon else ""
+        ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id, hint)
         if len(ex.input_ids) > max_length:
             out.overlong += 1
             if overlong == "drop":
@@ -242,6 +246,9 @@ def build_training_prompt(cfg: TrainConfig, labels: LabelSet, train_docs: Sequen
     """The prompt the run trains with (and saves for predict/serve): built from the label set and format, or
     ``data.system_prompt``; ``data.examples_in_prompt`` worked examples from ``train_docs`` appended to it."""
     prompt = build_prompt(labels, cfg.data.output_format, cfg.data.prompt_style, cfg.data.describe_labels)
+    if cfg.data.lexicon_hints < 0:
+        raise NerftError(f"data.lexicon_hints must be >= 0, got {cfg.data.lexicon_hints}")
+    prompt = dataclasses.replace(prompt, hints=cfg.data.lexicon_hints)
     if cfg.data.system_prompt:
         prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
     if cfg.data.examples_in_prompt:
@@ -265,13 +272,14 @@ def check_shared_prefix(cfg: TrainConfig) -> None:
 
 
 def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
-                         main: bool) -> EncodedData:
+                         main: bool, lexicon: Lexicon | None = None) -> EncodedData:
     """Encode the training documents as configured; with ``data.shared_prefix`` each example records how many
-    leading tokens are the prompt prefix every example shares."""
+    leading tokens are the prompt prefix every example shares; with ``data.lexicon_hints`` each prompt carries
+    its text's hint from ``lexicon``."""
     check_shared_prefix(cfg)
     end_id = answer_end_id(tokenizer, cfg.data.end_token)
     data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
-                            cfg.data.max_length, cfg.data.overlong)
+                            cfg.data.max_length, cfg.data.overlong, lexicon)
     if data.overlong and main:
         action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
         warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "

@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..labels import LabelSet
+from ..lexicon import Lexicon
 from ..prompts import Prompt
 from ..schema import Document
 
 
 def predict_documents(model: Any, tokenizer: Any, prompt: Prompt, labels: LabelSet, docs: list[Document],
-                      batch_size: int, max_new_tokens: int) -> tuple[list[Document], dict[str, int]]:
+                      batch_size: int, max_new_tokens: int, hint_lexicon: Lexicon | None = None
+                      ) -> tuple[list[Document], dict[str, int]]:
     """Predictions for ``docs`` (windows, answer bounds, repetition guard, shared-prompt cache of ``nerft
     predict``), with the parse failures (against the trained output format), hallucinations and unfinished
     answers counted."""
@@ -19,7 +21,7 @@ def predict_documents(model: Any, tokenizer: Any, prompt: Prompt, labels: LabelS
 
     predictor = TransformersPredictor(model, tokenizer, labels, prompt,
                                       PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens),
-                                      frozen=False)
+                                      frozen=False, hint_lexicon=hint_lexicon)
     predictions = predictor.predict_detailed([d.text for d in docs])
     counts = {"parse_failures": sum(p.parse_failures for p in predictions),
               "hallucinated": sum(p.hallucinated for p in predictions),

@@ -87,7 +87,8 @@ class Trainer:
         self.labels = resolve_label_set(cfg.data, train_docs)
         self.prompt = build_training_prompt(cfg, self.labels, train_docs)
         self.tokenizer = load_tokenizer(cfg.model)
-        self.data = encode_training_data(cfg, train_docs, self.tokenizer, self.prompt, self.labels, self.main)
+        self.data = encode_training_data(cfg, train_docs, self.tokenizer, self.prompt, self.labels, self.main,
+                                         self.lexicon)
         base = load_model(cfg.model, self.accelerator.device)
         self.base_record = base_model_record(cfg.model, getattr(base, "config", None))
         self.model = add_lora(base, cfg.lora, cfg.optim.gradient_checkpointing)
@@ -167,7 +168,8 @@ class Trainer:
         ``predictions_file``, also write the predictions there (what ``nerft evaluate --pred`` reads)."""
         with self.clock.paused():
             preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
-                                              self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens)
+                                              self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens,
+                                              self.lexicon)
             if predictions_file is not None:
                 write_jsonl(predictions_file, preds)
             scores = score(docs, preds, counts)
