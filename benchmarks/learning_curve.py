@@ -14,7 +14,8 @@ Every row trains on the first K documents of the seeded-shuffled train split (``
   adapter kept (``eval.every``, ``optim.epochs``, ``optim.max_minutes`` = ``--budget-min``);
 - ``tutorial``: the tutorial's recipe (``benchmarks/tutorial_baseline.py``, its random sampler) for up to
   ``--tutorial-epochs`` epochs within the budget, an adapter saved after each epoch and at the end, the one with
-  the best dev F1 scored on test (through nerft's predictor on the tutorial's prompt, as in B3);
+  the best dev F1 scored on test (through nerft's predictor on the tutorial's prompt, as in B3), or with
+  ``--tutorial-pick last`` the last one, without dev scoring (for a rerun whose choice an earlier run made);
 - ``--variant NAME:key=value,...``: more nerft rows ("nerft NAME") with config overrides.
 
 Resumable: each (row, K) is written to ``--results``/``--out-name``.json as it finishes and skipped when it is
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: after each epoch)")
     parser.add_argument("--tutorial-epochs", type=float, default=4, help="most epochs for the tutorial row "
                         "(its own recipe says 2)")
+    parser.add_argument("--tutorial-pick", choices=("best", "last"), default="best",
+                        help="which epoch adapter of the tutorial row is scored on test: the best on dev, or the "
+                             "last without dev scoring (when an earlier run's dev scores already chose it)")
     parser.add_argument("--crf-iterations", type=int, default=100)
     parser.add_argument("--dev-docs", type=int, default=200, help="dev documents that choose epochs and adapters")
     parser.add_argument("--test-docs", type=int, default=0, help="first N test documents (0: the whole split)")
@@ -170,7 +174,7 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
     if not candidates or int(candidates[-1].name.split("-")[1]) != t["optimizer_steps"]:
         candidates.append(Path(t["adapter"]))  # stopped by the budget inside an epoch: its last state too
     best, best_f1 = candidates[-1], None
-    if len(candidates) > 1:
+    if len(candidates) > 1 and args.tutorial_pick == "best":
         for adapter in candidates:
             pred = out / f"dev-{adapter.name}.jsonl"
             run_in_child(predict_with_nerft, threads=args.threads, test_file=str(c.dev_gold), limit=None,
@@ -184,7 +188,8 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
                         batch_size=args.batch_size)
     return {"examples": t["examples_available"], "steps": t["optimizer_steps"], "stop": t["stop"],
             "train_min": round(t["train_s"] / 60, 1), "score_min": round(info["score_s"] / 60, 2),
-            "dev_f1": best_f1, "choice": f"{best.name} of {len(candidates)} by dev F1",
+            "dev_f1": best_f1, "choice": f"{best.name} of {len(candidates)} "
+                                         + ("by dev F1" if best_f1 is not None else "(the last; no dev scoring)"),
             **c.score_test(out / "pred.jsonl", out / "eval", "tutorial")}
 
 

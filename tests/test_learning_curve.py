@@ -109,3 +109,10 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     d = json.loads((tmp_path / "learning_curve.json").read_text())
     assert len(d["points"]) == len(names) + 1
     assert "| row | K=2 | K=4 |" in (tmp_path / "learning_curve.md").read_text()
+
+    # --tutorial-pick last: the last epoch's adapter goes to test without dev scoring
+    learning_curve.main(_argv(tiny_model_dir, mini_data, tmp_path, "2", "tutorial", "--tutorial-pick", "last"))
+    d = json.loads((tmp_path / "learning_curve.json").read_text())
+    last = next(p for p in d["points"] if p["row"] == "tutorial" and p["k"] == 2)
+    assert last["choice"] == "checkpoint-2 of 2 (the last; no dev scoring)" and last["dev_f1"] is None
+    assert not list((tmp_path / "work" / "learning_curve" / "tutorial-k2").glob("dev-*.jsonl"))
