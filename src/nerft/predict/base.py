@@ -111,9 +111,7 @@ class DecodingPlan:
 
     def hint(self, text: str) -> str:
         """The lexicon hint the model reads after ``text`` ("" for a model trained without hints)."""
-        if not self.prompt.hints or self.hint_lexicon is None:
-            return ""
-        return self.hint_lexicon.hint(text, self.prompt.hints, self.labels.name_of)
+        return self.hint_lexicon.hint(text, self.prompt.hints, self.labels.name_of) if self.hint_lexicon else ""
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

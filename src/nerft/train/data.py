@@ -65,7 +65,7 @@ def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: Outpu
         raise NerftError("the prompt asks for lexicon hints but no lexicon was given")
     out = EncodedData([])
     for doc in docs:
-        hint = lexicon.hint(doc.text, prompt.hints, labels.name_of, own=doc) if prompt.hints and lexicon else ""
+        hint = lexicon.hint(doc.text, prompt.hints, labels.name_of, own=doc) if lexicon is not None else ""
         ex = encode_document(doc, tokenizer, prompt, fmt, labels, end_id, hint)
         if len(ex.input_ids) > max_length:
             out.overlong += 1
