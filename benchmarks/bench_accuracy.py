@@ -424,9 +424,14 @@ def write_report(b: Bench, k: int | None) -> None:
                "test_docs": b.n_test, "train_file": b.train_file, "equal_data_k": k, "nerft_steps": steps,
                "nerft_config": b.config, "tutorial_scorer": args.tutorial_scorer, "rows": rows,
                "earlier_commands": earlier_commands}
-    shown = max([r["test_docs"] for r in rows if "[dev]" not in r["row"]], default=b.n_test)
-    md = (f"## B3 accuracy ({Path(b.model).name}; {args.budget_min:g} min training budget per recipe; strict micro "
-          f"P/R/F1 on the first {shown} documents of the seeded test split (fewer where test_docs says so), "
+    dev_only = bool(rows) and all("[dev]" in r["row"] for r in rows)
+    shown = max([r["test_docs"] for r in rows if dev_only or "[dev]" not in r["row"]], default=b.n_test)
+    # the budget of this invocation's trainings; a table of runs only scored (--score-run) trained nothing here
+    trained = any(isinstance(r.get("train_min"), (int, float)) for r in rows)
+    budget = f"{args.budget_min:g} min training budget per recipe; " if trained else ""
+    md = (f"## B3 accuracy ({Path(b.model).name}; {budget}strict micro "
+          f"P/R/F1 on the first {shown} documents of the seeded {'dev' if dev_only else 'test'} split "
+          "(fewer where test_docs says so), "
           "`nerft evaluate`)\n\n"
           + markdown_table(rows, cols)
           + "\n\nTraining data: nerft prepare's train split (seed 42), shuffled with seed 42, read in that order. "

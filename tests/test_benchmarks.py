@@ -172,6 +172,20 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
     assert len(again["earlier_commands"]) == 1 and again["equal_data_k"] == d["equal_data_k"]
     bias = again["rows"][-1]
     assert bias["parse_failures"] == 0 and bias["hallucinations"] == 0  # constrained decoding really ran
+    # a run trained with lexicon hints is scored with its run's lexicon; a table of dev scorings says so
+    bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
+                         "--rows", "", "--variant", "hints:data.lexicon_hints=2", "--score-split", "dev",
+                         "--budget-min", "0.0001", "--out-name", "hints", "--threads", "1", "--results",
+                         str(tmp_path), "--work", str(tmp_path / "work")])
+    hints = json.loads((tmp_path / "hints.json").read_text())["rows"]
+    assert [r["row"] for r in hints] == ["nerft hints (equal time) [dev]"] and hints[0]["steps"] == 1
+    assert "0.0001 min training budget" in (tmp_path / "hints.md").read_text()
+    bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
+                         "--rows", "", "--score-run", f"again={tmp_path / 'work' / 'b3' / 'nerft-hints'}",
+                         "--score-split", "dev", "--out-name", "scored", "--threads", "1", "--results",
+                         str(tmp_path), "--work", str(tmp_path / "work")])
+    header = (tmp_path / "scored.md").read_text().split("## B3 accuracy", 1)[1].split("\n", 1)[0]
+    assert "first 2 documents of the seeded dev split" in header and "training budget" not in header
 
 
 def test_b3_variant_parsing():
