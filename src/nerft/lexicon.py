@@ -41,6 +41,11 @@ HINT_MIN_RATE = 0.1
 HINT_HEADER = "参考："
 
 
+def majority(labels: Counter[str]) -> str:
+    """The most frequent label (ties: alphabetical, so the choice is stable)."""
+    return min(labels.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
 @dataclass
 class LexiconEntry:
     occurrences: int  # times the string occurs in the training texts (overlapping occurrences included)
@@ -57,7 +62,7 @@ class LexiconEntry:
     @property
     def label(self) -> str:
         """The label the training data gives it most often (ties: alphabetical, so the choice is stable)."""
-        return min(self.labels.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        return majority(self.labels)
 
     def rate_at(self, text: str, start: int, end: int) -> float:
         """The annotation rate of this occurrence: the lower of the rates beside its left and its right neighbour
@@ -193,8 +198,7 @@ class Lexicon:
                 n, annotated = entry.occurrences - own_occurrences[s], sum(labels.values())
                 if n <= 0 or annotated == 0 or annotated / n < HINT_MIN_RATE:
                     continue
-                label = min(labels.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-                shown.append(f"{s}={name(label)} {min(10, 10 * annotated // n) * 10}%")
+                shown.append(f"{s}={name(majority(labels))} {min(10, 10 * annotated // n) * 10}%")
                 if len(shown) == limit:
                     return HINT_HEADER + "；".join(shown)
         return HINT_HEADER + "；".join(shown) if shown else ""

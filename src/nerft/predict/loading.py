@@ -52,7 +52,7 @@ class ModelLocation:
     info: RunInfo | None = None
     name: str = "nerft"
 
-    home: Path | None = None  # the folder of nerft.json (a run, an export, a checkpoint): lexicon.json is there
+    home: Path | None = None  # the folder of nerft.json (a run, an export): its lexicon.json is there too
 
     @property
     def labels_and_prompt(self) -> tuple[LabelSet, Prompt]:
@@ -62,10 +62,8 @@ class ModelLocation:
         """The lexicon a model trained with lexicon hints reads (None for the others)."""
         if not prompt.hints:
             return None
-        # a run or export holds it; a checkpoint (RUN/checkpoints/step-N) reads its run's
-        for folder in [self.home, *self.home.resolve().parents][:3] if self.home is not None else []:
-            if (folder / LEXICON_FILE).is_file():
-                return Lexicon.load(folder)
+        if self.home is not None and (self.home / LEXICON_FILE).is_file():
+            return Lexicon.load(self.home)
         raise NerftError(f"this model was trained with lexicon hints (data.lexicon_hints {prompt.hints}); its "
                          f"{LEXICON_FILE} is missing from {self.home or 'its folder'}")
 
