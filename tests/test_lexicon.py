@@ -155,13 +155,13 @@ def test_cli_flags_and_export_carry_the_lexicon(tiny_tokenizer, tmp_path, capsys
 def test_min_score_drops_unsure_mentions_before_the_lexicon_fills_in(tiny_tokenizer, tmp_path):
     run = shared_run_dir(tiny_tokenizer)
     texts = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。",
-             "他从北京大学毕业。"]
+             "他从北京大学毕业。", "李四去了黄山和长江。", "王五是华为员工，住在深圳。"]
     before = load_predictor(run, max_new_tokens=12, constrained=True).predict(texts)
-    scores = sorted(e.score for es in before for e in es)
-    assert len(scores) >= 2 and scores[0] < scores[-1]  # the random model is sure of some mentions more than others
-    cut = scores[len(scores) // 2]
+    written = sorted({e.to_dict()["score"] for es in before for e in es})  # a score counts as written (4 digits)
+    assert len(written) >= 2  # the random model is surer of some mentions than of others
+    cut = (written[0] + written[1]) / 2
     kept = load_predictor(run, max_new_tokens=12, constrained=True, min_score=cut).predict(texts)
-    assert kept == [[e for e in es if e.score >= cut] for es in before]
+    assert kept == [[e for e in es if e.to_dict()["score"] >= cut] for es in before]
     assert 0 < sum(map(len, kept)) < sum(map(len, before))
     Lexicon.from_documents(TRAIN).save(tmp_path / LEXICON_FILE)
     both = load_predictor(run, max_new_tokens=12, constrained=True, min_score=cut, lexicon=str(tmp_path),

@@ -37,6 +37,9 @@ class InputError(NerftError):
         super().__init__(f"{where}: {problem}")
 
 
+SCORE_DIGITS = 4  # a mention's score as written and as compared with a min-score: the two always agree
+
+
 @dataclass(frozen=True, order=True)
 class Entity:
     """A labelled span. ``start``/``end`` are None only for an ungrounded (hallucinated) mention kept on request."""
@@ -50,7 +53,7 @@ class Entity:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"start": self.start, "end": self.end, "label": self.label, "text": self.text}
         if self.score is not None:
-            d["score"] = round(self.score, 4)
+            d["score"] = round(self.score, SCORE_DIGITS)
         return d
 
     @property

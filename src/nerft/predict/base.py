@@ -18,7 +18,7 @@ from ..generation import Generated, prompt_ids
 from ..labels import LabelSet
 from ..lexicon import LEXICON_FILE, Lexicon
 from ..prompts import Prompt
-from ..schema import Entity, NerftError
+from ..schema import SCORE_DIGITS, Entity, NerftError
 from ..windows import Window, make_windows, merge_window_entities
 from .options import PredictOptions
 
@@ -88,6 +88,21 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 Generate = Callable[[list[str], list[list[int]], list[int], list[str]], list[Generated]]
 
 
+def finish_entities(text: str, entities: list[Entity], options: PredictOptions, lexicon: Lexicon | None,
+                    codes: set[str]) -> list[Entity]:
+    """The last thing every predictor does to one text's grounded mentions: drop those below their label's
+    min-score (``options.min_score``, ``options.label_min_scores``; compared at the 4 digits a score is written
+    with, so a replay of written answers decides alike; a mention without a score is kept), then
+    complete the answer from ``lexicon`` (labels in ``codes`` only). ``nerft tune`` replays it on saved answers."""
+    floors = options.label_min_score_map()
+    if options.min_score > 0 or floors:
+        entities = [e for e in entities
+                    if e.score is None or round(e.score, SCORE_DIGITS) >= floors.get(e.label, options.min_score)]
+    if lexicon is not None:
+        entities = lexicon.complete(text, entities, options.lexicon_min_rate, options.lexicon_min_count, codes)
+    return entities
+
+
 class DecodingPlan:
     """Prompts, answer bounds and answer reading for one model: what both backends share."""
 
@@ -104,6 +119,9 @@ class DecodingPlan:
         none_text = get_format(self.output_format).none_text
         self.none_tokens = len(tokenizer.encode(none_text, add_special_tokens=False)) if none_text else 0
         self.codes = set(labels.codes)
+        if unknown := set(options.label_min_score_map()) - self.codes:
+            raise NerftError(f"label_min_scores names {', '.join(sorted(unknown))}, not among the model's label codes "
+                             f"({', '.join(labels.codes)})")
         self.lexicon = Lexicon.load(options.lexicon) if options.lexicon else None
         if self.lexicon is not None and not (lexicon_labels := self.lexicon.labels()) & self.codes:
             raise NerftError(f"{options.lexicon}: its labels ({', '.join(sorted(lexicon_labels))}) are none "
@@ -157,12 +175,8 @@ class DecodingPlan:
             entities = readings[0].entities
         else:
             entities = merge_window_entities([w for w, _ in found], [r.entities for r in readings], len(text))
-        if self.options.min_score > 0:
-            entities = [e for e in entities if e.score is None or e.score >= self.options.min_score]
-        if self.lexicon is not None:
-            entities = self.lexicon.complete(text, entities, self.options.lexicon_min_rate,
-                                             self.options.lexicon_min_count,
-                                             allowed if allowed is not None else self.codes)
+        entities = finish_entities(text, entities, self.options, self.lexicon,
+                                   allowed if allowed is not None else self.codes)
         return Prediction(entities, raws, all(g.finished for _, g in found), sum(r.hallucinated for r in readings),
                           sum(not r.parse_ok for r in readings))
 

@@ -84,6 +84,9 @@ class PredictOptions:
                                 "--lexicon completes the answer (a lexicon string may then take a dropped one's "
                                 "place); mentions without a score (a server that returns no log-probabilities) "
                                 "are kept")
+    label_min_scores: list[str] = opt(help="per-label --min-score: LABEL=X pairs (label codes), e.g. LOC=0.5 "
+                                           "GPE=0.9; a label not named uses --min-score (nerft tune chooses both "
+                                           "on dev)", factory=list)
     lexicon: str | None = opt(None, "complete answers from what the training data annotates: a run's lexicon.json "
                                     "(nerft train writes it; the run directory itself works too) or a training "
                                     "file in nerft JSONL. Adds the left-out occurrences of strings annotated "
@@ -96,7 +99,26 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 1:
             raise ConfigError(f"min_score must be in [0, 1], got {self.min_score}")
+        self.label_min_score_map()  # a malformed pair is a ConfigError now, not at the first answer
         if not 0 < self.lexicon_min_rate <= 1:
             raise ConfigError(f"lexicon_min_rate must be in (0, 1], got {self.lexicon_min_rate}")
         if self.lexicon_min_count < 1:
             raise ConfigError(f"lexicon_min_count must be >= 1, got {self.lexicon_min_count}")
+
+    def label_min_score_map(self) -> dict[str, float]:
+        """``label_min_scores`` as {label code: min score}."""
+        out: dict[str, float] = {}
+        for pair in self.label_min_scores:
+            code, sep, value = str(pair).partition("=")
+            try:
+                score = float(value) if sep and code.strip() else None
+            except ValueError:
+                score = None
+            if score is None or not 0 <= score <= 1:
+                raise ConfigError(f"label_min_scores: {pair!r} is not LABEL=X with X in [0, 1]")
+            out[code.strip()] = score
+        return out
+
+    def min_score_of(self, label: str) -> float:
+        """The confidence a mention of ``label`` needs to be kept."""
+        return self.label_min_score_map().get(label, self.min_score)
