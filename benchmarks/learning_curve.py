@@ -1,6 +1,6 @@
 """Learning curve: strict F1 against the number of training documents K, per recipe, on the whole test split.
 
-    python -m benchmarks.learning_curve                                   # K = 100, 400, 1600; crf, nerft, tutorial
+    python -m benchmarks.learning_curve                                   # K = 100, 400, 1600; every row
     python -m benchmarks.learning_curve --ks 100 --rows crf,nerft         # one size, two rows
     python -m benchmarks.learning_curve --ks 100,400 --rows "" \\
         --variant "rich:data.describe_labels=true,data.labels=configs/labels/ccfbdci-defined.yaml"
@@ -16,6 +16,9 @@ Every row trains on the first K documents of the seeded-shuffled train split (``
   ``--tutorial-epochs`` epochs within the budget, an adapter saved after each epoch and at the end, the one with
   the best dev F1 scored on test (through nerft's predictor on the tutorial's prompt, as in B3), or with
   ``--tutorial-pick last`` the last one, without dev scoring (for a rerun whose choice an earlier run made);
+- ``lexicon``: no model: the training annotations of the K documents looked up, i.e. what ``nerft predict
+  --lexicon`` adds to an empty answer (``Lexicon.complete``, the predictor's default min-rate and min-count); the
+  baseline any LLM row has to beat at small K, computed in seconds;
 - ``--variant NAME:key=value,...``: more nerft rows ("nerft NAME") with config overrides.
 
 Resumable: each (row, K) is written to ``--results``/``--out-name``.json as it finishes and skipped when it is
@@ -50,7 +53,9 @@ from .common import (
 )
 
 DEFAULT_KS = "100,400,1600"
-DEFAULT_ROWS = "crf,nerft,tutorial"
+MODEL_FREE = ("crf", "lexicon")  # rows that need no LLM: no training budget, no epochs
+DEFAULT_ROWS = "crf,lexicon,nerft,tutorial"
+ROWS = ("crf", "lexicon", "nerft", "tutorial")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--data-dir", default=None, help="nerft prepare output (default: ../shared CCFBDCI, seed 42)")
     parser.add_argument("--ks", default=DEFAULT_KS, help="training sizes: the first K documents of the shuffle")
-    parser.add_argument("--rows", default=DEFAULT_ROWS, help="any of crf, nerft, tutorial (comma-separated)")
+    parser.add_argument("--rows", default=DEFAULT_ROWS, help="any of " + ", ".join(ROWS) + " (comma-separated)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
                         help="one more nerft row with config overrides, e.g. 'sp:data.shared_prefix=true'")
     parser.add_argument("--budget-min", type=float, default=60.0, help="training budget per (row, K)")
@@ -128,6 +133,29 @@ def crf_point(c: Curve, k: int) -> dict[str, Any]:
     return {"examples": trained["train_docs"], "train_min": round(trained["train_s"] / 60, 2),
             "score_min": round(info["score_s"] / 60, 2),
             "choice": f"L-BFGS {c.args.crf_iterations} iterations",
+            **c.score_test(out / "pred.jsonl", out / "eval", None)}
+
+
+def lexicon_point(c: Curve, k: int) -> dict[str, Any]:
+    """No model: the lexicon of the first K documents completes an empty answer for every test document."""
+    from nerft.jsonl import read_documents
+    from nerft.lexicon import Lexicon
+    from nerft.predict.options import PredictOptions
+
+    out = c.scratch("lexicon", k)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lexicon = Lexicon.from_documents(read_documents(c.train_file)[:k])
+    built = time.perf_counter()
+    options = PredictOptions()
+    rows = [{"id": d.id, "text": d.text,
+             "entities": [e.to_dict() for e in lexicon.complete(d.text, [], options.lexicon_min_rate,
+                                                                 options.lexicon_min_count)]}
+            for d in read_documents(c.gold)]
+    write_jsonl(out / "pred.jsonl", rows)
+    return {"examples": lexicon.documents, "train_min": round((built - start) / 60, 2),
+            "score_min": round((time.perf_counter() - built) / 60, 2),
+            "choice": f"min-rate {options.lexicon_min_rate:g}, min-count {options.lexicon_min_count}",
             **c.score_test(out / "pred.jsonl", out / "eval", None)}
 
 
@@ -200,9 +228,9 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
 def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any] | None]]:
     """(row name, K, nerft overrides or None) in the order they run: small K first, so a partial run is a curve."""
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = set(rows) - {"crf", "nerft", "tutorial"}
+    unknown = set(rows) - set(ROWS)
     if unknown:
-        raise SystemExit(f"--rows: unknown row(s) {', '.join(sorted(unknown))}; choose from crf, nerft, tutorial")
+        raise SystemExit(f"--rows: unknown row(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROWS)}")
     named = [(r, {} if r == "nerft" else None) for r in rows]
     named += [(f"nerft {name}", overrides) for name, overrides in map(parse_variant, args.variant)]
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
@@ -212,6 +240,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any] | None
 def measure(c: Curve, row: str, k: int, overrides: dict[str, Any] | None) -> dict[str, Any]:
     if row == "crf":
         return crf_point(c, k)
+    if row == "lexicon":
+        return lexicon_point(c, k)
     if row == "tutorial":
         return tutorial_point(c, k)
     return nerft_point(c, k, overrides or {}, row)
@@ -224,7 +254,7 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
             log(f"[{i}/{len(todo)}] {row} K={k}: already measured, skipped")
             continue
         log(f"[{i}/{len(todo)}] {row} K={k}: training (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
-        limits = {} if row == "crf" else {
+        limits = {} if row in MODEL_FREE else {
             "budget_min": c.args.budget_min,
             "max_epochs": c.args.tutorial_epochs if row == "tutorial" else c.args.nerft_epochs}
         point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **limits,
@@ -235,11 +265,19 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
 
 
 def gaps(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per K: each LLM row's F1 minus the CRF's (the issue's targets: >= +10 at 100 and 400, >= 0 at 1,600)."""
-    crf = {p["k"]: p["f1"] for p in points if p["row"] == "crf"}
-    return [{"row": p["row"], "k": p["k"], "f1": p["f1"], "crf_f1": crf[p["k"]],
-             "minus_crf": round(p["f1"] - crf[p["k"]], 2)}
-            for p in points if p["row"] != "crf" and p["k"] in crf]
+    """Per K: each LLM row's F1 minus the model-free rows' (the issue's targets: >= CRF + 10 at 100 and 400, >= CRF
+    at 1,600; the lexicon alone is the other baseline a user has for free)."""
+    base = {(p["row"], p["k"]): p["f1"] for p in points if p["row"] in MODEL_FREE}
+    out = []
+    for p in points:
+        if p["row"] in MODEL_FREE or not any((b, p["k"]) in base for b in MODEL_FREE):
+            continue
+        row = {"row": p["row"], "k": p["k"], "f1": p["f1"]}
+        for b in MODEL_FREE:
+            if (b, p["k"]) in base:
+                row[f"{b}_f1"], row[f"minus_{b}"] = base[b, p["k"]], round(p["f1"] - base[b, p["k"]], 2)
+        out.append(row)
+    return out
 
 
 def write_report(c: Curve) -> None:
@@ -254,17 +292,20 @@ def write_report(c: Curve) -> None:
     cols = ["row", "k", "examples", "budget_min", "max_epochs", "steps", "stop", "train_min", "score_min", "choice",
             "dev_f1", "precision", "recall", "f1", *label_cols]
     n_test = len(read_jsonl(c.gold))
+    gap_rows = gaps(points)
+    gap_cols = ["row", "k", "f1", *(col for b in MODEL_FREE for col in (f"{b}_f1", f"minus_{b}")
+                                    if any(col in g for g in gap_rows))]
     md = (f"## Learning curve: strict F1 against training documents K ({n_test} test documents, `nerft evaluate`)"
           "\n\n" + markdown_table(pivot, ["row", *[f"K={k}" for k in ks]])
           + "\n\n" + markdown_table(points, cols)
-          + ("\n\nLLM rows minus the CRF at the same K:\n\n"
-             + markdown_table(gaps(points), ["row", "k", "f1", "crf_f1", "minus_crf"]) if gaps(points) else "")
+          + ("\n\nLLM rows minus the model-free rows at the same K:\n\n"
+             + markdown_table(gap_rows, gap_cols) if gap_rows else "")
           + "\n\nTraining data: the first K documents of the seeded-shuffled train split. budget_min, max_epochs: "
           "the limits each LLM point trained under (dev evaluation not counted in the budget); epochs and adapters "
           f"chosen on the first {args.dev_docs} dev documents "
           "(choice, dev_f1); examples: documents kept after the recipe's own filters (nerft: data.empty_share).")
     payload = {"benchmark": "learning curve", "model": args.model, "train_file": c.train_file, "test_docs": n_test,
-               "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gaps(points)}
+               "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gap_rows}
     write_results(args.out_name, payload, md, Path(args.results))
     series = {n: [(p["k"], p["f1"]) for p in points if p["row"] == n] for n in names}
     safe_plot(line_chart, series, Path(args.results) / f"{args.out_name}.png", title="strict F1 against K",
@@ -274,7 +315,7 @@ def write_report(c: Curve) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     todo = plan(args)
-    if any(row != "crf" for row, _, _ in todo):
+    if any(row not in MODEL_FREE for row, _, _ in todo):
         args.model = str(require(Path(args.model), "build it with ../shared/bin/get-qwen2.5-coder-0.5b"))
     c = Curve(args)
     left = [t for t in todo if args.redo or not c.done(t[0], t[1])]

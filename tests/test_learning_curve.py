@@ -116,3 +116,25 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     last = next(p for p in d["points"] if p["row"] == "tutorial" and p["k"] == 2)
     assert last["choice"] == "checkpoint-2 of 2 (the last; no dev scoring)" and last["dev_f1"] is None
     assert not list((tmp_path / "work" / "learning_curve" / "tutorial-k2").glob("dev-*.jsonl"))
+
+
+def test_lexicon_row_looks_up_the_first_k_documents(mini_data, tmp_path):
+    """The model-free lexicon row: needs no model; a test mention is found exactly when the first K documents of
+    the shuffle annotate its string (every string of this data is annotated wherever it occurs)."""
+    learning_curve.main(_argv(tmp_path / "no-model-here", mini_data, tmp_path, "2,6", "lexicon"))
+    d = json.loads((tmp_path / "learning_curve.json").read_text())
+    train = [json.loads(line) for line in
+             (tmp_path / "work" / "learning_curve" / "train.shuffled.jsonl").read_text(encoding="utf-8").splitlines()]
+    gold = [e["text"] for line in (mini_data / "test.jsonl").read_text(encoding="utf-8").splitlines()
+            for e in json.loads(line)["entities"]]
+    assert sorted(p["k"] for p in d["points"]) == [2, 6] and {p["row"] for p in d["points"]} == {"lexicon"}
+    for p in d["points"]:
+        annotated = {e["text"] for doc in train[:p["k"]] for e in doc["entities"]}
+        found = sum(text in annotated for text in gold)
+        assert p["examples"] == p["k"] and "budget_min" not in p
+        assert p["recall"] == pytest.approx(100 * found / len(gold), abs=0.01)
+        assert p["precision"] == (100 if found else 0)
+    assert next(p for p in d["points"] if p["k"] == 6)["f1"] == 100
+    # an LLM row beside it is compared with it, K by K
+    gap = learning_curve.gaps(d["points"] + [{"row": "nerft", "k": 6, "f1": 60.0}])
+    assert gap == [{"row": "nerft", "k": 6, "f1": 60.0, "lexicon_f1": 100.0, "minus_lexicon": -40.0}]
