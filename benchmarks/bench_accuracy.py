@@ -19,7 +19,10 @@ Rows (each trained in a fresh process; all scored by ``nerft evaluate`` on the s
 - ``+constrained`` (opt-in, ``--rows ...,nerft+constrained``): the nerft equal-time model scored with constrained
   decoding;
 - ``--variant NAME:key=value,...``: more nerft equal-time runs with config overrides (what each change buys);
-- ``--score-run NAME=RUN_DIR[:constrained]``: score a run directory that already exists (no training).
+- ``--score-run NAME=RUN_DIR[:constrained]``: score a run directory that already exists (no training);
+- ``--tune``: after each nerft row scored on test, ``nerft tune`` chooses its decoding thresholds (min-score,
+  per label, the run's lexicon and min-rate) on the dev split (``--tune-dev-docs``), and the test split is scored
+  with them as the row ``NAME +tuned`` (``tune_min``: the dev pass and the grid; ``tuned``: the setting chosen).
 
 ``--append`` keeps the rows already in the results file, so rows can be added by later invocations, e.g.
 ``--rows zero-shot --append`` or ``--rows "" --score-run "nerft +constrained=benchmarks/work/b3/nerft:constrained=true"
@@ -165,6 +168,24 @@ def predict_with_jieba(test_file: str, limit: int | None, out_file: str) -> dict
     return {"score_s": seconds, "format": None}
 
 
+def tune_run(run_dir: str, dev_file: str, out_dir: str, options: dict[str, Any]) -> dict:
+    """``nerft tune`` on a run directory with its lexicon (when it has one): the decoding chosen on dev."""
+    from nerft.lexicon import LEXICON_FILE
+    from nerft.predict import LoadOptions, PredictOptions
+    from nerft.tune import MIN_RATES, MIN_SCORES, tune
+
+    lexicon = Path(run_dir) / LEXICON_FILE
+    start = time.perf_counter()
+    report = tune(LoadOptions(model=run_dir, device="cpu"),
+                  PredictOptions(**{**options, "lexicon": str(lexicon) if lexicon.is_file() else None}),
+                  dev_file, Path(out_dir), MIN_SCORES, MIN_RATES, progress=False)
+    decoding = dict(report["decoding"])
+    if decoding.get("lexicon"):  # named relative to decoding.yaml's folder
+        decoding["lexicon"] = str((Path(out_dir) / decoding["lexicon"]).resolve())
+    return {"tune_s": time.perf_counter() - start, "decoding": decoding, "setting": report["best"]["setting"],
+            "dev_f1": pct(report["best"]["f1"]), "dev_f1_answered": pct(report["answered"]["f1"])}
+
+
 def pct(x: float) -> float:
     return round(100 * x, 2)
 
@@ -250,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-split", choices=("test", "dev"), default="test",
                         help="what --score-run and --variant rows score: the test documents, or the first "
                         "--test-docs dev documents (to choose options without looking at test)")
+    parser.add_argument("--tune", action="store_true", help="after each nerft row scored on test, choose its "
+                        "decoding thresholds on dev with nerft tune and score test with them (row NAME +tuned)")
+    parser.add_argument("--tune-dev-docs", type=int, default=0, help="dev documents --tune chooses on (0: all)")
     parser.add_argument("--append", action="store_true", help="keep the rows already in --out-name's JSON "
                         "(rows of the same name are replaced) and add this invocation's")
     parser.add_argument("--out-name", default="b3_accuracy")
@@ -293,11 +317,28 @@ class Bench:
         write_jsonl(path, read_jsonl(self.data_dir / "dev.jsonl", self.args.test_docs or None))
         return path
 
+    def add_tuned_row(self, name: str, run_dir: str | Path, options: dict[str, Any] | None = None,
+                      train: dict[str, Any] | None = None) -> None:
+        """With --tune: ``nerft tune`` on dev chooses the run's decoding thresholds; ``name +tuned`` scores test
+        with them."""
+        if not self.args.tune:
+            return
+        dev = self.work / "gold-tune-dev.jsonl"
+        write_jsonl(dev, read_jsonl(self.data_dir / "dev.jsonl", self.args.tune_dev_docs or None))
+        out = self.work / f"tune-{name.replace(' ', '_')}"
+        shutil.rmtree(out, ignore_errors=True)  # a retrained run answers anew
+        t = run_in_child(tune_run, threads=self.args.threads, run_dir=str(run_dir), dev_file=str(dev),
+                         out_dir=str(out), options={"batch_size": self.args.batch_size, **(options or {})})
+        tuned = f"{name} +tuned"
+        info = self.predict_nerft(tuned, run_dir=str(run_dir), options=t["decoding"])
+        self.add_row(tuned, self.pred_path(tuned), info, train,
+                     extra={"tune_min": round(t["tune_s"] / 60, 2), "dev_f1": t["dev_f1"], "tuned": t["setting"]})
+
     def pred_path(self, name: str) -> str:
         return str(self.work / f"pred-{name.replace(' ', '_')}.jsonl")
 
     def add_row(self, name: str, pred_file: str, info: dict[str, Any], train: dict[str, Any] | None = None,
-                gold_file: Path | None = None) -> None:
+                gold_file: Path | None = None, extra: dict[str, Any] | None = None) -> None:
         gold_file = gold_file or self.gold
         self.rows[:] = [r for r in self.rows if r["row"] != name]
         row: dict[str, Any] = {"row": name, "test_docs": len(read_jsonl(gold_file))}
@@ -305,6 +346,7 @@ class Bench:
             row.update({"examples_seen": train.get("examples"), "steps": train.get("optimizer_steps"),
                         "train_min": round(train["train_s"] / 60, 1)})
         row["score_min"] = round(info["score_s"] / 60, 2)
+        row.update(extra or {})
         row.update(score(gold_file, pred_file, self.work / f"eval-{name.replace(' ', '_')}", info.get("format"),
                          self.labels))
         self.rows.append(row)
@@ -378,6 +420,8 @@ def run_nerft_rows(b: Bench) -> None:
         name += " [dev]" if gold else ""
         info = b.predict_nerft(name, gold, run_dir=str(run_dir))
         b.add_row(name, b.pred_path(name), info, t, gold_file=gold)
+        if gold is None:
+            b.add_tuned_row(name, run_dir, train=t)
         if name == "nerft (equal time)" and "nerft+constrained" in b.wanted:
             cname = "nerft (equal time) +constrained"
             info = b.predict_nerft(cname, run_dir=str(run_dir), options={"constrained": True})
@@ -410,13 +454,17 @@ def run_score_rows(b: Bench) -> None:
             name += " [dev]"
         info = b.predict_nerft(name, score_gold, run_dir=run_dir, options=options)
         b.add_row(name, b.pred_path(name), info, gold_file=score_gold)
+        if args.score_split == "test":
+            b.add_tuned_row(name, run_dir, options)
 
 
 def write_report(b: Bench, k: int | None) -> None:
     args, rows = b.args, b.rows
     label_cols = sorted({c for r in rows for c in r if c.startswith("f1_") and c != "f1_raw_answers"})
-    cols = ["row", "test_docs", "examples_seen", "steps", "train_min", "score_min", "precision", "recall", "f1",
-            *label_cols, "parse_failures", "hallucinations"]
+    tuned = any("tuned" in r for r in rows)
+    cols = ["row", "test_docs", "examples_seen", "steps", "train_min", "score_min",
+            *(["tune_min", "dev_f1"] if tuned else []), "precision", "recall", "f1",
+            *label_cols, "parse_failures", "hallucinations", *(["tuned"] if tuned else [])]
     k = k or b.earlier.get("equal_data_k")
     steps = args.nerft_steps or b.earlier.get("nerft_steps")
     earlier_commands = b.earlier.get("earlier_commands", []) + ([b.earlier["machine"]["command"]] if b.earlier else [])

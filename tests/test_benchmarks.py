@@ -186,6 +186,18 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
                          str(tmp_path), "--work", str(tmp_path / "work")])
     header = (tmp_path / "scored.md").read_text().split("## B3 accuracy", 1)[1].split("\n", 1)[0]
     assert "first 2 documents of the seeded dev split" in header and "training budget" not in header
+    # --tune: thresholds chosen on dev with the run's lexicon, then test scored with them (the instant model
+    # answers nothing; every gold string of the mini data is annotated wherever it occurs in train)
+    bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
+                         "--rows", "", "--score-run", f"plain={run}", "--tune", "--out-name", "tuned",
+                         "--threads", "1", "--results", str(tmp_path), "--work", str(tmp_path / "work")])
+    plain, tuned = json.loads((tmp_path / "tuned.json").read_text())["rows"]
+    assert (plain["row"], tuned["row"]) == ("plain", "plain +tuned")
+    assert plain["f1"] == 0 and tuned["f1"] == 100 and tuned["dev_f1"] == 100
+    assert "lexicon min-rate" in tuned["tuned"] and tuned["tune_min"] >= 0
+    chosen = yaml.safe_load((tmp_path / "work" / "b3" / "tune-plain" / "decoding.yaml").read_text())
+    assert (tmp_path / "work" / "b3" / "tune-plain" / chosen["lexicon"]).resolve() == (run / "lexicon.json").resolve()
+    assert "| tuned |" in (tmp_path / "tuned.md").read_text()
 
 
 def test_b3_variant_parsing():
