@@ -115,6 +115,8 @@ def test_tune_then_predict_with_its_config_gives_the_scored_entities(tiny_tokeni
     assert cli.main([*argv[:argv.index("--max-new-tokens")], "--dev", str(tmp_path / "dev.jsonl"),
                      "--out", str(out), "--max-new-tokens", "8", "--no-progress"]) != 0
     assert "another model or decoding" in capsys.readouterr().err
+    assert cli.main([*argv, "--min-rates", "0"]) != 0
+    assert "--min-rates: give values in (0, 1]" in capsys.readouterr().err
 
 
 def test_a_lexicon_in_the_chosen_config_is_named_from_the_config_folder(tmp_path):

@@ -59,9 +59,10 @@ def run_tune(args: argparse.Namespace) -> int:
 
     load = cfglib.build_config(LoadOptions, args)
     options = cfglib.build_config(PredictOptions, args)
-    for name, values in (("--min-scores", args.min_scores), ("--min-rates", args.min_rates)):
-        if not values or not all(0 <= v <= 1 for v in values) or (name == "--min-rates" and 0 in values):
-            raise NerftError(f"{name}: give values in {'(0, 1]' if name == '--min-rates' else '[0, 1]'}")
+    if not all(0 <= v <= 1 for v in args.min_scores):
+        raise NerftError(f"--min-scores: give values in [0, 1], got {' '.join(map(str, args.min_scores))}")
+    if not all(0 < v <= 1 for v in args.min_rates):
+        raise NerftError(f"--min-rates: give values in (0, 1], got {' '.join(map(str, args.min_rates))}")
     report = tune(load, options, args.dev, Path(args.out), args.min_scores, args.min_rates,
                   per_label=args.per_label, progress=not args.no_progress)
     best = report["best"]
