@@ -106,8 +106,11 @@ class Curve:
         self.labels = labels_beside(self.data_dir / "test.jsonl")
         self.results = Path(args.results) / f"{args.out_name}.json"
         self.points: list[dict[str, Any]] = []
+        self.earlier_commands: list[str] = []  # the invocations that measured the points read back
         if self.results.is_file():
-            self.points = json.loads(self.results.read_text(encoding="utf-8"))["points"]
+            earlier = json.loads(self.results.read_text(encoding="utf-8"))
+            self.points = earlier["points"]
+            self.earlier_commands = earlier.get("earlier_commands", []) + [earlier["machine"]["command"]]
 
     def done(self, row: str, k: int) -> bool:
         return any(p["row"] == row and p["k"] == k for p in self.points)
@@ -258,7 +261,7 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
             "budget_min": c.args.budget_min,
             "max_epochs": c.args.tutorial_epochs if row == "tutorial" else c.args.nerft_epochs}
         point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **limits,
-                 **measure(c, row, k, overrides)}
+                 **({"dev_docs": c.args.dev_docs} if row not in MODEL_FREE else {}), **measure(c, row, k, overrides)}
         c.points = [p for p in c.points if not (p["row"] == row and p["k"] == k)] + [point]
         log(f"[{i}/{len(todo)}] {row} K={k}: test F1 {point['f1']:.2f}")
         write_report(c)
@@ -302,10 +305,14 @@ def write_report(c: Curve) -> None:
              + markdown_table(gap_rows, gap_cols) if gap_rows else "")
           + "\n\nTraining data: the first K documents of the seeded-shuffled train split. budget_min, max_epochs: "
           "the limits each LLM point trained under (dev evaluation not counted in the budget); epochs and adapters "
-          f"chosen on the first {args.dev_docs} dev documents "
-          "(choice, dev_f1); examples: documents kept after the recipe's own filters (nerft: data.empty_share).")
+          "chosen on the first dev documents (choice, dev_f1; as many as the --dev-docs of the command that "
+          "measured the point: dev_docs where recorded); examples: documents kept after the recipe's own filters "
+          "(nerft: data.empty_share). The header names the last command; earlier points come from the commands "
+          "below (and benchmarks/NOTES.md)."
+          + "".join(f"\n\nEarlier points of this table: `{cmd}`" for cmd in dict.fromkeys(c.earlier_commands)))
     payload = {"benchmark": "learning curve", "model": args.model, "train_file": c.train_file, "test_docs": n_test,
-               "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gap_rows}
+               "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gap_rows,
+               "earlier_commands": list(dict.fromkeys(c.earlier_commands))}
     write_results(args.out_name, payload, md, Path(args.results))
     series = {n: [(p["k"], p["f1"]) for p in points if p["row"] == n] for n in names}
     safe_plot(line_chart, series, Path(args.results) / f"{args.out_name}.png", title="strict F1 against K",

@@ -109,6 +109,10 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     d = json.loads((tmp_path / "learning_curve.json").read_text())
     assert len(d["points"]) == len(names) + 1
     assert "| row | K=2 | K=4 |" in (tmp_path / "learning_curve.md").read_text()
+    # the table names the invocations that measured its earlier points, and each LLM point its dev documents
+    assert len(d["earlier_commands"]) == 1 and "Earlier points of this table: `" in (
+        tmp_path / "learning_curve.md").read_text()
+    assert all(p["dev_docs"] == 2 for p in d["points"] if p["row"] not in ("crf", "lexicon"))
 
     # --tutorial-pick last: the last epoch's adapter goes to test without dev scoring
     learning_curve.main(_argv(tiny_model_dir, mini_data, tmp_path, "2", "tutorial", "--tutorial-pick", "last"))
