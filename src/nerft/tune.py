@@ -130,6 +130,8 @@ def answer_dev(load, options, gold: list[Document], out: Path, progress: bool):
 
     source = {"model": where(load.model), "base": where(load.base), "adapter": where(load.adapter),
               "revision": load.revision, "backend": load.backend, "decoding": cfglib.to_dict(options)}
+    if load.backend == "openai":  # which server answered (never its API key: this file is written to disk)
+        source["server"] = [load.openai.base_url, load.openai.model_name]
     stamp = out / "dev-answers.source.json"
     if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) != source:
         raise NerftError(f"{out} holds dev answers of another model or decoding ({stamp}); pass another --out "
