@@ -106,16 +106,15 @@ def choose(gold: list[Document], answers: list[list[Entity]], labels, answering,
     def scored(candidate) -> dict[str, Any]:
         return {**settings(candidate), **score(gold, answers, candidate, lexicon, codes, labels)}
 
-    rows = [scored(dataclasses.replace(answering, min_score=m)) for m in min_scores]  # rows[0]: as answered
+    candidates = [dataclasses.replace(answering, min_score=m) for m in min_scores]  # [0]: as answered
     if lexicon is not None:
-        for rate in min_rates:
-            rows += [scored(dataclasses.replace(answering, min_score=m, lexicon=lexicon_path,
-                                                lexicon_min_rate=rate)) for m in min_scores]
-    best_row = max(rows, key=lambda r: (r["f1"], -len(r["setting"])))
-    best = candidate_of(answering, best_row, lexicon_path)
-    per_label_rows: list[dict[str, Any]] = []
+        candidates += [dataclasses.replace(answering, min_score=m, lexicon=lexicon_path, lexicon_min_rate=rate)
+                       for rate in min_rates for m in min_scores]
+    rows = [scored(c) for c in candidates]
+    i = max(range(len(rows)), key=lambda k: (rows[k]["f1"], -len(rows[k]["setting"])))
+    best, per_label_rows = candidates[i], []
     if per_label:
-        best, per_label_rows = refine_per_label(best, best_row["f1"], min_scores, labels.codes, scored)
+        best, per_label_rows = refine_per_label(best, rows[i]["f1"], min_scores, labels.codes, scored)
     return best, {"answered": rows[0], "best": scored(best), "grid": rows, "per_label": per_label_rows}
 
 
@@ -168,13 +167,6 @@ def settings(candidate) -> dict[str, Any]:
     return {"setting": ", ".join(parts) or "as answered", "min_score": candidate.min_score,
             "label_min_scores": list(candidate.label_min_scores),
             "lexicon_min_rate": candidate.lexicon_min_rate if candidate.lexicon else None}
-
-
-def candidate_of(answering, row: dict[str, Any], lexicon: str | None):
-    if row["lexicon_min_rate"] is None:
-        return dataclasses.replace(answering, min_score=row["min_score"])
-    return dataclasses.replace(answering, min_score=row["min_score"], lexicon=lexicon,
-                               lexicon_min_rate=row["lexicon_min_rate"])
 
 
 def refine_per_label(best, best_f1: float, min_scores: list[float], codes: list[str], scored):
