@@ -170,6 +170,7 @@ def predict_with_jieba(test_file: str, limit: int | None, out_file: str) -> dict
 
 def tune_run(run_dir: str, dev_file: str, out_dir: str, options: dict[str, Any]) -> dict:
     """``nerft tune`` on a run directory with its lexicon (when it has one): the decoding chosen on dev."""
+    from nerft.config import build_config, to_dict
     from nerft.lexicon import LEXICON_FILE
     from nerft.predict import LoadOptions, PredictOptions
     from nerft.tune import MIN_RATES, MIN_SCORES, tune
@@ -179,9 +180,8 @@ def tune_run(run_dir: str, dev_file: str, out_dir: str, options: dict[str, Any])
     report = tune(LoadOptions(model=run_dir, device="cpu"),
                   PredictOptions(**{**options, "lexicon": str(lexicon) if lexicon.is_file() else None}),
                   dev_file, Path(out_dir), MIN_SCORES, MIN_RATES, progress=False)
-    decoding = dict(report["decoding"])
-    if decoding.get("lexicon"):  # named relative to decoding.yaml's folder
-        decoding["lexicon"] = str((Path(out_dir) / decoding["lexicon"]).resolve())
+    # read back as predict --config reads it (the lexicon is named relative to the file's folder)
+    decoding = to_dict(build_config(PredictOptions, {}, config_path=str(Path(out_dir) / "decoding.yaml")))
     return {"tune_s": time.perf_counter() - start, "decoding": decoding, "setting": report["best"]["setting"],
             "dev_f1": pct(report["best"]["f1"]), "dev_f1_answered": pct(report["answered"]["f1"])}
 

@@ -94,10 +94,9 @@ def finish_entities(text: str, entities: list[Entity], options: PredictOptions, 
     min-score (``options.min_score``, ``options.label_min_scores``; compared at the 4 digits a score is written
     with, so a replay of written answers decides alike; a mention without a score is kept), then
     complete the answer from ``lexicon`` (labels in ``codes`` only). ``nerft tune`` replays it on saved answers."""
-    floors = options.label_min_score_map()
-    if options.min_score > 0 or floors:
+    if options.min_score > 0 or options.label_min_scores:
         entities = [e for e in entities
-                    if e.score is None or round(e.score, SCORE_DIGITS) >= floors.get(e.label, options.min_score)]
+                    if e.score is None or round(e.score, SCORE_DIGITS) >= options.min_score_of(e.label)]
     if lexicon is not None:
         entities = lexicon.complete(text, entities, options.lexicon_min_rate, options.lexicon_min_count, codes)
     return entities

@@ -99,7 +99,7 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 1:
             raise ConfigError(f"min_score must be in [0, 1], got {self.min_score}")
-        self.label_min_score_map()  # a malformed pair is a ConfigError now, not at the first answer
+        self._floors = self._parse_label_min_scores()  # a malformed pair is a ConfigError now, once
         if not 0 < self.lexicon_min_rate <= 1:
             raise ConfigError(f"lexicon_min_rate must be in (0, 1], got {self.lexicon_min_rate}")
         if self.lexicon_min_count < 1:
@@ -107,6 +107,9 @@ class PredictOptions:
 
     def label_min_score_map(self) -> dict[str, float]:
         """``label_min_scores`` as {label code: min score}."""
+        return dict(self._floors)
+
+    def _parse_label_min_scores(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for pair in self.label_min_scores:
             code, sep, value = str(pair).partition("=")
@@ -121,4 +124,4 @@ class PredictOptions:
 
     def min_score_of(self, label: str) -> float:
         """The confidence a mention of ``label`` needs to be kept."""
-        return self.label_min_score_map().get(label, self.min_score)
+        return self._floors.get(label, self.min_score)
