@@ -158,6 +158,33 @@ def test_line_curves_and_bar_chart(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
 
 
+def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
+    from itertools import combinations
+
+    from nerft.plots import _label_points, _pyplot, line_chart
+
+    # the learning curve's K = 1,600 column: three recipes within 2.4 points of each other
+    series = {"crf": [(100, 10.4), (1600, 60.3)], "lexicon": [(100, 27.0), (1600, 60.8)], "nerft": [(1600, 62.7)]}
+    line_chart(series, tmp_path / "curve.png", log_x=True)
+    assert (tmp_path / "curve.png").read_bytes().startswith(PNG)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    marked = []
+    for points in series.values():
+        line, = ax.plot(*zip(*points), marker="o")
+        marked += [(x, y, line.get_color()) for x, y in points]
+    ax.set_xscale("log")
+    _label_points(ax, marked, fontsize=7)
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    plt.close(fig)
+    assert sorted(boxes) == ["10.4", "27.0", "60.3", "60.8", "62.7"]
+    assert [pair for pair in combinations(boxes, 2) if boxes[pair[0]].overlaps(boxes[pair[1]])] == []
+    # one under another in the order of the values; a lone point's label above it
+    assert boxes["60.3"].y0 < boxes["60.8"].y0 < boxes["62.7"].y0
+    assert boxes["10.4"].y0 > ax.transData.transform((100, 10.4))[1]
+
+
 @pytest.mark.shared
 def test_tutorial_answers_for_all_of_ccfbdci(tmp_path):
     """Every CCFBDCI gold answer, rendered in the tutorial format and scored as raw output: the only errors are

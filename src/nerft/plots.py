@@ -76,25 +76,25 @@ def line_curves(series: Mapping[str, Sequence[tuple[float, float]]], path: str |
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | os.PathLike, *, title: str = "",
-               xlabel: str = "", ylabel: str = "", log_x: bool = False) -> None:
-    """Several named series of (x, y) points as lines on one axes, each point marked and its y written beside it
-    (e.g. F1 against training documents per recipe); ``log_x`` for sizes that grow by factors."""
+               xlabel: str = "", ylabel: str = "", log_x: bool = False, values: bool = True) -> None:
+    """Several named series of (x, y) points as lines on one axes, each point marked and (``values``) its y written
+    beside it (e.g. F1 against training documents per recipe); ``log_x`` for sizes that grow by factors."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    marked: list[tuple[float, float, Any]] = []  # (x, y, colour) of every point, for its value label
     for name, points in series.items():
         pts = sorted(points)
         if not pts:
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, marker="o", label=name)
-        for x, y in pts:
-            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+        line, = ax.plot(xs, ys, marker="o", label=name)
+        marked += [(x, y, line.get_color()) for x, y in pts]
     if log_x:
         ax.set_xscale("log")
         ax.minorticks_off()  # the points' own x values are the ticks
     xs_all = sorted({p[0] for pts in series.values() for p in pts})
     if xs_all:
-        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+        ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all], rotation=90 if len(xs_all) > 6 else 0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -102,7 +102,40 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    if values:
+        _label_points(ax, marked, fontsize=7)
     _save(fig, path)
+
+
+def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: float) -> None:
+    """Each point's y value written beside it in its line's colour: just above a lone point; where points at the
+    same x lie closer than a line of text, their labels go to the left of them, one under another in the order of
+    the values and centred on the group, so none covers another or a marker."""
+    to_pt = 72 / ax.figure.dpi
+    gap = fontsize * 1.3  # points between two labels' centres
+    by_x: dict[float, list[tuple[float, float, Any]]] = {}
+    for x, y, colour in marked:
+        by_x.setdefault(x, []).append((x, y, colour))
+    for points in by_x.values():
+        points.sort(key=lambda p: p[1])
+        at = [ax.transData.transform((x, y))[1] * to_pt for x, y, _ in points]  # display height, in points
+        groups, k = [], 0
+        for i in range(1, len(points) + 1):
+            if i == len(points) or at[i] - at[i - 1] >= gap:
+                groups.append(range(k, i))
+                k = i
+        for group in groups:
+            if len(group) == 1:
+                x, y, colour = points[group[0]]
+                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center",
+                            fontsize=fontsize, color=colour)
+                continue
+            centre = sum(at[i] for i in group) / len(group)
+            for n, i in enumerate(group):
+                x, y, colour = points[i]
+                dy = centre + (n - (len(group) - 1) / 2) * gap - at[i]
+                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(-7, dy), ha="right",
+                            va="center", fontsize=fontsize, color=colour)
 
 
 def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:

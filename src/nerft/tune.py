@@ -228,5 +228,5 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     for r in report["grid"]:
         name = "no lexicon" if r["lexicon_min_rate"] is None else f"lexicon min-rate {r['lexicon_min_rate']:g}"
         series.setdefault(name, []).append((r["min_score"], 100 * r["f1"]))
-    safe_plot(line_chart, series, out / "tune.png", title="dev F1 against min-score", xlabel="min-score",
-              ylabel="strict micro F1")
+    safe_plot(line_chart, series, out / "tune.png", xlabel="min-score", ylabel="strict micro F1", values=False,
+              title=f"dev F1 against min-score\nbest: {report['best']['setting']} ({pct(report['best']['f1'])})")
