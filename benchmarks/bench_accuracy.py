@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from nerft.jsonl import write_jsonl
+from nerft.schema import write_json
 
 from .common import (
     DEFAULT_MODEL,
@@ -92,16 +93,44 @@ def _write_predictions(out_file: str, docs: list[dict], entities: list[list], an
     write_jsonl(out_file, rows)
 
 
+def complete_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL file that a run appended to, up to the first line it did not finish writing."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
                        base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
-                       batch_size: int = 8, options: dict[str, Any] | None = None) -> dict:
+                       batch_size: int = 8, options: dict[str, Any] | None = None, resume: bool = False) -> dict:
     """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt;
-    ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...)."""
+    ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...). ``resume``: each chunk's
+    rows are appended to ``OUT.part`` as they are answered, and a rerun with the same model and options goes on
+    from there (the seconds of earlier runs are added to ``score_s``); for scorings that outlast a session."""
     from nerft.labels import ccfbdci_labels
     from nerft.predict import LoadOptions, PredictOptions, TransformersPredictor, load_model_and_tokenizer
     from nerft.prompts import build_prompt
 
     docs = read_jsonl(test_file, limit)
+    part, stamp = Path(str(out_file) + ".part"), Path(str(out_file) + ".part.json")
+    source = {"test_file": str(test_file), "run_dir": run_dir, "base": base, "adapter": adapter,
+              "prompt_style": prompt_style, "batch_size": batch_size, "options": options or {}}
+    done: list[dict] = []
+    earlier_s = 0.0
+    if resume and part.is_file() and stamp.is_file():
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        if recorded.get("source") == source:
+            done, earlier_s = complete_rows(part), float(recorded.get("seconds", 0.0))
+            if [r["id"] for r in done] != [d["id"] for d in docs[:len(done)]]:
+                done, earlier_s = [], 0.0  # another test file's rows: start over
+            elif done:
+                write_jsonl(part, done)  # without a line a killed run left half-written
+    if resume and not done:
+        part.unlink(missing_ok=True)
     loaded = load_model_and_tokenizer(LoadOptions(model=run_dir, base=base, adapter=adapter, device="cpu"))
     lm, tok, labels, prompt, name = loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, loaded.name
     if prompt_style == "nerft":
@@ -112,15 +141,31 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
                                       name=name, hint_lexicon=loaded.location.hint_lexicon(prompt))
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
+    if done:
+        from nerft.schema import entity_from_dict
+
+        entities = [[entity_from_dict(e) for e in r["entities"]] for r in done]
+        answers = [r.get("output", "") for r in done]
+        progress.step(len(done), f"(resumed from {part})")
     chunk = batch_size * 8
     start = time.perf_counter()
-    for s in range(0, len(texts), chunk):
+    for s in range(len(done), len(texts), chunk):
         predictions = predictor.predict_detailed(texts[s:s + chunk])
         entities += [p.entities for p in predictions]
         answers += ["\n".join(p.answers) for p in predictions]
+        if resume:
+            with part.open("a", encoding="utf-8") as f:
+                for doc, p in zip(docs[s:s + chunk], predictions, strict=True):
+                    f.write(json.dumps({"id": doc["id"], "text": doc["text"],
+                                        "entities": [e.to_dict() for e in p.entities],
+                                        "output": "\n".join(p.answers)}, ensure_ascii=False) + "\n")
+            write_json(stamp, {"source": source, "seconds": earlier_s + time.perf_counter() - start})
         progress.step(len(texts[s:s + chunk]))
-    seconds = time.perf_counter() - start
+    seconds = earlier_s + time.perf_counter() - start
     _write_predictions(out_file, docs, entities, answers)
+    if resume:
+        part.unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
     return {"score_s": seconds, "format": prompt.output_format}
 
 

@@ -16,6 +16,8 @@ Every row trains on the first K documents of the seeded-shuffled train split (``
   ``--tutorial-epochs`` epochs within the budget, an adapter saved after each epoch and at the end, the one with
   the best dev F1 scored on test (through nerft's predictor on the tutorial's prompt, as in B3), or with
   ``--tutorial-pick last`` the last one, without dev scoring (for a rerun whose choice an earlier run made);
+  its answers cut at ``--tutorial-max-new-tokens`` (512, the tutorial's own cap: a weak adapter lists word after
+  word of a long text up to the cap); its training is reused and its scoring resumed by a rerun;
 - ``lexicon``: no model: the training annotations of the K documents looked up, i.e. what ``nerft predict
   --lexicon`` adds to an empty answer (``Lexicon.complete``, the predictor's default min-rate and min-count); the
   baseline any LLM row has to beat at small K, computed in seconds;
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from nerft.jsonl import write_jsonl
+from nerft.schema import write_json
 
 from .bench_accuracy import parse_variant, predict_with_nerft, score, shuffled_train
 from .common import (
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tutorial-pick", choices=("best", "last"), default="best",
                         help="which epoch adapter of the tutorial row is scored on test: the best on dev, or the "
                              "last without dev scoring (when an earlier run's dev scores already chose it)")
+    parser.add_argument("--tutorial-max-new-tokens", type=int, default=512,
+                        help="answer cap when scoring the tutorial row: its own predict() generates at most 512 "
+                             "tokens (0: nerft's bound from each text's length alone)")
     parser.add_argument("--crf-iterations", type=int, default=100)
     parser.add_argument("--dev-docs", type=int, default=200, help="dev documents that choose epochs and adapters")
     parser.add_argument("--test-docs", type=int, default=0, help="first N test documents (0: the whole split)")
@@ -195,12 +201,22 @@ def train_tutorial_epochs(model: str, train_file: str, out_dir: str, limit: int,
 
 
 def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
-    """The tutorial's recipe on the first K documents; of its epoch adapters, the best on dev is scored on test."""
+    """The tutorial's recipe on the first K documents; of its epoch adapters, the best on dev is scored on test.
+    A finished training (``train.json`` with the same K, epochs, budget and model) is reused, and the scoring
+    resumes where a stopped run left it, so a point that outlasts a session is finished by the next one."""
     args = c.args
     out = c.scratch("tutorial", k)
-    shutil.rmtree(out, ignore_errors=True)
-    t = run_in_child(train_tutorial_epochs, threads=args.threads, model=args.model, train_file=c.train_file,
-                     out_dir=str(out), limit=k, epochs=args.tutorial_epochs, max_seconds=args.budget_min * 60)
+    recipe = {"model": args.model, "k": k, "epochs": args.tutorial_epochs, "budget_min": args.budget_min}
+    record = out / "train.json"
+    t = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    if t.get("recipe_args") == recipe and Path(t.get("adapter") or "").is_dir():
+        log(f"tutorial K={k}: training reused from {record}")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        t = run_in_child(train_tutorial_epochs, threads=args.threads, model=args.model, train_file=c.train_file,
+                         out_dir=str(out), limit=k, epochs=args.tutorial_epochs, max_seconds=args.budget_min * 60)
+        write_json(record, {"recipe_args": recipe, **t})
+    options = {"max_new_tokens": args.tutorial_max_new_tokens or None}
     candidates = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if not candidates or int(candidates[-1].name.split("-")[1]) != t["optimizer_steps"]:
         candidates.append(Path(t["adapter"]))  # stopped by the budget inside an epoch: its last state too
@@ -209,18 +225,21 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
         for adapter in candidates:
             pred = out / f"dev-{adapter.name}.jsonl"
             run_in_child(predict_with_nerft, threads=args.threads, test_file=str(c.dev_gold), limit=None,
-                         out_file=str(pred), base=args.model, adapter=str(adapter), batch_size=args.batch_size)
+                         out_file=str(pred), base=args.model, adapter=str(adapter), batch_size=args.batch_size,
+                         options=options, resume=True)
             f1 = score(c.dev_gold, str(pred), out / f"dev-eval-{adapter.name}", "tutorial", c.labels)["f1"]
             log(f"tutorial K={k}: {adapter.name} dev F1 {f1:.2f}")
             if best_f1 is None or f1 > best_f1:
                 best, best_f1 = adapter, f1
     info = run_in_child(predict_with_nerft, threads=args.threads, test_file=str(c.gold), limit=None,
                         out_file=str(out / "pred.jsonl"), base=args.model, adapter=str(best),
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, options=options, resume=True)
     return {"examples": t["examples_available"], "steps": t["optimizer_steps"], "stop": t["stop"],
             "train_min": round(t["train_s"] / 60, 1), "score_min": round(info["score_s"] / 60, 2),
             "dev_f1": best_f1, "choice": f"{best.name} of {len(candidates)} "
-                                         + ("by dev F1" if best_f1 is not None else "(the last; no dev scoring)"),
+                                         + ("by dev F1" if best_f1 is not None else "(the last; no dev scoring)")
+                                         + (f"; answers cut at {args.tutorial_max_new_tokens} tokens"
+                                            if args.tutorial_max_new_tokens else ""),
             **c.score_test(out / "pred.jsonl", out / "eval", "tutorial")}
 
 

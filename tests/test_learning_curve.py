@@ -93,7 +93,8 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     nerft = next(p for p in d["points"] if p["row"] == "nerft")
     assert nerft["dev_f1"] is not None and nerft["choice"].startswith("best dev F1 at step")
     tutorial = next(p for p in d["points"] if p["row"] == "tutorial")
-    assert tutorial["choice"] == "checkpoint-2 of 2 by dev F1" or tutorial["choice"] == "checkpoint-1 of 2 by dev F1"
+    assert tutorial["choice"] in ("checkpoint-2 of 2 by dev F1; answers cut at 512 tokens",
+                                  "checkpoint-1 of 2 by dev F1; answers cut at 512 tokens")
     assert tutorial["steps"] == 2  # 4 documents, 2 epochs of one step, an adapter after each
     assert (tmp_path / "learning_curve.png").is_file()
     assert ("minus_crf" in (tmp_path / "learning_curve.md").read_text()) == _has_crfsuite()
@@ -118,8 +119,77 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     learning_curve.main(_argv(tiny_model_dir, mini_data, tmp_path, "2", "tutorial", "--tutorial-pick", "last"))
     d = json.loads((tmp_path / "learning_curve.json").read_text())
     last = next(p for p in d["points"] if p["row"] == "tutorial" and p["k"] == 2)
-    assert last["choice"] == "checkpoint-2 of 2 (the last; no dev scoring)" and last["dev_f1"] is None
+    assert last["choice"] == "checkpoint-2 of 2 (the last; no dev scoring); answers cut at 512 tokens"
+    assert last["dev_f1"] is None
     assert not list((tmp_path / "work" / "learning_curve" / "tutorial-k2").glob("dev-*.jsonl"))
+
+
+
+def test_tutorial_point_reuses_its_finished_training(tiny_model_dir, mini_data, in_process, tmp_path, monkeypatch):
+    argv = _argv(tiny_model_dir, mini_data, tmp_path, "2", "tutorial", "--tutorial-pick", "last")
+    learning_curve.main(argv)
+    record = json.loads((tmp_path / "work" / "learning_curve" / "tutorial-k2" / "train.json").read_text())
+    assert record["recipe_args"]["k"] == 2 and record["optimizer_steps"] == 2
+    trained = []
+    real = learning_curve.train_tutorial_epochs
+    monkeypatch.setattr(learning_curve, "train_tutorial_epochs", lambda **kw: trained.append(kw) or real(**kw))
+    learning_curve.main([*argv, "--redo"])  # the same recipe: scored again, not trained again
+    assert trained == []
+    point = next(p for p in json.loads((tmp_path / "learning_curve.json").read_text())["points"])
+    assert point["steps"] == 2 and point["examples"] == record["examples_available"]
+    learning_curve.main([*argv, "--redo", "--tutorial-epochs", "1"])  # another recipe: trained again
+    assert len(trained) == 1 and trained[0]["epochs"] == 1
+
+
+def test_scoring_resumes_from_the_rows_a_stopped_run_appended(tiny_model_dir, tmp_path, monkeypatch):
+    from benchmarks.bench_accuracy import predict_with_nerft
+    from nerft.predict import TransformersPredictor
+
+    test = tmp_path / "test.jsonl"
+    rows = [{"id": f"t{i}", "text": DOCS[i % len(DOCS)][1]} for i in range(10)]
+    test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    part = tmp_path / "pred.jsonl.part"
+    real, calls = TransformersPredictor.predict_detailed, []
+
+    def stopped_after_one_chunk(self, texts, labels=None):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, texts, labels)
+
+    def counted(self, texts, labels=None):
+        calls.append(len(texts))
+        return real(self, texts, labels)
+
+    def score(options, patch):
+        calls.clear()
+        monkeypatch.setattr(TransformersPredictor, "predict_detailed", patch)
+        return predict_with_nerft(str(test), None, str(out), base=str(tiny_model_dir), batch_size=1,
+                                  options=options, resume=True)
+
+    with pytest.raises(KeyboardInterrupt):
+        score({"max_new_tokens": 8}, stopped_after_one_chunk)
+    assert calls == [8, 2] and not out.exists()
+    # mark the 8 answered rows (the tiny model answers nothing) and leave a half-written line behind them
+    marked = [{**json.loads(line), "entities": [{"start": 0, "end": 1, "label": "PER", "text": "x"}]}
+              for line in part.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in marked] == [f"t{i}" for i in range(8)]
+    part.write_text("".join(json.dumps(r) + "\n" for r in marked) + '{"id": "t8", "te', encoding="utf-8")
+
+    info = score({"max_new_tokens": 8}, counted)
+    assert calls == [2]  # only the rows after the 8 complete ones
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in got] == [r["id"] for r in rows]
+    assert [len(r["entities"]) for r in got] == [1] * 8 + [0] * 2  # 8 rows kept, the last 2 answered now
+    assert info["score_s"] > 0 and not part.exists() and not (tmp_path / "pred.jsonl.part.json").exists()
+
+    # rows answered with other options are not reused
+    with pytest.raises(KeyboardInterrupt):
+        score({"max_new_tokens": 8}, stopped_after_one_chunk)
+    part.write_text("".join(json.dumps(r) + "\n" for r in marked), encoding="utf-8")
+    score({"max_new_tokens": 16}, counted)
+    assert calls == [8, 2] and all(r["entities"] == [] for r in map(json.loads, out.read_text(encoding="utf-8").splitlines()))
 
 
 def test_lexicon_row_looks_up_the_first_k_documents(mini_data, tmp_path):
