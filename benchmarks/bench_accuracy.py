@@ -83,14 +83,16 @@ def shuffled_train(train_file: Path, out: Path, seed: int = 42) -> Path:
 # Predictions (each function runs in a fresh process and writes a predictions JSONL: id, text, entities, output)
 
 
+def _prediction_row(doc: dict, entities: list, answer: str | None) -> dict:
+    row = {"id": doc["id"], "text": doc["text"], "entities": [e.to_dict() for e in entities]}
+    if answer is not None:
+        row["output"] = answer
+    return row
+
+
 def _write_predictions(out_file: str, docs: list[dict], entities: list[list], answers: list[str] | None) -> None:
-    rows = []
-    for i, doc in enumerate(docs):
-        row = {"id": doc["id"], "text": doc["text"], "entities": [e.to_dict() for e in entities[i]]}
-        if answers is not None:
-            row["output"] = answers[i]
-        rows.append(row)
-    write_jsonl(out_file, rows)
+    write_jsonl(out_file, [_prediction_row(doc, entities[i], None if answers is None else answers[i])
+                           for i, doc in enumerate(docs)])
 
 
 def complete_rows(path: Path) -> list[dict]:
@@ -156,9 +158,8 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
         if resume:
             with part.open("a", encoding="utf-8") as f:
                 for doc, p in zip(docs[s:s + chunk], predictions, strict=True):
-                    f.write(json.dumps({"id": doc["id"], "text": doc["text"],
-                                        "entities": [e.to_dict() for e in p.entities],
-                                        "output": "\n".join(p.answers)}, ensure_ascii=False) + "\n")
+                    row = _prediction_row(doc, p.entities, "\n".join(p.answers))
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
             write_json(stamp, {"source": source, "seconds": earlier_s + time.perf_counter() - start})
         progress.step(len(texts[s:s + chunk]))
     seconds = earlier_s + time.perf_counter() - start
