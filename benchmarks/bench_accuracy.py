@@ -83,56 +83,63 @@ def shuffled_train(train_file: Path, out: Path, seed: int = 42) -> Path:
 # Predictions (each function runs in a fresh process and writes a predictions JSONL: id, text, entities, output)
 
 
-def _prediction_row(doc: dict, entities: list, answer: str | None) -> dict:
-    row = {"id": doc["id"], "text": doc["text"], "entities": [e.to_dict() for e in entities]}
-    if answer is not None:
-        row["output"] = answer
-    return row
-
-
 def _write_predictions(out_file: str, docs: list[dict], entities: list[list], answers: list[str] | None) -> None:
-    write_jsonl(out_file, [_prediction_row(doc, entities[i], None if answers is None else answers[i])
-                           for i, doc in enumerate(docs)])
-
-
-def complete_rows(path: Path) -> list[dict]:
-    """The rows of a JSONL file that a run appended to, up to the first line it did not finish writing."""
     rows = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    for i, doc in enumerate(docs):
+        row = {"id": doc["id"], "text": doc["text"], "entities": [e.to_dict() for e in entities[i]]}
+        if answers is not None:
+            row["output"] = answers[i]
+        rows.append(row)
+    write_jsonl(out_file, rows)
+
+
+class _StampedSeconds:
+    """A predictor whose answering time, added to earlier runs', is written to a stamp after every chunk."""
+
+    def __init__(self, predictor, stamp: Path, source: dict, earlier_s: float):
+        self.predictor, self.stamp, self.source, self.seconds = predictor, stamp, source, earlier_s
+
+    def predict_detailed(self, texts: list[str], labels: list[str] | None = None):
+        start = time.perf_counter()
+        out = self.predictor.predict_detailed(texts, labels)
+        self.seconds += time.perf_counter() - start
+        write_json(self.stamp, {"source": self.source, "seconds": self.seconds})
+        return out
+
+
+def _answer_resumably(predictor, docs: list[dict], out_file: str, source: dict, chunk: int) -> tuple[list, float]:
+    """Answers through nerft's resumable ``predict_file`` into OUT.part, going on from a stopped run whose stamp
+    (OUT.part.json) names the same model and options; returns the rows in input order and the seconds of all
+    runs."""
+    from nerft.predict.files import predict_file
+
+    part, stamp, inputs = (Path(f"{out_file}.{suffix}") for suffix in ("part", "part.json", "part-texts.jsonl"))
+    recorded = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else {}
+    if recorded.get("source") != source:
+        part.unlink(missing_ok=True)
+        recorded = {}
+    write_jsonl(inputs, [{"id": d["id"], "text": d["text"]} for d in docs])
+    timed = _StampedSeconds(predictor, stamp, source, float(recorded.get("seconds", 0.0)))
+    predict_file(timed, inputs, part, chunk_size=chunk, raw=True)
+    by_id = {str(row["id"]): row for row in read_jsonl(part)}
+    rows = [by_id[str(d["id"])] for d in docs]
+    for path in (part, stamp, inputs):
+        path.unlink(missing_ok=True)
+    return rows, timed.seconds
 
 
 def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
                        base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
                        batch_size: int = 8, options: dict[str, Any] | None = None, resume: bool = False) -> dict:
     """nerft's predictor on a run directory, or base (+ adapter); ``prompt_style='nerft'`` = zero-shot prompt;
-    ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...). ``resume``: each chunk's
-    rows are appended to ``OUT.part`` as they are answered, and a rerun with the same model and options goes on
-    from there (the seconds of earlier runs are added to ``score_s``); for scorings that outlast a session."""
+    ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...). ``resume``: answered through
+    nerft's resumable ``predict_file`` into ``OUT.part``, so a rerun with the same model and options goes on from
+    there (the seconds of earlier runs are added to ``score_s``); for scorings that outlast a session."""
     from nerft.labels import ccfbdci_labels
     from nerft.predict import LoadOptions, PredictOptions, TransformersPredictor, load_model_and_tokenizer
     from nerft.prompts import build_prompt
 
     docs = read_jsonl(test_file, limit)
-    part, stamp = Path(str(out_file) + ".part"), Path(str(out_file) + ".part.json")
-    source = {"test_file": str(test_file), "run_dir": run_dir, "base": base, "adapter": adapter,
-              "prompt_style": prompt_style, "batch_size": batch_size, "options": options or {}}
-    done: list[dict] = []
-    earlier_s = 0.0
-    if resume and part.is_file() and stamp.is_file():
-        recorded = json.loads(stamp.read_text(encoding="utf-8"))
-        if recorded.get("source") == source:
-            done, earlier_s = complete_rows(part), float(recorded.get("seconds", 0.0))
-            if [r["id"] for r in done] != [d["id"] for d in docs[:len(done)]]:
-                done, earlier_s = [], 0.0  # another test file's rows: start over
-            elif done:
-                write_jsonl(part, done)  # without a line a killed run left half-written
-    if resume and not done:
-        part.unlink(missing_ok=True)
     loaded = load_model_and_tokenizer(LoadOptions(model=run_dir, base=base, adapter=adapter, device="cpu"))
     lm, tok, labels, prompt, name = loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, loaded.name
     if prompt_style == "nerft":
@@ -141,32 +148,23 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
     predictor = TransformersPredictor(lm, tok, labels, prompt,
                                       PredictOptions(**{"batch_size": batch_size, **(options or {})}),
                                       name=name, hint_lexicon=loaded.location.hint_lexicon(prompt))
+    chunk = batch_size * 8
+    if resume:
+        source = {"test_file": str(test_file), "run_dir": run_dir, "base": base, "adapter": adapter,
+                  "prompt_style": prompt_style, "batch_size": batch_size, "options": options or {}}
+        rows, seconds = _answer_resumably(predictor, docs, out_file, source, chunk)
+        write_jsonl(out_file, [{**r, "id": d["id"]} for d, r in zip(docs, rows, strict=True)])
+        return {"score_s": seconds, "format": prompt.output_format}
     texts = [d["text"] for d in docs]
     progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
-    if done:
-        from nerft.schema import entity_from_dict
-
-        entities = [[entity_from_dict(e) for e in r["entities"]] for r in done]
-        answers = [r.get("output", "") for r in done]
-        progress.step(len(done), f"(resumed from {part})")
-    chunk = batch_size * 8
     start = time.perf_counter()
-    for s in range(len(done), len(texts), chunk):
+    for s in range(0, len(texts), chunk):
         predictions = predictor.predict_detailed(texts[s:s + chunk])
         entities += [p.entities for p in predictions]
         answers += ["\n".join(p.answers) for p in predictions]
-        if resume:
-            with part.open("a", encoding="utf-8") as f:
-                for doc, p in zip(docs[s:s + chunk], predictions, strict=True):
-                    row = _prediction_row(doc, p.entities, "\n".join(p.answers))
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            write_json(stamp, {"source": source, "seconds": earlier_s + time.perf_counter() - start})
         progress.step(len(texts[s:s + chunk]))
-    seconds = earlier_s + time.perf_counter() - start
+    seconds = time.perf_counter() - start
     _write_predictions(out_file, docs, entities, answers)
-    if resume:
-        part.unlink(missing_ok=True)
-        stamp.unlink(missing_ok=True)
     return {"score_s": seconds, "format": prompt.output_format}
 
 
