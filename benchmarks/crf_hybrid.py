@@ -3,7 +3,7 @@
     python -m benchmarks.crf_hybrid                 # the 60-minute hints run of benchmarks/work/b3 (its nerft tune)
     python -m benchmarks.crf_hybrid --tune DIR --test-answers PRED.jsonl --out-name NAME
 
-Nothing is trained but the CRF (``crf_baseline``, all of the train file; reused when its model file is there) and
+Nothing is trained but the CRF (``crf_baseline``, all of the train file; reused for the same file's bytes) and
 nothing is generated: the inputs are a ``nerft tune`` folder (the model's dev answers, as answered, and the
 ``decoding.yaml`` chosen from them) and the same model's test answers (as answered, e.g. ``bench_accuracy``'s
 ``pred-*.jsonl``). Both are finished with nerft's own last step (``predict.base.finish_entities`` with the tuned
@@ -19,6 +19,8 @@ union and intersection, and the union's recall (what a perfect chooser among the
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
 
     work, tune = Path(args.work), Path(args.tune)
     work.mkdir(parents=True, exist_ok=True)
-    crf_model = work / f"crf-{Path(args.train).stem}-{args.iterations}.crfsuite"
+    digest = hashlib.sha256(Path(args.train).read_bytes()).hexdigest()[:12]  # another training file: another CRF
+    crf_model = work / f"crf-{digest}-{args.iterations}.crfsuite"
     if not crf_model.is_file():
         log(f"training the CRF on {args.train}")
-        train_crf(args.train, crf_model, iterations=args.iterations)
+        part = crf_model.with_name(crf_model.name + ".part")  # a stopped training leaves no model to reuse
+        train_crf(args.train, part, iterations=args.iterations)
+        os.replace(part, crf_model)
     labels = load_label_set(labels_beside(args.test))
     split: dict[str, dict[str, Any]] = {}
     for name, gold_file, answers in (("dev", args.dev, read_jsonl(tune / "dev-answers.jsonl")),

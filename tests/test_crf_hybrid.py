@@ -108,6 +108,7 @@ def test_crf_hybrid_main_chooses_on_dev_and_scores_test(tmp_path):
     assert rows["combined"]["f1"] >= max(rows["nerft"]["f1"], rows["character CRF"]["f1"]) - 1e-9  # dev = test here
     assert 87.5 <= d["union_recall"] <= 100
     assert "| nerft, tuned decoding |" in (tmp_path / "results" / "crf_hybrid.md").read_text(encoding="utf-8")
+    assert [p.suffix for p in (tmp_path / "work").iterdir()] == [".crfsuite"]  # the model, no .part left
 
 
 @pytest.mark.skipif(not _has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
