@@ -60,6 +60,7 @@ from .common import (
     read_jsonl,
     require,
     run_in_child,
+    strict_row,
     write_results,
 )
 
@@ -237,11 +238,7 @@ def pct(x: float) -> float:
 def score(gold: Path, pred: str, out_dir: Path, fmt: str | None, labels: str) -> dict[str, Any]:
     """``nerft evaluate``: strict scores from the predictor's entities; parse failures and hallucinations from the
     raw answers (a second pass with --source output) when the file has them."""
-    m = nerft_evaluate(gold, pred, out_dir, source="entities", labels=labels)
-    micro = m["strict"]["micro"]
-    row: dict[str, Any] = {k: pct(micro[k]) for k in ("precision", "recall", "f1")}
-    for label, d in m["strict"]["per_label"].items():
-        row[f"f1_{label}"] = pct(d["f1"])
+    row: dict[str, Any] = strict_row(nerft_evaluate(gold, pred, out_dir, source="entities", labels=labels)["strict"])
     first = read_jsonl(pred, 1)
     if first and "output" in first[0]:
         raw = nerft_evaluate(gold, pred, out_dir.with_name(out_dir.name + "-raw"), source="output", fmt=fmt,

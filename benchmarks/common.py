@@ -203,6 +203,13 @@ def nerft_evaluate(gold: str | Path, pred: str | Path, out_dir: str | Path, sour
     return evaluate(cfg)
 
 
+def strict_row(strict: dict[str, Any]) -> dict[str, float]:
+    """A result row from the ``strict`` part of nerft's metrics: micro P/R/F1 and F1 per label, in percent."""
+    row = {k: round(100 * strict["micro"][k], 2) for k in ("precision", "recall", "f1")}
+    row.update({f"f1_{label}": round(100 * d["f1"], 2) for label, d in strict["per_label"].items()})
+    return row
+
+
 def labels_beside(data_file: str | Path) -> str:
     """The label set for scoring: labels.json next to the data (nerft prepare writes it), else CCFBDCI's."""
     path = Path(data_file).parent / "labels.json"

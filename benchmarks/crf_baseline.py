@@ -37,6 +37,7 @@ from .common import (
     nerft_evaluate,
     prepare_ccfbdci,
     read_jsonl,
+    strict_row,
 )
 
 DEFAULT_KS = (100, 400, 1600, 0)  # 0: the whole train split
@@ -169,10 +170,7 @@ def predict_crf(model_file: str | Path, test_file: str | Path, out_file: str | P
 
 def score_row(gold: Path, pred: Path, out_dir: Path, labels: str) -> dict[str, Any]:
     """Strict micro P/R/F1 and per-label F1 (percent) from ``nerft evaluate``."""
-    m = nerft_evaluate(gold, pred, out_dir, labels=labels)["strict"]
-    row = {k: round(100 * m["micro"][k], 2) for k in ("precision", "recall", "f1")}
-    row.update({f"f1_{lab}": round(100 * d["f1"], 2) for lab, d in m["per_label"].items()})
-    return row
+    return strict_row(nerft_evaluate(gold, pred, out_dir, labels=labels)["strict"])
 
 
 def crf_row(train_file: str | Path, test_file: str | Path, work: Path, k: int | None, labels: str,

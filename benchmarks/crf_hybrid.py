@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, RESULTS, WORK, log, markdown_table, read_jsonl
+from .common import REPO, RESULTS, WORK, log, markdown_table, read_jsonl, strict_row
 
 B3 = WORK / "b3"
 HINTS60 = "nerft_hints6-60_(equal_time)"
@@ -89,10 +89,7 @@ def finished(answers: list[dict], texts: list[str], decoding: Path, codes: set[s
 def scores(gold: list, preds: list[list], labels) -> dict[str, float]:
     from nerft.metrics import score_documents
 
-    m = score_documents(gold, preds, labels=labels)["strict"]
-    row = {k: round(100 * m["micro"][k], 2) for k in ("precision", "recall", "f1")}
-    row.update({f"f1_{lab}": round(100 * d["f1"], 2) for lab, d in m["per_label"].items()})
-    return row
+    return strict_row(score_documents(gold, preds, labels=labels)["strict"])
 
 
 def union_recall(gold: list, *systems: list[list]) -> float:
