@@ -8,6 +8,15 @@ from pathlib import Path
 from conftest import make_tiny_qwen2
 
 
+def has_crfsuite() -> bool:
+    """python-crfsuite is a benchmark extra (pip install -e .[bench]); the CRF tests skip without it."""
+    try:
+        import pycrfsuite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def mini_doc(doc_id: str, text: str, spans: list[tuple[int, int, str]]) -> dict:
     return {"id": doc_id, "text": text, "entities": [{"start": s, "end": e, "label": lab, "text": text[s:e]}
                                                      for s, e, lab in spans]}

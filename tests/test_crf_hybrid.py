@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from bench_fixtures import write_mini_data
+from bench_fixtures import has_crfsuite, write_mini_data
 from conftest import REPO
 
 from nerft.schema import Document, Entity
@@ -59,14 +59,6 @@ def test_union_recall_counts_gold_mentions_either_system_gives():
     assert crf_hybrid.union_recall([Document("b", "嗯", [])], [[]]) == 0.0
 
 
-def _has_crfsuite() -> bool:
-    try:
-        import pycrfsuite  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 DOCS = [
     ("d1", "张三在北京工作。", [(0, 2, "PER"), (3, 5, "GPE")]),
     ("d2", "李四去了黄山。", [(0, 2, "PER"), (4, 6, "LOC")]),
@@ -75,7 +67,7 @@ DOCS = [
 ]
 
 
-@pytest.mark.skipif(not _has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
+@pytest.mark.skipif(not has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
 def test_crf_hybrid_main_chooses_on_dev_and_scores_test(tmp_path):
     (tmp_path / "data").mkdir()
     data = write_mini_data(tmp_path / "data", DOCS)
@@ -111,7 +103,7 @@ def test_crf_hybrid_main_chooses_on_dev_and_scores_test(tmp_path):
     assert [p.suffix for p in (tmp_path / "work").iterdir()] == [".crfsuite"]  # the model, no .part left
 
 
-@pytest.mark.skipif(not _has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
+@pytest.mark.skipif(not has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
 def test_crf_spans_carry_the_lowest_marginal_of_their_tags(tmp_path):
     (tmp_path / "data").mkdir()
     data = write_mini_data(tmp_path / "data", DOCS)

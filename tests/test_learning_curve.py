@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from bench_fixtures import mini_doc, save_instant_model, write_mini_data
+from bench_fixtures import has_crfsuite, mini_doc, save_instant_model, write_mini_data
 from conftest import REPO
 
 sys.path.insert(0, str(REPO))
@@ -25,14 +25,6 @@ DOCS = [
 ]
 
 
-
-
-def _has_crfsuite() -> bool:
-    try:
-        import pycrfsuite  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +57,7 @@ def test_bio_tags_round_trip_and_lenient_decoding():
     assert "c0=张" in feats[0] and "y1=digit" in feats[0] and "BOS" in feats[0] and "EOS" in feats[1]
 
 
-@pytest.mark.skipif(not _has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
+@pytest.mark.skipif(not has_crfsuite(), reason="python-crfsuite is a benchmark extra (pip install -e .[bench])")
 def test_crf_baseline_main(mini_data, tmp_path):
     crf_baseline.main(["--data-dir", str(mini_data), "--ks", "0", "--iterations", "5", "--results", str(tmp_path),
                        "--work", str(tmp_path / "work")])
@@ -81,7 +73,7 @@ def _argv(model, data, tmp_path, ks: str, rows: str, *extra: str) -> list[str]:
 
 
 def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_process, tmp_path, monkeypatch):
-    rows = "nerft,tutorial" + (",crf" if _has_crfsuite() else "")
+    rows = "nerft,tutorial" + (",crf" if has_crfsuite() else "")
     variant = ("--variant", "sp:data.shared_prefix=true,data.examples_in_prompt=1")
     argv = _argv(tiny_model_dir, mini_data, tmp_path, "4", rows, *variant)
     learning_curve.main(argv)
@@ -97,7 +89,7 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
                                   "checkpoint-1 of 2 by dev F1; answers cut at 512 tokens")
     assert tutorial["steps"] == 2  # 4 documents, 2 epochs of one step, an adapter after each
     assert (tmp_path / "learning_curve.png").is_file()
-    assert ("minus_crf" in (tmp_path / "learning_curve.md").read_text()) == _has_crfsuite()
+    assert ("minus_crf" in (tmp_path / "learning_curve.md").read_text()) == has_crfsuite()
 
     # resume: nothing is measured again; a new K adds only its own point
     measured = []
