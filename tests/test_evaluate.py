@@ -182,6 +182,8 @@ def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
     assert [pair for pair in combinations(boxes, 2) if boxes[pair[0]].overlaps(boxes[pair[1]])] == []
     # one under another in the order of the values; a lone point's label above it
     assert boxes["60.3"].y0 < boxes["60.8"].y0 < boxes["62.7"].y0
+    # at the last x they sit right of the points, where no line comes in from
+    assert min(boxes[v].x0 for v in ("60.3", "60.8", "62.7")) > ax.transData.transform((1600, 60.3))[0]
     assert boxes["10.4"].y0 > ax.transData.transform((100, 10.4))[1]
 
 

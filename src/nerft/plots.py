@@ -92,6 +92,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
     if log_x:
         ax.set_xscale("log")
         ax.minorticks_off()  # the points' own x values are the ticks
+    if values:
+        ax.margins(x=0.09)  # room right of the last points for their value labels
     xs_all = sorted({p[0] for pts in series.values() for p in pts})
     if xs_all:
         ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all], rotation=90 if len(xs_all) > 6 else 0)
@@ -109,15 +111,18 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
 
 def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: float) -> None:
     """Each point's y value written beside it in its line's colour: just above a lone point; where points at the
-    same x lie closer than a line of text, their labels go to the left of them, one under another in the order of
-    the values and centred on the group, so none covers another or a marker."""
+    same x lie closer than a line of text, their labels go beside them, one under another in the order of the values
+    and centred on the group, so none covers another or a marker: to the right at the last x (where no line comes
+    from that side; ``line_chart`` leaves room there), else to the left."""
     to_pt = 72 / ax.figure.dpi
     gap = fontsize * 1.3  # points between two labels' centres
     by_x: dict[float, list[tuple[float, float, Any]]] = {}
     for x, y, colour in marked:
         by_x.setdefault(x, []).append((x, y, colour))
+    last_x = max(by_x, default=None)
     for points in by_x.values():
         points.sort(key=lambda p: p[1])
+        side = 1 if points[0][0] == last_x else -1
         at = [ax.transData.transform((x, y))[1] * to_pt for x, y, _ in points]  # display height, in points
         groups, k = [], 0
         for i in range(1, len(points) + 1):
@@ -134,8 +139,8 @@ def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize:
             for n, i in enumerate(group):
                 x, y, colour = points[i]
                 dy = centre + (n - (len(group) - 1) / 2) * gap - at[i]
-                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(-7, dy), ha="right",
-                            va="center", fontsize=fontsize, color=colour)
+                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7 * side, dy),
+                            ha="left" if side > 0 else "right", va="center", fontsize=fontsize, color=colour)
 
 
 def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
