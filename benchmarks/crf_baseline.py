@@ -22,6 +22,7 @@ first K documents, so the K rows are the same documents the learning curve gives
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import unicodedata
@@ -127,7 +128,8 @@ def spans_from_bio(text: str, tags: list[str]) -> list[dict[str, Any]]:
 
 def train_crf(train_file: str | Path, model_file: str | Path, limit: int | None = None, iterations: int = 100,
               c1: float = 0.1, c2: float = 0.01) -> dict[str, Any]:
-    """Train on the first ``limit`` documents of ``train_file``; writes the crfsuite model; returns timings."""
+    """Train on the first ``limit`` documents of ``train_file``; writes the crfsuite model (through a ``.part``
+    file renamed at the end, so a stopped training leaves no model to reuse); returns timings."""
     pycrfsuite = _require_crfsuite()
     docs = read_jsonl(train_file, limit)
     start = time.perf_counter()
@@ -137,7 +139,9 @@ def train_crf(train_file: str | Path, model_file: str | Path, limit: int | None 
             trainer.append(char_features(d["text"]), bio_tags(d["text"], d["entities"]))
     trainer.set_params({"c1": c1, "c2": c2, "max_iterations": iterations, "feature.possible_transitions": True})
     Path(model_file).parent.mkdir(parents=True, exist_ok=True)
-    trainer.train(str(model_file))
+    part = Path(model_file).with_name(Path(model_file).name + ".part")
+    trainer.train(str(part))
+    os.replace(part, model_file)
     return {"train_docs": len(docs), "train_s": round(time.perf_counter() - start, 2)}
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     crf_model = work / f"crf-{digest}-{args.iterations}.crfsuite"
     if not crf_model.is_file():
         log(f"training the CRF on {args.train}")
-        part = crf_model.with_name(crf_model.name + ".part")  # a stopped training leaves no model to reuse
-        train_crf(args.train, part, iterations=args.iterations)
-        os.replace(part, crf_model)
+        train_crf(args.train, crf_model, iterations=args.iterations)
     labels = load_label_set(labels_beside(args.test))
     split: dict[str, dict[str, Any]] = {}
     for name, gold_file, answers in (("dev", args.dev, read_jsonl(tune / "dev-answers.jsonl")),
