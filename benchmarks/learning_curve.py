@@ -18,6 +18,8 @@ Every row trains on the first K documents of the seeded-shuffled train split (``
   ``--tutorial-pick last`` the last one, without dev scoring (for a rerun whose choice an earlier run made);
   its answers cut at ``--tutorial-max-new-tokens`` (512, the tutorial's own cap: a weak adapter lists word after
   word of a long text up to the cap); its training is reused and its scoring resumed by a rerun;
+  ``--tutorial-seed N`` trains it again with another LoRA initialisation and sampler order, as the row
+  "tutorial seed N" (how much of its score is the draw);
 - ``lexicon``: no model: the training annotations of the K documents looked up, i.e. what ``nerft predict
   --lexicon`` adds to an empty answer (``Lexicon.complete``, the predictor's default min-rate and min-count); the
   baseline any LLM row has to beat at small K, computed in seconds;
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tutorial-pick", choices=("best", "last"), default="best",
                         help="which epoch adapter of the tutorial row is scored on test: the best on dev, or the "
                              "last without dev scoring (when an earlier run's dev scores already chose it)")
+    parser.add_argument("--tutorial-seed", type=int, default=None,
+                        help="draws the tutorial row's LoRA initialisation and sampler order (default: as the tutorial, "
+                             "the Trainer's seed 42); another seed is its own row, 'tutorial seed N'")
     parser.add_argument("--tutorial-max-new-tokens", type=int, default=512,
                         help="answer cap when scoring the tutorial row: its own predict() generates at most 512 "
                              "tokens (0: nerft's bound from each text's length alone)")
@@ -192,12 +197,17 @@ def nerft_point(c: Curve, k: int, overrides: dict[str, Any], name: str) -> dict[
 
 
 def train_tutorial_epochs(model: str, train_file: str, out_dir: str, limit: int, epochs: float,
-                          max_seconds: float) -> dict:
+                          max_seconds: float, seed: int | None = None) -> dict:
     """The tutorial's recipe on the first ``limit`` documents for ``epochs``, an adapter after each epoch."""
     from .tutorial_baseline import train
 
     return train(model, train_file, out_dir, limit=limit, max_seconds=max_seconds, num_train_epochs=epochs,
-                 save_strategy="epoch", save_only_model=True)
+                 save_strategy="epoch", save_only_model=True, seed=seed)
+
+
+def tutorial_row(seed: int | None) -> str:
+    """The tutorial row's name: a seed other than the tutorial's own is a row of its own."""
+    return "tutorial" if seed is None else f"tutorial seed {seed}"
 
 
 def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
@@ -205,8 +215,9 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
     A finished training (``train.json`` with the same K, epochs, budget and model) is reused, and the scoring
     resumes where a stopped run left it, so a point that outlasts a session is finished by the next one."""
     args = c.args
-    out = c.scratch("tutorial", k)
-    recipe = {"model": args.model, "k": k, "epochs": args.tutorial_epochs, "budget_min": args.budget_min}
+    out = c.scratch(tutorial_row(args.tutorial_seed), k)
+    recipe = {"model": args.model, "k": k, "epochs": args.tutorial_epochs, "budget_min": args.budget_min,
+              **({"seed": args.tutorial_seed} if args.tutorial_seed is not None else {})}
     record = out / "train.json"
     t = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
     if t.get("recipe_args") == recipe and Path(t.get("adapter") or "").is_dir():
@@ -214,7 +225,8 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
     else:
         shutil.rmtree(out, ignore_errors=True)
         t = run_in_child(train_tutorial_epochs, threads=args.threads, model=args.model, train_file=c.train_file,
-                         out_dir=str(out), limit=k, epochs=args.tutorial_epochs, max_seconds=args.budget_min * 60)
+                         out_dir=str(out), limit=k, epochs=args.tutorial_epochs, max_seconds=args.budget_min * 60,
+                         seed=args.tutorial_seed)
         write_json(record, {"recipe_args": recipe, **t})
     options = {"max_new_tokens": args.tutorial_max_new_tokens or None}
     candidates = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -236,11 +248,17 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
                         batch_size=args.batch_size, options=options, resume=True)
     return {"examples": t["examples_available"], "steps": t["optimizer_steps"], "stop": t["stop"],
             "train_min": round(t["train_s"] / 60, 1), "score_min": round(info["score_s"] / 60, 2),
-            "dev_f1": best_f1, "choice": f"{best.name} of {len(candidates)} "
-                                         + ("by dev F1" if best_f1 is not None else "(the last; no dev scoring)")
+            "dev_f1": best_f1, "choice": tutorial_choice(best.name, len(candidates), best_f1 is not None)
                                          + (f"; answers cut at {args.tutorial_max_new_tokens} tokens"
                                             if args.tutorial_max_new_tokens else ""),
             **c.score_test(out / "pred.jsonl", out / "eval", "tutorial")}
+
+
+def tutorial_choice(adapter: str, candidates: int, by_dev: bool) -> str:
+    """What the tutorial point scored: the only adapter, the best on dev, or the last of several."""
+    if candidates == 1:
+        return f"{adapter}, the only adapter (training ended inside its first epoch)"
+    return f"{adapter} of {candidates} adapters " + ("by dev F1" if by_dev else "(the last; no dev scoring)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,7 +271,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, dict[str, Any] | None
     unknown = set(rows) - set(ROWS)
     if unknown:
         raise SystemExit(f"--rows: unknown row(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROWS)}")
-    named = [(r, {} if r == "nerft" else None) for r in rows]
+    named = [(tutorial_row(args.tutorial_seed) if r == "tutorial" else r, {} if r == "nerft" else None) for r in rows]
     named += [(f"nerft {name}", overrides) for name, overrides in map(parse_variant, args.variant)]
     ks = [int(k) for k in args.ks.split(",") if k.strip()]
     return [(row, k, overrides) for k in ks for row, overrides in named]
@@ -264,7 +282,7 @@ def measure(c: Curve, row: str, k: int, overrides: dict[str, Any] | None) -> dic
         return crf_point(c, k)
     if row == "lexicon":
         return lexicon_point(c, k)
-    if row == "tutorial":
+    if row.startswith("tutorial"):
         return tutorial_point(c, k)
     return nerft_point(c, k, overrides or {}, row)
 
@@ -278,7 +296,7 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
         log(f"[{i}/{len(todo)}] {row} K={k}: training (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
         limits = {} if row in MODEL_FREE else {
             "budget_min": c.args.budget_min,
-            "max_epochs": c.args.tutorial_epochs if row == "tutorial" else c.args.nerft_epochs}
+            "max_epochs": c.args.tutorial_epochs if row.startswith("tutorial") else c.args.nerft_epochs}
         point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **limits,
                  **({"dev_docs": c.args.dev_docs} if row not in MODEL_FREE else {}), **measure(c, row, k, overrides)}
         c.points = [p for p in c.points if not (p["row"] == row and p["k"] == k)] + [point]

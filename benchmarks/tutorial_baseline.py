@@ -285,16 +285,18 @@ def _InOrderTrainer():  # noqa: N802 - a class factory (transformers is imported
 def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limit: int | None = None,
           max_steps: int = -1, max_seconds: float | None = None, dtype: str | None = None,
           use_fast_tokenizer: bool = False, swanlab: bool = False, model=None, tokenizer=None,
-          save: bool = True, in_order: bool = False, **arg_overrides: Any) -> dict:
+          save: bool = True, in_order: bool = False, seed: int | None = None, **arg_overrides: Any) -> dict:
     """Train with the tutorial's recipe; returns timings and token counts (and saves the adapter to OUTPUT/final).
 
     ``max_seconds`` stops at the first optimizer-step boundary after that much training time (equal-time runs);
     with neither it nor ``max_steps`` it runs the tutorial's 2 epochs. ``in_order`` (benchmarks only) reads the
     data in file order instead of the Trainer's random sampler, so "the first K examples" is what it trained on.
+    ``seed`` draws the LoRA initialisation and the sampler's order; None leaves both as the tutorial has them
+    (torch's start-up state for the LoRA, the Trainer's default seed 42 for the sampler), as every recorded run.
     """
     import torch
     from datasets import Dataset
-    from transformers import Trainer
+    from transformers import Trainer, set_seed
 
     t_load = time.perf_counter()
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -307,6 +309,9 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
     train_dataset = train_ds.map(lambda ex: process_func(ex, tokenizer), remove_columns=train_ds.column_names,
                                  new_fingerprint=f"tutorial-{abs(hash((str(data), limit)))}")
     truncated = sum(1 for r in train_dataset if len(r["input_ids"]) >= MAX_LENGTH)
+    if seed is not None:
+        set_seed(seed)  # the LoRA A matrices are drawn here, before the Trainer seeds anything
+        arg_overrides["seed"] = seed
     model = add_lora(model)
     # With a time budget the LR schedule stays the tutorial's 2-epoch one; the budget ends the loop early.
     epochs_note = "max_steps" if max_steps > 0 else "time budget" if max_seconds is not None else "2 epochs"
@@ -335,6 +340,7 @@ def train(model_path: str | Path, data: str | Path, output_dir: str | Path, limi
     counts = collator.counts(forwards[0])
     return {
         "recipe": "tutorial",
+        "seed": seed,
         "stop": epochs_note,
         "load_s": round(load_s, 2),
         "train_s": round(train_s, 2),

@@ -85,8 +85,8 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     nerft = next(p for p in d["points"] if p["row"] == "nerft")
     assert nerft["dev_f1"] is not None and nerft["choice"].startswith("best dev F1 at step")
     tutorial = next(p for p in d["points"] if p["row"] == "tutorial")
-    assert tutorial["choice"] in ("checkpoint-2 of 2 by dev F1; answers cut at 512 tokens",
-                                  "checkpoint-1 of 2 by dev F1; answers cut at 512 tokens")
+    assert tutorial["choice"] in ("checkpoint-2 of 2 adapters by dev F1; answers cut at 512 tokens",
+                                  "checkpoint-1 of 2 adapters by dev F1; answers cut at 512 tokens")
     assert tutorial["steps"] == 2  # 4 documents, 2 epochs of one step, an adapter after each
     assert (tmp_path / "learning_curve.png").is_file()
     assert ("minus_crf" in (tmp_path / "learning_curve.md").read_text()) == has_crfsuite()
@@ -111,7 +111,7 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     learning_curve.main(_argv(tiny_model_dir, mini_data, tmp_path, "2", "tutorial", "--tutorial-pick", "last"))
     d = json.loads((tmp_path / "learning_curve.json").read_text())
     last = next(p for p in d["points"] if p["row"] == "tutorial" and p["k"] == 2)
-    assert last["choice"] == "checkpoint-2 of 2 (the last; no dev scoring); answers cut at 512 tokens"
+    assert last["choice"] == "checkpoint-2 of 2 adapters (the last; no dev scoring); answers cut at 512 tokens"
     assert last["dev_f1"] is None
     assert not list((tmp_path / "work" / "learning_curve" / "tutorial-k2").glob("dev-*.jsonl"))
 
@@ -130,7 +130,39 @@ def test_tutorial_point_reuses_its_finished_training(tiny_model_dir, mini_data, 
     point = next(p for p in json.loads((tmp_path / "learning_curve.json").read_text())["points"])
     assert point["steps"] == 2 and point["examples"] == record["examples_available"]
     learning_curve.main([*argv, "--redo", "--tutorial-epochs", "1"])  # another recipe: trained again
-    assert len(trained) == 1 and trained[0]["epochs"] == 1
+    assert len(trained) == 1 and trained[0]["epochs"] == 1 and trained[0]["seed"] is None
+    point = next(p for p in json.loads((tmp_path / "learning_curve.json").read_text())["points"])
+    assert point["choice"].startswith("checkpoint-1, the only adapter")
+
+    # another seed is a row of its own, trained in its own folder; the tutorial's row stays
+    learning_curve.main([*argv, "--tutorial-epochs", "1", "--tutorial-seed", "7"])
+    assert len(trained) == 2 and trained[1]["seed"] == 7
+    seeded = json.loads((tmp_path / "work" / "learning_curve" / "tutorial-seed-7-k2" / "train.json").read_text())
+    assert seeded["seed"] == 7 and seeded["recipe_args"]["seed"] == 7
+    rows = sorted(p["row"] for p in json.loads((tmp_path / "learning_curve.json").read_text())["points"])
+    assert rows == ["tutorial", "tutorial seed 7"]
+    assert "| tutorial seed 7 |" in (tmp_path / "learning_curve.md").read_text()
+
+
+def _lora_weights(adapter) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter / "adapter_model.safetensors"))
+
+
+def test_tutorial_seed_draws_the_lora_initialisation(tiny_model_dir, mini_data, tmp_path):
+    from benchmarks import tutorial_baseline
+
+    def adapter(seed, name):
+        out = tmp_path / name
+        tutorial_baseline.train(tiny_model_dir, mini_data / "train.jsonl", out, max_steps=1, seed=seed)
+        return _lora_weights(out / "final")
+
+    a, again, other = adapter(1, "a"), adapter(1, "again"), adapter(2, "other")
+    lora_a = [k for k in a if "lora_A" in k]
+    assert lora_a and set(a) == set(other)
+    assert all((a[k] == again[k]).all() for k in a)  # the same seed: the same adapter
+    assert any(not (a[k] == other[k]).all() for k in lora_a)  # another seed: another initialisation
 
 
 def test_scoring_resumes_from_the_rows_a_stopped_run_appended(tiny_model_dir, tmp_path, monkeypatch):
