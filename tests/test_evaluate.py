@@ -171,7 +171,7 @@ def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     marked = []
     for points in series.values():
-        line, = ax.plot(*zip(*points), marker="o")
+        line, = ax.plot(*zip(*points, strict=True), marker="o")
         marked += [(x, y, line.get_color()) for x, y in points]
     ax.set_xscale("log")
     _label_points(ax, marked, fontsize=7)
@@ -185,6 +185,40 @@ def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
     # at the last x they sit right of the points, where no line comes in from
     assert min(boxes[v].x0 for v in ("60.3", "60.8", "62.7")) > ax.transData.transform((1600, 60.3))[0]
     assert boxes["10.4"].y0 > ax.transData.transform((100, 10.4))[1]
+
+
+def _label_boxes(series):
+    from nerft.plots import _label_points, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    marked = []
+    for points in series.values():
+        line, = ax.plot(*zip(*points, strict=True), marker="o")
+        marked += [(x, y, line.get_color()) for x, y in points]
+    ax.set_xscale("log")
+    _label_points(ax, marked, fontsize=7)
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    backed = all(t.get_bbox_patch() is not None for t in ax.texts)
+    point_x = {x: ax.transData.transform((x, 0))[0] for pts in series.values() for x, _ in pts}
+    plt.close(fig)
+    return boxes, point_x, backed
+
+
+def test_stacked_value_labels_go_to_the_side_fewer_lines_cross():
+    # the learning curve's K = 400 column: two lines come in from the left at 38.2 / 38.3, none leaves to the right
+    # near them (the third line leaves K = 400 far below)
+    series = {"crf": [(100, 10.4), (400, 38.2)], "tutorial": [(100, 35.9), (400, 38.3)],
+              "other": [(100, 5.0), (400, 6.0), (1600, 60.0)]}
+    boxes, x, backed = _label_boxes(series)
+    assert min(boxes["38.2"].x0, boxes["38.3"].x0) > x[400]  # right of the points, away from the incoming lines
+    assert not boxes["38.2"].overlaps(boxes["38.3"]) and backed
+    # mirrored: the lines leave to the right, nothing comes in from the left: the labels stay on the left
+    series = {"crf": [(400, 38.2), (1600, 10.4)], "tutorial": [(400, 38.3), (1600, 35.9)],
+              "other": [(100, 5.0), (400, 6.0), (1600, 60.0)]}
+    boxes, x, _ = _label_boxes(series)
+    assert max(boxes["38.2"].x1, boxes["38.3"].x1) < x[400]
 
 
 @pytest.mark.shared

@@ -50,7 +50,7 @@ def test_choose_finds_a_per_label_threshold_and_the_lexicon(tmp_path):
     assert max(r["f1"] for r in report["grid"]) < 1.0
     assert {r["label"] for r in report["per_label"]} == set(labels.codes)
     lexicon = Lexicon.load(lexicon_path)
-    finished = [finish_entities(d.text, a, best, lexicon, set(labels.codes)) for d, a in zip(gold, answers)]
+    finished = [finish_entities(d.text, a, best, lexicon, set(labels.codes)) for d, a in zip(gold, answers, strict=True)]
     assert [[e.span for e in es] for es in finished] == [[e.span for e in d.entities] for d in gold]
     # without per-label thresholds, the lexicon still wins over none
     plain, _ = choose(gold, answers, labels, PredictOptions(), lexicon_path, lexicon, [0.5, 0.8], [0.3],
@@ -81,7 +81,7 @@ def test_tune_then_predict_with_its_config_gives_the_scored_entities(tiny_tokeni
     cut = round((scores[0] + scores[1]) / 2, 6)
     # gold: the model's surer mentions; a lexicon that would only add wrong ones (北京 is never gold here)
     gold = [Document(str(k), t, [e for e in es if e.to_dict()["score"] >= cut])
-            for k, (t, es) in enumerate(zip(TEXTS, answered))]
+            for k, (t, es) in enumerate(zip(TEXTS, answered, strict=True))]
     assert any(d.entities for d in gold)
     write_jsonl(tmp_path / "dev.jsonl", [d.to_dict() for d in gold])
     lexdir = tmp_path / "lexicon"

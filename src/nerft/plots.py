@@ -112,18 +112,40 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
 def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: float) -> None:
     """Each point's y value written beside it in its line's colour: just above a lone point; where points at the
     same x lie closer than a line of text, their labels go beside them, one under another in the order of the values
-    and centred on the group, so none covers another or a marker: to the right at the last x (where no line comes
-    from that side; ``line_chart`` leaves room there), else to the left."""
+    and centred on the group, so none covers another or a marker: on the side that fewer drawn lines cross (points
+    of one colour are one line), on a tie to the right at the last x (``line_chart`` leaves room there), else to the
+    left. Labels sit on a light backing, so a line that still passes under one leaves it readable."""
     to_pt = 72 / ax.figure.dpi
     gap = fontsize * 1.3  # points between two labels' centres
+    width = fontsize * 0.6 * 5  # a label such as "38.3", with some room
+    backing = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
+
+    def display(x: float, y: float) -> tuple[float, float]:
+        dx, dy = ax.transData.transform((x, y))
+        return dx * to_pt, dy * to_pt
+
     by_x: dict[float, list[tuple[float, float, Any]]] = {}
+    lines: dict[Any, list[tuple[float, float]]] = {}
     for x, y, colour in marked:
         by_x.setdefault(x, []).append((x, y, colour))
+        lines.setdefault(str(colour), []).append(display(x, y))
+    segments = [seg for pts in lines.values() for seg in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+
+    def crossings(left: float, right: float, low: float, high: float) -> int:
+        """Drawn segments that pass through the box [left, right] x [low, high] (display points)."""
+        count = 0
+        for (x0, y0), (x1, y1) in segments:
+            a, b = max(left, x0), min(right, x1)
+            if a > b or x1 == x0:
+                continue
+            ya, yb = (y0 + (y1 - y0) * (t - x0) / (x1 - x0) for t in (a, b))
+            count += min(ya, yb) <= high and max(ya, yb) >= low
+        return count
+
     last_x = max(by_x, default=None)
     for points in by_x.values():
         points.sort(key=lambda p: p[1])
-        side = 1 if points[0][0] == last_x else -1
-        at = [ax.transData.transform((x, y))[1] * to_pt for x, y, _ in points]  # display height, in points
+        at = [display(x, y)[1] for x, y, _ in points]
         groups, k = [], 0
         for i in range(1, len(points) + 1):
             if i == len(points) or at[i] - at[i - 1] >= gap:
@@ -133,14 +155,20 @@ def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize:
             if len(group) == 1:
                 x, y, colour = points[group[0]]
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center",
-                            fontsize=fontsize, color=colour)
+                            fontsize=fontsize, color=colour, bbox=backing)
                 continue
             centre = sum(at[i] for i in group) / len(group)
+            px = display(points[group[0]][0], 0)[0]
+            low, high = centre - len(group) * gap / 2, centre + len(group) * gap / 2
+            preferred = 1 if points[0][0] == last_x else -1
+            side = min((preferred, -preferred),
+                       key=lambda s: crossings(*sorted((px + 7 * s, px + (7 + width) * s)), low, high))
             for n, i in enumerate(group):
                 x, y, colour = points[i]
                 dy = centre + (n - (len(group) - 1) / 2) * gap - at[i]
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7 * side, dy),
-                            ha="left" if side > 0 else "right", va="center", fontsize=fontsize, color=colour)
+                            ha="left" if side > 0 else "right", va="center", fontsize=fontsize, color=colour,
+                            bbox=backing)
 
 
 def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
