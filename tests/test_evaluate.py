@@ -158,36 +158,9 @@ def test_line_curves_and_bar_chart(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
 
 
-def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
-    from itertools import combinations
-
-    from nerft.plots import _label_points, _pyplot, line_chart
-
-    # the learning curve's K = 1,600 column: three recipes within 2.4 points of each other
-    series = {"crf": [(100, 10.4), (1600, 60.3)], "lexicon": [(100, 27.0), (1600, 60.8)], "nerft": [(1600, 62.7)]}
-    line_chart(series, tmp_path / "curve.png", log_x=True)
-    assert (tmp_path / "curve.png").read_bytes().startswith(PNG)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    marked = []
-    for points in series.values():
-        line, = ax.plot(*zip(*points, strict=True), marker="o")
-        marked += [(x, y, line.get_color()) for x, y in points]
-    ax.set_xscale("log")
-    _label_points(ax, marked, fontsize=7)
-    renderer = fig.canvas.get_renderer()
-    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
-    plt.close(fig)
-    assert sorted(boxes) == ["10.4", "27.0", "60.3", "60.8", "62.7"]
-    assert [pair for pair in combinations(boxes, 2) if boxes[pair[0]].overlaps(boxes[pair[1]])] == []
-    # one under another in the order of the values; a lone point's label above it
-    assert boxes["60.3"].y0 < boxes["60.8"].y0 < boxes["62.7"].y0
-    # at the last x they sit right of the points, where no line comes in from
-    assert min(boxes[v].x0 for v in ("60.3", "60.8", "62.7")) > ax.transData.transform((1600, 60.3))[0]
-    assert boxes["10.4"].y0 > ax.transData.transform((100, 10.4))[1]
-
-
 def _label_boxes(series):
+    """Value labels drawn by ``_label_points`` over ``series`` on a log-x axes: each label's box, each point's
+    display position, and whether every label has its backing."""
     from nerft.plots import _label_points, _pyplot
 
     plt = _pyplot()
@@ -201,9 +174,28 @@ def _label_boxes(series):
     renderer = fig.canvas.get_renderer()
     boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
     backed = all(t.get_bbox_patch() is not None for t in ax.texts)
-    point_x = {x: ax.transData.transform((x, 0))[0] for pts in series.values() for x, _ in pts}
+    at = {(x, y): tuple(ax.transData.transform((x, y))) for pts in series.values() for x, y in pts}
     plt.close(fig)
-    return boxes, point_x, backed
+    return boxes, at, backed
+
+
+def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
+    from itertools import combinations
+
+    from nerft.plots import line_chart
+
+    # the learning curve's K = 1,600 column: three recipes within 2.4 points of each other
+    series = {"crf": [(100, 10.4), (1600, 60.3)], "lexicon": [(100, 27.0), (1600, 60.8)], "nerft": [(1600, 62.7)]}
+    line_chart(series, tmp_path / "curve.png", log_x=True)
+    assert (tmp_path / "curve.png").read_bytes().startswith(PNG)
+    boxes, at, _ = _label_boxes(series)
+    assert sorted(boxes) == ["10.4", "27.0", "60.3", "60.8", "62.7"]
+    assert [pair for pair in combinations(boxes, 2) if boxes[pair[0]].overlaps(boxes[pair[1]])] == []
+    # one under another in the order of the values; a lone point's label above it
+    assert boxes["60.3"].y0 < boxes["60.8"].y0 < boxes["62.7"].y0
+    # at the last x they sit right of the points, where no line comes in from
+    assert min(boxes[v].x0 for v in ("60.3", "60.8", "62.7")) > at[1600, 60.3][0]
+    assert boxes["10.4"].y0 > at[100, 10.4][1]
 
 
 def test_stacked_value_labels_go_to_the_side_fewer_lines_cross():
@@ -211,14 +203,14 @@ def test_stacked_value_labels_go_to_the_side_fewer_lines_cross():
     # near them (the third line leaves K = 400 far below)
     series = {"crf": [(100, 10.4), (400, 38.2)], "tutorial": [(100, 35.9), (400, 38.3)],
               "other": [(100, 5.0), (400, 6.0), (1600, 60.0)]}
-    boxes, x, backed = _label_boxes(series)
-    assert min(boxes["38.2"].x0, boxes["38.3"].x0) > x[400]  # right of the points, away from the incoming lines
+    boxes, at, backed = _label_boxes(series)
+    assert min(boxes["38.2"].x0, boxes["38.3"].x0) > at[400, 38.2][0]  # right, away from the incoming lines
     assert not boxes["38.2"].overlaps(boxes["38.3"]) and backed
     # mirrored: the lines leave to the right, nothing comes in from the left: the labels stay on the left
     series = {"crf": [(400, 38.2), (1600, 10.4)], "tutorial": [(400, 38.3), (1600, 35.9)],
               "other": [(100, 5.0), (400, 6.0), (1600, 60.0)]}
-    boxes, x, _ = _label_boxes(series)
-    assert max(boxes["38.2"].x1, boxes["38.3"].x1) < x[400]
+    boxes, at, _ = _label_boxes(series)
+    assert max(boxes["38.2"].x1, boxes["38.3"].x1) < at[400, 38.2][0]
 
 
 @pytest.mark.shared
