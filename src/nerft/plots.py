@@ -129,7 +129,7 @@ def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize:
     for x, y, colour in marked:
         by_x.setdefault(x, []).append((x, y, colour))
         lines.setdefault(str(colour), []).append(display(x, y))
-    segments = [seg for pts in lines.values() for seg in zip(sorted(pts), sorted(pts)[1:], strict=False)]
+    segments = [seg for pts in map(sorted, lines.values()) for seg in zip(pts, pts[1:], strict=False)]
 
     def crossings(left: float, right: float, low: float, high: float) -> int:
         """Drawn segments that pass through the box [left, right] x [low, high] (display points)."""
