@@ -210,6 +210,10 @@ def tutorial_row(seed: int | None) -> str:
     return "tutorial" if seed is None else f"tutorial seed {seed}"
 
 
+def is_tutorial(row: str) -> bool:
+    return row == "tutorial" or row.startswith("tutorial seed ")
+
+
 def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
     """The tutorial's recipe on the first K documents; of its epoch adapters, the best on dev is scored on test.
     A finished training (``train.json`` with the same K, epochs, budget and model) is reused, and the scoring
@@ -248,16 +252,16 @@ def tutorial_point(c: Curve, k: int) -> dict[str, Any]:
                         batch_size=args.batch_size, options=options, resume=True)
     return {"examples": t["examples_available"], "steps": t["optimizer_steps"], "stop": t["stop"],
             "train_min": round(t["train_s"] / 60, 1), "score_min": round(info["score_s"] / 60, 2),
-            "dev_f1": best_f1, "choice": tutorial_choice(best.name, len(candidates), best_f1 is not None)
-                                         + (f"; answers cut at {args.tutorial_max_new_tokens} tokens"
-                                            if args.tutorial_max_new_tokens else ""),
+            "dev_f1": best_f1,
+            "choice": tutorial_choice(best.name, len(candidates), best_f1 is not None)
+            + (f"; answers cut at {args.tutorial_max_new_tokens} tokens" if args.tutorial_max_new_tokens else ""),
             **c.score_test(out / "pred.jsonl", out / "eval", "tutorial")}
 
 
 def tutorial_choice(adapter: str, candidates: int, by_dev: bool) -> str:
     """What the tutorial point scored: the only adapter, the best on dev, or the last of several."""
     if candidates == 1:
-        return f"{adapter}, the only adapter (training ended inside its first epoch)"
+        return f"{adapter}, the only adapter"
     return f"{adapter} of {candidates} adapters " + ("by dev F1" if by_dev else "(the last; no dev scoring)")
 
 
@@ -282,7 +286,7 @@ def measure(c: Curve, row: str, k: int, overrides: dict[str, Any] | None) -> dic
         return crf_point(c, k)
     if row == "lexicon":
         return lexicon_point(c, k)
-    if row.startswith("tutorial"):
+    if is_tutorial(row):
         return tutorial_point(c, k)
     return nerft_point(c, k, overrides or {}, row)
 
@@ -296,7 +300,7 @@ def run_points(c: Curve, todo: list[tuple[str, int, dict[str, Any] | None]]) -> 
         log(f"[{i}/{len(todo)}] {row} K={k}: training (elapsed {(time.perf_counter() - start) / 60:.1f} min)")
         limits = {} if row in MODEL_FREE else {
             "budget_min": c.args.budget_min,
-            "max_epochs": c.args.tutorial_epochs if row.startswith("tutorial") else c.args.nerft_epochs}
+            "max_epochs": c.args.tutorial_epochs if is_tutorial(row) else c.args.nerft_epochs}
         point = {"row": row, "k": k, **({"overrides": overrides} if overrides else {}), **limits,
                  **({"dev_docs": c.args.dev_docs} if row not in MODEL_FREE else {}), **measure(c, row, k, overrides)}
         c.points = [p for p in c.points if not (p["row"] == row and p["k"] == k)] + [point]
