@@ -136,8 +136,10 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
     ``options``: PredictOptions fields (constrained, max_new_tokens, none_bias, ...). ``resume``: answered through
     nerft's resumable ``predict_file`` into ``OUT.part``, so a rerun with the same model and options goes on from
     there (the seconds of earlier runs are added to ``score_s``); for scorings that outlast a session."""
+    from nerft.inference.loading import load_model_and_tokenizer
+    from nerft.inference.options import LoadOptions, PredictOptions
+    from nerft.inference.transformers_backend import TransformersPredictor
     from nerft.labels import ccfbdci_labels
-    from nerft.predict import LoadOptions, PredictOptions, TransformersPredictor, load_model_and_tokenizer
     from nerft.prompts import build_prompt
 
     docs = read_jsonl(test_file, limit)
@@ -171,7 +173,7 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
 
 def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base: str, adapter: str | None) -> dict:
     from nerft.answers import read_answer
-    from nerft.predict import tutorial_prompt
+    from nerft.inference.location import tutorial_prompt
 
     from .tutorial_baseline import load_for_inference, predict_texts
 
@@ -216,8 +218,8 @@ def predict_with_jieba(test_file: str, limit: int | None, out_file: str) -> dict
 def tune_run(run_dir: str, dev_file: str, out_dir: str, options: dict[str, Any]) -> dict:
     """``nerft tune`` on a run directory with its lexicon (when it has one): the decoding chosen on dev."""
     from nerft.config import build_config, to_dict
+    from nerft.inference.options import LoadOptions, PredictOptions
     from nerft.lexicon import LEXICON_FILE
-    from nerft.predict import LoadOptions, PredictOptions
     from nerft.tune import MIN_RATES, MIN_SCORES, tune
 
     lexicon = Path(run_dir) / LEXICON_FILE

@@ -43,7 +43,7 @@ from .common import (
 
 def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, out_file: str) -> dict:
     from nerft.answers import read_answer
-    from nerft.predict import tutorial_prompt
+    from nerft.inference.location import tutorial_prompt
 
     from .tutorial_baseline import load_for_inference, predict_texts
 
@@ -63,7 +63,7 @@ def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, ou
 
 def run_nerft(model: str | None, adapter: str | None, run_dir: str | None, test_file: str, limit: int,
               out_file: str, options: dict) -> dict:
-    from nerft.predict import load_predictor
+    from nerft.inference.loading import load_predictor
 
     docs = read_jsonl(test_file, limit)
     if run_dir:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(WORK), help="scratch folder (splits, adapters, predictions)")
     args = parser.parse_args(argv)
     if args.batch_size is None:
-        from nerft.predict import PredictOptions
+        from nerft.inference.options import PredictOptions
 
         args.batch_size = PredictOptions().batch_size
 

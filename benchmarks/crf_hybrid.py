@@ -72,9 +72,9 @@ def finished(answers: list[dict], texts: list[str], decoding: Path, codes: set[s
     """The model's answers (rows with ``entities``, in the order of ``texts``) after the tuned decoding (the
     lexicon adds labels in ``codes`` only, as in ``nerft tune``)."""
     from nerft.config import build_config
+    from nerft.inference.base import finish_entities
+    from nerft.inference.options import PredictOptions
     from nerft.lexicon import Lexicon
-    from nerft.predict import PredictOptions
-    from nerft.predict.base import finish_entities
     from nerft.schema import NerftError, entity_from_dict
 
     options = build_config(PredictOptions, {}, config_path=str(decoding))

@@ -152,9 +152,9 @@ def crf_point(c: Curve, k: int) -> dict[str, Any]:
 
 def lexicon_point(c: Curve, k: int) -> dict[str, Any]:
     """No model: the lexicon of the first K documents completes an empty answer for every test document."""
+    from nerft.inference.options import PredictOptions
     from nerft.jsonl import read_documents
     from nerft.lexicon import Lexicon
-    from nerft.predict.options import PredictOptions
 
     out = c.scratch("lexicon", k)
     out.mkdir(parents=True, exist_ok=True)

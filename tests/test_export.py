@@ -5,13 +5,9 @@ from helpers_models import shared_run_dir
 
 from nerft import cli
 from nerft.export import export_merged
-from nerft.predict import (
-    LoadOptions,
-    PredictOptions,
-    TransformersPredictor,
-    load_model_and_tokenizer,
-    load_predictor,
-)
+from nerft.inference.loading import load_model_and_tokenizer, load_predictor
+from nerft.inference.options import LoadOptions, PredictOptions
+from nerft.inference.transformers_backend import TransformersPredictor
 from nerft.rundir import RunInfo
 from nerft.schema import NerftError
 

@@ -110,7 +110,8 @@ def test_missing_cuda_is_a_user_error():
 def test_a_custom_tokenizer_beside_a_qwen2_config_loads_as_itself(tmp_path):
     # transformers 5 maps a qwen2 config.json to Qwen2Tokenizer, which rebuilt the demo's character tokenizer as a
     # byte-level BPE that encoded every text to no tokens at all.
-    from nerft.predict import LoadOptions, load_model_and_tokenizer
+    from nerft.inference.loading import load_model_and_tokenizer
+    from nerft.inference.options import LoadOptions
 
     tok = char_tokenizer()
     folder = save_base_model(tmp_path / "base", tok)

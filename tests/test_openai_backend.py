@@ -18,21 +18,22 @@ from helpers_models import shared_run_dir
 from nerft import cli
 from nerft.config import build_config
 from nerft.evaluate import EvaluateConfig, evaluate
-from nerft.jsonl import write_jsonl
-from nerft.labels import ccfbdci_labels
-from nerft.openai_api import openai_router
-from nerft.predict import LoadOptions, Prediction, PredictOptions, load_predictor, open_predictor
-from nerft.predict.openai_backend import (
+from nerft.inference.base import Prediction
+from nerft.inference.loading import load_predictor, open_predictor
+from nerft.inference.openai_backend import (
     OpenAIEngine,
     OpenAIPredictor,
     chat_url,
     resolve_api_key,
     stop_strings,
 )
-from nerft.predict.options import OpenAIOptions
+from nerft.inference.options import LoadOptions, OpenAIOptions, PredictOptions
+from nerft.jsonl import write_jsonl
+from nerft.labels import ccfbdci_labels
 from nerft.prompts import build_prompt
 from nerft.schema import Document, Entity, NerftError
 from nerft.serve import ServeSettings, create_app
+from nerft.serve.openai_api import openai_router
 
 TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。"]
 # The client cuts texts into windows of 12 tokens: several requests per long text, offsets merged back by nerft.
@@ -222,7 +223,7 @@ def test_options_flags_and_the_key_stay_out_of_reprs():
     assert "sk-secret" not in repr(load)
     import argparse
 
-    from nerft.predict import add_load_arguments
+    from nerft.predict.cli import add_load_arguments
 
     parser = argparse.ArgumentParser()
     add_load_arguments(parser)

@@ -5,16 +5,11 @@ from helpers_models import RUN_SEED, build_tutorial_checkpoint, shared_run_dir
 
 from nerft import cli
 from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
-from nerft.predict import (
-    PredictOptions,
-    RepetitionGuard,
-    TransformersPredictor,
-    answer_budget,
-    load_predictor,
-    predict_file,
-    read_inputs,
-)
-from nerft.predict.files import finished_ids
+from nerft.inference.base import answer_budget
+from nerft.inference.loading import load_predictor
+from nerft.inference.options import PredictOptions
+from nerft.inference.transformers_backend import RepetitionGuard, TransformersPredictor
+from nerft.predict.files import finished_ids, predict_file, read_inputs
 from nerft.schema import NerftError
 
 TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。"]
@@ -83,8 +78,8 @@ def test_long_document_is_windowed_with_global_offsets(run_dir):
 @pytest.mark.parametrize("fmt_name", ["compact", "jsonl", "tutorial"])
 def test_answer_budget_holds_every_gold_answer_and_is_cut_to_the_text(tiny_tokenizer, fmt_name):
     from nerft.formats import get_format
+    from nerft.inference.base import entity_overhead_tokens
     from nerft.labels import ccfbdci_labels
-    from nerft.predict import entity_overhead_tokens
     from nerft.resources.demo_corpus import generate_corpus
     from nerft.schema import Document, Entity
 

@@ -9,7 +9,9 @@ import pytest
 from helpers_models import shared_run_dir
 
 from nerft import cli
-from nerft.predict import LoadOptions, PredictOptions, VllmOptions, load_predictor, predict_file
+from nerft.inference.loading import load_predictor
+from nerft.inference.options import LoadOptions, PredictOptions, VllmOptions
+from nerft.predict.files import predict_file
 from nerft.predict.ray_engine import RayOptions, actor_arguments, input_files, plan_shards, predict_shards
 from nerft.schema import NerftError
 

@@ -16,8 +16,8 @@ import pytest
 
 from nerft.cli import main
 from nerft.evaluate import EvaluateConfig, evaluate
+from nerft.inference.base import Prediction
 from nerft.jsonl import JsonlAppender, cut_torn_tail, iter_jsonl, read_documents, write_jsonl
-from nerft.predict.base import Prediction
 from nerft.predict.files import predict_file, read_inputs
 from nerft.prepare import PrepareConfig, prepare
 from nerft.readers import (

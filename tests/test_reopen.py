@@ -17,8 +17,10 @@ from nerft_helpers import sample_docs, save_base_model, tiny_recipe, write_split
 
 from nerft import cli
 from nerft import config as cfglib
+from nerft.inference.loading import load_predictor
+from nerft.inference.location import locate_model
+from nerft.inference.options import LoadOptions
 from nerft.modeling import canonical_dtype
-from nerft.predict import LoadOptions, load_predictor, locate_model
 from nerft.rundir import BaseModelRef, RunInfo
 from nerft.schema import NerftError
 from nerft.train import TrainConfig, train
@@ -71,7 +73,8 @@ def test_a_run_from_a_relative_path_reopens_from_another_folder(tiny_tokenizer, 
     assert cli.main(["export", "--model", str(run), "--output", "merged"]) == 0  # export
     assert RunInfo.load(elsewhere / "merged").merged
     # serve opens its predictor through open_predictor from the same LoadOptions
-    from nerft.predict import PredictOptions, open_predictor
+    from nerft.inference.loading import open_predictor
+    from nerft.inference.options import PredictOptions
 
     served = open_predictor(LoadOptions(model=str(run), device="cpu"), PredictOptions(max_new_tokens=4))
     assert [[(e.start, e.end, e.label) for e in ents] for ents in served.predict(TEXTS)] == _answers(run)

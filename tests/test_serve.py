@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from helpers_models import shared_run_dir
 
 from nerft.cli import main
+from nerft.inference.base import Prediction, PredictStats
+from nerft.inference.loading import load_predictor
 from nerft.labels import ccfbdci_labels
-from nerft.predict import Prediction, PredictStats, load_predictor
 from nerft.schema import Entity, NerftError
 from nerft.serve import Batcher, ServerStats, ServeSettings, create_app
 

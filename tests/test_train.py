@@ -445,7 +445,7 @@ def test_limit_empty_documents_caps_the_share_of_entity_less_documents_and_keeps
 def test_lexicon_hints_reach_the_training_examples_and_the_saved_runs_predictor(base_model, splits, tmp_path,
                                                                                 char_tok):
     from nerft.generation import Generated
-    from nerft.predict import load_predictor
+    from nerft.inference.loading import load_predictor
     from nerft.train.data import encode_documents
 
     out = tmp_path / "run"

@@ -10,11 +10,12 @@ from helpers_models import shared_run_dir
 
 from nerft import cli
 from nerft.config import ConfigError
+from nerft.inference.base import finish_entities
+from nerft.inference.loading import load_predictor
+from nerft.inference.options import PredictOptions
 from nerft.jsonl import write_jsonl
 from nerft.labels import ccfbdci_labels
 from nerft.lexicon import LEXICON_FILE, Lexicon
-from nerft.predict import PredictOptions, load_predictor
-from nerft.predict.base import finish_entities
 from nerft.schema import Document, Entity, NerftError
 from nerft.tune import choose
 

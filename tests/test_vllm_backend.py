@@ -6,9 +6,10 @@ import importlib.util
 import pytest
 
 from nerft.generation import Generated, prompt_ids
+from nerft.inference.base import answer_budget
+from nerft.inference.options import PredictOptions
+from nerft.inference.vllm_backend import VllmEngine, VllmPredictor
 from nerft.labels import ccfbdci_labels
-from nerft.predict import PredictOptions, answer_budget
-from nerft.predict.vllm_backend import VllmEngine, VllmPredictor
 from nerft.prompts import build_prompt
 from nerft.schema import NerftError
 

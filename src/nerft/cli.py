@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("nerft.prepare", "convert a dataset to nerft JSONL and write seeded train/dev/test splits"),
     "evaluate": ("nerft.evaluate", "score predictions (entities or raw model text) against gold"),
     "train": ("nerft.train", "LoRA instruction fine-tuning of a chat LLM into an NER model"),
-    "predict": ("nerft.predict", "run a trained model on texts; entities with character offsets"),
+    "predict": ("nerft.predict.cli", "run a trained model on texts; entities with character offsets"),
     "tune": ("nerft.tune", "choose decoding thresholds (min-score, per label, lexicon) on dev; a config for predict"),
     "export": ("nerft.export", "merge the LoRA adapter into the base model and write a standard HF folder"),
     "serve": ("nerft.serve", "HTTP service (FastAPI) over a trained model"),

@@ -90,7 +90,7 @@ def _show(doc: Document) -> str:
 
 def _predict(run_dir: Path, texts: list[str], constrained: bool = False) -> list[Document]:
     """What ``nerft predict RUN [--constrained]`` does: load the run directory, predict entities with offsets."""
-    from .predict import load_predictor
+    from .inference.loading import load_predictor
 
     predictor = load_predictor(run_dir, device="cpu", batch_size=32, constrained=constrained)
     return [Document(str(i), t, list(ents)) for i, (t, ents) in enumerate(zip(texts, predictor.predict(texts), strict=True))]

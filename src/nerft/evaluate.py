@@ -322,15 +322,16 @@ def register(subparsers: Any, name: str = "evaluate", summary: str = "") -> argp
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The load and decoding flags of ``--score-with`` (``predict``'s, without --model and --keep-hallucinated)."""
+    from .inference.options import PredictOptions
     from .predict.cli import add_load_arguments
-    from .predict.options import PredictOptions
 
     add_load_arguments(parser, skip={"model"})
     add_config_arguments(parser, PredictOptions, skip={"keep_hallucinated"})
 
 
 def _open_scoring_model(cfg: EvaluateConfig, args: argparse.Namespace):
-    from .predict import LoadOptions, PredictOptions, open_predictor
+    from .inference.loading import open_predictor
+    from .inference.options import LoadOptions, PredictOptions
 
     load = build_config(LoadOptions, args)
     load.model = cfg.score_with

@@ -23,7 +23,7 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
                   adapter: str | Path | None = None, dtype: str = "auto", device: str = "cpu",
                   revision: str | None = None, overwrite: bool = False) -> Path:
     """Merge and write; returns the output folder."""
-    from .predict import LoadOptions
+    from .inference.options import LoadOptions
 
     return export_model(LoadOptions(model=str(model) if model else None, base=str(base) if base else None,
                                     revision=revision, adapter=str(adapter) if adapter else None, device=device,
@@ -33,8 +33,9 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
 def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
     """``repo_id``: the hub repository the folder is meant for (the model card's examples load it)."""
     from .generation import stop_token_ids
+    from .inference.loading import load_model_and_tokenizer
+    from .inference.location import locate_model
     from .model_card import model_card
-    from .predict import load_model_and_tokenizer, locate_model
 
     output = Path(output)
     if output.exists() and not overwrite:
@@ -64,7 +65,7 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
-    from .predict import add_load_arguments
+    from .predict.cli import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
     add_load_arguments(p, skip={"backend", "vllm", "openai"})
@@ -78,7 +79,7 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .predict import LoadOptions
+    from .inference.options import LoadOptions
 
     load = cfglib.build_config(LoadOptions, args)
     if args.private and not args.push_to_hub:

@@ -32,8 +32,8 @@ MIN_RATES = [0.1, 0.2, 0.3, 0.5, 0.7]
 
 
 def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse.ArgumentParser:
+    from .inference.options import PredictOptions
     from .predict.cli import add_load_arguments
-    from .predict.options import PredictOptions
 
     p = subparsers.add_parser(name, help=summary, description=__doc__.split("\n\n")[1])
     p.add_argument("--dev", required=True, help="gold documents to tune on (nerft JSONL or any format nerft "
@@ -55,7 +55,7 @@ def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from .predict import LoadOptions, PredictOptions
+    from .inference.options import LoadOptions, PredictOptions
 
     load = cfglib.build_config(LoadOptions, args)
     options = cfglib.build_config(PredictOptions, args)
@@ -120,7 +120,7 @@ def choose(gold: list[Document], answers: list[list[Entity]], labels, answering,
 
 def answer_dev(load, options, gold: list[Document], out: Path, progress: bool):
     """The model's answers to the dev texts (resumed from ``out`` when it holds them), as entity lists."""
-    from .predict import open_predictor
+    from .inference.loading import open_predictor
     from .predict.files import predict_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -149,8 +149,8 @@ def answer_dev(load, options, gold: list[Document], out: Path, progress: bool):
 
 
 def score(gold: list[Document], answers, candidate, lexicon, codes: set[str], labels) -> dict[str, float]:
+    from .inference.base import finish_entities
     from .metrics import score_documents
-    from .predict.base import finish_entities
 
     preds = [finish_entities(d.text, list(a), candidate, lexicon if candidate.lexicon else None, codes)
              for d, a in zip(gold, answers, strict=True)]
@@ -189,7 +189,7 @@ def refine_per_label(best, best_f1: float, min_scores: list[float], codes: list[
 def decoding_dict(best, out: Path) -> dict[str, Any]:
     """The options that differ from PredictOptions' defaults, the lexicon named relative to ``out`` (a config's
     relative paths are read from its own folder)."""
-    from .predict import PredictOptions
+    from .inference.options import PredictOptions
 
     default, chosen = cfglib.to_dict(PredictOptions()), cfglib.to_dict(best)
     data = {k: v for k, v in chosen.items() if v != default.get(k) or k == "min_score"}

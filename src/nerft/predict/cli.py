@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from .. import config as cfglib
+from ..inference.options import LoadOptions, PredictOptions
 from ..schema import Entity, NerftError
 from ..textio import ENCODING_HELP, require_file
-from .options import LoadOptions, PredictOptions
 from .ray_engine import RayOptions
 from .writers import OUTPUT_FORMATS
 
@@ -69,8 +69,9 @@ def print_table(texts: list[str], results: list[list[Entity]]) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..inference.loading import open_predictor
+    from ..inference.location import locate_model
     from .files import predict_file
-    from .loading import locate_model, open_predictor
     from .writers import working_file, write_tool_file
 
     if args.engine == "ray":
@@ -114,7 +115,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_predict_on_ray(args: argparse.Namespace) -> int:
     """``--engine ray``: every shard of --input into the --output folder (``ray_engine.predict_shards``)."""
-    from .loading import locate_model
+    from ..inference.location import locate_model
     from .ray_engine import predict_shards
 
     if args.texts or not args.input or not args.output:

@@ -18,7 +18,7 @@ from ..schema import InputError, NerftError
 from ..textio import iter_lines, require_file
 
 if TYPE_CHECKING:  # base imports torch; reading and writing files does not need it
-    from .base import Prediction, Predictor
+    from ..inference.base import Prediction, Predictor
 
 
 def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:

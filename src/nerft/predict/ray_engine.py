@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import opt
+from ..inference.options import LoadOptions, PredictOptions
 from ..jsonl import dumps_line
 from ..schema import NerftError, atomic_write
 from .files import prediction_row, read_inputs
-from .options import LoadOptions, PredictOptions
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
 
@@ -112,7 +112,7 @@ class PredictActor:
             import torch
 
             torch.set_num_threads(threads)
-        from .loading import open_predictor
+        from ..inference.loading import open_predictor
 
         self.predictor = open_predictor(load, options)
         self.labels, self.raw = labels, raw

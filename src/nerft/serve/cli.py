@@ -8,7 +8,7 @@ import os
 import sys
 
 from .. import config as cfglib
-from ..predict.options import PredictOptions
+from ..inference.options import PredictOptions
 from ..schema import NerftError
 from .settings import ServeSettings
 
@@ -16,7 +16,7 @@ API_KEY_ENV = "NERFT_API_KEY"
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
-    from ..predict import add_load_arguments
+    from ..predict.cli import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
     add_load_arguments(p)
@@ -56,9 +56,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from ..openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
-    from ..predict import LoadOptions, open_predictor
+    from ..inference.loading import open_predictor
+    from ..inference.options import LoadOptions
     from .app import create_app
+    from .openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
 
     options = cfglib.build_config(PredictOptions, args, config_path=args.config)
     options.batch_size = settings.max_batch

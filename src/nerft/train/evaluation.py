@@ -17,7 +17,8 @@ def predict_documents(model: Any, tokenizer: Any, prompt: Prompt, labels: LabelS
     """Predictions for ``docs`` (windows, answer bounds, repetition guard, shared-prompt cache of ``nerft
     predict``), with the parse failures (against the trained output format), hallucinations and unfinished
     answers counted."""
-    from ..predict import PredictOptions, TransformersPredictor
+    from ..inference.options import PredictOptions
+    from ..inference.transformers_backend import TransformersPredictor
 
     predictor = TransformersPredictor(model, tokenizer, labels, prompt,
                                       PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens),

@@ -23,7 +23,8 @@ from typing import Any
 from ..generation import Generated, stop_token_ids
 from ..schema import NerftError
 from .base import EnginePredictor
-from .options import LoadOptions, OpenAIOptions, PredictOptions
+from .location import ModelLocation
+from .options import OpenAIOptions, PredictOptions
 
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 MAX_BACKOFF_S = 30.0
@@ -181,15 +182,12 @@ class OpenAIPredictor(EnginePredictor):
         return [self.prompt.messages(t, self.plan.hint(t)) for t in texts]
 
     @classmethod
-    def load(cls, opts: LoadOptions, options: PredictOptions) -> OpenAIPredictor:
-        from .loading import load_location_tokenizer, locate_model
-
-        settings = opts.openai
+    def from_location(cls, where: ModelLocation, tokenizer, settings: OpenAIOptions, options: PredictOptions
+                      ) -> OpenAIPredictor:
+        """The labels, prompt and tokenizer come from ``where``; the weights stay on the server."""
         if not settings.base_url:
             raise NerftError("--backend openai needs --base-url (the server, e.g. http://localhost:8000/v1)")
-        where = locate_model(opts)  # the labels, prompt and tokenizer; the weights stay where they are
         labels, prompt = where.labels_and_prompt
-        tokenizer = load_location_tokenizer(where)
         engine = OpenAIEngine(settings.base_url, settings.model_name, api_key=resolve_api_key(settings),
                               concurrency=settings.concurrency, retries=settings.retries, timeout=settings.timeout,
                               logprobs=settings.logprobs, stop=stop_strings(tokenizer))

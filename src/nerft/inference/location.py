@@ -1,8 +1,8 @@
-"""Opening a model for prediction, export or serving, through the same loader ``train`` uses
-(``modeling.load_model`` / ``load_tokenizer``: hub ids with revisions, ``modelscope:``, ``~`` and relative paths,
-local folders, GGUF).
+"""Where a model is: resolving ``--model/--base/--adapter`` into weights, adapter, tokenizer folders, label set and
+prompt, without loading any weights. Every backend is built from a ``ModelLocation`` and its tokenizer
+(``loading.open_predictor`` is the one factory); ``export`` reads it too.
 
-What can be opened:
+What can be located:
 - a run directory written by ``nerft train``: its nerft.json names the base model (an absolute path, or a hub id
   and revision), so it reopens from any folder; ``--base`` overrides it;
 - a folder written by ``nerft export`` (merged weights + nerft.json);
@@ -16,23 +16,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..labels import LabelSet, ccfbdci_labels
 from ..lexicon import LEXICON_FILE, Lexicon
-from ..modeling import (
-    ModelConfig,
-    auto_tokenizer,
-    canonical_dtype,
-    load_model,
-    load_tokenizer,
-    resolve_device,
-    with_pad_token,
-)
+from ..modeling import ModelConfig, auto_tokenizer, canonical_dtype, load_tokenizer, with_pad_token
 from ..prompts import Prompt, build_prompt
 from ..rundir import INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import NerftError
-from .options import LoadOptions, PredictOptions
+from .options import LoadOptions
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
@@ -146,58 +137,3 @@ def load_location_tokenizer(where: ModelLocation):
         if folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES):
             return with_pad_token(auto_tokenizer(str(folder)))
     return load_tokenizer(where.weights)
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    labels: LabelSet
-    prompt: Prompt
-    name: str
-    location: ModelLocation
-
-
-def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedModel:
-    """Load a model for inference; the adapter is merged in memory unless ``merge`` is False."""
-    where = locate_model(opts)
-    labels, prompt = where.labels_and_prompt
-    tokenizer = load_location_tokenizer(where)
-    lm = load_model(where.weights, resolve_device(where.weights))
-    if where.adapter is not None:
-        from peft import PeftModel
-
-        if not (where.adapter / "adapter_config.json").is_file():
-            raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
-        lm = PeftModel.from_pretrained(lm, str(where.adapter))
-        lm = lm.merge_and_unload() if merge else lm
-    return LoadedModel(lm.eval(), tokenizer, labels, prompt, where.name, where)
-
-
-def load_predictor(model: str | Path | None = None, *, base: str | Path | None = None,
-                   adapter: str | Path | None = None, backend: str = "transformers", device: str = "auto",
-                   dtype: str = "auto", revision: str | None = None, **options: Any):
-    """A ``Predictor`` for a run directory, an exported folder, or base + adapter (any PredictOptions field as a
-    keyword: ``batch_size``, ``constrained``, ...)."""
-    opts = LoadOptions(model=str(model) if model is not None else None, base=str(base) if base else None,
-                       revision=revision, adapter=str(adapter) if adapter else None, device=device or "auto",
-                       dtype=dtype or "auto", backend=backend)  # type: ignore[arg-type]
-    return open_predictor(opts, PredictOptions(**options))
-
-
-def open_predictor(opts: LoadOptions, options: PredictOptions):
-    if opts.backend == "vllm":
-        from .vllm_backend import VllmPredictor
-
-        return VllmPredictor.load(opts, options)
-    if opts.backend == "openai":
-        from .openai_backend import OpenAIPredictor
-
-        return OpenAIPredictor.load(opts, options)
-    if opts.backend != "transformers":
-        raise NerftError(f"unknown backend {opts.backend!r}; choose transformers, vllm or openai")
-    from .transformers_backend import TransformersPredictor
-
-    loaded = load_model_and_tokenizer(opts)
-    return TransformersPredictor(loaded.model, loaded.tokenizer, loaded.labels, loaded.prompt, options,
-                                 name=loaded.name, hint_lexicon=loaded.location.hint_lexicon(loaded.prompt))

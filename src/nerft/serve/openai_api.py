@@ -26,9 +26,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
-from .lexicon import HINT_HEADER
-from .prompts import Prompt
-from .serve.batching import Batcher, RequestFailed
+from ..lexicon import HINT_HEADER
+from ..prompts import Prompt
+from .batching import Batcher, RequestFailed
+from .guards import SafeJSONResponse
 
 
 class ChatMessage(BaseModel):
@@ -64,8 +65,6 @@ def chat_text(messages: list[ChatMessage], prompt: Prompt) -> str | None:
 
 
 def openai_error(status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
-    from .serve.guards import SafeJSONResponse
-
     kind = "invalid_request_error" if status < 500 else "server_error"
     return SafeJSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status,
                             headers=headers)

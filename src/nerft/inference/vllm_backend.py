@@ -15,6 +15,7 @@ from ..generation import Generated, stop_token_ids
 from ..modeling import canonical_dtype, resolve_device, resolve_source
 from ..schema import NerftError
 from .base import EnginePredictor
+from .location import ModelLocation
 from .options import LoadOptions, PredictOptions, VllmOptions
 
 VLLM_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -73,15 +74,16 @@ class VllmPredictor(EnginePredictor):
 
     backend = "vllm"
 
-    @classmethod
-    def load(cls, opts: LoadOptions, options: PredictOptions) -> VllmPredictor:
-        from .loading import load_location_tokenizer, locate_model
-
-        where = locate_model(opts)
+    @staticmethod
+    def check_device(where: ModelLocation) -> None:
         if resolve_device(where.weights).type != "cuda":
             raise NerftError("the vllm backend runs on CUDA GPUs only; use --backend transformers on this machine")
+
+    @classmethod
+    def from_location(cls, where: ModelLocation, tokenizer, opts: LoadOptions, options: PredictOptions
+                      ) -> VllmPredictor:
+        cls.check_device(where)
         labels, prompt = where.labels_and_prompt
-        tokenizer = load_location_tokenizer(where)
         source, _gguf = resolve_source(where.weights)  # ~ expanded, modelscope: downloaded
         engine = VllmEngine(source, tokenizer, revision=where.weights.revision,
                             adapter=where.adapter, dtype=opts.dtype, max_num_seqs=options.batch_size,

@@ -14,6 +14,7 @@ from ..lexicon import Lexicon
 from ..prompts import Prompt
 from ..schema import Entity
 from .base import DecodingPlan, Prediction, PredictStats, sorted_batches
+from .location import ModelLocation
 from .options import PredictOptions
 
 
@@ -100,6 +101,14 @@ class TransformersPredictor:
         self.stats = PredictStats()
         self._none_start = none_start_ids(tokenizer, prompt.output_format)
         self._prefix: PrefixCache | bool | None = None
+
+    @classmethod
+    def from_location(cls, where: ModelLocation, tokenizer, model, options: PredictOptions | None = None
+                      ) -> TransformersPredictor:
+        """A predictor over ``model`` (loaded from ``where``) with the run's labels, prompt and lexicon hints."""
+        labels, prompt = where.labels_and_prompt
+        return cls(model, tokenizer, labels, prompt, options, name=where.name,
+                   hint_lexicon=where.hint_lexicon(prompt))
 
     def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
         return [p.entities for p in self.predict_detailed(texts, labels)]

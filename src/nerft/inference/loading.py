@@ -1,0 +1,85 @@
+"""Opening a model for prediction, export or serving: the one factory that turns load options into a
+``Predictor`` of the chosen backend. ``location.locate_model`` finds the model (nothing loaded), its tokenizer is
+loaded once here, and each backend is built from (location, tokenizer); the weights are loaded through the same
+loader ``train`` uses (``modeling.load_model``).
+
+Backends are imported only when chosen, so that a CPU install never needs vLLM and reading options never needs
+torch. They import ``location`` and ``base``, never this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..labels import LabelSet
+from ..modeling import load_model, resolve_device
+from ..prompts import Prompt
+from ..schema import NerftError
+from .location import ModelLocation, load_location_tokenizer, locate_model
+from .options import LoadOptions, PredictOptions
+
+BACKENDS = ("transformers", "vllm", "openai")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    labels: LabelSet
+    prompt: Prompt
+    name: str
+    location: ModelLocation
+
+
+def load_weights(where: ModelLocation, merge: bool = True):
+    """The model at ``where`` in eval mode; its adapter merged in memory unless ``merge`` is False."""
+    lm = load_model(where.weights, resolve_device(where.weights))
+    if where.adapter is not None:
+        from peft import PeftModel
+
+        if not (where.adapter / "adapter_config.json").is_file():
+            raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
+        lm = PeftModel.from_pretrained(lm, str(where.adapter))
+        lm = lm.merge_and_unload() if merge else lm
+    return lm.eval()
+
+
+def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedModel:
+    """Load a model for inference; the adapter is merged in memory unless ``merge`` is False."""
+    where = locate_model(opts)
+    labels, prompt = where.labels_and_prompt
+    tokenizer = load_location_tokenizer(where)
+    return LoadedModel(load_weights(where, merge), tokenizer, labels, prompt, where.name, where)
+
+
+def load_predictor(model: str | Path | None = None, *, base: str | Path | None = None,
+                   adapter: str | Path | None = None, backend: str = "transformers", device: str = "auto",
+                   dtype: str = "auto", revision: str | None = None, **options: Any):
+    """A ``Predictor`` for a run directory, an exported folder, or base + adapter (any PredictOptions field as a
+    keyword: ``batch_size``, ``constrained``, ...)."""
+    opts = LoadOptions(model=str(model) if model is not None else None, base=str(base) if base else None,
+                       revision=revision, adapter=str(adapter) if adapter else None, device=device or "auto",
+                       dtype=dtype or "auto", backend=backend)  # type: ignore[arg-type]
+    return open_predictor(opts, PredictOptions(**options))
+
+
+def open_predictor(opts: LoadOptions, options: PredictOptions):
+    """The one factory: locate the model, load its tokenizer, build the chosen backend from both."""
+    if opts.backend not in BACKENDS:
+        raise NerftError(f"unknown backend {opts.backend!r}; choose {', '.join(BACKENDS)}")
+    where = locate_model(opts)
+    if opts.backend == "vllm":
+        from .vllm_backend import VllmPredictor
+
+        VllmPredictor.check_device(where)  # before the tokenizer: a CPU machine is told at once
+        return VllmPredictor.from_location(where, load_location_tokenizer(where), opts, options)
+    tokenizer = load_location_tokenizer(where)
+    if opts.backend == "openai":
+        from .openai_backend import OpenAIPredictor
+
+        return OpenAIPredictor.from_location(where, tokenizer, opts.openai, options)
+    from .transformers_backend import TransformersPredictor
+
+    return TransformersPredictor.from_location(where, tokenizer, load_weights(where), options)
