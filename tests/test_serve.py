@@ -490,11 +490,11 @@ def no_model(monkeypatch):
     """nerft serve with the model loader and uvicorn replaced: records what would have been served."""
     import uvicorn
 
-    import nerft.predict
+    import nerft.inference.loading
 
     started: dict = {}
     monkeypatch.delenv("NERFT_API_KEY", raising=False)
-    monkeypatch.setattr(nerft.predict, "open_predictor", lambda load, opts: started.setdefault("p", FakePredictor()))
+    monkeypatch.setattr(nerft.inference.loading, "open_predictor", lambda load, opts: started.setdefault("p", FakePredictor()))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
     return started
 
