@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from .schema import NerftError
 from .textio import read_text
@@ -43,88 +45,78 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     return False, tp
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check (and gently convert) ``value`` against the annotation ``tp``; raise ConfigError naming ``key``."""
-    optional, inner = _is_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"config key '{key}' must not be null")
-    tp = inner
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, prefix=f"{key}.")
-    origin = get_origin(tp)
-    if origin is Literal:
-        choices = get_args(tp)
-        if isinstance(value, bool) and (word := "on" if value else "off") in choices:
-            value = word  # YAML 1.1 reads an unquoted off/on (also no/yes) as a boolean
-        if value not in choices:
-            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, choices))}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        (item_tp, *_) = get_args(tp) or (Any,)
-        if isinstance(value, str):
+def _conventions(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """What YAML files and flags need beyond plain typing, before pydantic validates the rest: unknown keys named
+    with the keys known at that level, ``a,b`` for a list, YAML 1.1's unquoted ``off``/``on`` (read as booleans)
+    for a choice spelled off/on, and no boolean accepted as a number."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"known keys here: {', '.join(prefix + n for n in sorted(names))}")
+    out = {}
+    for key, value in data.items():
+        optional, tp = _is_optional(hints[key])
+        where = prefix + key
+        if value is None and not optional:
+            raise ConfigError(f"config key '{where}' must not be null")
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = _conventions(tp, value, where + ".")
+        elif get_origin(tp) is Literal and isinstance(value, bool) and (word := "on" if value else "off") in get_args(tp):
+            value = word
+        elif get_origin(tp) in (list, tuple) and isinstance(value, str):
             value = [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}' must be a list, got {type(value).__name__}")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"config key '{key}' must be a string, got {type(value).__name__}")
-    raise ConfigError(f"config key '{key}': unsupported type {tp!r}")
+        elif tp in (int, float) and isinstance(value, bool):
+            raise ConfigError(f"config key '{where}' must be {_KIND[tp]}, got {value!r}")
+        out[key] = value
+    return out
+
+
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+# pydantic error type -> what the value must be (the rest of the message names the key and the value)
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+             "dataclass": "a mapping", "list": "a list", "tuple": "a list"}
+
+
+@functools.cache
+def _validator(cls: type) -> TypeAdapter:
+    """pydantic's validator of a config dataclass; numbers are read as strings where a string is expected (a
+    YAML ``revision: 2024``). Built once per class."""
+    def configure(tp: type) -> None:
+        if "__pydantic_config__" not in vars(tp):
+            tp.__pydantic_config__ = ConfigDict(coerce_numbers_to_str=True)  # type: ignore[attr-defined]
+        for hint in get_type_hints(tp).values():
+            inner = _is_optional(hint)[1]
+            if dataclasses.is_dataclass(inner):
+                configure(inner)  # type: ignore[arg-type]
+    configure(cls)
+    return TypeAdapter(cls)
+
+
+def _explain(error: Any, prefix: str) -> str:
+    key = prefix + ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in error["loc"])
+    key = key.replace(".[", "[")
+    kind = error["type"]
+    if kind == "literal_error":
+        choices = error.get("ctx", {}).get("expected", "")
+        choices = ", ".join(c.strip().strip("'") for c in choices.replace(" or ", ", ").split(","))
+        return f"config key '{key}' must be one of {choices}, got {error['input']!r}"
+    stem = kind.split("_")[0]
+    if stem in _EXPECTED:
+        shown = repr(error["input"]) if stem in ("int", "float", "bool") else type(error["input"]).__name__
+        return f"config key '{key}' must be {_EXPECTED[stem]}, got {shown}"
+    return f"config key '{key}': {error['msg']}"
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build a config dataclass from a mapping; unknown keys and wrong types raise ConfigError."""
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known keys here: {', '.join(prefix + n for n in sorted(names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    """Build a config dataclass from a mapping (pydantic validates and converts: ``"3"`` to 3, ``"yes"`` to True);
+    unknown keys and wrong types raise ConfigError naming the dotted key."""
+    data = _conventions(cls, data, prefix)
     try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-    return obj
+        return _validator(cls).validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_explain(e, prefix) for e in exc.errors())) from None
 
 
 def to_dict(obj: Any) -> Any:
