@@ -17,14 +17,32 @@ DATA = SHARED / "data"
 _CURRENT: list[pytest.Item] = []
 
 
+def _cuda_and_vllm() -> str | None:
+    """Why a ``gpu`` test cannot run here, or None when it can."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "marked gpu: no CUDA device on this machine"
+    if importlib.util.find_spec("vllm") is None:
+        return "marked gpu: vllm is not installed (pip install 'nerft[vllm]')"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``shared`` skip when ../shared is absent (reported at each test's own line with -rs)."""
-    if SHARED.is_dir():
-        return
-    skip = pytest.mark.skip(reason=f"marked shared: needs ../shared ({SHARED} is absent)")
+    """Tests marked ``shared`` skip when ../shared is absent, tests marked ``gpu`` without CUDA and vLLM (each
+    reported at its own line with -rs)."""
+    skip_shared = None if SHARED.is_dir() else pytest.mark.skip(
+        reason=f"marked shared: needs ../shared ({SHARED} is absent)")
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    why_not_gpu = _cuda_and_vllm() if gpu_items else None
     for item in items:
-        if item.get_closest_marker("shared") is not None:
-            item.add_marker(skip)
+        if skip_shared is not None and item.get_closest_marker("shared") is not None:
+            item.add_marker(skip_shared)
+    if why_not_gpu:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=why_not_gpu))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -34,6 +34,7 @@ def test_char_tokenizer_round_trips_and_speaks_chatml():
     assert tok.convert_ids_to_tokens([tok.pad_token_id, tok.eos_token_id]) == ["<|endoftext|>", "<|im_end|>"]
 
 
+@pytest.mark.integration
 def test_reduced_demo_runs_end_to_end(tmp_path, capsys):
     summary = run_demo(DemoConfig(out=str(tmp_path / "demo"), docs=120, steps=8, eval_every=8, dev_docs=6,
                                   hidden_size=32))

@@ -14,6 +14,8 @@ from nerft_helpers import char_tokenizer, save_base_model, write_splits
 
 from nerft.train import OptimConfig, build_schedule
 
+pytestmark = pytest.mark.integration  # real torchrun processes
+
 
 def test_two_process_gloo_run(tmp_path):
     base = save_base_model(tmp_path / "base", char_tokenizer())

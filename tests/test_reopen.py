@@ -109,6 +109,7 @@ def _nerft(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
                           timeout=300)
 
 
+@pytest.mark.integration
 def test_a_run_from_a_hub_id_reopens_offline_from_the_cache(tiny_tokenizer, splits, tmp_path):
     hf_home = _hub_cache(tmp_path / "hf", tiny_tokenizer)
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -175,6 +176,7 @@ def _readme_block() -> list[list[str]]:
     return [shlex.split(line.split("  #")[0]) for line in block.splitlines() if line.startswith("nerft ")]
 
 
+@pytest.mark.integration
 def test_the_readme_real_recipe_runs_as_written(tiny_tokenizer, tmp_path, monkeypatch, capsys):
     """Each command of the README's block through the CLI, in a fresh folder, with two substitutions: a small
     generated corpus (in the chinese_ner_sft layout of ../shared's CCFBDCI) and a tiny model (flags appended)."""

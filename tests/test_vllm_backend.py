@@ -71,3 +71,20 @@ def test_constrained_is_refused(tiny_tokenizer):
 def test_missing_vllm_is_a_clear_error(tiny_tokenizer, tmp_path):
     with pytest.raises(NerftError, match="pip install 'nerft\\[vllm\\]'"):
         VllmEngine(tmp_path, tiny_tokenizer)
+
+
+@pytest.mark.gpu
+def test_real_vllm_gives_the_transformers_entities(tiny_tokenizer, tmp_path):
+    """On a CUDA machine with vLLM installed: the same run (base + LoRA adapter) through vLLM and through
+    transformers, greedy, gives the same entities and offsets for every text."""
+    from helpers_models import build_run_dir
+
+    from nerft.inference.loading import load_predictor
+
+    run = build_run_dir(tmp_path, tiny_tokenizer, seed=4)
+    texts = ["张三在北京工作。", "李四去了上海和广州。", "今天天气很好。", "王五在清华大学读书，住在海淀区。"]
+    options = {"batch_size": 4, "max_new_tokens": 24}
+    reference = load_predictor(run, device="cuda", dtype="fp32", **options).predict(texts)
+    served = load_predictor(run, backend="vllm", device="cuda", dtype="fp32", **options).predict(texts)
+    assert [[(e.start, e.end, e.label) for e in doc] for doc in served] == \
+        [[(e.start, e.end, e.label) for e in doc] for doc in reference]
