@@ -21,7 +21,29 @@ def test_train_config_parses_and_documents_its_command(path):
     assert first.startswith("#")
     assert "nerft " in path.read_text(encoding="utf-8").split("\nmodel:")[0]
     cfg = cfglib.build_config(TrainConfig, config_path=str(path))
-    assert cfg.lora.r > 0 and cfg.optim.lr > 0
+    built = cfglib.to_dict(cfg)
+    for dotted, value in _leaves(yaml.safe_load(path.read_text(encoding="utf-8"))):
+        got = _get(built, dotted)
+        if isinstance(value, str) and isinstance(got, str) and Path(got).is_absolute() and not Path(value).is_absolute():
+            assert Path(got) == (path.parent / value).resolve(), dotted  # a path read relative to the file
+        elif isinstance(value, bool) and dotted == "optim.autocast":
+            assert got == ("on" if value else "off"), dotted  # YAML 1.1's unquoted off
+        else:
+            assert got == value, f"{dotted}: the file says {value!r}, the config holds {got!r}"
+
+
+def _leaves(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def _get(data: dict, dotted: str):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
 
 
 def test_there_are_the_four_recipes():
