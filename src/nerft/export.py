@@ -4,7 +4,9 @@ The folder (safetensors, config.json, generation_config.json, tokenizer files) l
 vLLM; its nerft.json (``merged: true``, no base model) lets ``nerft predict/serve --model`` use it directly, and its
 README.md is a model card (``model_card``: base model, labels, prompt, training data and scores, how to load it).
 It is written to a temporary folder beside the destination and renamed into place only when complete;
-``--push-to-hub REPO_ID`` then uploads it to the Hugging Face Hub.
+``--push-to-hub REPO_ID`` then uploads it to the Hugging Face Hub. The run's decoding.yaml (the decoding
+``nerft train`` chose on dev) comes along with the lexicon it reads, so ``nerft predict --model OUT`` decodes as
+``--model RUN`` does (``--no-run-decoding``: the folder gets none).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 from . import config as cfglib
-from .lexicon import LEXICON_FILE
-from .rundir import RunInfo
+from .lexicon import LEXICON_FILE, Lexicon
+from .rundir import DECODING_FILE, RunInfo
 from .schema import NerftError, atomic_dir, atomic_write, write_errors
 
 
@@ -53,15 +56,35 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
         if lm.generation_config is not None:
             lm.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer)
             lm.generation_config.save_pretrained(tmp)
+        decoding = info.decoding if info is not None and where.decoding is not None else None
         RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
-                max_length=info.max_length if info else 512, merged_from=merged_from).save(tmp)
+                max_length=info.max_length if info else 512, merged_from=merged_from, decoding=decoding).save(tmp)
         run_dir = Path(load.model) if load.model else None  # a run directory has config.yaml and metrics.json
         if run_dir is not None and (run_dir / LEXICON_FILE).is_file():  # --lexicon works on the merged folder too
             shutil.copyfile(run_dir / LEXICON_FILE, tmp / LEXICON_FILE)
+        if where.decoding is not None:
+            copy_decoding(where.decoding, where.home, tmp)
         with atomic_write(tmp / "README.md") as f:
             f.write(model_card(loaded.labels, loaded.prompt, model_id=repo_id or str(output),
-                               merged_from=merged_from, run_dir=run_dir))
+                               merged_from=merged_from, run_dir=run_dir, decoding=decoding))
     return output
+
+
+def copy_decoding(decoding: dict[str, Any], run_dir: Path | None, folder: Path) -> None:
+    """The run's decoding as ``folder``/decoding.yaml; the lexicon it names is the folder's lexicon.json when it is
+    the run's own, else copied beside as decoding-lexicon.json."""
+    import yaml
+
+    data = dict(decoding)
+    if data.get("lexicon"):
+        source = Path(data["lexicon"]).resolve()
+        own = run_dir is not None and source in (run_dir.resolve(), (run_dir / LEXICON_FILE).resolve())
+        data["lexicon"] = LEXICON_FILE if own else "decoding-lexicon.json"
+        if not (folder / data["lexicon"]).is_file():
+            Lexicon.load(source).save(folder / data["lexicon"])
+    with atomic_write(folder / DECODING_FILE) as f:
+        f.write("# the decoding nerft train chose on dev for the exported run (nerft predict/serve start from it)\n")
+        yaml.safe_dump(data, f, allow_unicode=True, sort_keys=False)
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:

@@ -56,9 +56,9 @@ def read_run_records(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, An
 
 
 def model_card(labels: LabelSet, prompt: Prompt, *, model_id: str, merged_from: dict[str, Any] | None = None,
-               run_dir: Path | None = None) -> str:
+               run_dir: Path | None = None, decoding: dict[str, Any] | None = None) -> str:
     """The README.md of an exported folder. ``model_id``: what the code examples load (a hub repo id or the
-    folder's path)."""
+    folder's path); ``decoding``: the run's decoding record (``RunInfo.decoding``) when the folder carries it."""
     base = (merged_from or {}).get("base_model")
     revision = (merged_from or {}).get("revision")
     config, metrics = read_run_records(run_dir)
@@ -78,6 +78,7 @@ def model_card(labels: LabelSet, prompt: Prompt, *, model_id: str, merged_from: 
     lines += [f"| {lab.code} | {lab.name} | {lab.description or ''} |" for lab in labels.labels]
     lines += _prompt_section(labels, prompt, fmt)
     lines += _training_section(config, metrics)
+    lines += _decoding_section(decoding)
     lines += _usage_section(model_id, prompt)
     lines += ["## Limitations", "",
               "The model answers only with the labels above and only in the prompt format above; another prompt "
@@ -131,6 +132,23 @@ def _training_section(config: dict[str, Any], metrics: dict[str, Any]) -> list[s
             lines.append(f"| test | {test.get('precision', 0):.2f} | {test.get('recall', 0):.2f} | {test['f1']:.2f} | "
                          f"{test.get('docs', '')} |")
         lines.append("")
+    return lines
+
+
+def _decoding_section(decoding: dict[str, Any] | None) -> list[str]:
+    if not decoding:
+        return []
+    dev = decoding.get("dev") or {}
+    chosen, answered = dev.get("chosen") or {}, dev.get("answered") or {}
+    options = yaml.safe_dump(decoding.get("options") or {}, allow_unicode=True, sort_keys=False).strip()
+    lines = ["## Decoding", "",
+             f"At the end of training nerft chose how to read the answers on dev ({dev.get('documents', '?')} "
+             f"documents): **{decoding.get('setting', '?')}**. It is in the folder's `decoding.yaml`, which "
+             "`nerft predict` and `nerft serve` use unless told otherwise (`--config` and flags override it, "
+             "`--no-run-decoding` ignores it):", "", "```yaml", options, "```", ""]
+    if "f1" in chosen and "f1" in answered:
+        lines += [f"Dev strict F1: {100 * answered['f1']:.2f} as answered, {100 * chosen['f1']:.2f} with it. The "
+                  "raw answers of transformers or vLLM below are the model's answers as answered.", ""]
     return lines
 
 

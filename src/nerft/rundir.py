@@ -11,6 +11,12 @@ Layout of a run directory::
       config.yaml       the resolved training config
       labels.json       the label set (also inside nerft.json)
       metrics.json      dev/test metrics, train summary
+      decoding.yaml     the decoding chosen on dev at the end of training (min-score, per-label min-scores, the
+                        lexicon's use; ``nerft tune``'s choice): predict, serve, evaluate --score-with, tune and
+                        export start from it (--config and flags override it, --no-run-decoding ignores it);
+                        nerft.json's ``decoding`` records it with its dev scores
+      lexicon.json      what the training data annotates (``--lexicon``, lexicon hints)
+      tune/             the dev answers and the report the choice was made from (tune.md, tune.json, tune.png)
       test_predictions.jsonl   the best adapter's predictions on the test split (for ``nerft evaluate --pred``)
       train_log.jsonl   one line per logged step
       curves.png        loss and dev F1 curves
@@ -32,6 +38,7 @@ from .prompts import Prompt
 from .schema import NerftError, write_json
 
 INFO_FILE = "nerft.json"
+DECODING_FILE = "decoding.yaml"
 
 
 @dataclass
@@ -65,6 +72,9 @@ class RunInfo:
     merged: bool = False
     max_length: int = 512
     merged_from: dict[str, Any] | None = None  # export: the base model and adapter the weights were merged from
+    # the decoding chosen on dev at the end of training: {"options": decoding.yaml's mapping, "setting": its
+    # description, "dev": {"documents", "answered", "chosen"} with P/R/F1 (0-1) each}; None: none chosen
+    decoding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +85,7 @@ class RunInfo:
             "prompt": self.prompt.to_dict(),
             "max_length": self.max_length,
             **({"merged_from": self.merged_from} if self.merged_from else {}),
+            **({"decoding": self.decoding} if self.decoding else {}),
         }
 
     def save(self, directory: str | Path) -> None:
@@ -99,6 +110,7 @@ class RunInfo:
                 merged=bool(d.get("merged", False)),
                 max_length=int(d.get("max_length", 512)),
                 merged_from=d.get("merged_from") or (d.get("extra") or {}).get("merged_from"),
+                decoding=d.get("decoding") if isinstance(d.get("decoding"), dict) else None,
             )
         except json.JSONDecodeError as exc:
             raise NerftError(f"{path}: invalid JSON: {exc}") from None

@@ -12,6 +12,10 @@ decoding pass costs minutes, and ``nerft predict --config OUT/decoding.yaml`` gi
 
 OUT gets decoding.yaml (the best thresholds with the decoding flags given here), tune.json and tune.md (every
 candidate's P/R/F1, the per-label choices) and tune.png (F1 against min-score, a line per lexicon setting).
+
+The run's own decoding.yaml (what ``nerft train`` chose the same way at its end) is the starting point, as for
+``predict``: its lexicon is tried again unless ``--lexicon`` says otherwise; ``--no-run-decoding`` starts from the
+defaults. ``nerft train`` calls ``tune_documents`` with its run as the model and RUN/decoding.yaml as the file.
 """
 
 from __future__ import annotations
@@ -55,10 +59,11 @@ def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from .inference.options import LoadOptions, PredictOptions
+    from .inference.location import decoding_options, locate_model
+    from .inference.options import LoadOptions
 
     load = cfglib.build_config(LoadOptions, args)
-    options = cfglib.build_config(PredictOptions, args)
+    options = decoding_options(locate_model(load), args)
     if not all(0 <= v <= 1 for v in args.min_scores):
         raise NerftError(f"--min-scores: give values in [0, 1], got {' '.join(map(str, args.min_scores))}")
     if not all(0 < v <= 1 for v in args.min_rates):
@@ -79,18 +84,31 @@ def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates:
     """Answer ``dev`` once (into ``out``), score every candidate (``choose``), write the report and
     decoding.yaml; returns the report."""
     from .evaluate import _read_gold
-    from .lexicon import Lexicon
 
     gold = _read_gold(dev)
     if not gold:
         raise NerftError(f"--dev {dev} holds no documents")
+    return tune_documents(load, options, gold, str(dev), out, min_scores, min_rates, per_label=per_label,
+                          progress=progress)
+
+
+def tune_documents(load, options, gold: list[Document], dev: str, out: Path, min_scores: list[float],
+                   min_rates: list[float], *, per_label: bool = True, progress: bool = True,
+                   decoding_file: Path | None = None) -> dict[str, Any]:
+    """``tune`` on gold documents already read (``dev`` names them in the report); the chosen options go to
+    ``decoding_file`` (default OUT/decoding.yaml), their lexicon named relative to it."""
+    from .inference.options import PredictOptions
+    from .lexicon import Lexicon
+
     lexicon = Lexicon.load(options.lexicon) if options.lexicon else None  # a bad lexicon fails before answering
-    answering = dataclasses.replace(options, min_score=0.0, label_min_scores=[], lexicon=None)
+    answering = dataclasses.replace(options, min_score=0.0, label_min_scores=[], lexicon=None,
+                                    lexicon_min_rate=PredictOptions.lexicon_min_rate)
     labels, answers = answer_dev(load, answering, gold, out, progress)
     best, report = choose(gold, answers, labels, answering, options.lexicon, lexicon, min_scores, min_rates,
                           per_label)
-    report = {"dev": str(dev), "documents": len(gold), **report, "decoding": decoding_dict(best, out)}
-    write_report(report, out)
+    decoding_file = decoding_file or out / "decoding.yaml"
+    report = {"dev": dev, "documents": len(gold), **report, "decoding": decoding_dict(best, decoding_file.parent)}
+    write_report(report, out, decoding_file)
     return report
 
 
@@ -198,12 +216,12 @@ def decoding_dict(best, out: Path) -> dict[str, Any]:
     return data
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
+def write_report(report: dict[str, Any], out: Path, decoding_file: Path | None = None) -> None:
     import yaml
 
     from .plots import line_chart, safe_plot
 
-    with atomic_write(out / "decoding.yaml") as f:
+    with atomic_write(decoding_file or out / "decoding.yaml") as f:
         f.write(f"# nerft tune on {report['dev']} ({report['documents']} documents): strict F1 "
                 f"{100 * report['best']['f1']:.2f}, as answered {100 * report['answered']['f1']:.2f}\n")
         yaml.safe_dump(report["decoding"], f, allow_unicode=True, sort_keys=False)

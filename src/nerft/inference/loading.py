@@ -17,7 +17,7 @@ from ..labels import LabelSet
 from ..modeling import load_model, resolve_device
 from ..prompts import Prompt
 from ..schema import NerftError
-from .location import ModelLocation, load_location_tokenizer, locate_model
+from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
 
 BACKENDS = ("transformers", "vllm", "openai")
@@ -56,13 +56,16 @@ def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedMod
 
 def load_predictor(model: str | Path | None = None, *, base: str | Path | None = None,
                    adapter: str | Path | None = None, backend: str = "transformers", device: str = "auto",
-                   dtype: str = "auto", revision: str | None = None, **options: Any):
+                   dtype: str = "auto", revision: str | None = None, run_decoding: bool = True, **options: Any):
     """A ``Predictor`` for a run directory, an exported folder, or base + adapter (any PredictOptions field as a
-    keyword: ``batch_size``, ``constrained``, ...)."""
+    keyword: ``batch_size``, ``constrained``, ...), decoding as the run's decoding.yaml says where the keywords
+    do not (``run_decoding=False``: as the keywords and the defaults say)."""
     opts = LoadOptions(model=str(model) if model is not None else None, base=str(base) if base else None,
                        revision=revision, adapter=str(adapter) if adapter else None, device=device or "auto",
-                       dtype=dtype or "auto", backend=backend)  # type: ignore[arg-type]
-    return open_predictor(opts, PredictOptions(**options))
+                       dtype=dtype or "auto", backend=backend, run_decoding=run_decoding)  # type: ignore[arg-type]
+    PredictOptions(**options)  # an unknown keyword is a TypeError, as always
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    return open_predictor(opts, decoding_options(locate_model(opts), given))
 
 
 def open_predictor(opts: LoadOptions, options: PredictOptions):

@@ -9,21 +9,27 @@ What can be located:
 - a peft adapter folder (the tutorial's ``checkpoint-N``) on the base it records or on ``--base``;
 - a plain base model (``--base``), optionally with ``--adapter``.
 A folder without nerft.json is read with the tutorial's label set and prompt.
+
+A run or export may hold decoding.yaml, the decoding ``nerft train`` chose on dev (``ModelLocation.decoding``):
+``decoding_options`` starts every command's ``PredictOptions`` from it, under ``--config`` and the flags.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .. import config as cfglib
 from ..labels import LabelSet, ccfbdci_labels
 from ..lexicon import LEXICON_FILE, Lexicon
 from ..modeling import ModelConfig, auto_tokenizer, canonical_dtype, load_tokenizer, with_pad_token
 from ..prompts import Prompt, build_prompt
-from ..rundir import INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
+from ..rundir import DECODING_FILE, INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import NerftError
-from .options import LoadOptions
+from .options import LoadOptions, PredictOptions
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
@@ -44,6 +50,8 @@ class ModelLocation:
     name: str = "nerft"
 
     home: Path | None = None  # the folder of nerft.json (a run, an export): its lexicon.json is there too
+    # decoding.yaml of ``home`` (input paths made absolute), unless --no-run-decoding; None: there is none
+    decoding: dict[str, Any] | None = None
 
     @property
     def labels_and_prompt(self) -> tuple[LabelSet, Prompt]:
@@ -77,6 +85,33 @@ def _override(opts: LoadOptions) -> BaseModelRef | None:
 
 def locate_model(opts: LoadOptions) -> ModelLocation:
     """Resolve ``--model/--base/--adapter`` into a ModelLocation (nothing is loaded yet)."""
+    where = _locate(opts)
+    if opts.run_decoding and where.home is not None:
+        where.decoding = read_decoding(where.home / DECODING_FILE)
+    return where
+
+
+def read_decoding(path: Path) -> dict[str, Any] | None:
+    """The options a decoding.yaml sets (validated; its input paths absolute, read from its own folder), or None
+    when there is no such file."""
+    if not path.is_file():
+        return None
+    data = cfglib.load_yaml(path)
+    try:
+        options = cfglib.build_config(PredictOptions, config_path=str(path))
+    except cfglib.ConfigError as exc:
+        raise cfglib.ConfigError(f"{path}: {exc}") from None
+    return {k: v for k, v in cfglib.to_dict(options).items() if k in data}
+
+
+def decoding_options(where: ModelLocation, given: argparse.Namespace | dict[str, Any] | None = None,
+                     config_path: str | None = None) -> PredictOptions:
+    """A command's decoding options: the run's decoding (``where.decoding``), then a ``--config`` file, then the
+    flags ``given``, each overriding the one before field by field."""
+    return cfglib.build_config(PredictOptions, given, config_path=config_path, base=where.decoding)
+
+
+def _locate(opts: LoadOptions) -> ModelLocation:
     if opts.model is not None:
         folder = Path(opts.model).expanduser()
         if (folder / INFO_FILE).is_file():

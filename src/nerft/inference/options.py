@@ -61,6 +61,9 @@ class LoadOptions:
     backend: Literal["transformers", "vllm", "openai"] = opt(
         "transformers", "generation engine (vllm: GPU, pip install 'nerft[vllm]'; openai: an OpenAI-compatible "
                         "server at --base-url, --model then gives only the labels, prompt and tokenizer)")
+    run_decoding: bool = opt(True, "start from the decoding nerft train chose on dev for this run (RUN/decoding.yaml: "
+                                   "min-score, per-label min-scores, lexicon); --config and flags override it "
+                                   "field by field; --no-run-decoding ignores it")
     vllm: VllmOptions = opt(help="vLLM engine settings", factory=VllmOptions)
     openai: OpenAIOptions = opt(help="OpenAI-compatible server (--backend openai)", factory=OpenAIOptions)
 

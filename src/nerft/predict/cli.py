@@ -41,7 +41,8 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                         "shard, resumed by shard")
     p.add_argument("--encoding", default="utf-8", help=ENCODING_HELP.replace("files", "file") + " (for --input)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
+    p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file, over "
+                                                        "the run's decoding.yaml")
     add_load_arguments(p)
     cfglib.add_config_arguments(p, PredictOptions)
     cfglib.add_config_arguments(p, RayOptions, prefix="ray.")
@@ -70,7 +71,7 @@ def print_table(texts: list[str], results: list[list[Entity]]) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..inference.loading import open_predictor
-    from ..inference.location import locate_model
+    from ..inference.location import decoding_options, locate_model
     from .files import predict_file
     from .writers import working_file, write_tool_file
 
@@ -87,11 +88,12 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.output_file_format != "nerft" and not args.output:
         raise NerftError("--output-format goes with --input and --output")
     load = cfglib.build_config(LoadOptions, args)
-    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before the model loads
+    where = locate_model(load)  # reads nerft.json and decoding.yaml only: errors before the model loads
+    labels, prompt = where.labels_and_prompt
     check_preset(prompt, args.output_format, args.preset)
     if args.labels:
         labels.subset(args.labels)
-    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    options = decoding_options(where, args, config_path=args.config)  # the run's, under --config and the flags
     predictor = open_predictor(load, options)
     if args.input:
         work = working_file(args.output, args.output_file_format)
@@ -115,7 +117,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_predict_on_ray(args: argparse.Namespace) -> int:
     """``--engine ray``: every shard of --input into the --output folder (``ray_engine.predict_shards``)."""
-    from ..inference.location import locate_model
+    from ..inference.location import decoding_options, locate_model
     from .ray_engine import predict_shards
 
     if args.texts or not args.input or not args.output:
@@ -124,11 +126,12 @@ def run_predict_on_ray(args: argparse.Namespace) -> int:
     if args.output_file_format != "nerft":
         raise NerftError("--engine ray writes nerft JSONL shards; convert them with --output-format afterwards")
     load = cfglib.build_config(LoadOptions, args)
-    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before Ray starts
+    where = locate_model(load)  # reads nerft.json and decoding.yaml only: errors before Ray starts
+    labels, prompt = where.labels_and_prompt
     check_preset(prompt, args.output_format, args.preset)
     if args.labels:
         labels.subset(args.labels)
-    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    options = decoding_options(where, args, config_path=args.config)
     ray_opts = cfglib.build_config(RayOptions, {k.removeprefix("ray."): v for k, v in vars(args).items()
                                                 if k.startswith("ray.")})
     shards, texts = predict_shards(load, options, [args.input], args.output, ray_opts=ray_opts, labels=args.labels,

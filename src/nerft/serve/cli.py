@@ -57,13 +57,15 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..inference.loading import open_predictor
+    from ..inference.location import decoding_options, locate_model
     from ..inference.options import LoadOptions
     from .app import create_app
     from .openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
 
-    options = cfglib.build_config(PredictOptions, args, config_path=args.config)
+    load = cfglib.build_config(LoadOptions, args)
+    options = decoding_options(locate_model(load), args, config_path=args.config)  # the run's, under --config/flags
     options.batch_size = settings.max_batch
-    predictor = open_predictor(cfglib.build_config(LoadOptions, args), options)
+    predictor = open_predictor(load, options)
     auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"
     print(f"nerft serve: {predictor.name} on http://{args.host}:{args.port}; authentication: {auth}",
           file=sys.stderr, flush=True)

@@ -24,6 +24,9 @@ def register(subparsers, name: str = "train", summary: str = "") -> argparse.Arg
                             help=f"same as --{dest.replace('_', '-')}")
     parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS,
                         help="continue from the latest checkpoint of --out, or from the given checkpoint folder")
+    parser.add_argument("--tune", dest="tune.enabled", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help="same as --tune.enabled: choose the decoding on dev at the end (RUN/decoding.yaml); "
+                             "--no-tune skips it")
     cfglib.add_config_arguments(parser, TrainConfig, skip={"resume"})
     parser.set_defaults(func=run_train)
     return parser

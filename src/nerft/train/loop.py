@@ -52,6 +52,7 @@ from .data import (
     load_training_documents,
 )
 from .data import resolve_labels as resolve_label_set
+from .decoding import apply_decoding, choose_run_decoding, describe, forget_decoding
 from .evaluation import predict_documents, sample_rows, score
 from .interrupts import Interrupts, TrainingInterrupted
 from .schedule import TrainingClock, build_schedule
@@ -108,6 +109,7 @@ class Trainer:
         if self.resume_from is not None:
             self._restore(self.resume_from)
         self.last_checkpoint_s = self.clock.seconds()
+        self.checkpointed_step = self.position.step if self.resume_from is not None else None
         self.meter = ThroughputMeter(self.world)
         self.tracker = self._open_run_dir()
 
@@ -145,6 +147,7 @@ class Trainer:
 
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             run_dir.mkdir(parents=True, exist_ok=True)
+            forget_decoding(run_dir)  # chosen for an adapter this session may replace; chosen again at the end
             RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt,
                     max_length=cfg.data.max_length).save(run_dir)
             self.lexicon.save(run_dir / LEXICON_FILE)
@@ -163,16 +166,22 @@ class Trainer:
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------------
 
-    def evaluate(self, docs: list[Document], split: str, predictions_file: Path | None = None) -> dict[str, Any]:
+    def evaluate(self, docs: list[Document], split: str, predictions_file: Path | None = None,
+                 decoded: bool = False) -> dict[str, Any]:
         """Score ``docs`` (off the training clock) and log the scores and a few samples; with
-        ``predictions_file``, also write the predictions there (what ``nerft evaluate --pred`` reads)."""
+        ``predictions_file``, also write the predictions there (what ``nerft evaluate --pred`` reads);
+        ``decoded``: the answers finished as RUN/decoding.yaml says, the scores as answered kept beside."""
         with self.clock.paused():
             preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
                                               self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens,
                                               self.lexicon)
+            scores = score(docs, preds, counts)
+            if decoded:
+                preds = apply_decoding(preds, self.run_dir, self.labels)
+                scores = {**score(docs, preds, counts),
+                          "as_answered": {k: scores[k] for k in ("precision", "recall", "f1")}}
             if predictions_file is not None:
                 write_jsonl(predictions_file, preds)
-            scores = score(docs, preds, counts)
             self.tracker.log({f"{split}/{k}": v for k, v in scores.items()}, self.position.step)
             self.tracker.log_samples(sample_rows(docs, preds, self.cfg.eval.samples, self.labels), self.position.step)
         return scores
@@ -202,6 +211,7 @@ class Trainer:
                                 self.cfg.output.keep_checkpoints)
             self.accelerator.wait_for_everyone()
         self.last_checkpoint_s = self.clock.seconds()
+        self.checkpointed_step = self.position.step
 
     def budget_spent(self) -> bool:
         if self.budget_s is None:
@@ -233,6 +243,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
+        if self.resume_from is not None and self.finished_before():
+            return "steps" if self.position.step >= self.total_steps else "time budget"
         if self.main and self.dev_docs and cfg.eval.at_start and self.resume_from is None:
             self.start_scores = self.evaluate(self.dev_docs, "dev")
             print(f"dev before training: F1 {self.start_scores['f1']:.2f} (P {self.start_scores['precision']:.2f}, "
@@ -248,6 +260,12 @@ class Trainer:
                 return self._loop(interrupts)
         finally:
             self.progress.close()
+
+    def finished_before(self) -> bool:
+        """A resumed run whose training was already done: it goes straight to the end (decoding, test)."""
+        if self.position.step >= self.total_steps:
+            return True
+        return self.budget_s is not None and self.clock.before >= self.budget_s
 
     def _loop(self, interrupts: Interrupts) -> str:
         pad_id = pad_token_id(self.tokenizer)
@@ -310,8 +328,9 @@ class Trainer:
         from ..plots import safe_plot, training_curves
 
         done = stopped_by in ("steps", "time budget")
-        if not done:
+        if self.checkpointed_step != self.position.step:  # a finished run too: --resume then chooses again
             self.checkpoint()
+        if not done:
             if self.main:
                 print(f"nerft train: stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
                       f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
@@ -329,12 +348,17 @@ class Trainer:
                     metrics["dev"]["f1_before_training"] = self.start_scores["f1"]
             else:
                 save_adapter(self.model, adapter_dir(self.run_dir))
+            decoding = self.choose_decoding() if done else None
+            if decoding is not None:
+                metrics["decoding"] = decoding
             if done and self.cfg.data.test:
                 test_scores = self.evaluate(read_documents(self.cfg.data.test), "test",
-                                            self.run_dir / "test_predictions.jsonl")
+                                            self.run_dir / "test_predictions.jsonl", decoded=decoding is not None)
                 metrics["test"] = test_scores
+                answered = (f"; as answered {test_scores['as_answered']['f1']:.2f}"
+                            if "as_answered" in test_scores else "")
                 print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
-                      f"R {test_scores['recall']:.2f})")
+                      f"R {test_scores['recall']:.2f}){' with the run decoding' if answered else ''}{answered}")
             write_json(self.run_dir / "metrics.json", metrics)
             log_path = self.run_dir / "train_log.jsonl"
             safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
@@ -342,6 +366,22 @@ class Trainer:
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return metrics
+
+
+    def choose_decoding(self) -> dict[str, Any] | None:
+        """RUN/decoding.yaml chosen on dev (``decoding.choose_run_decoding``), or None with the reason printed."""
+        if not self.cfg.tune.enabled:
+            print("nerft train: no decoding chosen (--no-tune); predict decodes with the defaults")
+            return None
+        if not self.cfg.data.dev:
+            print("nerft train: no decoding chosen (no dev split); predict decodes with the defaults")
+            return None
+        with self.clock.paused():
+            record = choose_run_decoding(self.cfg, self.run_dir)
+        self.tracker.log({f"tune/{k}": 100 * v for k, v in record["dev"]["chosen"].items()}, self.position.step)
+        print(f"nerft train: {describe(record)}; written to {self.run_dir / record['file']}, which predict, serve, "
+              "evaluate --score-with and export use (flags override it, --no-run-decoding ignores it)")
+        return record
 
 
 def train(cfg: TrainConfig) -> Path:
