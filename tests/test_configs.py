@@ -61,6 +61,8 @@ def test_tutorial_recipe_is_the_tutorials():
     assert cfg.optim.gradient_checkpointing
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, len(cfg.lora.target_modules)) == (8, 32, 0.1, 7)
     assert cfg.tracking.backend == "swanlab"
+    # what nerft's defaults add, switched off: the tutorial trains on every document and decodes as answered
+    assert cfg.data.empty_share is None and not cfg.tune.enabled
 
 
 def test_cpu_recipe_follows_the_measurements():

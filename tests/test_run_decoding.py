@@ -80,12 +80,14 @@ def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, da
     where = locate_model(LoadOptions(model=str(run)))
     assert where.decoding["lexicon"] == str((run / LEXICON_FILE).resolve())
     assert locate_model(LoadOptions(model=str(run), run_decoding=False)).decoding is None
-    flagged = decoding_options(where, {"lexicon_min_rate": 1.0})
+    load = LoadOptions(model=str(run))
+    flagged = decoding_options(load, {"lexicon_min_rate": 1.0})
     assert flagged.lexicon == where.decoding["lexicon"] and flagged.lexicon_min_rate == 1.0
     (tmp_path / "mine.yaml").write_text("min_score: 0.5\n", encoding="utf-8")
-    filed = decoding_options(where, {}, config_path=str(tmp_path / "mine.yaml"))
+    filed = decoding_options(load, {}, config_path=str(tmp_path / "mine.yaml"))
     assert filed.min_score == 0.5 and filed.lexicon == where.decoding["lexicon"]
-    assert decoding_options(where, {"min_score": 0.7}, config_path=str(tmp_path / "mine.yaml")).min_score == 0.7
+    assert decoding_options(load, {"min_score": 0.7}, config_path=str(tmp_path / "mine.yaml")).min_score == 0.7
+    assert decoding_options(LoadOptions(model=str(run), run_decoding=False), {}).lexicon is None
 
     dev = data[1]["dev"]
     rate = str(where.decoding["lexicon_min_rate"])
@@ -143,3 +145,18 @@ def test_resume_chooses_the_decoding_when_training_finishes_or_had_finished(data
     assert [json.loads(line).get("step") for line in (out / "train_log.jsonl").read_text().splitlines()
             if "loss" in json.loads(line)] == [json.loads(line).get("step") for line in log.splitlines()
                                                 if "loss" in json.loads(line)]
+
+
+def test_by_default_a_short_run_keeps_half_its_training_documents_without_entities(tmp_path):
+    """data.empty_share's default (0.5): with all of them, a short run learns to answer "no entity" to all."""
+    from nerft.jsonl import write_jsonl
+    from nerft.schema import Document, Entity
+    from nerft.train.data import load_training_documents
+
+    docs = [Document(f"e{k}", "今天天气很好。", []) for k in range(30)]
+    docs += [Document(f"x{k}", "北京很大。", [Entity(0, 2, "GPE", "北京")]) for k in range(10)]
+    write_jsonl(tmp_path / "train.jsonl", docs)
+    cfg = cfglib.from_dict(TrainConfig, {"data": {"train": str(tmp_path / "train.jsonl")}})
+    kept, _, _ = load_training_documents(cfg, main=False)
+    assert len(kept) == 20 and sum(not d.entities for d in kept) == 10
+    assert cfg.tune.enabled  # and the decoding is chosen on dev at the end (the tests above)

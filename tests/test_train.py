@@ -384,7 +384,8 @@ def test_time_budget_ends_the_run_as_finished(base_model, splits, tmp_path):
     assert metrics["dev"]["best_step"] == 1 and "f1" in metrics["test"]  # the last state is scored, then test
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log if "loss" in r] == [pytest.approx(0.0, abs=1e-12)]  # the decay ran its course
-    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not (out / "checkpoints").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"]  # the last step, for --resume
 
 
 def test_missing_training_data_is_a_user_error(tmp_path):

@@ -331,12 +331,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _open_scoring_model(cfg: EvaluateConfig, args: argparse.Namespace):
     from .inference.loading import open_predictor
-    from .inference.location import decoding_options, locate_model
+    from .inference.location import decoding_options
     from .inference.options import LoadOptions
 
     load = build_config(LoadOptions, args)
     load.model = cfg.score_with
-    options = decoding_options(locate_model(load), args)  # the run's decoding.yaml under the flags
+    options = decoding_options(load, args)  # the run's decoding.yaml under the flags
     options.keep_hallucinated = cfg.keep_hallucinated
     return open_predictor(load, options)
 

@@ -59,11 +59,11 @@ def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from .inference.location import decoding_options, locate_model
+    from .inference.location import decoding_options
     from .inference.options import LoadOptions
 
     load = cfglib.build_config(LoadOptions, args)
-    options = decoding_options(locate_model(load), args)
+    options = decoding_options(load, args)
     if not all(0 <= v <= 1 for v in args.min_scores):
         raise NerftError(f"--min-scores: give values in [0, 1], got {' '.join(map(str, args.min_scores))}")
     if not all(0 < v <= 1 for v in args.min_rates):

@@ -65,7 +65,7 @@ def load_predictor(model: str | Path | None = None, *, base: str | Path | None =
                        dtype=dtype or "auto", backend=backend, run_decoding=run_decoding)  # type: ignore[arg-type]
     PredictOptions(**options)  # an unknown keyword is a TypeError, as always
     given = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
-    return open_predictor(opts, decoding_options(locate_model(opts), given))
+    return open_predictor(opts, decoding_options(opts, given))
 
 
 def open_predictor(opts: LoadOptions, options: PredictOptions):

@@ -86,9 +86,17 @@ def _override(opts: LoadOptions) -> BaseModelRef | None:
 def locate_model(opts: LoadOptions) -> ModelLocation:
     """Resolve ``--model/--base/--adapter`` into a ModelLocation (nothing is loaded yet)."""
     where = _locate(opts)
-    if opts.run_decoding and where.home is not None:
-        where.decoding = read_decoding(where.home / DECODING_FILE)
+    where.decoding = run_decoding(opts)
     return where
+
+
+def run_decoding(opts: LoadOptions) -> dict[str, Any] | None:
+    """The decoding.yaml of the folder ``--model`` (else ``--adapter``) names; None without one, or with
+    ``--no-run-decoding``. Reads that one file only: a command can merge it before anything else is checked."""
+    folder = opts.model or opts.adapter
+    if not opts.run_decoding or folder is None:
+        return None
+    return read_decoding(Path(folder).expanduser() / DECODING_FILE)
 
 
 def read_decoding(path: Path) -> dict[str, Any] | None:
@@ -104,11 +112,11 @@ def read_decoding(path: Path) -> dict[str, Any] | None:
     return {k: v for k, v in cfglib.to_dict(options).items() if k in data}
 
 
-def decoding_options(where: ModelLocation, given: argparse.Namespace | dict[str, Any] | None = None,
+def decoding_options(opts: LoadOptions, given: argparse.Namespace | dict[str, Any] | None = None,
                      config_path: str | None = None) -> PredictOptions:
-    """A command's decoding options: the run's decoding (``where.decoding``), then a ``--config`` file, then the
+    """A command's decoding options: the run's decoding (``run_decoding``), then a ``--config`` file, then the
     flags ``given``, each overriding the one before field by field."""
-    return cfglib.build_config(PredictOptions, given, config_path=config_path, base=where.decoding)
+    return cfglib.build_config(PredictOptions, given, config_path=config_path, base=run_decoding(opts))
 
 
 def _locate(opts: LoadOptions) -> ModelLocation:

@@ -88,12 +88,11 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.output_file_format != "nerft" and not args.output:
         raise NerftError("--output-format goes with --input and --output")
     load = cfglib.build_config(LoadOptions, args)
-    where = locate_model(load)  # reads nerft.json and decoding.yaml only: errors before the model loads
-    labels, prompt = where.labels_and_prompt
+    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before the model loads
     check_preset(prompt, args.output_format, args.preset)
     if args.labels:
         labels.subset(args.labels)
-    options = decoding_options(where, args, config_path=args.config)  # the run's, under --config and the flags
+    options = decoding_options(load, args, config_path=args.config)  # the run's, under --config and the flags
     predictor = open_predictor(load, options)
     if args.input:
         work = working_file(args.output, args.output_file_format)
@@ -126,12 +125,11 @@ def run_predict_on_ray(args: argparse.Namespace) -> int:
     if args.output_file_format != "nerft":
         raise NerftError("--engine ray writes nerft JSONL shards; convert them with --output-format afterwards")
     load = cfglib.build_config(LoadOptions, args)
-    where = locate_model(load)  # reads nerft.json and decoding.yaml only: errors before Ray starts
-    labels, prompt = where.labels_and_prompt
+    labels, prompt = locate_model(load).labels_and_prompt  # reads nerft.json only: errors before Ray starts
     check_preset(prompt, args.output_format, args.preset)
     if args.labels:
         labels.subset(args.labels)
-    options = decoding_options(where, args, config_path=args.config)
+    options = decoding_options(load, args, config_path=args.config)
     ray_opts = cfglib.build_config(RayOptions, {k.removeprefix("ray."): v for k, v in vars(args).items()
                                                 if k.startswith("ray.")})
     shards, texts = predict_shards(load, options, [args.input], args.output, ray_opts=ray_opts, labels=args.labels,

@@ -57,13 +57,13 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..inference.loading import open_predictor
-    from ..inference.location import decoding_options, locate_model
+    from ..inference.location import decoding_options
     from ..inference.options import LoadOptions
     from .app import create_app
     from .openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
 
     load = cfglib.build_config(LoadOptions, args)
-    options = decoding_options(locate_model(load), args, config_path=args.config)  # the run's, under --config/flags
+    options = decoding_options(load, args, config_path=args.config)  # the run's, under --config/flags
     options.batch_size = settings.max_batch
     predictor = open_predictor(load, options)
     auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"

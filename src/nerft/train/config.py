@@ -91,6 +91,8 @@ class TuneConfig:
                                      "prediction pass over it)")
     lexicon: bool = opt(True, "also try completing the answers from the run's lexicon.json")
     per_label: bool = opt(True, "also try a min-score per label (kept only where dev F1 rises)")
+    constrained: bool = opt(False, "answer dev with constrained decoding (known labels, mentions from the text "
+                                   "only), which then is part of the run's decoding")
 
 
 @dataclass

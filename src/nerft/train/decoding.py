@@ -37,7 +37,8 @@ def choose_run_decoding(cfg: TrainConfig, run_dir: Path, progress: bool = True) 
     gold = read_documents(cfg.data.dev)[:cfg.tune.dev_docs]  # type: ignore[arg-type]
     lexicon = run_dir / LEXICON_FILE
     load = LoadOptions(model=str(run_dir), device=cfg.model.device, run_decoding=False)
-    options = PredictOptions(lexicon=str(lexicon) if cfg.tune.lexicon and lexicon.is_file() else None)
+    options = PredictOptions(lexicon=str(lexicon) if cfg.tune.lexicon and lexicon.is_file() else None,
+                             constrained=cfg.tune.constrained)
     report = tune_documents(load, options, gold, str(cfg.data.dev), run_dir / TUNE_DIR, MIN_SCORES, MIN_RATES,
                             per_label=cfg.tune.per_label, progress=progress, decoding_file=run_dir / DECODING_FILE)
 

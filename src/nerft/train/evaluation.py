@@ -12,8 +12,8 @@ from ..schema import Document
 
 
 def predict_documents(model: Any, tokenizer: Any, prompt: Prompt, labels: LabelSet, docs: list[Document],
-                      batch_size: int, max_new_tokens: int, hint_lexicon: Lexicon | None = None
-                      ) -> tuple[list[Document], dict[str, int]]:
+                      batch_size: int, max_new_tokens: int, hint_lexicon: Lexicon | None = None,
+                      constrained: bool = False) -> tuple[list[Document], dict[str, int]]:
     """Predictions for ``docs`` (windows, answer bounds, repetition guard, shared-prompt cache of ``nerft
     predict``), with the parse failures (against the trained output format), hallucinations and unfinished
     answers counted."""
@@ -21,7 +21,8 @@ def predict_documents(model: Any, tokenizer: Any, prompt: Prompt, labels: LabelS
     from ..inference.transformers_backend import TransformersPredictor
 
     predictor = TransformersPredictor(model, tokenizer, labels, prompt,
-                                      PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens),
+                                      PredictOptions(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                                     constrained=constrained),
                                       frozen=False, hint_lexicon=hint_lexicon)
     predictions = predictor.predict_detailed([d.text for d in docs])
     counts = {"parse_failures": sum(p.parse_failures for p in predictions),

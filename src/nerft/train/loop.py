@@ -174,7 +174,7 @@ class Trainer:
         with self.clock.paused():
             preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
                                               self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens,
-                                              self.lexicon)
+                                              self.lexicon, constrained=decoded and self.cfg.tune.constrained)
             scores = score(docs, preds, counts)
             if decoded:
                 preds = apply_decoding(preds, self.run_dir, self.labels)
