@@ -247,7 +247,7 @@ def test_abandoned_requests_are_not_computed():
     assert busy.status_code == 200 and after.status_code == 200
     assert predictor.seen == ["慢A", "北京E"]
     assert app.state.stats.skipped_texts == 24
-    assert 'nerft_http_requests_total{path="/v1/ner",code="499"} 3' in metrics.text
+    assert _metric(metrics.text, 'nerft_http_requests_total{path="/v1/ner",code="499"}') == 3
 
 
 def test_predictor_calls_are_bounded_by_texts_and_characters():
@@ -430,14 +430,26 @@ def test_extra_routers_sit_behind_the_same_guards():
         assert c.post("/v1/echo", json={"texts": ["北京"]}, headers=auth).json() == {"found": [["北京"]]}
         assert c.post("/v1/echo", json={"texts": ["x" * 2000]}, headers=auth).status_code == 413
         metrics = c.get("/metrics", headers=auth).text
-    assert 'nerft_http_requests_total{path="/v1/echo",code="200"} 1' in metrics
+    assert _metric(metrics, 'nerft_http_requests_total{path="/v1/echo",code="200"}') == 1
 
 
 SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [-+.0-9e]+$')  # name{labels} value
 
 
 def _metric(text: str, series: str) -> float:
-    return float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(series + " ")))
+    """The value of ``series`` (``name{a="x",b="y"}``, labels in any order, ``le`` as 1 or 1.0) in an exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name, _, rest = series.partition("{")
+    wanted = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if pair)
+    wanted = {k: v.strip('"') for k, v in wanted.items()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {k: (str(float(v)) if k == "le" and v != "+Inf" else v) for k, v in sample.labels.items()}
+            want = {k: (str(float(v)) if k == "le" and v != "+Inf" else v) for k, v in wanted.items()}
+            if sample.name == name and labels == want:
+                return sample.value
+    raise AssertionError(f"{series} is not in the exposition")
 
 
 def test_metrics():
@@ -465,9 +477,18 @@ def test_metrics():
     buckets = [_metric(text, f'nerft_batch_texts_bucket{{le="{le}"}}') for le in (1, 2, 4, 128, "+Inf")]
     assert buckets == [1, 2, 2, 2, 2]  # one call of 2 texts, one of 1; cumulative
     latency = [float(line.rsplit(" ", 1)[1]) for line in samples
-               if line.startswith('nerft_http_request_duration_seconds_bucket{path="/v1/ner"')]
+               if line.startswith("nerft_http_request_duration_seconds_bucket{") and 'path="/v1/ner"' in line]
     assert latency == sorted(latency) and latency[-1] == 3  # cumulative, ending with +Inf = count
 
+
+def test_two_apps_in_one_process_keep_their_own_metrics():
+    first = create_app(FakePredictor(), ServeSettings(max_wait_ms=1))
+    second = create_app(FakePredictor(), ServeSettings(max_wait_ms=1))
+    with TestClient(first) as a, TestClient(second) as b:
+        assert a.post("/v1/ner", json={"texts": ["北京", "张三"]}).status_code == 200
+        mine, theirs = a.get("/metrics").text, b.get("/metrics").text
+    assert _metric(mine, "nerft_texts_total") == 2 and _metric(theirs, "nerft_texts_total") == 0
+    assert first.state.stats.requests("/v1/ner", 200) == 1 and second.state.stats.requests("/v1/ner", 200) == 0
 
 def test_shutdown_finishes_in_flight_requests():
     predictor = FakePredictor(delay=0.2)

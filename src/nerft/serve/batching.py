@@ -175,7 +175,7 @@ class Batcher:
                 job, i = pending[0]
                 if not job.wanted:  # checked just before each call: abandoned or expired texts are never computed
                     pending.popleft()
-                    self.stats.skipped_texts += 1
+                    self.stats.skip_texts()
                     continue
                 if chunk and chars + len(job.texts[i]) > self.settings.max_batch_chars:
                     break
@@ -193,7 +193,7 @@ class Batcher:
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # BaseException too: a tokenizer panic (pyo3's PanicException) is one
-            self.stats.failed_batches += 1
+            self.stats.add_failed_batch()
             await self._isolate(labels, chunk, exc)
             return
         self.stats.add_batch(len(texts))

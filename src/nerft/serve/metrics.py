@@ -1,7 +1,8 @@
-"""The server's counters (bounded: a fixed set of numbers per route and status code, never a list that grows with
-traffic) and their Prometheus text exposition (format 0.0.4, written here: no client library).
+"""The server's metrics, kept with ``prometheus_client`` in a registry of the app's own (two apps in one process
+never share a counter), exposed at ``GET /metrics`` in the Prometheus text format 0.0.4. Every series is bounded:
+a fixed set per route and status code, never a label that grows with traffic.
 
-Series (``path`` is the template of the route that answered, or ``other``, so the label set stays bounded):
+Series (``path`` is the template of the route that answered, or ``other``):
 
 - ``nerft_http_requests_total{path, code}``: answered requests by status code (499: the client left first);
 - ``nerft_http_request_duration_seconds{path}``: histogram of the time from the request's arrival to its last byte;
@@ -11,15 +12,15 @@ Series (``path`` is the template of the route that answered, or ``other``, so th
 - ``nerft_texts_total``: texts predicted; ``nerft_texts_skipped_total``: texts never computed because their
   request was abandoned or past its deadline; ``nerft_batch_failures_total``: predictor calls that raised (their
   requests were then retried one by one).
+Each counter and histogram also has the library's ``_created`` series (when it started counting).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Match
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -28,97 +29,72 @@ CLIENT_GONE = 499  # nginx's "client closed request": counted, never actually se
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Histogram:
-    """Fixed buckets (upper bounds), their counts, the sum and the count of observations."""
-
-    def __init__(self, buckets: Iterable[float]):
-        self.bounds = tuple(sorted(buckets))
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        i = next((k for k, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
-        self.counts[i] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(le, observations <= le) per bucket, ending with +Inf (= count)."""
-        out, running = [], 0
-        for bound, n in zip([*self.bounds, math.inf], self.counts, strict=True):
-            running += n
-            out.append(("+Inf" if bound == math.inf else _number(bound), running))
-        return out
-
-
-@dataclass
 class ServerStats:
-    """Everything /metrics reports except the gauges read at scrape time (queue depth, requests in flight)."""
+    """One app's counters, histograms and gauges (the gauges are set when /metrics is read)."""
 
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)  # (path, status code) -> count
-    latency: dict[str, Histogram] = field(default_factory=dict)  # path -> seconds
-    batch_texts: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
-    texts: int = 0
-    skipped_texts: int = 0
-    failed_batches: int = 0
-    max_batch_seen: int = 0
-
-    @property
-    def batches(self) -> int:
-        return self.batch_texts.count
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._requests = Counter("nerft_http_requests", "HTTP requests answered, by route and status code.",
+                                 ["path", "code"], registry=r)
+        self._latency = Histogram("nerft_http_request_duration_seconds",
+                                  "Time from a request's arrival to its last byte.", ["path"],
+                                  buckets=LATENCY_BUCKETS, registry=r)
+        self._in_flight = Gauge("nerft_requests_in_flight", "NER requests waiting for their answer.", registry=r)
+        self._queue_depth = Gauge("nerft_queue_depth", "Requests queued for the batch worker.", registry=r)
+        self._batch_texts = Histogram("nerft_batch_texts", "Texts per predictor call.", buckets=BATCH_BUCKETS,
+                                      registry=r)
+        self._texts = Counter("nerft_texts", "Texts predicted.", registry=r)
+        self._skipped = Counter("nerft_texts_skipped",
+                                "Texts never computed: their request was abandoned or expired.", registry=r)
+        self._failed = Counter("nerft_batch_failures",
+                               "Predictor calls that raised (then retried request by request).", registry=r)
+        self.max_batch_seen = 0  # the largest predictor call so far (for tests and logs; not exported)
 
     def add_batch(self, n_texts: int) -> None:
-        self.batch_texts.observe(n_texts)
-        self.texts += n_texts
+        self._batch_texts.observe(n_texts)
+        self._texts.inc(n_texts)
         self.max_batch_seen = max(self.max_batch_seen, n_texts)
 
     def add_request(self, path: str, status: int, seconds: float) -> None:
-        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        self.latency.setdefault(path, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        self._requests.labels(path, str(status)).inc()
+        self._latency.labels(path).observe(seconds)
+
+    def skip_texts(self, n: int = 1) -> None:
+        self._skipped.inc(n)
+
+    def add_failed_batch(self) -> None:
+        self._failed.inc()
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when it has not been counted yet)."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    @property
+    def texts(self) -> int:
+        return int(self.value("nerft_texts_total"))
+
+    @property
+    def skipped_texts(self) -> int:
+        return int(self.value("nerft_texts_skipped_total"))
+
+    @property
+    def failed_batches(self) -> int:
+        return int(self.value("nerft_batch_failures_total"))
+
+    @property
+    def batches(self) -> int:
+        return int(self.value("nerft_batch_texts_count"))
+
+    def requests(self, path: str, status: int) -> int:
+        return int(self.value("nerft_http_requests_total", path=path, code=str(status)))
 
 
 def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int) -> str:
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-
-    def histogram(name: str, hist: Histogram, labels: str = "") -> None:
-        sep = "," if labels else ""
-        for le, n in hist.cumulative():
-            lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {n}')
-        braces = f"{{{labels}}}" if labels else ""
-        lines.append(f"{name}_sum{braces} {_number(hist.sum)}")
-        lines.append(f"{name}_count{braces} {hist.count}")
-
-    family("nerft_http_requests_total", "counter", "HTTP requests answered, by route and status code.")
-    for (path, code), n in sorted(stats.requests.items()):
-        lines.append(f'nerft_http_requests_total{{path="{_label(path)}",code="{code}"}} {n}')
-    family("nerft_http_request_duration_seconds", "histogram", "Time from a request's arrival to its last byte.")
-    for path, hist in sorted(stats.latency.items()):
-        histogram("nerft_http_request_duration_seconds", hist, f'path="{_label(path)}"')
-    family("nerft_requests_in_flight", "gauge", "NER requests waiting for their answer.")
-    lines.append(f"nerft_requests_in_flight {in_flight}")
-    family("nerft_queue_depth", "gauge", "Requests queued for the batch worker.")
-    lines.append(f"nerft_queue_depth {queue_depth}")
-    family("nerft_batch_texts", "histogram", "Texts per predictor call.")
-    histogram("nerft_batch_texts", stats.batch_texts)
-    family("nerft_texts_total", "counter", "Texts predicted.")
-    lines.append(f"nerft_texts_total {stats.texts}")
-    family("nerft_texts_skipped_total", "counter", "Texts never computed: their request was abandoned or expired.")
-    lines.append(f"nerft_texts_skipped_total {stats.skipped_texts}")
-    family("nerft_batch_failures_total", "counter", "Predictor calls that raised (then retried request by request).")
-    lines.append(f"nerft_batch_failures_total {stats.failed_batches}")
-    return "\n".join(lines) + "\n"
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """The exposition of ``stats``, with the gauges read at this moment."""
+    stats._queue_depth.set(queue_depth)
+    stats._in_flight.set(in_flight)
+    return generate_latest(stats.registry).decode("utf-8")
 
 
 class RequestMetrics:
