@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -160,3 +161,29 @@ def test_by_default_a_short_run_keeps_half_its_training_documents_without_entiti
     kept, _, _ = load_training_documents(cfg, main=False)
     assert len(kept) == 20 and sum(not d.entities for d in kept) == 10
     assert cfg.tune.enabled  # and the decoding is chosen on dev at the end (the tests above)
+
+
+def test_tune_and_serve_start_from_the_run_decoding(run, data, tmp_path, monkeypatch):
+    import uvicorn
+
+    import nerft.inference.loading
+
+    # nerft tune tries the run's lexicon again unless told not to
+    dev = data[1]["dev"]
+    for flags, lexicon_rows in (([], True), (["--no-run-decoding"], False)):
+        out = tmp_path / f"tune{len(flags)}"
+        assert cli.main(["tune", "--model", str(run), "--dev", dev, "--out", str(out), "--no-progress", *flags]) == 0
+        grid = json.loads((out / "tune.json").read_text(encoding="utf-8"))["grid"]
+        assert any(r["lexicon_min_rate"] is not None for r in grid) == lexicon_rows
+    # nerft serve: the run's decoding under the flags (the loader and uvicorn stand in; the options are real)
+    opened: list = []
+    monkeypatch.setattr(nerft.inference.loading, "open_predictor",
+                        lambda load, options: opened.append(options) or SimpleNamespace(name="run"))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    monkeypatch.setattr("nerft.serve.app.create_app", lambda predictor, settings, routers=(): None)
+    chosen = RunInfo.load(run).decoding["options"]
+    for flags in ([], ["--lexicon-min-count", "7"], ["--no-run-decoding"]):
+        assert cli.main(["serve", "--model", str(run), *flags]) == 0
+    assert [(o.lexicon, o.lexicon_min_rate, o.lexicon_min_count) for o in opened] == [
+        (str((run / LEXICON_FILE).resolve()), chosen["lexicon_min_rate"], 1),
+        (str((run / LEXICON_FILE).resolve()), chosen["lexicon_min_rate"], 7), (None, 0.3, 1)]
