@@ -96,6 +96,9 @@ def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, da
     spelled_out = predict(run, dev, tmp_path / "b.jsonl", "--no-run-decoding", "--lexicon", str(run / LEXICON_FILE),
                           "--lexicon-min-rate", rate, "--lexicon-min-count", "1000")
     assert overridden == spelled_out != predict(run, dev, tmp_path / "c.jsonl")
+    min_score = str(where.decoding["min_score"])
+    assert predict(run, dev, tmp_path / "d.jsonl", "--lexicon", "") == \
+        predict(run, dev, tmp_path / "e.jsonl", "--no-run-decoding", "--min-score", min_score)  # the lexicon off
 
 
 def test_the_run_decoding_travels_with_a_copied_run_and_its_export(run, data, tmp_path, monkeypatch):
