@@ -132,8 +132,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     before = metrics.get("dev", {}).get("f1_before_training", 0.0)
     after = metrics.get("dev", {}).get("best_f1", 0.0)
     test = metrics.get("test", {})
+    answered = f", as answered {test['as_answered']['f1']:.1f}" if "as_answered" in test else ""
     print(f"[3/4] evaluate: dev strict F1 {before:.1f} before training -> {after:.1f} after; "
-          f"test F1 {test.get('f1', 0.0):.1f} (P {test.get('precision', 0.0):.1f}, R {test.get('recall', 0.0):.1f})")
+          f"test F1 {test.get('f1', 0.0):.1f} (P {test.get('precision', 0.0):.1f}, R {test.get('recall', 0.0):.1f}"
+          f"{answered})")
 
     test_docs = read_documents(data_dir / "test.jsonl")
     decoding = _score_test(run_dir, test_docs)

@@ -367,7 +367,6 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return metrics
 
-
     def choose_decoding(self) -> dict[str, Any] | None:
         """RUN/decoding.yaml chosen on dev (``decoding.choose_run_decoding``), or None with the reason printed."""
         if not self.cfg.tune.enabled:
