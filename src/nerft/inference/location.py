@@ -50,7 +50,7 @@ class ModelLocation:
     name: str = "nerft"
 
     home: Path | None = None  # the folder of nerft.json (a run, an export): its lexicon.json is there too
-    # decoding.yaml of ``home`` (input paths made absolute), unless --no-run-decoding; None: there is none
+    # the decoding.yaml of the folder located (``run_decoding``: input paths absolute); None: none, or ignored
     decoding: dict[str, Any] | None = None
 
     @property

@@ -355,10 +355,10 @@ class Trainer:
                 test_scores = self.evaluate(read_documents(self.cfg.data.test), "test",
                                             self.run_dir / "test_predictions.jsonl", decoded=decoding is not None)
                 metrics["test"] = test_scores
-                answered = (f"; as answered {test_scores['as_answered']['f1']:.2f}"
-                            if "as_answered" in test_scores else "")
+                how = (f" with the run decoding; as answered {test_scores['as_answered']['f1']:.2f}"
+                       if "as_answered" in test_scores else "")
                 print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
-                      f"R {test_scores['recall']:.2f}){' with the run decoding' if answered else ''}{answered}")
+                      f"R {test_scores['recall']:.2f}){how}")
             write_json(self.run_dir / "metrics.json", metrics)
             log_path = self.run_dir / "train_log.jsonl"
             safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
