@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
-    from nerft.plots import ranked_bars
+    from .charts import ranked_bars
 
     ranked_bars([r["row"] for r in rows], [r["f1"] for r in rows], path, "strict micro F1")
 

@@ -180,7 +180,7 @@ def summarise(runs: list[dict], params: dict[str, int], peak_flops: float | None
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from nerft.plots import bar_panels
+    from .charts import bar_panels
 
     bar_panels([r["recipe"] for r in rows], {title: [r.get(key) or 0 for r in rows] for key, title in
                                              (("examples_per_s", "examples / s"), ("s_per_step", "s / optimizer step"),

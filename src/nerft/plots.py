@@ -1,6 +1,7 @@
 """Every PNG chart nerft writes, headless (Agg), each written atomically: per-label scores (``evaluate``), curves
-over training steps (``train``), entities per label and split (``prepare``), and the grouped bars and lines of the
-benchmark reports. A chart never fails the run that draws it: callers that must not fail use ``safe_plot``."""
+over training steps (``train``), entities per label and split (``prepare``) and the lines of ``nerft tune``'s
+report (the benchmarks' own charts are in ``benchmarks/charts.py``). A chart never fails the run that draws it:
+callers that must not fail use ``safe_plot``."""
 
 from __future__ import annotations
 
@@ -208,30 +209,3 @@ def safe_plot(draw: Any, *args: Any, **kwargs: Any) -> bool:
         print(f"nerft: could not draw {getattr(draw, '__name__', 'a chart')}: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return False
-
-
-def bar_panels(names: Sequence[str], panels: Mapping[str, Sequence[float]], path: str | os.PathLike) -> None:
-    """One bar chart per named panel, side by side, the same bars (``names``) in each (benchmark summaries)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.7 * max(len(panels), 1), 3.2), squeeze=False)
-    colours = ["#999999", "#2a7ab9", "#55a868", "#dd8452"]
-    for ax, (title, values) in zip(axes[0], panels.items(), strict=False):
-        ax.bar(list(names), list(values), color=[colours[i % len(colours)] for i in range(len(names))])
-        ax.set_title(title)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def ranked_bars(names: Sequence[str], values: Sequence[float], path: str | os.PathLike, xlabel: str) -> None:
-    """Horizontal bars, first name on top, each with its value written beside it (e.g. F1 per system)."""
-    import math
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(names)))
-    ax.barh(list(names)[::-1], list(values)[::-1], color="#2a7ab9")
-    for i, v in enumerate(list(values)[::-1]):
-        ax.text(v + 0.5, i, f"{v:.1f}", va="center", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_xlim(0, max(10, math.ceil(max(values, default=0) / 10) * 10 + 10))
-    fig.tight_layout()
-    _save(fig, path)
