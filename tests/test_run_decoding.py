@@ -21,6 +21,7 @@ from nerft.inference.options import LoadOptions
 from nerft.jsonl import iter_jsonl
 from nerft.lexicon import LEXICON_FILE
 from nerft.rundir import DECODING_FILE, RunInfo
+from nerft.schema import NerftError
 from nerft.train import TrainConfig, train
 
 
@@ -89,6 +90,14 @@ def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, da
     assert filed.min_score == 0.5 and filed.lexicon == where.decoding["lexicon"]
     assert decoding_options(load, {"min_score": 0.7}, config_path=str(tmp_path / "mine.yaml")).min_score == 0.7
     assert decoding_options(LoadOptions(model=str(run), run_decoding=False), {}).lexicon is None
+    # chosen with constrained decoding, which only the transformers backend does: the other backends say what to do
+    constrained = shutil.copytree(run, tmp_path / "constrained")
+    with (constrained / DECODING_FILE).open("a", encoding="utf-8") as f:
+        f.write("constrained: true\n")
+    assert decoding_options(LoadOptions(model=str(constrained)), {}).constrained
+    with pytest.raises(NerftError, match="--no-constrained"):
+        decoding_options(LoadOptions(model=str(constrained), backend="vllm"), {})
+    assert not decoding_options(LoadOptions(model=str(constrained), backend="vllm"), {"constrained": False}).constrained
 
     dev = data[1]["dev"]
     rate = str(where.decoding["lexicon_min_rate"])

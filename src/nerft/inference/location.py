@@ -116,7 +116,13 @@ def decoding_options(opts: LoadOptions, given: argparse.Namespace | dict[str, An
                      config_path: str | None = None) -> PredictOptions:
     """A command's decoding options: the run's decoding (``run_decoding``), then a ``--config`` file, then the
     flags ``given``, each overriding the one before field by field."""
-    return cfglib.build_config(PredictOptions, given, config_path=config_path, base=run_decoding(opts))
+    run = run_decoding(opts)
+    options = cfglib.build_config(PredictOptions, given, config_path=config_path, base=run)
+    if run and run.get("constrained") and options.constrained and opts.backend != "transformers":
+        raise NerftError(f"{opts.model or opts.adapter}/{DECODING_FILE} was chosen on dev with constrained decoding, "
+                         f"which the {opts.backend} backend cannot do: pass --no-constrained (its thresholds then "
+                         "apply to free answers) or --no-run-decoding")
+    return options
 
 
 def _locate(opts: LoadOptions) -> ModelLocation:
