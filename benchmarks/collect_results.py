@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .common import RESULTS
 
-ORDER = ["matmul_peak", "b1_train", "b2_predict", "b3_accuracy", "b3_full60", "rank_dev", "learning_curve", "b4_gpu"]
+ORDER = ["matmul_peak", "b1_train", "b2_predict", "b3_accuracy", "b3_full60", "learning_curve", "b4_gpu"]
 
 
 def collect(results: Path = RESULTS, notes: str = "") -> str:

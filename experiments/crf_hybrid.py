@@ -1,7 +1,7 @@
 """Would a CRF beside the LLM help? nerft's tuned answers and the character CRF's, combined, on the seeded split.
 
-    python -m benchmarks.crf_hybrid                 # the 60-minute hints run of benchmarks/work/b3 (its nerft tune)
-    python -m benchmarks.crf_hybrid --tune DIR --test-answers PRED.jsonl --out-name NAME
+    python -m experiments.crf_hybrid                 # the 60-minute hints run of benchmarks/work/b3 (its nerft tune)
+    python -m experiments.crf_hybrid --tune DIR --test-answers PRED.jsonl --out-name NAME
 
 Nothing is trained but the CRF (``crf_baseline``, all of the train file; reused for the same file's bytes) and
 nothing is generated: the inputs are a ``nerft tune`` folder (the model's dev answers, as answered, and the
@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, RESULTS, WORK, log, markdown_table, read_jsonl, strict_row
+from benchmarks.common import REPO, WORK, log, markdown_table, read_jsonl, strict_row
+
+from . import RESULTS
 
 B3 = WORK / "b3"
 HINTS60 = "nerft_hints6-60_(equal_time)"
@@ -59,9 +61,8 @@ def combine(model: list, crf: list, crf_min: float, model_min: float) -> list:
 
 def crf_entities(model_file: Path, texts: list[str]) -> list[list]:
     """The CRF's entities of each text, scored by ``crf_baseline.tag_spans``."""
+    from benchmarks.crf_baseline import _require_crfsuite, tag_spans
     from nerft.schema import entity_from_dict
-
-    from .crf_baseline import _require_crfsuite, tag_spans
 
     tagger = _require_crfsuite().Tagger()
     tagger.open(str(model_file))
@@ -108,11 +109,10 @@ def shown(path: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import labels_beside, write_results
+    from benchmarks.crf_baseline import train_crf
     from nerft.labels import load_label_set
     from nerft.schema import document_from_dict
-
-    from .common import labels_beside, write_results
-    from .crf_baseline import train_crf
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", default=str(B3 / f"tune-{HINTS60}"), help="a nerft tune output folder")

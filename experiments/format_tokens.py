@@ -5,7 +5,7 @@ Generated tokens are the cost of prediction (one decoder step each) and part of 
 are paid on every training example and every prediction. Besides the three shipped formats this measures a few
 compact variants, and checks that each still reads back (parse + ground) to the gold spans.
 
-    python benchmarks/format_tokens.py            # writes benchmarks/results/format_tokens.{json,md}
+    python -m experiments.format_tokens           # writes experiments/results/format_tokens.{json,md}
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import CCFBDCI, QWEN2_TOKENIZER, markdown_table, require, write_results
+from nerft.formats import FORMATS, get_format
+from nerft.grounding import ground_mentions
+from nerft.labels import LabelSet, ccfbdci_labels
+from nerft.prompts import build_prompt
+from nerft.schema import Entity
 
-from benchmarks.common import CCFBDCI, QWEN2_TOKENIZER, markdown_table, require, write_results  # noqa: E402
-from nerft.formats import FORMATS, get_format  # noqa: E402
-from nerft.grounding import ground_mentions  # noqa: E402
-from nerft.labels import LabelSet, ccfbdci_labels  # noqa: E402
-from nerft.prompts import build_prompt  # noqa: E402
-from nerft.schema import Entity  # noqa: E402
+from . import RESULTS
 
 Render = Callable[[list[Entity], LabelSet], str]
 
@@ -133,7 +132,7 @@ def main() -> None:
         + markdown_table(prompt_rows, ["prompt", "system tokens", "template tokens (empty text)"])
         + "\n"
     )
-    write_results("format_tokens", payload, md)
+    write_results("format_tokens", payload, md, RESULTS)
     print(md)
 
 

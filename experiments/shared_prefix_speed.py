@@ -1,9 +1,9 @@
 """Training speed with and without ``data.shared_prefix``, for prompts of growing length (nerft's CPU recipe).
 
-    python -m benchmarks.shared_prefix_speed                           # 4 prompts x off/on, 8 steps each
-    python -m benchmarks.shared_prefix_speed --prompts short,defined+8 --max-steps 4
-    python -m benchmarks.shared_prefix_speed --slice                   # no model needed: a 2-layer slice, 1 min
-    python -m benchmarks.shared_prefix_speed --tokens                  # token counts only (the Qwen2 tokenizer)
+    python -m experiments.shared_prefix_speed                           # 4 prompts x off/on, 8 steps each
+    python -m experiments.shared_prefix_speed --prompts short,defined+8 --max-steps 4
+    python -m experiments.shared_prefix_speed --slice                   # no model needed: a 2-layer slice, 1 min
+    python -m experiments.shared_prefix_speed --tokens                  # token counts only (the Qwen2 tokenizer)
 
 Each run is nerft's ``train()`` in a fresh process (``bench_train.run_nerft``) on the first ``--examples`` training
 documents, no dev evaluation; off and on alternate for each prompt. Prompts:
@@ -32,10 +32,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from .common import (
+from benchmarks.common import (
     DEFAULT_MODEL,
     REPO,
-    RESULTS,
     WORK,
     log,
     markdown_table,
@@ -44,6 +43,8 @@ from .common import (
     run_in_child,
     write_results,
 )
+
+from . import RESULTS
 
 DEFINED = {"data.labels": str(REPO / "configs" / "labels" / "ccfbdci-defined.yaml"), "data.describe_labels": True}
 PROMPTS: dict[str, dict[str, Any]] = {
@@ -55,7 +56,7 @@ PROMPTS: dict[str, dict[str, Any]] = {
 
 
 def one_run(args: argparse.Namespace, train_file: str, prompt: str, shared: bool) -> dict[str, Any]:
-    from .bench_train import run_nerft
+    from benchmarks.bench_train import run_nerft
 
     extra = {**PROMPTS[prompt], "data.shared_prefix": shared, "data.max_length": args.max_length,
              "output.save_every_minutes": None}
@@ -167,7 +168,7 @@ def token_counts(train_file: str, n_docs: int, tokenizer_dir: str | Path, batch:
 
 
 def write_tokens(args: argparse.Namespace, train_file: str) -> None:
-    from .common import QWEN2_TOKENIZER
+    from benchmarks.common import QWEN2_TOKENIZER
 
     rows = token_counts(train_file, args.examples, require(QWEN2_TOKENIZER, "the Qwen2 tokenizer lives in ../shared"))
     md = (f"## Tokens per training example by prompt (Qwen2 tokenizer, first {args.examples} documents of "
@@ -180,7 +181,7 @@ def write_tokens(args: argparse.Namespace, train_file: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench_train import NERFT_CPU_CONFIG
+    from benchmarks.bench_train import NERFT_CPU_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     train_file = args.train or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "train.jsonl")
     if args.tokens:
-        from .bench_accuracy import shuffled_train
+        from benchmarks.bench_accuracy import shuffled_train
 
         shuffled = Path(args.work) / "shared_prefix" / "train.shuffled.jsonl"
         shuffled.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""benchmarks/crf_hybrid.py: the rule that combines nerft's and the CRF's mentions, and the benchmark end to end on
+"""experiments/crf_hybrid.py: the rule that combines nerft's and the CRF's mentions, and the benchmark end to end on
 a hand-written split (the CRF part only where python-crfsuite is installed, a benchmark extra)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from nerft.schema import Document, Entity
 
 sys.path.insert(0, str(REPO))
 
-from benchmarks import crf_baseline, crf_hybrid  # noqa: E402
+from benchmarks import crf_baseline  # noqa: E402
+from experiments import crf_hybrid  # noqa: E402
 
 TEXT = "张三在北京和黄山工作。"
 

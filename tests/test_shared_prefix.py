@@ -251,7 +251,8 @@ def test_the_loc_gpe_definitions_file_is_ccfbdci_with_sharper_descriptions():
 
 def test_shared_prefix_speed_benchmark_runs(base_model, splits, tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO))
-    from benchmarks import common, shared_prefix_speed
+    from benchmarks import common
+    from experiments import shared_prefix_speed
 
     monkeypatch.setattr(common, "IN_PROCESS", True)
     shared_prefix_speed.main(["--model", str(base_model), "--train", splits["train"], "--prompts", "short,defined+4",
@@ -268,7 +269,7 @@ def test_shared_prefix_speed_benchmark_runs(base_model, splits, tmp_path, monkey
 
 def test_shared_prefix_slice_timing_runs():
     sys.path.insert(0, str(REPO))
-    from benchmarks import shared_prefix_speed
+    from experiments import shared_prefix_speed
 
     rows = shared_prefix_speed.slice_timings(1, repeats=2, hidden=56, intermediate=64, prefixes=(10,))
     assert rows[0]["tokens_shared"] == 10 + rows[0]["tokens_plain"] - 8 * 10 and rows[0]["speedup"] > 0
@@ -276,7 +277,7 @@ def test_shared_prefix_slice_timing_runs():
 
 def test_shared_prefix_token_counts(splits, tiny_tokenizer, tmp_path):
     sys.path.insert(0, str(REPO))
-    from benchmarks import shared_prefix_speed
+    from experiments import shared_prefix_speed
 
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
     rows = {r["prompt"]: r for r in shared_prefix_speed.token_counts(splits["train"], 12, tmp_path / "tok")}

@@ -5,7 +5,7 @@
   mentions without ``"`` or ``\\``; those are escaped here (the tutorial writes invalid JSON; both parse).
 - ``jsonl``: one such JSON object a line; nothing at all when there is none.
 - ``compact``: one ``标签:实体`` line per entity; nothing when there is none. Fewest generated tokens (5.5 a
-  CCFBDCI document against 16.4 for ``tutorial``; benchmarks/format_tokens.py). A line break inside a mention
+  CCFBDCI document against 16.4 for ``tutorial``; experiments/format_tokens.py). A line break inside a mention
   is written as a space (grounding finds the original span again).
 
 Entities are rendered in text order (start, then end), so grounding can place a mention that occurs several
