@@ -130,6 +130,7 @@ def test_the_run_decoding_travels_with_a_copied_run_and_its_export(run, data, tm
     assert predict(merged, dev, tmp_path / "merged.jsonl") == expected
     assert cli.main(["export", "--model", str(run), "--output", str(tmp_path / "plain"), "--no-run-decoding"]) == 0
     assert not (tmp_path / "plain" / DECODING_FILE).exists() and RunInfo.load(tmp_path / "plain").decoding is None
+    assert "## Decoding" not in (tmp_path / "plain" / "README.md").read_text(encoding="utf-8")
 
 
 def test_no_tune_writes_no_decoding(data, tmp_path):
