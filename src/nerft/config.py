@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from .flags import add_deprecated
 from .schema import NerftError
 from .textio import read_text
 
@@ -28,10 +29,13 @@ class ConfigError(NerftError):
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
-        aliases: tuple[str, ...] = (), path: bool = False) -> Any:
+        aliases: tuple[str, ...] = (), path: bool = False, flag: str | None = None,
+        deprecated: tuple[str, ...] = ()) -> Any:
     """A config field with its help text; ``aliases``: more flags for it (e.g. ``("--output",)`` for ``out``);
-    ``path``: an input file or folder, which a YAML file may name relative to itself (see :func:`build_config`)."""
-    metadata = {"help": help, "aliases": tuple(aliases), "path": path}
+    ``path``: an input file or folder, which a YAML file may name relative to itself (see :func:`build_config`);
+    ``flag``: its flag when not ``--<key>`` (one meaning per flag across commands, docs/cli.md);
+    ``deprecated``: old spellings that still parse, with a warning naming the new one (``nerft.flags``)."""
+    metadata = {"help": help, "aliases": tuple(aliases), "path": path, "flag": flag, "deprecated": tuple(deprecated)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -174,7 +178,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
         helptext = f.metadata.get("help", "")
         helptext = f"{helptext} (default: {default!r})" if helptext else f"(default: {default!r})"
         helptext = helptext.replace("%", "%%")  # argparse formats help with %: "63%" would crash --help
-        flag = "--" + dest.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + dest.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": helptext}
         if inner is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -186,6 +190,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
         else:
             kwargs["metavar"] = {int: "N", float: "X"}.get(inner, "S")
         group.add_argument(flag, *f.metadata.get("aliases", ()), **kwargs)
+        for old in f.metadata.get("deprecated", ()):
+            add_deprecated(group, old, flag, **{k: v for k, v in kwargs.items() if k != "help"})
 
 
 def build_config(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = None, config_path: str | None = None,
