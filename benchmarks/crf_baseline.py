@@ -4,17 +4,10 @@
     python -m benchmarks.crf_baseline                              # full train split + K = 100, 400, 1600
     python -m benchmarks.crf_baseline --ks 400 --results /tmp/x    # one size
 
-Every character is one token; its tag is B-/I- + the label code, or O. Features of character i (``c[k]`` is the
-character at i + k, ``<s>``/``</s>`` past either end):
-- ``bias``;
-- unigrams ``c[-2]`` .. ``c[+2]``;
-- bigrams ``c[-2]c[-1]``, ``c[-1]c[0]``, ``c[0]c[+1]``, ``c[+1]c[+2]``, and the trigram ``c[-1]c[0]c[+1]``;
-- the character type of ``c[-1]``, ``c[0]``, ``c[+1]`` (han, digit, latin, punct, space, other; full-width
-  digits and letters count as digits and latin) and their concatenation;
-- ``BOS`` / ``EOS`` on the first and last character.
-
-Training: L-BFGS, ``--iterations`` (100), c1 0.1, c2 0.01, every transition allowed. Decoding: Viterbi, then
-BIO to spans (an ``I-X`` that does not continue an ``X`` opens a new entity). Scored by ``nerft evaluate`` on the
+Features, tags, training and tagging are nerft's own character CRF (``nerft.crf``, the one ``nerft distill``
+trains); this script trains it on the first K documents and scores it. Training: L-BFGS, ``--iterations`` (100),
+c1 0.1, c2 0.01, every transition allowed. Decoding: Viterbi, then BIO to spans (an ``I-X`` that does not
+continue an ``X`` opens a new entity). Scored by ``nerft evaluate`` on the
 whole seeded test split. Training data: the seeded-shuffled train split (``bench_accuracy.shuffled_train``), its
 first K documents, so the K rows are the same documents the learning curve gives the LLM recipes.
 """
@@ -22,12 +15,14 @@ first K documents, so the K rows are the same documents the learning curve gives
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
+
+from nerft import crf
+from nerft.crf import char_features, char_type, require_crfsuite  # noqa: F401 (the benchmark's names)
+from nerft.schema import NerftError
 
 from .common import (
     RESULTS,
@@ -46,80 +41,19 @@ DEFAULT_KS = (100, 400, 1600, 0)  # 0: the whole train split
 
 def _require_crfsuite():
     try:
-        import pycrfsuite
-    except ImportError:
-        raise SystemExit("the CRF baseline needs python-crfsuite in the benchmark's environment: "
-                         "pip install python-crfsuite (or pip install -e .[bench]); never a nerft dependency") from None
-    return pycrfsuite
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Features and tags (pure functions)
-
-
-def char_type(ch: str) -> str:
-    if ch in ("<s>", "</s>"):
-        return ch
-    if ch.isspace():
-        return "space"
-    if "0" <= ch <= "9" or "０" <= ch <= "９":
-        return "digit"
-    if ch.isascii() and ch.isalpha() or "Ａ" <= ch <= "Ｚ" or "ａ" <= ch <= "ｚ":
-        return "latin"
-    if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf":
-        return "han"
-    if unicodedata.category(ch).startswith("P"):
-        return "punct"
-    return "other"
-
-
-def char_features(text: str) -> list[list[str]]:
-    """The feature strings of every character of ``text`` (see the module docstring)."""
-    padded = ["<s>", "<s>", *text, "</s>", "</s>"]
-    feats = []
-    for i in range(len(text)):
-        c = {k: padded[i + 2 + k] for k in range(-2, 3)}
-        t = {k: char_type(c[k]) for k in (-1, 0, 1)}
-        f = ["bias"]
-        f += [f"c{k}={c[k]}" for k in range(-2, 3)]
-        f += [f"b{k}={c[k]}{c[k + 1]}" for k in range(-2, 2)]
-        f.append(f"t={c[-1]}{c[0]}{c[1]}")
-        f += [f"y{k}={t[k]}" for k in (-1, 0, 1)]
-        f.append(f"yyy={t[-1]}|{t[0]}|{t[1]}")
-        if i == 0:
-            f.append("BOS")
-        if i == len(text) - 1:
-            f.append("EOS")
-        feats.append(f)
-    return feats
+        return require_crfsuite()
+    except NerftError as exc:
+        raise SystemExit(f"the CRF baseline: {exc} (or pip install -e .[bench])") from None
 
 
 def bio_tags(text: str, entities: list[dict[str, Any]]) -> list[str]:
-    """B-/I-/O tags per character; on overlapping gold spans the first one (by start) wins."""
-    tags = ["O"] * len(text)
-    for e in sorted(entities, key=lambda e: (e["start"], -e["end"])):
-        if any(t != "O" for t in tags[e["start"]:e["end"]]):
-            continue
-        tags[e["start"]] = "B-" + e["label"]
-        for i in range(e["start"] + 1, e["end"]):
-            tags[i] = "I-" + e["label"]
-    return tags
+    """``nerft.crf.bio_tags`` over entity dicts."""
+    return crf.bio_tags(len(text), [(e["start"], e["end"], e["label"]) for e in entities])
 
 
 def spans_from_bio(text: str, tags: list[str]) -> list[dict[str, Any]]:
-    """Entity dicts (start, end, label, text) from BIO tags; an I-X that does not continue an X opens one."""
-    out: list[dict[str, Any]] = []
-    start, label = None, None
-    for i, tag in enumerate([*tags, "O"]):
-        kind, _, lab = tag.partition("-")
-        if kind == "I" and label == lab:
-            continue
-        if label is not None:
-            out.append({"start": start, "end": i, "label": label, "text": text[start:i]})
-            start, label = None, None
-        if kind in ("B", "I"):
-            start, label = i, lab
-    return out
+    """Entity dicts (start, end, label, text) from BIO tags (``nerft.crf.spans_from_bio``)."""
+    return [{"start": s, "end": e, "label": lab, "text": text[s:e]} for s, e, lab in crf.spans_from_bio(tags)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -128,26 +62,17 @@ def spans_from_bio(text: str, tags: list[str]) -> list[dict[str, Any]]:
 
 def train_crf(train_file: str | Path, model_file: str | Path, limit: int | None = None, iterations: int = 100,
               c1: float = 0.1, c2: float = 0.01) -> dict[str, Any]:
-    """Train on the first ``limit`` documents of ``train_file``; writes the crfsuite model (through a ``.part``
-    file renamed at the end, so a stopped training leaves no model to reuse); returns timings."""
-    pycrfsuite = _require_crfsuite()
-    docs = read_jsonl(train_file, limit)
-    start = time.perf_counter()
-    trainer = pycrfsuite.Trainer(verbose=False)
-    for d in docs:
-        if d["text"]:
-            trainer.append(char_features(d["text"]), bio_tags(d["text"], d["entities"]))
-    trainer.set_params({"c1": c1, "c2": c2, "max_iterations": iterations, "feature.possible_transitions": True})
-    Path(model_file).parent.mkdir(parents=True, exist_ok=True)
-    part = Path(model_file).with_name(Path(model_file).name + ".part")
-    trainer.train(str(part))
-    os.replace(part, model_file)
-    return {"train_docs": len(docs), "train_s": round(time.perf_counter() - start, 2)}
+    """Train ``nerft.crf`` on the first ``limit`` documents of ``train_file``; returns timings."""
+    from nerft.jsonl import read_documents
+
+    _require_crfsuite()
+    docs = read_documents(train_file)[:limit] if limit else read_documents(train_file)
+    report = crf.train_crf(docs, model_file, iterations, c1, c2)
+    return {"train_docs": len(docs), "train_s": report["train_s"]}
 
 
 def tag_spans(tagger, text: str) -> list[dict[str, Any]]:
-    """The Viterbi entities of ``text`` from an open ``pycrfsuite.Tagger``, each with a ``score``: the lowest
-    marginal probability of its characters' tags (how sure the CRF is of the whole span)."""
+    """The Viterbi entities of ``text`` from an open ``pycrfsuite.Tagger``, each with its ``nerft.crf`` score."""
     if not text:
         return []
     tags = tagger.tag(char_features(text))
