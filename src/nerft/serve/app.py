@@ -3,7 +3,8 @@
 ``POST /v1/ner {"texts": [...], "labels": [optional codes]}`` -> ``{"results": [{"entities": [...]}], "model": ...}``;
 ``GET /health`` (never needs the key); ``GET /v1/labels``; ``GET /metrics`` (Prometheus text); OpenAPI docs at
 ``/docs``. Each request is checked on its own (types, sizes, valid Unicode, known labels) before it joins a batch.
-Middleware, outermost first: request metrics, bearer-key authentication (when a key is set), body-size limit.
+Middleware, outermost first: request metrics, the connection limit, the Host check (when hosts are restricted),
+bearer-key authentication (when a key is set), body-size limit.
 Runtime state lives on ``app.state``: ``settings``, ``predictor``, ``stats`` and, while the app runs, ``batcher``.
 """
 
@@ -20,7 +21,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .batching import Batcher, RequestFailed
-from .guards import BearerAuth, BodyLimit, SafeJSONResponse
+from .guards import BearerAuth, BodyLimit, ConnectionLimit, HostCheck, SafeJSONResponse
 from .metrics import CONTENT_TYPE, RequestMetrics, ServerStats, prometheus_text
 from .settings import ServeSettings
 
@@ -82,11 +83,12 @@ def checked_labels(labels: list[Any] | None, label_set) -> tuple[str, ...] | Non
     return None if len(wanted) == len(label_set.codes) else wanted  # all labels: batch with the default
 
 
-def create_app(predictor, settings: ServeSettings | None = None, routers: Sequence[Any] = ()):
+def create_app(predictor, settings: ServeSettings | None = None, routers: Sequence[Any] = (), connections=None):
     """A FastAPI app over ``predictor``. ``routers``: more ``fastapi.APIRouter``s to include (e.g. another API
     over the same model); they sit behind the same authentication, body limit and metrics, and reach the
     predictor and the batch queue through ``request.app.state`` (``await state.batcher.submit(texts, labels,
-    request)``)."""
+    request)``). ``connections``: the server's ``ConnectionGuard`` (open connections, for --max-connections and
+    /metrics)."""
     settings = settings or ServeSettings()
     model_name = settings.model_name or predictor.name
     label_set = predictor.labels
@@ -127,7 +129,7 @@ def create_app(predictor, settings: ServeSettings | None = None, routers: Sequen
     async def metrics() -> PlainTextResponse:
         batcher = app.state.batcher
         text = prometheus_text(app.state.stats, batcher.queue.qsize() if batcher else 0,
-                               batcher.in_flight if batcher else 0)
+                               batcher.in_flight if batcher else 0, connections)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     @app.post("/v1/ner", response_model=NerResponse)
@@ -142,9 +144,13 @@ def create_app(predictor, settings: ServeSettings | None = None, routers: Sequen
     for router in routers:
         app.include_router(router)
 
-    # Added innermost first: a request meets the metrics, then the key check, then the body limit.
+    # Added innermost first: a request meets the metrics, the connection limit, the Host check, the key, the body limit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, read_timeout=settings.timeout)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)
+    if connections is not None:
+        app.add_middleware(ConnectionLimit, max_connections=settings.max_connections, count=lambda: connections.open)
     app.add_middleware(RequestMetrics, stats=app.state.stats, routes=lambda: app.router.routes)
     return app

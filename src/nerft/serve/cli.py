@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
 
 from .. import config as cfglib
 from ..inference.options import PredictOptions
 from ..schema import NerftError
+from .connections import ConnectionGuard
 from .settings import ServeSettings
 
 API_KEY_ENV = "NERFT_API_KEY"
@@ -50,9 +52,34 @@ def check_exposure(host: str, api_key: str | None, no_auth: bool) -> None:
                          f"set {API_KEY_ENV} (or --api-key), or pass --no-auth to serve it open")
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port out of range or one this address cannot bind (in use, not ours), before the model loads."""
+    if not 1 <= port <= 65535:
+        raise NerftError(f"--port {port} is not a TCP port (1-65535)")
+    try:  # as uvicorn binds (SO_REUSEADDR), then released at once
+        socket.create_server((host.strip("[]"), port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except OSError as exc:
+        raise NerftError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def host_rules(settings: ServeSettings, host: str) -> None:
+    """On loopback without a key, answer only requests addressed to loopback names (DNS rebinding), unless
+    --allowed-hosts says otherwise."""
+    if settings.allowed_hosts is None and is_loopback(host) and not settings.api_key:
+        settings.allowed_hosts = ["loopback", host]
+
+
+def uvicorn_options(settings: ServeSettings, guard: ConnectionGuard) -> dict:
+    """How ``nerft serve`` runs uvicorn: in-flight requests get their timeout to finish on shutdown; connections
+    go through ``guard`` (header timeout); no ``limit_concurrency`` (the app's ConnectionLimit answers instead)."""
+    return {"timeout_graceful_shutdown": int(settings.timeout) + 5, "http": guard.protocol_class()}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     settings = cfglib.build_config(ServeSettings, args, base={"api_key": os.environ.get(API_KEY_ENV) or None})
     check_exposure(args.host, settings.api_key, args.no_auth)  # before the model loads: fails in a second
+    check_port(args.host, args.port)
+    host_rules(settings, args.host)
 
     import uvicorn
 
@@ -69,8 +96,9 @@ def run_serve(args: argparse.Namespace) -> int:
     auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"
     print(f"nerft serve: {predictor.name} on http://{args.host}:{args.port}; authentication: {auth}",
           file=sys.stderr, flush=True)
-    # limit_concurrency: connections beyond the queue and the batch in progress get uvicorn's 503 at once.
-    uvicorn.run(create_app(predictor, settings, routers=[openai_router()]), host=args.host, port=args.port,
-                timeout_graceful_shutdown=int(settings.timeout) + 5,
-                limit_concurrency=settings.queue_size + settings.max_batch + 16)
+    # Connections that do not finish their headers in time are closed; beyond --max-connections the app answers
+    # 503 (counted in /metrics), not uvicorn's limit_concurrency, which counted idle sockets and answered unseen.
+    guard = ConnectionGuard(settings.header_timeout)
+    uvicorn.run(create_app(predictor, settings, routers=[openai_router()], connections=guard), host=args.host,
+                port=args.port, **uvicorn_options(settings, guard))
     return 0

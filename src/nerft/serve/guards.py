@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import time
 from typing import Any
@@ -102,3 +103,61 @@ class BodyLimit:
 
     def too_large(self, size: str) -> str:
         return f"the request body has {size} bytes; the limit is {self.max_bytes} (--max-body-bytes)"
+
+
+class ConnectionLimit:
+    """503 with ``Retry-After: 1`` while more than ``max_connections`` connections are open (``count()``), answered
+    by the app so that ``/metrics`` counts it (uvicorn's own limit answers before any middleware)."""
+
+    def __init__(self, app, max_connections: int, count):
+        self.app, self.max_connections, self.count = app, max_connections, count
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and self.count() > self.max_connections:
+            await reject(send, 503, f"more than {self.max_connections} open connections (--max-connections); "
+                                    "retry later", ((b"retry-after", b"1"),))
+            return
+        await self.app(scope, receive, send)
+
+
+def host_name(value: bytes) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` -> ``::1``, ``Localhost.:80`` -> ``localhost``."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0].rstrip(".") if text.count(":") == 1 else text.rstrip(".")
+
+
+def is_loopback_name(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostCheck:
+    """421 for a request whose Host header is not an allowed name: a server on loopback without a key answers only
+    loopback names (``localhost``, ``127.x.y.z``, ``[::1]``, and the bound host), so a web page that rebinds its
+    own DNS name to 127.0.0.1 cannot use it. ``allowed``: host names (a port is ignored); ``loopback`` stands for
+    every loopback name and address; ``*`` allows any."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = {host_name(a.encode()) for a in allowed}
+        self.loopback = "loopback" in self.allowed
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and not self.any and not self.accepts(header(scope, b"host")):
+            await reject(send, 421, "this server answers only requests addressed to an allowed host name "
+                                    "(--allowed-hosts); on loopback: localhost, 127.0.0.1 or [::1]")
+            return
+        await self.app(scope, receive, send)
+
+    def accepts(self, value: bytes | None) -> bool:
+        if value is None:  # HTTP/1.0 without Host: the client reached the socket directly
+            return True
+        name = host_name(value)
+        return name in self.allowed or (self.loopback and is_loopback_name(name))

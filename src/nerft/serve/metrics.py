@@ -11,7 +11,9 @@ Series (``path`` is the template of the route that answered, or ``other``):
 - ``nerft_batch_texts``: histogram of texts per predictor call;
 - ``nerft_texts_total``: texts predicted; ``nerft_texts_skipped_total``: texts never computed because their
   request was abandoned or past its deadline; ``nerft_batch_failures_total``: predictor calls that raised (their
-  requests were then retried one by one).
+  requests were then retried one by one);
+- ``nerft_open_connections``: TCP connections open now; ``nerft_connections_timed_out_total``: connections closed
+  because their request headers were not complete in time (``--header-timeout``), both under ``nerft serve``.
 Each counter and histogram also has the library's ``_created`` series (when it started counting).
 """
 
@@ -49,6 +51,10 @@ class ServerStats:
                                 "Texts never computed: their request was abandoned or expired.", registry=r)
         self._failed = Counter("nerft_batch_failures",
                                "Predictor calls that raised (then retried request by request).", registry=r)
+        self._open_connections = Gauge("nerft_open_connections", "TCP connections open now.", registry=r)
+        self._timed_out = Counter("nerft_connections_timed_out",
+                                  "Connections closed because their request headers were not complete in time.",
+                                  registry=r)  # counted by the connection guard, brought up to it when read
         self.max_batch_seen = 0  # the largest predictor call so far (for tests and logs; not exported)
 
     def add_batch(self, n_texts: int) -> None:
@@ -90,10 +96,14 @@ class ServerStats:
         return int(self.value("nerft_http_requests_total", path=path, code=str(status)))
 
 
-def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int) -> str:
-    """The exposition of ``stats``, with the gauges read at this moment."""
+def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int, connections=None) -> str:
+    """The exposition of ``stats``, with the gauges read at this moment (``connections``: the server's
+    ``ConnectionGuard``, when there is one)."""
     stats._queue_depth.set(queue_depth)
     stats._in_flight.set(in_flight)
+    if connections is not None:
+        stats._open_connections.set(connections.open)
+        stats._timed_out.inc(connections.timed_out - stats.value("nerft_connections_timed_out_total"))
     return generate_latest(stats.registry).decode("utf-8")
 
 

@@ -24,15 +24,22 @@ class ServeSettings:
     api_key: str | None = opt(None, "require 'Authorization: Bearer KEY' on every endpoint but /health; prefer "
                                     "the NERFT_API_KEY environment variable (a flag shows in ps)")
     model_name: str = opt("", "name reported in responses (default: the predictor's)")
+    max_connections: int = opt(1024, "open TCP connections; a request beyond them gets 503 (counted in /metrics)")
+    header_timeout: float = opt(10.0, "seconds a connection may take to send its request line and headers (from "
+                                      "its opening or its previous answer); a slower or idle one is closed")
+    allowed_hosts: list[str] | None = opt(None, "Host header names answered (a port is ignored; 'loopback': every "
+                                                "loopback name; '*': any); default on loopback without an API key: "
+                                                "loopback and the bound host (DNS rebinding), else any")
 
     def __post_init__(self) -> None:
         positive = {"max_batch": self.max_batch, "max_batch_chars": self.max_batch_chars,
                     "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
-                    "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes}
+                    "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes,
+                    "max_connections": self.max_connections, "header_timeout": self.header_timeout}
         for key, value in positive.items():
-            if value <= 0:
+            if not 0 < value < float("inf"):  # also nan
                 raise ConfigError(f"{key} must be positive, got {value}")
-        if self.max_wait_ms < 0:
+        if not 0 <= self.max_wait_ms < float("inf"):
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.api_key == "":
             self.api_key = None  # an empty NERFT_API_KEY means no key, not a key anyone can guess

@@ -1,0 +1,163 @@
+"""nerft serve over real sockets on loopback: connections that never finish their headers are closed and cannot
+lock served clients out, the connection limit answers 503 in /metrics, the Host check (DNS rebinding), and the
+flags checked before any model loads."""
+
+import concurrent.futures
+import contextlib
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from helpers_models import shared_run_dir
+from test_serve import FakePredictor
+
+from nerft.cli import main
+from nerft.serve import ServeSettings, create_app
+from nerft.serve.cli import uvicorn_options
+from nerft.serve.connections import ConnectionGuard
+
+
+@contextlib.contextmanager
+def real_server(settings: ServeSettings):
+    """The app served by uvicorn as ``nerft serve`` runs it, in a thread, on a free loopback port."""
+    guard = ConnectionGuard(settings.header_timeout)
+    app = create_app(FakePredictor(), settings, connections=guard)
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options(settings, guard)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", guard
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def idle_sockets(url: str, n: int) -> list[socket.socket]:
+    """``n`` connections: a third send nothing, the rest the start of a request line and stop."""
+    port = int(url.rsplit(":", 1)[1])
+    out = []
+    for k in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        if k % 3:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        out.append(s)
+    return out
+
+
+def closed_by_server(s: socket.socket, wait: float) -> bool:
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except (TimeoutError, ConnectionResetError):
+        return False
+
+
+def metric(url: str, series: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == series.split("{")[0] and (("{" not in series) or
+                                                      series.split("{")[1].rstrip("}") in
+                                                      ",".join(f'{k}="{v}"' for k, v in s.labels.items())))
+
+
+def test_idle_connections_cannot_lock_clients_out():
+    settings = ServeSettings(header_timeout=5.0, queue_size=16, max_batch=4)  # the old limit: 16 + 4 + 16 = 36
+    with real_server(settings) as (url, guard):
+        idle = idle_sockets(url, 300)
+        start = time.monotonic()
+
+        def ask(k: int) -> int:
+            with httpx.Client(timeout=10) as c:
+                path = "/health" if k % 2 else "/v1/ner"
+                r = c.get(url + path) if k % 2 else c.post(url + path, json={"texts": [f"张三在北京{k}"]})
+                return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(ask, range(40)))
+        assert codes == [200] * 40  # every served client answered while 300 idle connections were open
+        assert guard.timed_out == 0 and guard.open >= 300  # ... while all the idle ones were still open
+        assert all(closed_by_server(s, 8.0) for s in idle)  # then each closed by the server, none left open
+        assert 5.0 <= time.monotonic() - start < 5.0 + 8.0
+        for s in idle:
+            s.close()
+        assert metric(url, "nerft_connections_timed_out_total") == 300
+        assert guard.open <= 2
+
+
+def test_a_request_beyond_the_connection_limit_gets_503_in_metrics():
+    with real_server(ServeSettings(max_connections=5, header_timeout=30)) as (url, _):
+        idle = idle_sockets(url, 6)
+        r = httpx.get(url + "/health")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-connections" in r.text
+        for s in idle:
+            s.close()
+        time.sleep(0.2)
+        assert metric(url, 'nerft_http_requests_total{code="503"}') == 1
+
+
+def test_a_loopback_server_without_a_key_answers_only_loopback_host_names():
+    with real_server(ServeSettings(allowed_hosts=["loopback", "127.0.0.1"])) as (url, _):
+        port = url.rsplit(":", 1)[1]
+        evil = httpx.get(url + "/v1/labels", headers={"Host": f"evil.example:{port}"})
+        assert evil.status_code == 421 and "--allowed-hosts" in evil.text
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "127.1.2.3"):
+            assert httpx.get(url + "/v1/labels", headers={"Host": host}).status_code == 200, host
+    with real_server(ServeSettings(allowed_hosts=["ner.example.org"])) as (url, _):
+        assert httpx.get(url + "/health", headers={"Host": "ner.example.org"}).status_code == 200
+        assert httpx.get(url + "/health", headers={"Host": "localhost"}).status_code == 421
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """nerft serve with the model loader and uvicorn replaced: records what would have been served."""
+    import nerft.inference.loading
+
+    started: dict = {}
+    monkeypatch.delenv("NERFT_API_KEY", raising=False)
+    monkeypatch.setattr(nerft.inference.loading, "open_predictor",
+                        lambda load, opts: started.setdefault("p", FakePredictor()))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    return started
+
+
+def test_serve_defaults_to_loopback_host_names_without_a_key(served, monkeypatch, tiny_tokenizer):
+    run = str(shared_run_dir(tiny_tokenizer))
+    assert main(["serve", "--model", run, "--port", "18391"]) == 0
+    assert served["app"].state.settings.allowed_hosts == ["loopback", "127.0.0.1"]
+    assert main(["serve", "--model", run, "--port", "18391", "--allowed-hosts", "*"]) == 0
+    assert served["app"].state.settings.allowed_hosts == ["*"]
+    monkeypatch.setenv("NERFT_API_KEY", "k")
+    assert main(["serve", "--model", run, "--port", "18391"]) == 0
+    assert served["app"].state.settings.allowed_hosts is None  # a key: a rebinding page cannot send it
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--port", "99999"], "--port 99999 is not a TCP port"),
+    (["--port", "-1"], "--port -1 is not a TCP port"),
+    (["--timeout", "nan"], "timeout must be positive"),
+    (["--header-timeout", "inf"], "header_timeout must be positive"),
+    (["--max-connections", "0"], "max_connections must be positive"),
+])
+def test_bad_serve_flags_stop_before_the_model_loads(served, capsys, flags, words):
+    assert main(["serve", "--model", "/no/such/run", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and err.startswith("nerft serve: error:")
+    assert served == {}
+
+
+def test_a_port_in_use_stops_before_the_model_loads(served, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--model", "/no/such/run", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "in use" in err and "\n" not in err
+    assert served == {}
