@@ -89,7 +89,7 @@ def test_the_inference_library_does_not_import_the_stages():
 
 def test_shared_modules_import_no_stage():
     """The shared vocabulary (answers, formats, modeling, ...) sits under every stage and the inference library."""
-    above = ("nerft.__main__", "nerft.cli", "nerft.prepare", "nerft.demo", "nerft.predict", "nerft.serve", "nerft.train",
+    above = ("nerft.__main__", "nerft.cli", "nerft.prepare", "nerft.demo", "nerft.distill", "nerft.predict", "nerft.serve", "nerft.train",
              "nerft.evaluate", "nerft.tune", "nerft.export", "nerft.inference")
     graph = module_graph(SRC)
     shared = [name for name in graph if name.count(".") == 1 and not name.startswith(above)]

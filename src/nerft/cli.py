@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nerft.train", "LoRA instruction fine-tuning of a chat LLM into an NER model"),
     "predict": ("nerft.predict.cli", "run a trained model on texts; entities with character offsets"),
     "tune": ("nerft.tune", "choose decoding thresholds (min-score, per label, lexicon) on dev; a config for predict"),
+    "distill": ("nerft.distill", "the LLM annotates unlabelled text; a character CRF learns from gold + silver "
+                                 "(a fast tagger predict/serve/evaluate load like a run)"),
     "export": ("nerft.export", "merge the LoRA adapter into the base model and write a standard HF folder"),
     "serve": ("nerft.serve", "HTTP service (FastAPI) over a trained model"),
     "demo": ("nerft.demo", "offline end-to-end run: prepare -> train -> evaluate -> predict on a tiny model"),

@@ -22,7 +22,8 @@ Layout of a run directory::
       curves.png        loss and dev F1 curves
       checkpoints/      step-N/ folders for --resume
 
-An exported (merged) folder is a standard Hugging Face model folder plus nerft.json.
+An exported (merged) folder is a standard Hugging Face model folder plus nerft.json. A folder written by
+``nerft distill`` holds a character CRF (crf.crfsuite) and a nerft.json with ``kind: crf`` and its ``teacher``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class RunInfo:
     # the decoding chosen on dev at the end of training: {"options": decoding.yaml's mapping, "setting": its
     # description, "dev": {"documents", "answered", "chosen"} with P/R/F1 (0-1) each}; None: none chosen
     decoding: dict[str, Any] | None = None
+    # what the folder holds: "llm" (a fine-tuned chat model) or "crf" (a character CRF, ``nerft distill``: its
+    # model file is crf.crfsuite and ``teacher`` says which run annotated its silver data and how)
+    kind: str = "llm"
+    teacher: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,8 @@ class RunInfo:
             "max_length": self.max_length,
             **({"merged_from": self.merged_from} if self.merged_from else {}),
             **({"decoding": self.decoding} if self.decoding else {}),
+            **({"kind": self.kind} if self.kind != "llm" else {}),
+            **({"teacher": self.teacher} if self.teacher else {}),
         }
 
     def save(self, directory: str | Path) -> None:
@@ -111,6 +118,8 @@ class RunInfo:
                 max_length=int(d.get("max_length", 512)),
                 merged_from=d.get("merged_from") or (d.get("extra") or {}).get("merged_from"),
                 decoding=d.get("decoding") if isinstance(d.get("decoding"), dict) else None,
+                kind=str(d.get("kind", "llm")),
+                teacher=d.get("teacher") if isinstance(d.get("teacher"), dict) else None,
             )
         except json.JSONDecodeError as exc:
             raise NerftError(f"{path}: invalid JSON: {exc}") from None

@@ -73,6 +73,10 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
     if opts.backend not in BACKENDS:
         raise NerftError(f"unknown backend {opts.backend!r}; choose {', '.join(BACKENDS)}")
     where = locate_model(opts)
+    if where.info is not None and where.info.kind == "crf":  # chosen by the folder (nerft distill), not a flag
+        from .crf_backend import CrfPredictor
+
+        return CrfPredictor.from_location(where, options)
     if opts.backend == "vllm":
         from .vllm_backend import VllmPredictor
 

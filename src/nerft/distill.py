@@ -1,0 +1,222 @@
+"""``nerft distill``: a fine-tuned LLM annotates unlabelled text, and a character CRF learns from gold + silver.
+
+    nerft distill --model RUN --unlabeled TEXTS --gold TRAIN.jsonl --dev DEV.jsonl --out DIR
+
+Steps, each resumable (run the same command again after an interruption):
+
+1. the teacher (``--model``, opened by the normal factory: any backend, the run's decoding) annotates ``--dev``
+   into ``DIR/teacher_dev.jsonl`` and ``--unlabeled`` (.txt, one text a line, or .jsonl) into
+   ``DIR/silver.jsonl`` through ``predict.files.predict_file``, which skips the documents already written;
+2. a confidence threshold t is chosen on dev (below), and the silver documents that pass it are kept;
+3. the CRF (``nerft.crf``) is trained on the gold documents + the kept silver ones into ``DIR/crf.crfsuite``;
+4. ``DIR/nerft.json`` says what the folder is (``kind: crf``, the label set, the teacher: its folder, name, the
+   threshold and the silver counts) and ``DIR/distill.json`` holds the whole report (the threshold table too).
+
+``nerft predict --model DIR``, ``serve --model DIR`` and ``evaluate --score-with DIR`` then load the CRF like any
+run (``inference.crf_backend``), with offsets, scores and the same output formats.
+
+The filter is per DOCUMENT: a silver document is kept when every entity the teacher found in it scores at least t
+(a document where the teacher found nothing is kept). Dropping single low-scoring entities instead would leave
+their characters tagged O in a document the CRF trains on: a false "not an entity" lesson for exactly the
+mentions the teacher found hard. Choosing t on dev: for each candidate (``--thresholds``), the teacher's strict F1
+on the dev documents that pass it; t is the candidate with the highest such F1 among those that keep at least
+``--min-keep`` of the dev documents (ties: the lower t, which keeps more silver). ``--threshold X`` fixes t.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import add_config_arguments, build_config, opt, to_dict
+from .jsonl import read_documents
+from .metrics import score_documents
+from .schema import SCORE_DIGITS, Document, NerftError, write_json
+
+SILVER_FILE = "silver.jsonl"
+TEACHER_DEV_FILE = "teacher_dev.jsonl"
+REPORT_FILE = "distill.json"
+DEFAULT_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+
+
+@dataclass
+class DistillConfig:
+    model: str = opt("", "the teacher: a run directory (or exported folder) that predict can open", path=True)
+    unlabeled: str = opt("", "unlabelled texts for the teacher to annotate: .txt (one a line) or .jsonl (text, id)",
+                         path=True)
+    gold: str = opt("", "gold training documents (nerft JSONL, e.g. prepare's train.jsonl)", path=True)
+    dev: str | None = opt(None, "gold dev documents (nerft JSONL) to choose the threshold on; without it, "
+                                "--threshold must be given", path=True)
+    out: str = opt("", "output folder: the CRF model and the files it was made from")
+    threshold: float | None = opt(None, "keep silver documents whose every entity scores at least this; default: "
+                                        "chosen on --dev")
+    thresholds: list[float] = opt(help="candidate thresholds tried on dev", factory=lambda: list(DEFAULT_THRESHOLDS))
+    min_keep: float = opt(0.5, "a candidate threshold must keep at least this share of the dev documents")
+    max_unlabeled: int | None = opt(None, "use only the first N unlabelled texts")
+    iterations: int = opt(100, "L-BFGS iterations of the CRF")
+    chunk_size: int = opt(32, "texts per prediction chunk (what an interruption can lose)")
+
+
+# ------------------------------------------------------------------------------------------- threshold choice
+
+
+def passes(doc: Document, threshold: float) -> bool:
+    """Every entity scores at least ``threshold`` (at the digits scores are written with); an entity without a
+    score (a backend that returns none) passes only the threshold 0."""
+    if threshold <= 0:
+        return True
+    return all(e.score is not None and round(e.score, SCORE_DIGITS) >= threshold for e in doc.entities)
+
+
+def threshold_table(gold: list[Document], teacher: list[Document], candidates: list[float]) -> list[dict[str, Any]]:
+    """For each candidate: the share of dev documents it keeps and the teacher's strict P/R/F1 on them."""
+    if [d.text for d in gold] != [d.text for d in teacher]:
+        raise NerftError("the teacher's dev predictions do not match the dev documents (another --dev?)")
+    rows = []
+    for t in sorted(set(candidates)):
+        kept = [i for i, doc in enumerate(teacher) if passes(doc, t)]
+        scores = (score_documents([gold[i] for i in kept], [teacher[i] for i in kept])["strict"]["micro"]
+                  if kept else None)
+        rows.append({"threshold": t, "kept": len(kept), "kept_share": round(len(kept) / max(len(gold), 1), 4),
+                     "precision": scores["precision"] if scores else 0.0,
+                     "recall": scores["recall"] if scores else 0.0, "f1": scores["f1"] if scores else 0.0})
+    return rows
+
+
+def choose_threshold(rows: list[dict[str, Any]], min_keep: float) -> dict[str, Any]:
+    """The row with the highest F1 among those keeping at least ``min_keep`` (ties: the lowest threshold)."""
+    eligible = [r for r in rows if r["kept_share"] >= min_keep] or [min(rows, key=lambda r: r["threshold"])]
+    return max(eligible, key=lambda r: (round(r["f1"], 6), -r["threshold"]))
+
+
+# ------------------------------------------------------------------------------------------------------ entry
+
+
+def distill(cfg: DistillConfig, predictor: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Run every step (see the module docstring); returns the report written to ``DIR/distill.json``.
+    ``predictor``: the teacher, already open (default: opened from ``cfg.model`` with its run's decoding)."""
+    from .crf import require_crfsuite, train_crf
+    from .inference.crf_backend import CRF_MODEL_FILE
+    from .predict.files import predict_file
+    from .rundir import RunInfo
+
+    _check(cfg)
+    require_crfsuite()  # before an hour of annotation, not after
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if predictor is None:
+        predictor = _open_teacher(cfg.model)
+    unlabeled = _limited_input(cfg, out)
+    started = time.perf_counter()
+    predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress)
+    annotate_s = time.perf_counter() - started
+
+    choice: dict[str, Any] = {"threshold": cfg.threshold, "chosen_on": "given (--threshold)"}
+    table: list[dict[str, Any]] = []
+    if cfg.dev:
+        dev = read_documents(cfg.dev)
+        predict_file(predictor, _as_inputs(dev, out / "dev_inputs.jsonl"), out / TEACHER_DEV_FILE,
+                     chunk_size=cfg.chunk_size, progress=progress)
+        table = threshold_table(dev, _in_order(read_documents(out / TEACHER_DEV_FILE), dev), cfg.thresholds)
+        if cfg.threshold is None:
+            choice = {**choose_threshold(table, cfg.min_keep), "chosen_on": f"dev ({cfg.dev})"}
+    threshold = float(choice["threshold"])
+
+    gold = read_documents(cfg.gold)
+    silver = read_documents(out / SILVER_FILE)
+    kept = [d for d in silver if passes(d, threshold)]
+    trained = train_crf([*gold, *kept], out / CRF_MODEL_FILE, cfg.iterations)
+
+    teacher_labels, teacher_prompt = predictor.labels, predictor.prompt
+    counts = {"gold": len(gold), "silver": len(silver), "silver_kept": len(kept),
+              "silver_entities_kept": sum(len(d.entities) for d in kept)}
+    teacher = {"model": str(Path(cfg.model).resolve()) if cfg.model else None, "name": predictor.name,
+               "threshold": threshold, "filter": "document: every entity's score >= threshold",
+               "chosen_on": choice["chosen_on"], "unlabeled": str(Path(cfg.unlabeled).resolve()), **counts}
+    RunInfo(None, teacher_labels, teacher_prompt, kind="crf", teacher=teacher).save(out)
+    report = {"teacher": teacher, "choice": choice, "thresholds": table, "crf": trained,
+              "annotate_s": round(annotate_s, 2), "config": to_dict(cfg)}
+    write_json(out / REPORT_FILE, report)
+    return report
+
+
+def _check(cfg: DistillConfig) -> None:
+    for name in ("model", "unlabeled", "gold", "out"):
+        if not getattr(cfg, name):
+            raise NerftError(f"missing --{name}")
+    if cfg.dev is None and cfg.threshold is None:
+        raise NerftError("pass --dev DEV.jsonl (the threshold is chosen on it) or --threshold X")
+    if not 0.0 <= cfg.min_keep <= 1.0:
+        raise NerftError(f"--min-keep must be in [0, 1], got {cfg.min_keep}")
+    if not cfg.thresholds:
+        raise NerftError("--thresholds needs at least one value")
+
+
+def _open_teacher(model: str, args: argparse.Namespace | None = None):
+    """The teacher as ``nerft predict --model`` opens it: the load flags given (``--backend``, ``--device``, ...)
+    and the run's decoding.yaml."""
+    from .inference.loading import open_predictor
+    from .inference.location import decoding_options
+    from .inference.options import LoadOptions
+
+    load = build_config(LoadOptions, args) if args is not None else LoadOptions()
+    load.model = model
+    return open_predictor(load, decoding_options(load))
+
+
+def _limited_input(cfg: DistillConfig, out: Path) -> Path:
+    """The unlabelled file, or its first ``max_unlabeled`` texts as DIR/unlabeled.jsonl (same ids)."""
+    if cfg.max_unlabeled is None:
+        return Path(cfg.unlabeled)
+    from .jsonl import write_jsonl
+    from .predict.files import read_inputs
+
+    rows = read_inputs(cfg.unlabeled)[:cfg.max_unlabeled]
+    target = out / "unlabeled.jsonl"
+    write_jsonl(target, [{"id": i, "text": t} for i, t in rows])
+    return target
+
+
+def _as_inputs(docs: list[Document], path: Path) -> Path:
+    from .jsonl import write_jsonl
+
+    write_jsonl(path, [{"id": str(k), "text": d.text} for k, d in enumerate(docs)])
+    return path
+
+
+def _in_order(predicted: list[Document], gold: list[Document]) -> list[Document]:
+    by_id = {d.id: d for d in predicted}
+    missing = [str(k) for k in range(len(gold)) if str(k) not in by_id]
+    if missing:
+        raise NerftError(f"{TEACHER_DEV_FILE} lacks {len(missing)} dev documents; run distill again to finish it")
+    return [by_id[str(k)] for k in range(len(gold))]
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=summary, description=summary)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of distill options; flags override it")
+    add_config_arguments(parser, DistillConfig)
+    from .predict.cli import add_load_arguments
+
+    add_load_arguments(parser, skip={"model"})  # the teacher's backend, device, dtype, ...
+    parser.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = build_config(DistillConfig, args, config_path=args.config)
+    if not cfg.model:
+        raise NerftError("missing --model (the teacher)")
+    progress = bool(getattr(args, "progress", True)) and not getattr(args, "quiet", False)
+    report = distill(cfg, _open_teacher(cfg.model, args), progress)
+    t = report["teacher"]
+    print(f"teacher {t['name']}: {t['silver']} silver documents, {t['silver_kept']} kept at threshold "
+          f"{t['threshold']} ({t['chosen_on']}); CRF trained on {report['crf']['train_docs']} documents in "
+          f"{report['crf']['train_s']:.0f} s -> {cfg.out}")
+    return 0

@@ -1,0 +1,146 @@
+"""nerft distill end to end on the tiny model (its answers are arbitrary: these tests check the mechanics: silver
+written and resumed, the threshold chosen on dev and recorded, the CRF trained and reopened by predict, serve's
+factory and evaluate), plus the pure threshold choice and the CRF on hand-built documents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_models import RUN_SEED, build_run_dir
+
+from nerft.cli import main
+from nerft.distill import DistillConfig, choose_threshold, distill, passes, threshold_table
+from nerft.jsonl import read_documents, write_jsonl
+from nerft.schema import Document, Entity
+
+pytest.importorskip("pycrfsuite", reason="python-crfsuite is not installed (pip install 'nerft[crf]')")
+
+GOLD = [
+    Document("g0", "张三在北京工作。", [Entity(0, 2, "PER", "张三"), Entity(3, 5, "GPE", "北京")]),
+    Document("g1", "李四去了上海。", [Entity(0, 2, "PER", "李四"), Entity(4, 6, "GPE", "上海")]),
+    Document("g2", "王五在华为公司上班。", [Entity(0, 2, "PER", "王五"), Entity(3, 5, "ORG", "华为")]),
+    Document("g3", "今天天气不错。", []),
+]
+DEV = [Document("d0", "赵六住在北京。", [Entity(0, 2, "PER", "赵六"), Entity(4, 6, "GPE", "北京")]),
+       Document("d1", "明天下雨。", [])]
+UNLABELED = ["张三和李四在上海见面。", "北京很大。", "华为发布了新手机。", "王五喜欢看书。", "联合国在纽约。", "好的。"]
+
+
+def doc(text: str, *scores: float) -> Document:
+    return Document("x", text, [Entity(0, 1, "PER", text[0], s) for s in scores])
+
+
+def test_passes_needs_every_entity_at_the_threshold():
+    assert passes(doc("ab", 0.9, 0.95), 0.9) and not passes(doc("ab", 0.9, 0.89), 0.9)
+    assert passes(doc("ab"), 0.99)  # nothing found: nothing below the threshold
+    assert passes(Document("x", "a", [Entity(0, 1, "PER", "a")]), 0.0)
+    assert not passes(Document("x", "a", [Entity(0, 1, "PER", "a")]), 0.5)  # no score: only threshold 0
+
+
+def test_threshold_choice_trades_f1_against_documents_kept():
+    gold = [Document(str(i), f"张{i}", [Entity(0, 1, "PER", "张")]) for i in range(4)]
+    # two confident right answers, two unsure wrong ones (wrong label)
+    teacher = [Document(str(i), f"张{i}", [Entity(0, 1, "PER" if i < 2 else "ORG", "张", 0.9 if i < 2 else 0.4)])
+               for i in range(4)]
+    rows = threshold_table(gold, teacher, [0.0, 0.5, 0.95])
+    assert [(r["threshold"], r["kept"], r["f1"]) for r in rows] == [(0.0, 4, 0.5), (0.5, 2, 1.0), (0.95, 0, 0.0)]
+    assert choose_threshold(rows, min_keep=0.5)["threshold"] == 0.5
+    assert choose_threshold(rows, min_keep=0.75)["threshold"] == 0.0  # 0.5 keeps too few
+
+
+def test_crf_learns_its_training_documents(tmp_path):
+    from nerft.crf import CrfTagger, bio_tags, spans_from_bio, train_crf
+
+    assert spans_from_bio(bio_tags(6, [(0, 2, "PER.NAM"), (3, 5, "GPE")])) == [(0, 2, "PER.NAM"), (3, 5, "GPE")]
+    assert spans_from_bio(["I-PER", "I-PER", "B-PER", "I-ORG"]) == [(0, 2, "PER"), (2, 3, "PER"), (3, 4, "ORG")]
+    train_crf(GOLD * 5, tmp_path / "m.crfsuite", iterations=50)
+    found = CrfTagger(tmp_path / "m.crfsuite").tag(GOLD[0].text)
+    assert [(e.start, e.end, e.label, e.text) for e in found] == [(0, 2, "PER", "张三"), (3, 5, "GPE", "北京")]
+    assert all(0.0 < e.score <= 1.0 for e in found)
+    assert CrfTagger(tmp_path / "m.crfsuite").tag("") == []
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_tokenizer):
+    """A tiny run whose decoding.yaml makes it answer with entities (constrained) in a few tokens."""
+    run = build_run_dir(tmp_path_factory.mktemp("teacher"), tiny_tokenizer, seed=RUN_SEED)
+    (run / "decoding.yaml").write_text("constrained: true\nmax_new_tokens: 8\nbatch_size: 4\n", encoding="utf-8")
+    return run
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_jsonl(root / "train.jsonl", GOLD)
+    write_jsonl(root / "dev.jsonl", DEV)
+    (root / "texts.txt").write_text("\n".join(UNLABELED) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crf") / "crf"
+    rc = main(["distill", "--model", str(teacher), "--unlabeled", str(data / "texts.txt"), "--gold",
+               str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"), "--out", str(out), "--iterations", "20",
+               "--thresholds", "0", "0.5", "0.99", "--min-keep", "0.5", "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_distill_writes_silver_and_records_the_threshold_chosen_on_dev(distilled):
+    silver = read_documents(distilled / "silver.jsonl")
+    assert [d.text for d in silver] == UNLABELED
+    assert sum(len(d.entities) for d in silver) > 0  # constrained decoding: the teacher found something
+    report = json.loads((distilled / "distill.json").read_text(encoding="utf-8"))
+    assert [r["threshold"] for r in report["thresholds"]] == [0.0, 0.5, 0.99]
+    best = choose_threshold(report["thresholds"], 0.5)
+    info = json.loads((distilled / "nerft.json").read_text(encoding="utf-8"))
+    assert info["kind"] == "crf" and info["teacher"]["threshold"] == best["threshold"]
+    assert info["teacher"]["chosen_on"].startswith("dev")
+    kept = [d for d in silver if passes(d, best["threshold"])]
+    assert info["teacher"]["silver_kept"] == len(kept)
+    assert report["crf"]["train_docs"] == len(GOLD) + len(kept)
+    assert (distilled / "crf.crfsuite").is_file()
+
+
+def test_distill_resumes_the_silver_annotation(distilled, teacher, data, tmp_path):
+    from nerft.inference.loading import load_predictor
+
+    out = tmp_path / "again"
+    out.mkdir()
+    lines = (distilled / "silver.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "silver.jsonl").write_text("".join(lines[:4]), encoding="utf-8")  # as if stopped after 4 texts
+    (out / "teacher_dev.jsonl").write_bytes((distilled / "teacher_dev.jsonl").read_bytes())
+    predictor = load_predictor(teacher, device="cpu")
+    cfg = DistillConfig(model=str(teacher), unlabeled=str(data / "texts.txt"), gold=str(data / "train.jsonl"),
+                        dev=str(data / "dev.jsonl"), out=str(out), iterations=10)
+    distill(cfg, predictor, progress=False)
+    assert predictor.stats.texts == len(UNLABELED) - 4  # only what was missing; dev was complete
+    assert [d.text for d in read_documents(out / "silver.jsonl")] == UNLABELED
+
+
+def test_predict_and_evaluate_load_the_crf_like_a_run(distilled, data, tmp_path, capsys):
+    from nerft.inference.crf_backend import CrfPredictor
+    from nerft.inference.loading import load_predictor
+
+    predictor = load_predictor(distilled, backend="vllm")  # the folder decides, not the flag
+    assert isinstance(predictor, CrfPredictor)
+    direct = predictor.predict_detailed(["张三在北京工作。"])[0]
+    for e in direct.entities:
+        assert "张三在北京工作。"[e.start:e.end] == e.text and e.score is not None
+
+    capsys.readouterr()
+    assert main(["predict", "--model", str(distilled), "--json", "张三在北京工作。"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["entities"] == [e.to_dict() for e in direct.entities]
+
+    assert main(["predict", "--model", str(distilled), "--input", str(data / "texts.txt"), "--output",
+                 str(tmp_path / "pred.jsonl")]) == 0
+    assert len(read_documents(tmp_path / "pred.jsonl")) == len(UNLABELED)
+
+    assert main(["evaluate", "--gold", str(data / "train.jsonl"), "--score-with", str(distilled), "--out",
+                 str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    micro = metrics["strict"]["micro"]
+    assert micro["tp"] + micro["fn"] == sum(len(d.entities) for d in GOLD)
