@@ -83,7 +83,7 @@ def distilled(teacher, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("crf") / "crf"
     rc = main(["distill", "--model", str(teacher), "--unlabeled", str(data / "texts.txt"), "--gold",
                str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"), "--out", str(out), "--iterations", "20",
-               "--thresholds", "0", "0.5", "0.99", "--min-keep", "0.5", "--no-progress"])
+               "--thresholds", "0", "0.5", "0.99", "--min-keep", "0.5"])
     assert rc == 0
     return out
 
