@@ -103,3 +103,27 @@ def test_unconstrained_random_model_does_hallucinate(tiny_tokenizer, fmt):
     ids = [prompt_ids(tiny_tokenizer, prompt, t) for t in TEXTS]
     out = generate_batch(_random_model(tiny_tokenizer, 3), tiny_tokenizer, ids, 48)
     assert any(parse_answer(g.text, labels).errors for g in out)
+
+
+def _tokenizer_at_a_freed_address(tokenizer):
+    """(the byte table of a copy of ``tokenizer`` since freed, a copy with one token more at that copy's id())."""
+    import copy
+
+    for _ in range(20):
+        first = copy.deepcopy(tokenizer)
+        first_table, freed = vocab_bytes(first), id(first)
+        del first
+        second = copy.deepcopy(tokenizer)
+        second.add_tokens(["龘龘龘"])  # a different vocabulary
+        if id(second) == freed:
+            return first_table, second
+        del second
+    pytest.fail("no tokenizer took a freed one's id in 20 tries: the case under test did not occur")
+
+
+def test_byte_tables_belong_to_tokenizer_objects_not_to_their_ids(tiny_tokenizer):
+    """A freed tokenizer's table is never handed to a later tokenizer that lands at its address (same id())."""
+    first_table, second = _tokenizer_at_a_freed_address(tiny_tokenizer)
+    table = vocab_bytes(second)
+    assert table is not first_table and len(table.bytes) == len(second) == len(first_table.bytes) + 1
+    assert vocab_bytes(second) is table  # still built once per tokenizer

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .formats import get_format, parse_answer
+from .formats import OutputFormat, get_format, parse_answer
 from .grounding import ground_mentions
 from .labels import LabelSet
 from .schema import Document, Entity
@@ -64,29 +64,32 @@ def _mention_scores(mentions: list[str], scores: Sequence[tuple[str, float]] | N
     return out
 
 
-def answer_units(answer: str) -> list[str]:
-    """The entity units of an answer: lines, or for the tutorial format the ``{...}`` objects of a line."""
-    units = []
-    for line in answer.split("\n"):
-        if line.count("}") > 1:
-            units.extend(piece + "}" for piece in line.split("}") if piece.strip())
-        elif line.strip():
-            units.append(line)
-    return units
+def answer_units(answer: str, output_format: str | None = None) -> list[str]:
+    """The entity units of an answer, as ``output_format`` splits it (None: lines, and the ``{...}`` objects of
+    a line, as every shipped format does)."""
+    return _format_or_any(output_format).units(answer)
 
 
-def unit_scores(tokenizer: Any, answer: str, token_ids: Sequence[int], logprobs: Sequence[float]
-                ) -> list[tuple[str, float]]:
+_ANY_FORMAT = OutputFormat()  # the base class's units: what every shipped format writes
+
+
+def _format_or_any(output_format: str | None) -> OutputFormat:
+    return get_format(output_format) if output_format else _ANY_FORMAT
+
+
+def unit_scores(tokenizer: Any, answer: str, token_ids: Sequence[int], logprobs: Sequence[float],
+                output_format: str | None = None) -> list[tuple[str, float]]:
     """Each unit of the answer with exp(mean log-probability of the tokens that wrote it)."""
     spans, pos = [], 0  # character span of each token in the decoded answer
     for k in range(len(token_ids)):
         end = len(tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True))
         spans.append((pos, end))
         pos = max(pos, end)
-    return _spans_unit_scores(answer, spans, logprobs)
+    return _spans_unit_scores(answer, spans, logprobs, output_format)
 
 
-def piece_unit_scores(answer: str, pieces: Sequence[bytes], logprobs: Sequence[float]) -> list[tuple[str, float]]:
+def piece_unit_scores(answer: str, pieces: Sequence[bytes], logprobs: Sequence[float],
+                      output_format: str | None = None) -> list[tuple[str, float]]:
     """``unit_scores`` for an engine that returns each token as the bytes it wrote (an OpenAI-compatible server)
     instead of its id: a token that ends inside a multi-byte character spans up to where the character ends."""
     spans, pos, written = [], 0, b""
@@ -95,13 +98,13 @@ def piece_unit_scores(answer: str, pieces: Sequence[bytes], logprobs: Sequence[f
         end = len(written.decode("utf-8", errors="ignore"))
         spans.append((pos, end))
         pos = max(pos, end)
-    return _spans_unit_scores(answer, spans, logprobs)
+    return _spans_unit_scores(answer, spans, logprobs, output_format)
 
 
-def _spans_unit_scores(answer: str, spans: Sequence[tuple[int, int]], logprobs: Sequence[float]
-                       ) -> list[tuple[str, float]]:
+def _spans_unit_scores(answer: str, spans: Sequence[tuple[int, int]], logprobs: Sequence[float],
+                       output_format: str | None) -> list[tuple[str, float]]:
     out, cursor = [], 0
-    for unit in answer_units(answer):
+    for unit in answer_units(answer, output_format):
         start = answer.find(unit, cursor)
         if start < 0:
             continue
@@ -114,8 +117,7 @@ def _spans_unit_scores(answer: str, spans: Sequence[tuple[int, int]], logprobs: 
 
 def complete_prefix(answer: str, output_format: str) -> str:
     """The answer up to its last complete unit: what a truncated constrained answer keeps."""
-    cut = answer.rfind("}") + 1 if output_format != "compact" else answer.rfind("\n")
-    return answer[: max(cut, 0)]
+    return get_format(output_format).complete_prefix(answer)
 
 
 def score_raw_answers(gold: Sequence[Document], answers: Sequence[str], labels: LabelSet, *,

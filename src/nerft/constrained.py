@@ -1,28 +1,31 @@
 """Constrained decoding: the model may write only labels from the label set and mentions copied from the input.
 
 A ``ConstrainedAnswer`` LogitsProcessor keeps, per row, the answer written so far (as bytes: byte-level BPE tokens
-may split a character) and allows only tokens that keep it a prefix of a valid answer:
+may split a character) and allows only tokens that keep it a prefix of a valid answer, as the output format's
+grammar (``formats.OutputFormat``) defines it: units ``head + mention + tail`` for labels from the set and
+non-empty substrings of the input, joined by the format's separator, or the format's "no entity" answer. For the
+shipped formats:
 
-- ``compact``: lines ``标签:实体``: a label name from the set, ``:``, a non-empty substring of the input, then a
-  newline or the end of the turn. An empty answer (no entity) is allowed.
+- ``compact``: lines ``标签:实体``, then a newline or the end of the turn. An empty answer (no entity) is allowed.
 - ``jsonl``: lines ``{"entity_text": "<substring>", "entity_label": "<label>"}``.
 - ``tutorial``: the same objects concatenated, or 没有找到任何实体.
 
 So every answer parses without error and every mention grounds exactly. Mentions must not contain ``"`` or ``\\``
 in the JSON formats (they would need escaping). Cost per step: the candidate tokens of each text (tokens whose
 bytes occur in the text or the answer skeleton, found once per text from a byte table of the vocabulary built once
-per tokenizer) are checked against the row's state; results are cached per state.
+per tokenizer object) are checked against the row's state; results are cached per state.
 """
 
 from __future__ import annotations
 
-import json
+import threading
+import weakref
 from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
 
-from .formats import TUTORIAL_NONE
+from .formats import OutputFormat, get_format
 from .generation import stop_token_ids
 
 
@@ -79,19 +82,24 @@ class VocabBytes:
         return out
 
 
-_VOCAB_CACHE: dict[int, VocabBytes] = {}
+# Byte tables live as long as their tokenizer: keyed by the object itself (weakly), never by id(), which a later
+# tokenizer may reuse once this one is gone.
+_VOCAB_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_VOCAB_TABLES_LOCK = threading.Lock()
 
 
 def vocab_bytes(tokenizer) -> VocabBytes:
     """The byte table of a tokenizer, built once per tokenizer object (about two seconds for 151k tokens)."""
-    key = id(tokenizer)
-    if key not in _VOCAB_CACHE:
-        _VOCAB_CACHE[key] = VocabBytes(tokenizer)
-    return _VOCAB_CACHE[key]
-
-
-# Bytes a mention may not hold in the JSON formats: they would need escaping (or end the object early).
-_JSON_UNSAFE = [b'"', b"\\", b"{", b"}"] + [bytes([c]) for c in range(32)]
+    try:
+        with _VOCAB_TABLES_LOCK:
+            table = _VOCAB_TABLES.get(tokenizer)
+    except TypeError:  # an object that cannot be weakly referenced: a table of its own each time
+        return VocabBytes(tokenizer)
+    if table is None:
+        table = VocabBytes(tokenizer)
+        with _VOCAB_TABLES_LOCK:
+            table = _VOCAB_TABLES.setdefault(tokenizer, table)
+    return table
 
 
 def _is_char_start(b: bytes) -> bool:
@@ -109,25 +117,28 @@ def _decodes(b: bytes) -> bool:
 class AnswerGrammar:
     """Which byte strings are prefixes of a valid answer for one input text, one output format and label names."""
 
-    def __init__(self, text: str, label_names: Sequence[str], output_format: str):
-        if output_format not in ("compact", "jsonl", "tutorial"):
-            raise ValueError(f"constrained decoding supports compact, jsonl and tutorial, not {output_format!r}")
-        self.format = output_format
-        self.text = text.encode("utf-8")
-        if output_format == "compact":
-            self.heads = [f"{name}:".encode() for name in label_names]
-            self.sep = b"\n"
-        else:
-            self.heads = [b'{"entity_text": "']
-            self.tails = [f'", "entity_label": {json.dumps(name, ensure_ascii=False)}}}'.encode()
-                          for name in label_names]
-            self.sep = b"\n" if output_format == "jsonl" else b""
-        self.none = TUTORIAL_NONE.encode() if output_format == "tutorial" else b""
+    def __init__(self, text: str, label_names: Sequence[str], output_format: str | OutputFormat):
+        fmt = get_format(output_format) if isinstance(output_format, str) else output_format
+        self.format, self.text = fmt, text.encode("utf-8")
+        self.tails_of: dict[bytes, list[bytes]] = {}  # head -> the tails that may close a unit opened by it
+        for head, tail in fmt.unit_affixes(label_names):
+            if tail and not (tail[0].isascii() and tail[0] in fmt.forbidden):
+                raise ValueError(f"the {fmt.name} format's tail {tail!r} must begin with an ASCII character "
+                                 f"that mentions may not hold")
+            if not fmt.separator and not (fmt.unit_end and tail.endswith(fmt.unit_end) and fmt.unit_end in
+                                          fmt.forbidden and fmt.unit_end not in head):
+                raise ValueError(f"the {fmt.name} format has no separator: each tail must end with its unit_end, "
+                                 f"which mentions and heads may not hold")
+            self.tails_of.setdefault(head.encode(), []).append(tail.encode())
+        self.heads = list(self.tails_of)
+        self.tails = list(dict.fromkeys(t for tails in self.tails_of.values() for t in tails))
+        self.sep, self.none = fmt.separator.encode(), fmt.none_text.encode()
+        self.forbidden = [c.encode() for c in fmt.forbidden]
 
     def _mention_ok(self, m: bytes, complete: bool) -> bool:
         if not _is_char_start(m) or m not in self.text:
             return False
-        if self.format != "compact" and any(c in m for c in _JSON_UNSAFE):
+        if any(c in m for c in self.forbidden):
             return False
         if complete:
             return bool(m.strip()) and _decodes(m)
@@ -135,54 +146,40 @@ class AnswerGrammar:
 
     def _unit(self, u: bytes, complete: bool) -> bool:
         """Is ``u`` one entity unit (complete) or a prefix of one?"""
-        if self.format == "compact":
-            for head in self.heads:
-                if u.startswith(head):
-                    return self._mention_ok(u[len(head):], complete)
+        for head, tails in self.tails_of.items():
+            if not u.startswith(head):
                 if not complete and head.startswith(u):
                     return True
-            return False
-        head = self.heads[0]
-        if not u.startswith(head):
-            return not complete and head.startswith(u)
-        rest = u[len(head):]
-        if complete:
-            return any(rest.endswith(t) and self._mention_ok(rest[: -len(t)], True) for t in self.tails)
-        # inside the mention, or in a tail: split at the closing quote (mentions never hold '"')
-        q = rest.find(b'"')
-        if q < 0:
-            return self._mention_ok(rest, False)
-        mention, tail = rest[:q], rest[q:]
-        return self._mention_ok(mention, True) and any(t.startswith(tail) for t in self.tails)
-
-    def _split(self, answer: bytes) -> tuple[list[bytes], bytes]:
-        if self.format == "tutorial":
-            units, cur = [], answer
-            while True:
-                k = cur.find(b"}")
-                if k < 0:
-                    return units, cur
-                units.append(cur[: k + 1])
-                cur = cur[k + 1:]
-        *units, cur = answer.split(b"\n")
-        return units, cur
+                continue
+            rest = u[len(head):]
+            if complete:
+                if any(rest.endswith(t) and self._mention_ok(rest[: len(rest) - len(t)], True) for t in tails):
+                    return True
+                continue
+            for lead in dict.fromkeys(t[:1] for t in tails):  # inside the mention, or in a tail
+                q = rest.find(lead) if lead else -1  # the mention ends at the first byte of its tail
+                if q < 0 and self._mention_ok(rest, False):
+                    return True
+                if q >= 0 and self._mention_ok(rest[:q], True) and any(t.startswith(rest[q:]) for t in tails):
+                    return True
+        return False
 
     def is_prefix(self, answer: bytes, at_start: bool = True) -> bool:
         """Can ``answer`` be continued into a valid answer? ``at_start``: it is the whole answer, not a tail."""
         if at_start and self.none and self.none.startswith(answer):
             return True
-        units, cur = self._split(answer)
+        units, cur = self.format.split(answer)
         return all(self._unit(u, True) for u in units) and (not cur or self._unit(cur, False))
 
     def can_end(self, answer: bytes, at_start: bool = True) -> bool:
-        if at_start and self.format == "tutorial":
+        if at_start and self.none:
             return answer == self.none or (bool(answer) and self.can_end(answer, False))
-        units, cur = self._split(answer)
+        units, cur = self.format.split(answer)
         return all(self._unit(u, True) for u in units) and (not cur or self._unit(cur, True))
 
     def candidate_ids(self, vocab: VocabBytes) -> set[int]:
         """A superset of the tokens this grammar can ever allow: checked exactly, state by state, later."""
-        tails = getattr(self, "tails", [self.sep])
+        tails = [t for t in self.tails if t] or [self.sep]
         skeleton = b"\x00".join(self.heads + tails + [t + self.sep + h for t in tails for h in self.heads]
                                  + [self.none])
         ids = vocab.ids_in(self.text) | vocab.ids_in(skeleton)
@@ -204,10 +201,12 @@ class ConstrainedAnswer:
     first call (all rows are padded to it).
     """
 
-    def __init__(self, tokenizer, texts: Sequence[str], label_names: Sequence[str], output_format: str):
+    def __init__(self, tokenizer, texts: Sequence[str], label_names: Sequence[str],
+                 output_format: str | OutputFormat):
         self.vocab = vocab_bytes(tokenizer)
         self.stops = stop_token_ids(tokenizer)
-        self.grammars = [AnswerGrammar(t, label_names, output_format) for t in texts]
+        fmt = get_format(output_format) if isinstance(output_format, str) else output_format
+        self.grammars = [AnswerGrammar(t, label_names, fmt) for t in texts]
         self.candidates = [sorted(g.candidate_ids(self.vocab)) for g in self.grammars]
         self.prompt_width: int | None = None
         self._allowed: list[dict[tuple[bool, bytes], list[int]]] = [{} for _ in texts]
@@ -217,7 +216,7 @@ class ConstrainedAnswer:
         """Tokens that may follow ``answer``. Units before the current one were checked when they were written,
         so only the current unit (and whether the answer has begun) decides."""
         g = self.grammars[row]
-        units, cur = g._split(answer)
+        units, cur = g.format.split(answer)
         at_start = not units
         key = (at_start, cur)
         cache = self._allowed[row]

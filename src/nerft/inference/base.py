@@ -183,9 +183,9 @@ class DecodingPlan:
         """Confidence of each answer unit; None when the engine told nothing about the tokens (a server that
         returns no log-probabilities): the entities then have no score rather than a made-up one."""
         if g.token_ids:
-            return unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs)
+            return unit_scores(self.tokenizer, g.text, g.token_ids, g.logprobs, self.output_format)
         if g.pieces is not None and len(g.pieces) == len(g.logprobs):
-            return piece_unit_scores(g.text, g.pieces, g.logprobs)
+            return piece_unit_scores(g.text, g.pieces, g.logprobs, self.output_format)
         return None
 
 

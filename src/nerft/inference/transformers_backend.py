@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..answers import answer_units
-from ..formats import get_format, parse_answer
+from ..formats import OutputFormat, get_format
 from ..generation import Generated, PrefixCache, generate_batch, shared_prefix_ids, stop_token_ids
 from ..labels import LabelSet
 from ..lexicon import Lexicon
@@ -20,24 +19,23 @@ from .options import PredictOptions
 
 class RepetitionGuard:
     """Stops a row when its last complete unit has been written more often than its mention occurs in the text:
-    the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed)."""
+    the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed). Units are
+    the output format's (None: lines and JSON objects, what every shipped format writes)."""
 
-    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet):
+    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet, output_format: OutputFormat | None = None):
         self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+        self.format = output_format or OutputFormat()
 
     def __call__(self, row: int, ids: list[int]) -> bool:
         last = self.tokenizer.decode(ids[-1:])
-        if "\n" not in last and "}" not in last:
+        if not self.format.may_end_unit(last):
             return False
-        answer = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if "\n" in last:
-            answer = answer[: answer.rfind("\n")]
-        units = answer_units(answer)
+        units = self.format.written_units(self.tokenizer.decode(ids, skip_special_tokens=True), last)
         if len(units) < 2:
             return False
         unit = units[-1].strip()
         repeats = sum(u.strip() == unit for u in units)
-        mentions = parse_answer(unit, self.labels).mentions
+        mentions = self.format.parse(unit, self.labels).mentions
         occurs = max((self.texts[row].count(m.text) for m in mentions), default=0)
         return repeats > max(1, occurs)
 
@@ -76,16 +74,6 @@ class ChainedProcessors:
         return scores
 
 
-def none_start_ids(tokenizer, output_format: str) -> list[int]:
-    """Tokens that begin a "no entity" answer: an immediate end of turn, or the first token of the format's
-    none text (the tutorial's "没有找到任何实体")."""
-    ids = list(stop_token_ids(tokenizer))
-    none_text = get_format(output_format).none_text
-    if none_text:
-        ids.append(tokenizer.encode(none_text, add_special_tokens=False)[0])
-    return ids
-
-
 class TransformersPredictor:
     """A ``Predictor`` over a transformers causal LM (a merged model, or a peft model being trained)."""
 
@@ -99,7 +87,8 @@ class TransformersPredictor:
         self.name, self.frozen = name, frozen
         self.plan = DecodingPlan(tokenizer, labels, prompt, self.options, hint_lexicon)
         self.stats = PredictStats()
-        self._none_start = none_start_ids(tokenizer, prompt.output_format)
+        self.format = get_format(prompt.output_format)
+        self._none_start = self.format.none_start_ids(tokenizer, stop_token_ids(tokenizer))
         self._prefix: PrefixCache | bool | None = None
 
     @classmethod
@@ -138,7 +127,7 @@ class TransformersPredictor:
         if self.options.constrained:
             from ..constrained import ConstrainedAnswer
 
-            processors.append(ConstrainedAnswer(self.tokenizer, texts, label_names, self.prompt.output_format))
+            processors.append(ConstrainedAnswer(self.tokenizer, texts, label_names, self.format))
         return ChainedProcessors(processors) if processors else None
 
     def _generate(self, texts: list[str], ids: list[list[int]], limits: list[int],
@@ -149,7 +138,7 @@ class TransformersPredictor:
             batch_texts = [texts[i] for i in batch]
             gens = generate_batch(self.model, self.tokenizer, [ids[i] for i in batch], [limits[i] for i in batch],
                                   self._processor(batch_texts, label_names), prefix=prefix,
-                                  stop_row=RepetitionGuard(self.tokenizer, batch_texts, self.labels))
+                                  stop_row=RepetitionGuard(self.tokenizer, batch_texts, self.labels, self.format))
             self.stats.batches += 1
             for i, g in zip(batch, gens, strict=True):
                 self.stats.unfinished += not g.finished
