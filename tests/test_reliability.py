@@ -1,7 +1,7 @@
 """Reliability of the data and CLI paths: input encodings, poisoned inputs, readers given the wrong format,
 evaluate's matching and label rules, one-line errors for every command, atomic outputs and full disks.
 
-Full disks are simulated by making a write raise ``OSError(ENOSPC)`` (benchmarks/fault_harness.py also runs the
+Full disks are simulated by making a write raise ``OSError(ENOSPC)`` (tests/test_faults.py, marked e2e, also runs the
 real thing on a small tmpfs when it can)."""
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from .config import add_config_arguments, build_config, opt, to_dict
 from .formats import Mention, get_format
 from .grounding import ground_mentions
 from .jsonl import iter_jsonl
-from .labels import LabelSet, load_label_set
+from .labels import LabelSet, load_label_set, map_document_labels, parse_label_map
 from .metrics import format_table, score_documents
 from .schema import (
     Document,

@@ -73,6 +73,9 @@ class PrepareConfig:
     dev: float = opt(0.05, "share of documents for dev")
     test: float = opt(0.1, "share of documents for test")
     keep_split: bool = opt(False, "keep the train/dev/test files of a split directory (implied for directories)")
+    test_from: str | None = opt(None, "use this file, as it is, as the test split, and split --input (a file) into "
+                                      "train and dev only (--dev share, seeded): CLUENER, whose official dev file "
+                                      "is the test set when its test labels are not public", path=True)
     skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
     reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")
     plot: bool = opt(True, f"write {PLOT_FILE}")
@@ -223,6 +226,8 @@ def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadRepo
     if cfg.keep_split and not is_dir:
         raise NerftError(f"--keep-split needs a directory with train/dev/test files; {cfg.input} is not one")
     notes: list[str] = []
+    if cfg.test_from:
+        return _read_with_test_file(cfg, options, is_dir)
     if not is_dir:
         docs, report = read_dataset(cfg.input, cfg.format, **options)
         if not docs:
@@ -240,6 +245,23 @@ def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadRepo
             notes.append(f"{source} has no {split} file: {len(carved[split])} documents "
                          f"({shares[split]:.0%} of train, seed {cfg.seed}) were carved from train")
     return splits, report, "predefined", notes
+
+
+def _read_with_test_file(cfg: PrepareConfig, options: dict[str, Any], is_dir: bool
+                         ) -> tuple[dict[str, list[Document]], ReadReport, str, list[str]]:
+    """``--test-from``: test is that file as given; --input is split into train and dev (seeded, group-aware)."""
+    if is_dir:
+        raise NerftError(f"--test-from goes with a single --input file; {cfg.input} is a directory")
+    docs, report = read_dataset(cfg.input, cfg.format, **options)
+    test, test_report = read_dataset(cfg.test_from, cfg.format, **options)  # type: ignore[arg-type]
+    report.merge(test_report)
+    if not docs or not test:
+        raise NerftError(f"{cfg.input if not docs else cfg.test_from} holds no documents")
+    splits = split_documents(docs, cfg.seed, cfg.dev, 0.0)
+    splits["test"] = test
+    notes = [f"test is {cfg.test_from} as given ({len(test)} documents); dev is {len(splits['dev'])} documents "
+             f"({cfg.dev:.0%} of {cfg.input}, seed {cfg.seed}) carved from it"]
+    return splits, report, "test-from", notes
 
 
 # ---------------------------------------------------------------------------------------------------- splitting

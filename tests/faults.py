@@ -1,10 +1,6 @@
-"""Fault harness: kill, stop, starve and poison nerft, then check what was lost (the answer should be: nothing).
-
-    python -m benchmarks.fault_harness              # every fault, a few minutes on 2 CPU cores
-    python -m benchmarks.fault_harness --steps 12   # a quicker pass
-
-Everything is local: a generated corpus (resources/demo_corpus.py), the demo's tiny random Qwen2 and char
-tokenizer built on the spot (demo.build_base_model), ``nerft`` run as child processes of this one. Faults:
+"""The faults of tests/test_faults.py: kill, stop, starve and poison ``nerft``, then check what was lost (the
+answer should be: nothing). Each function runs one fault against a ``fault_runs.Workspace`` and returns its row(s):
+what was expected, what happened, what was lost, seconds, ``ok``.
 
 - ``kill -9`` of ``nerft train`` between two checkpoints, then ``--resume latest``: the final adapter is compared
   with an uninterrupted run's (bitwise), the training log must hold every step once;
@@ -14,163 +10,37 @@ tokenizer built on the spot (demo.build_base_model), ``nerft`` run as child proc
 - a full disk: a tmpfs of a few hundred KiB mounted under the work folder (needs root; else these rows say
   skipped: tests/test_reliability.py injects ENOSPC instead) under prepare, predict and a training checkpoint;
 - poisoned inputs: GBK bytes, UTF-16, a binary file, a lone surrogate escape.
-
-Each fault is a row of benchmarks/results/fault_harness.{json,md}: what was expected, what happened, what was
-lost, seconds. Every child runs with one torch thread and a timeout; the harness stops by itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from .common import REPO, WORK, log, markdown_table, write_results
-
-CHILD_TIMEOUT_S = 240
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONUNBUFFERED": "1"}
-
-
-# ----------------------------------------------------------------------------------------------- child processes
-
-
-def nerft_args(*args: Any) -> list[str]:
-    return [sys.executable, "-m", "nerft", *map(str, args)]
-
-
-def run(*args: Any, timeout: float = CHILD_TIMEOUT_S) -> tuple[int, str, float]:
-    """``nerft ARGS`` to completion: (exit code, the last stderr line that says something, seconds)."""
-    started = time.perf_counter()
-    done = subprocess.run(nerft_args(*args), capture_output=True, text=True, env=ENV, cwd=REPO, timeout=timeout)
-    return done.returncode, last_line(done.stderr), time.perf_counter() - started
-
-
-def last_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if " error: " in line or line.startswith("Traceback")]
-    return (errors or lines or [""])[-1]
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("nerft ") and ": error: " in line]
-
-
-def start(*args: Any) -> subprocess.Popen:
-    return subprocess.Popen(nerft_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=REPO)
-
-
-def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = CHILD_TIMEOUT_S) -> bool:
-    """Poll ``ready`` until it holds (True) or the process ends or time runs out (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
-
-
-def finish(proc: subprocess.Popen, timeout: float = CHILD_TIMEOUT_S) -> tuple[int, str]:
-    try:
-        _, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, stderr = proc.communicate()
-    return proc.returncode, stderr
-
-
-def complete_lines(path: Path) -> list[bytes]:
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1].splitlines()
-
-
-def logged_steps(run_dir: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in complete_lines(run_dir / "train_log.jsonl")
-            if b'"loss"' in line]
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*") if (p / "trainer_state.json").is_file())
-
-
-def adapter_difference(a: Path, b: Path) -> dict[str, Any]:
-    """Bitwise equality and the largest absolute difference of two runs' final adapters."""
-    from safetensors.torch import load_file
-
-    ta = load_file(str(a / "adapter" / "adapter_model.safetensors"))
-    tb = load_file(str(b / "adapter" / "adapter_model.safetensors"))
-    if ta.keys() != tb.keys():
-        return {"identical": False, "max_abs_diff": None}
-    diff = max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta)
-    return {"identical": all(bool((ta[k] == tb[k]).all()) for k in ta), "max_abs_diff": diff}
-
-
-# --------------------------------------------------------------------------------------------------------- setup
-
-
-class Workspace:
-    """The corpus, its prepared splits, the tiny base model, the training recipe and a text corpus to predict."""
-
-    def __init__(self, root: Path, docs: int, steps: int, save_every: int):
-        from nerft.demo import build_base_model, train_recipe
-        from nerft.jsonl import write_jsonl
-        from nerft.prepare import PrepareConfig, prepare
-        from nerft.resources.demo_corpus import generate_corpus
-
-        self.root, self.steps, self.save_every = root, steps, save_every
-        corpus = generate_corpus(docs, seed=0)
-        write_jsonl(root / "corpus.jsonl", corpus)
-        prepare(PrepareConfig(input=str(root / "corpus.jsonl"), out=str(root / "data"), format="nerft",
-                              labels="ccfbdci", seed=0, dev=0.1, test=0.1, plot=False))
-        build_base_model(root / "base", corpus, hidden_size=64, layers=2, seed=0)
-        recipe = train_recipe(str(root / "base"), str(root / "data"), str(root / "run"), steps=steps, seed=0)
-        recipe["data"].update({"dev": None, "test": None})  # no generation in the loop: training only
-        recipe["optim"]["batch_size"] = 8
-        recipe["eval"]["at_start"] = False
-        recipe["tracking"]["log_every"] = 1  # one log line per step: the harness watches progress through it
-        recipe["output"].update({"save_every": save_every, "overwrite": False})
-        self.recipe = root / "recipe.yaml"
-        import yaml
-
-        self.recipe.write_text(yaml.safe_dump(recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        self.texts = root / "texts.txt"
-        self.texts.write_text("".join(d.text + "\n" for d in generate_corpus(docs, seed=1)), encoding="utf-8")
-
-    def train(self, out: Path, *extra: Any) -> list[Any]:
-        return ["train", "--config", self.recipe, "--out", out, *extra]
-
-    def predict(self, model: Path, inp: Path, out: Path, *extra: Any) -> list[Any]:
-        return ["predict", "--model", model, "--device", "cpu", "--input", inp, "--output", out, "--batch-size", 8,
-                "--max-new-tokens", 12, "--no-progress", *extra]
-
-
-_SHORTEN: dict[str, str] = {}  # the work folder's path -> a short name, in the messages reported
-
-
-def row(fault: str, expected: str, observed: str, lost: str, ok: bool, seconds: float, **extra: Any) -> dict:
-    for long, short in _SHORTEN.items():
-        observed = observed.replace(long, short)
-    log(f"{'ok  ' if ok else 'FAIL'} {fault}: {observed} (lost: {lost})")
-    return {"fault": fault, "expected": expected, "observed": observed, "lost": lost, "ok": ok,
-            "seconds": round(seconds, 1), **extra}
-
+from fault_runs import (
+    CHILD_TIMEOUT_S,
+    ENV,
+    REPO,
+    Workspace,
+    adapter_difference,
+    checkpoint_steps,
+    complete_lines,
+    error_lines,
+    finish,
+    last_line,
+    log,
+    logged_steps,
+    nerft_args,
+    row,
+    run,
+    start,
+    wait_until,
+)
 
 # -------------------------------------------------------------------------------------------------------- faults
 
@@ -179,7 +49,7 @@ def train_reference(ws: Workspace) -> tuple[Path, float]:
     out = ws.root / "train-reference"
     code, last, seconds = run(*ws.train(out))
     if code != 0:
-        raise SystemExit(f"the uninterrupted training run failed ({code}): {last}")
+        raise RuntimeError(f"the uninterrupted training run failed ({code}): {last}")
     return out, seconds
 
 
@@ -242,7 +112,7 @@ def predict_reference(ws: Workspace, model: Path) -> Path:
     out = ws.root / "predict-reference.jsonl"
     code, last, seconds = run(*ws.predict(model, ws.texts, out))
     if code != 0:
-        raise SystemExit(f"the uninterrupted predict run failed ({code}): {last}")
+        raise RuntimeError(f"the uninterrupted predict run failed ({code}): {last}")
     log(f"uninterrupted predict: {len(complete_lines(out))} documents in {seconds:.1f}s")
     return out
 
@@ -460,57 +330,3 @@ def full_disk_checkpoint(ws: Workspace, disk: Tmpfs, reference: Path) -> dict:
                f"{'bitwise identical' if diff['identical'] else 'differs'}",
                "nothing" if ok else "see observed", bool(ok), time.perf_counter() - started,
                last_line=last if resume else "")
-
-
-# ---------------------------------------------------------------------------------------------------------- main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=240, help="documents in the generated corpus")
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps of each training run")
-    parser.add_argument("--save-every", type=int, default=5, help="checkpoint interval in steps")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
-    args = parser.parse_args(argv)
-    if args.steps < 3 * args.save_every:
-        parser.error("--steps must be at least 3 x --save-every (a kill lands between two checkpoints)")
-    started = time.perf_counter()
-    WORK.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="fault_harness-", dir=WORK))
-    try:
-        log(f"work folder {root}")
-        _SHORTEN[f"{root}/"] = "WORK/"
-        ws = Workspace(root, args.docs, args.steps, args.save_every)
-        reference_run, reference_s = train_reference(ws)
-        log(f"uninterrupted training: {args.steps} steps in {reference_s:.1f}s")
-        rows = [train_kill9(ws, reference_run), train_sigterm(ws, reference_run)]
-        predictions = predict_reference(ws, reference_run)
-        rows += [predict_kill9(ws, reference_run, predictions, torn=False),
-                 predict_kill9(ws, reference_run, predictions, torn=True)]
-        rows += full_disk(ws, reference_run, predictions)
-        rows += poisoned_inputs(ws, reference_run)
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    total = time.perf_counter() - started
-    failed = [r["fault"] for r in rows if not r["ok"]]
-    payload = {"settings": {"docs": args.docs, "steps": args.steps, "save_every": args.save_every,
-                            "model": "demo tiny random Qwen2, hidden 64, 2 layers, char tokenizer"},
-               "reference": {"train_seconds": round(reference_s, 1)}, "faults": rows,
-               "all_ok": not failed, "seconds": round(total, 1)}
-    table = markdown_table([{**r, "ok": "yes" if r["ok"] else "NO"} for r in rows],
-                           ["fault", "expected", "observed", "lost", "ok", "seconds"])
-    markdown = (f"# Fault harness\n\n{len(rows) - len(failed)} of {len(rows)} faults handled as promised"
-                f"{' (failed: ' + '; '.join(failed) + ')' if failed else ''}; {total:.0f} s in all. Training runs: "
-                f"{args.steps} steps of the demo's tiny random Qwen2 (hidden 64, 2 layers), a checkpoint every "
-                f"{args.save_every} steps; the uninterrupted run took {reference_s:.1f} s. 'lost' counts what the "
-                "fault destroyed after recovery; steps run again after a kill are work repeated, not lost. WORK/ is the "
-                "harness's temporary folder (removed at the end).\n\n"
-                + table + "\n")
-    write_results("fault_harness", payload, markdown)
-    print(markdown)
-    return 0 if not failed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
