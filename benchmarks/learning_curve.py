@@ -349,7 +349,7 @@ def write_report(c: Curve) -> None:
           "chosen on the first dev documents (choice, dev_f1; as many as the --dev-docs of the command that "
           "measured the point: dev_docs where recorded); examples: documents kept after the recipe's own filters "
           "(nerft: data.empty_share). The header names the last command; earlier points come from the commands "
-          "below (and benchmarks/NOTES.md)."
+          "below (and benchmarks/HISTORY.md)."
           + "".join(f"\n\nEarlier points of this table: `{cmd}`" for cmd in dict.fromkeys(c.earlier_commands)))
     payload = {"benchmark": "learning curve", "model": args.model, "train_file": c.train_file, "test_docs": n_test,
                "dev_docs": args.dev_docs, "budget_min": args.budget_min, "points": points, "gaps": gap_rows,

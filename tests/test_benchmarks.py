@@ -212,13 +212,19 @@ def test_b4_gpu_script_runs_scaled_down_on_cpu(tmp_path):
     assert d["generate"][0]["texts_per_s"] > 0
 
 
-def test_collect_results_orders_tables(tmp_path):
+def test_collect_results_opens_with_the_current_figures_then_orders_tables(tmp_path):
     for name in ("learning_curve", "b2_predict", "b3_accuracy", "b1_train", "extra"):
         (tmp_path / f"{name}.md").write_text(f"## {name}\n")
-    text = collect_results.collect(tmp_path, "notes")
-    order = [text.index(f"## {name}") for name in ("b1_train", "b2_predict", "b3_accuracy", "learning_curve", "extra")]
+    text = collect_results.collect(tmp_path, "## Current figures\n")
+    order = [text.index(f"## {name}") for name in ("Current figures", "b1_train", "b2_predict", "b3_accuracy",
+                                                    "learning_curve", "extra")]
     assert order == sorted(order)
-    assert "notes" in text
+
+
+def test_results_md_is_what_collect_results_writes_from_the_committed_files():
+    text = collect_results.collect(common.RESULTS, (REPO / "benchmarks" / "CURRENT.md").read_text(encoding="utf-8"))
+    assert (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8") == text, \
+        "benchmarks/RESULTS.md is out of date: run python -m benchmarks.collect_results"
 
 
 def _has(module: str) -> bool:
