@@ -75,6 +75,9 @@ class EvaluateConfig:
     allow_unknown_labels: bool = opt(False, "score predicted labels outside the label set as labels of their own "
                                             "(reported in unknown_labels) instead of failing")
     encoding: str = opt("utf-8", ENCODING_HELP)
+    map_labels: str | None = opt(None, "score gold under another label set: FROM=TO pairs (PER.NAM=PER,ORG.NAM=ORG) or "
+                                       "a YAML file of them; gold entities whose label is not mapped are dropped "
+                                       "(out-of-domain: a CCFBDCI model on Weibo's .NAM mentions)")
     score_with: str | None = opt(None, "predict the gold texts with this model (run directory, exported folder or "
                                        "adapter; any --backend, with the load and decoding flags) instead of "
                                        "reading --pred; OUT then also gets predictions.jsonl")
@@ -95,9 +98,14 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
         get_format(cfg.format)  # a clear error for an unknown name
     started = time.perf_counter()
     gold = _read_gold(cfg.gold, cfg.encoding)
+    if cfg.map_labels:
+        mapping = parse_label_map(cfg.map_labels)
+        gold = map_document_labels(gold, mapping)
     model_counts = {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
     rows = _read_prediction_file(cfg, gold) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
     labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold, cfg.gold)
+    if cfg.map_labels and predictor is None and not cfg.labels:  # labels.json beside gold names the unmapped codes
+        labels = LabelSet.infer(dict.fromkeys(parse_label_map(cfg.map_labels).values()))
     matched = _match(gold, rows, cfg)
     preds, counts, unknown = [], model_counts, Counter()
     for doc, row in zip(gold, matched, strict=True):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .schema import NerftError
+from .schema import Document, Entity, NerftError
 from .textio import read_text
 
 
@@ -186,3 +186,34 @@ def load_label_set(spec: str) -> LabelSet:
     if os.path.exists(spec):
         return LabelSet.from_file(spec)
     raise NerftError(f"label set {spec!r} is neither a built-in ({', '.join(BUILTIN_LABEL_SETS)}) nor a file")
+
+
+def parse_label_map(spec: str) -> dict[str, str]:
+    """A label mapping ``FROM=TO,FROM=TO`` (e.g. ``PER.NAM=PER,ORG.NAM=ORG``), or a YAML/JSON file of
+    ``{FROM: TO}``; for scoring a model on data annotated with another label set."""
+    if os.path.exists(spec):
+        try:
+            data = yaml.safe_load(read_text(Path(spec), advice="save it as UTF-8"))
+        except yaml.YAMLError as exc:
+            raise NerftError(f"{spec}: not valid YAML/JSON: {exc}") from None
+        if not isinstance(data, dict) or not data:
+            raise NerftError(f"{spec}: a label mapping is a non-empty {{from: to}} mapping")
+        return {str(k): str(v) for k, v in data.items()}
+    mapping: dict[str, str] = {}
+    for pair in (p.strip() for p in spec.split(",") if p.strip()):
+        source, sep, target = (x.strip() for x in pair.partition("="))
+        if not sep or not source or not target:
+            raise NerftError(f"label mapping {pair!r}: write FROM=TO (e.g. PER.NAM=PER), or name a YAML file")
+        if source in mapping:
+            raise NerftError(f"label mapping: {source!r} is mapped twice")
+        mapping[source] = target
+    if not mapping:
+        raise NerftError("an empty label mapping; write FROM=TO,FROM=TO")
+    return mapping
+
+
+def map_document_labels(docs: Iterable[Document], mapping: dict[str, str]) -> list[Document]:
+    """The documents with each entity's label renamed by ``mapping``; entities whose label it does not name are
+    dropped (Weibo's .NOM mentions when a CCFBDCI model is scored on its .NAM ones)."""
+    return [Document(d.id, d.text, [Entity(e.start, e.end, mapping[e.label], e.text, e.score)
+                                    for e in d.entities if e.label in mapping]) for d in docs]

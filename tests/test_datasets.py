@@ -1,0 +1,143 @@
+"""The datasets beyond CCFBDCI: CLUENER's official dev file as the test split (--test-from), Weibo's pre-split CoNLL
+files kept as given, its dotted .NAM/.NOM codes through labels, prompts, answers, constrained decoding and metrics,
+and evaluate's --map-labels for out-of-domain scoring. Small fixtures; two tests read ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import shared_path
+
+from nerft.answers import read_answer
+from nerft.cli import main
+from nerft.formats import get_format
+from nerft.jsonl import read_documents, write_jsonl
+from nerft.labels import load_label_set, map_document_labels, parse_label_map, weibo_labels
+from nerft.metrics import score_documents
+from nerft.prepare import PrepareConfig, prepare
+from nerft.prompts import build_prompt
+from nerft.schema import Document, Entity, NerftError
+
+
+def cluener_record(i: int) -> str:
+    text = f"张{i}在北京第{i}中学读书。"
+    return json.dumps({"text": text, "label": {"name": {f"张{i}": [[0, len(f"张{i}") - 1]]}}}, ensure_ascii=False,
+                      indent=2)
+
+
+WEIBO_TRAIN = "我0\t O\n和0\tO\n李0\tB-PER.NAM\n娜1\tI-PER.NAM\n去0\tO\n北0\tB-GPE.NAM\n京1\tI-GPE.NAM\n\n"
+WEIBO_SENTENCES = [("女0\tB-PER.NOM\n人1\tI-PER.NOM\n好0\tO\n\n"), ("去0\tO\n公0\tB-ORG.NOM\n司1\tI-ORG.NOM\n\n"),
+                   ("长0\tB-LOC.NAM\n江1\tI-LOC.NAM\n\n")]
+
+
+def test_test_from_keeps_the_file_as_test_and_carves_dev_from_input(tmp_path):
+    (tmp_path / "train.json").write_text("\n".join(cluener_record(i) for i in range(40)), encoding="utf-8")
+    (tmp_path / "dev.json").write_text("\n".join(cluener_record(100 + i) for i in range(7)), encoding="utf-8")
+    cfg = PrepareConfig(input=str(tmp_path / "train.json"), test_from=str(tmp_path / "dev.json"),
+                        out=str(tmp_path / "out"), dev=0.1, plot=False)
+    report = prepare(cfg)
+    out = tmp_path / "out"
+    test = read_documents(out / "test.jsonl")
+    assert [d.text for d in test] == [f"张{100 + i}在北京第{100 + i}中学读书。" for i in range(7)]  # as given, in order
+    train, dev = read_documents(out / "train.jsonl"), read_documents(out / "dev.jsonl")
+    assert len(dev) == 4 and len(train) == 36
+    assert sorted(d.text for d in train + dev) == sorted(f"张{i}在北京第{i}中学读书。" for i in range(40))
+    assert report.stats["split_mode"] == "test-from" and report.label_source == "built-in: cluener"
+    assert prepare(PrepareConfig(**{**cfg.__dict__, "out": str(tmp_path / "again")})).split_sizes == \
+        report.split_sizes  # seeded: the same split again
+    with pytest.raises(NerftError, match="single --input file"):
+        prepare(PrepareConfig(input=str(tmp_path), test_from=str(tmp_path / "dev.json"), out=str(tmp_path / "x")))
+
+
+def test_weibo_files_are_kept_as_given_with_the_builtin_label_set(tmp_path):
+    source = tmp_path / "weibo"
+    source.mkdir()
+    (source / "weiboNER_2nd_conll.train").write_text(WEIBO_TRAIN * 3, encoding="utf-8")
+    (source / "weiboNER_2nd_conll.dev").write_text(WEIBO_SENTENCES[0] + WEIBO_SENTENCES[2], encoding="utf-8")
+    (source / "weiboNER_2nd_conll.test").write_text("".join(reversed(WEIBO_SENTENCES)), encoding="utf-8")
+    report = prepare(PrepareConfig(input=str(source), out=str(tmp_path / "out"), plot=False))
+    assert report.split_sizes == {"train": 3, "dev": 2, "test": 3} and report.label_source == "built-in: weibo"
+    test = read_documents(tmp_path / "out" / "test.jsonl")
+    assert [d.text for d in test] == ["长江", "去公司", "女人好"]  # the file's order, digits stripped
+    assert [(e.label, e.text) for d in test for e in d.entities] == [("LOC.NAM", "长江"), ("ORG.NOM", "公司"),
+                                                                      ("PER.NOM", "女人")]
+
+
+def test_dotted_codes_through_prompt_answers_and_metrics():
+    labels = weibo_labels()
+    assert load_label_set("configs/labels/weibo-defined.yaml").codes == labels.codes
+    prompt = build_prompt(labels, "compact", describe_labels=False)
+    assert "人称名词" in prompt.system and "PER.NOM" not in prompt.system  # the model reads display names
+    text = "我和李娜去北京，女人好。"
+    gold = [Entity(2, 4, "PER.NAM", "李娜"), Entity(5, 7, "GPE.NAM", "北京"), Entity(8, 10, "PER.NOM", "女人")]
+    for output_format in ("compact", "jsonl"):
+        answer = get_format(output_format).render(gold, labels)
+        reading = read_answer(text, answer, labels, output_format=output_format)
+        assert reading.entities == gold and reading.parse_ok
+    assert labels.to_code("PER.NOM") == "PER.NOM" and labels.to_code("人称名词") == "PER.NOM"
+    metrics = score_documents([Document("0", text, gold)], [gold[:2]], labels=labels)
+    per_label = metrics["strict"]["per_label"]
+    assert per_label["PER.NOM"]["fn"] == 1 and per_label["PER.NAM"]["f1"] == 1.0 and "ORG.NOM" in per_label
+
+
+def test_constrained_decoding_writes_dotted_codes(tmp_path, tiny_tokenizer):
+    from helpers_models import build_run_dir
+
+    from nerft.inference.loading import load_predictor
+
+    # seed 5: with these labels the random tiny model answers ORG.NOM and ORG.NAM under constrained decoding
+    run = build_run_dir(tmp_path, tiny_tokenizer, labels=weibo_labels(), seed=5)
+    predictor = load_predictor(run, constrained=True, max_new_tokens=12, device="cpu")
+    texts = ["我和李娜去北京。", "女人在公司上班。", "长江很长。"]
+    found = [e for ents in predictor.predict(texts) for e in ents]
+    assert any(e.label.endswith(".NOM") for e in found) and all(e.label in weibo_labels().codes for e in found)
+    only = predictor.predict(texts, ["PER.NOM", "GPE.NAM"])
+    assert all(e.label in ("PER.NOM", "GPE.NAM") for ents in only for e in ents)
+
+
+def test_label_mapping_parses_and_maps():
+    assert parse_label_map("PER.NAM=PER, ORG.NAM=ORG") == {"PER.NAM": "PER", "ORG.NAM": "ORG"}
+    for bad in ("PER.NAM", "=PER", "A=B,A=C", ""):
+        with pytest.raises(NerftError):
+            parse_label_map(bad)
+    doc = Document("0", "李娜和女人", [Entity(0, 2, "PER.NAM", "李娜"), Entity(3, 5, "PER.NOM", "女人")])
+    assert map_document_labels([doc], {"PER.NAM": "PER"})[0].entities == [Entity(0, 2, "PER", "李娜")]
+
+
+def test_evaluate_map_labels_scores_a_model_of_another_label_set(tmp_path, capsys):
+    gold = [Document("0", "李娜和女人去北京", [Entity(0, 2, "PER.NAM", "李娜"), Entity(3, 5, "PER.NOM", "女人"),
+                                          Entity(6, 8, "GPE.NAM", "北京")])]
+    write_jsonl(tmp_path / "gold.jsonl", gold)
+    (tmp_path / "labels.json").write_text(json.dumps(weibo_labels().to_dict()), encoding="utf-8")
+    # a CCFBDCI model's answer: one right, one wrong type (北京 as LOC)
+    pred = [{"id": "0", "text": gold[0].text, "entities": [{"start": 0, "end": 2, "label": "PER", "text": "李娜"},
+                                                            {"start": 6, "end": 8, "label": "LOC", "text": "北京"}]}]
+    write_jsonl(tmp_path / "pred.jsonl", pred)
+    (tmp_path / "map.yaml").write_text("PER.NAM: PER\nGPE.NAM: GPE\nLOC.NAM: LOC\nORG.NAM: ORG\n", encoding="utf-8")
+    for spec in ("PER.NAM=PER,GPE.NAM=GPE,LOC.NAM=LOC,ORG.NAM=ORG", str(tmp_path / "map.yaml")):
+        assert main(["evaluate", "--gold", str(tmp_path / "gold.jsonl"), "--pred", str(tmp_path / "pred.jsonl"),
+                     "--map-labels", spec, "--labels", "ccfbdci", "--out", str(tmp_path / "eval")]) == 0
+        micro = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))["strict"]["micro"]
+        assert (micro["tp"], micro["fp"], micro["fn"]) == (1, 1, 1)  # 女人 (.NOM) is not scored
+
+
+@pytest.mark.shared
+def test_real_cluener_and_weibo_prepare(tmp_path):
+    cluener = shared_path("data", "cluener")
+    report = prepare(PrepareConfig(input=str(cluener / "train.json"), test_from=str(cluener / "dev.json"),
+                                   out=str(tmp_path / "cluener"), plot=False))
+    assert report.split_sizes["test"] == 1343 and report.split_sizes["train"] + report.split_sizes["dev"] == 10748
+    assert len(report.labels) == 10
+    report = prepare(PrepareConfig(input=str(shared_path("data", "weibo")), out=str(tmp_path / "weibo"), plot=False))
+    assert report.label_source == "built-in: weibo" and report.labels.codes == weibo_labels().codes
+    assert report.stats["splits"]["test"]["entities"] == 418
+
+
+def test_configs_label_files_match_the_builtins():
+    for name in ("cluener", "weibo"):
+        defined = load_label_set(str(Path("configs/labels") / f"{name}-defined.yaml"))
+        builtin = load_label_set(name)
+        assert defined.codes == builtin.codes and defined.names == builtin.names
+        assert all(lab.description for lab in defined.labels)
