@@ -17,6 +17,11 @@ class DataConfig:
     test: str | None = opt(None, "test split, scored once at the end with the best adapter", path=True)
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a labels file; default labels.json beside "
                                    "the train file, else inferred from the training data", path=True)
+    mixture: list[str] = opt(help="train one adapter on several datasets instead of data.train: folders written by "
+                                  "`nerft prepare` (train.jsonl, dev.jsonl, labels.json), each example prompted "
+                                  "with its own folder's label set; the run's label set, prompt, lexicon and dev "
+                                  "(unless data.labels/data.dev) are the first folder's; predict with another "
+                                  "folder's set with --label-set", factory=list)
     output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
     describe_labels: bool = opt(False, "add each label's description to the prompt")
