@@ -192,9 +192,12 @@ def limit_empty_documents(docs: list[Document], share: float, seed: int) -> list
 
 
 def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
-    """``data.labels`` when given, else labels.json beside the train file, else inferred from the training data."""
+    """``data.labels`` when given, else labels.json beside the train file (the first ``data.mixture`` folder's),
+    else inferred from the training data."""
     if cfg.labels:
         return load_label_set(cfg.labels)
+    if cfg.mixture:
+        return _folder_labels(Path(cfg.mixture[0]))
     beside = Path(cfg.train).parent / "labels.json"  # type: ignore[arg-type]
     if beside.is_file():
         return LabelSet.from_file(beside)
@@ -204,6 +207,8 @@ def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
 def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document], Lexicon]:
     """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``, and the lexicon of
     the training documents before ``data.empty_share`` (the documents it drops say which strings go unannotated)."""
+    if cfg.data.mixture:
+        return _load_mixture(cfg, main)
     if not cfg.data.train:
         raise NerftError("no training data: pass --train FILE.jsonl (or data.train in the config)")
     train_docs = read_documents(cfg.data.train)
@@ -218,6 +223,46 @@ def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document
                   "documents")
     dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
     return train_docs, dev_docs, lexicon
+
+
+def _folder_labels(folder: Path) -> LabelSet:
+    if not (folder / "labels.json").is_file():
+        raise NerftError(f"data.mixture: {folder} has no labels.json; pass folders written by nerft prepare")
+    return LabelSet.from_file(folder / "labels.json")
+
+
+def mixture_parts(cfg: TrainConfig) -> list[tuple[LabelSet, list[Document]]]:
+    """Each ``data.mixture`` folder's label set and training documents, after ``data.max_examples`` and
+    ``data.empty_share`` (applied per folder, seeded: the same selection every call)."""
+    if cfg.data.train:
+        raise NerftError("data.train and data.mixture exclude each other: list the train folder in data.mixture")
+    if cfg.data.lexicon_hints:
+        raise NerftError("data.lexicon_hints does not go with data.mixture (one lexicon per label set)")
+    parts = []
+    for name in cfg.data.mixture:
+        folder = Path(name).expanduser()
+        if not (folder / "train.jsonl").is_file():
+            raise NerftError(f"data.mixture: {folder} has no train.jsonl; pass folders written by nerft prepare")
+        docs = read_documents(folder / "train.jsonl")[:cfg.data.max_examples or None]
+        if cfg.data.empty_share is not None:
+            docs = limit_empty_documents(docs, cfg.data.empty_share, cfg.optim.seed)
+        parts.append((_folder_labels(folder), docs))
+    return parts
+
+
+def _load_mixture(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document], Lexicon]:
+    """``load_training_documents`` for ``data.mixture``: every folder's documents in turn; the lexicon and (unless
+    ``data.dev``) the dev documents of the first folder, whose label set the run is saved with."""
+    parts = mixture_parts(cfg)
+    first = Path(cfg.data.mixture[0]).expanduser()
+    lexicon = Lexicon.from_documents(read_documents(first / "train.jsonl")[:cfg.data.max_examples or None])
+    dev_file = Path(cfg.data.dev) if cfg.data.dev else first / "dev.jsonl"
+    dev_docs = read_documents(dev_file)[:cfg.eval.dev_docs] if dev_file.is_file() else []
+    if main:
+        print("nerft train: data.mixture: " + ", ".join(f"{name} {len(docs)} documents ({len(labels)} labels)"
+                                                         for name, (labels, docs) in zip(cfg.data.mixture, parts,
+                                                                                         strict=True)))
+    return [d for _, docs in parts for d in docs], dev_docs, lexicon
 
 
 def few_shot_documents(docs: Sequence[Document], n: int, labels: LabelSet, max_chars: int = 50) -> list[Document]:
@@ -271,6 +316,21 @@ def check_shared_prefix(cfg: TrainConfig) -> None:
         raise NerftError("data.shared_prefix does not work with optim.gradient_checkpointing: turn one off")
 
 
+def encode_mixture(cfg: TrainConfig, tokenizer, end_id: int) -> EncodedData:
+    """Every ``data.mixture`` folder's documents, each prompted with its own folder's label set (and worked
+    examples from its own documents)."""
+    out = EncodedData([])
+    fmt = get_format(cfg.data.output_format)
+    for labels, docs in mixture_parts(cfg):
+        prompt = build_training_prompt(cfg, labels, docs)
+        part = encode_documents(docs, tokenizer, prompt, fmt, labels, end_id, cfg.data.max_length,
+                                cfg.data.overlong)
+        out.examples += part.examples
+        out.overlong += part.overlong
+        out.supervised_tokens += part.supervised_tokens
+    return out
+
+
 def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
                          main: bool, lexicon: Lexicon | None = None) -> EncodedData:
     """Encode the training documents as configured; with ``data.shared_prefix`` each example records how many
@@ -278,8 +338,11 @@ def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prom
     its text's hint from ``lexicon``."""
     check_shared_prefix(cfg)
     end_id = answer_end_id(tokenizer, cfg.data.end_token)
-    data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
-                            cfg.data.max_length, cfg.data.overlong, lexicon)
+    if cfg.data.mixture:  # ``docs`` are the folders' documents in turn: each folder's prompt and label set
+        data = encode_mixture(cfg, tokenizer, end_id)
+    else:
+        data = encode_documents(docs, tokenizer, prompt, get_format(cfg.data.output_format), labels, end_id,
+                                cfg.data.max_length, cfg.data.overlong, lexicon)
     if data.overlong and main:
         action = {"drop": "dropped", "keep": "kept whole", "truncate": "truncated"}[cfg.data.overlong]
         warnings.warn(f"{data.overlong} of {len(docs)} training examples exceed data.max_length "
