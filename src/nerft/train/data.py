@@ -5,6 +5,7 @@ collation (padded, packed, or with the prompt prefix that every example shares l
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .config import DataConfig, TrainConfig
 
 IGNORE = -100
+logger = logging.getLogger("nerft.train")
 
 
 @dataclass
@@ -219,8 +221,7 @@ def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document
         before = len(train_docs)
         train_docs = limit_empty_documents(train_docs, cfg.data.empty_share, cfg.optim.seed)
         if main:
-            print(f"nerft train: data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} "
-                  "documents")
+            logger.info(f"data.empty_share {cfg.data.empty_share}: kept {len(train_docs)} of {before} documents")
     dev_docs = read_documents(cfg.data.dev)[:cfg.eval.dev_docs] if cfg.data.dev else []
     return train_docs, dev_docs, lexicon
 
@@ -297,6 +298,8 @@ def build_training_prompt(cfg: TrainConfig, labels: LabelSet, train_docs: Sequen
     if cfg.data.system_prompt:
         prompt = dataclasses.replace(prompt, system=cfg.data.system_prompt)
     if cfg.data.examples_in_prompt:
+        if cfg.data.mixture:  # worked examples from this label set's documents only
+            train_docs = [d for d in train_docs if d.entities and all(e.label in labels for e in d.entities)]
         shots = few_shot_documents(train_docs, cfg.data.examples_in_prompt, labels)
         if not shots:
             raise NerftError(f"data.examples_in_prompt {cfg.data.examples_in_prompt}: no training document of at "
@@ -352,5 +355,5 @@ def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prom
     if cfg.data.shared_prefix:
         n = mark_shared_prefix(data.examples, shared_prefix_ids(tokenizer, prompt))
         if main:
-            print(f"nerft train: data.shared_prefix: {n} prompt tokens computed once per micro-batch")
+            logger.info(f"data.shared_prefix: {n} prompt tokens computed once per micro-batch")
     return data
