@@ -19,8 +19,10 @@ from nerft.cli import main
 from nerft.inference.base import Prediction, PredictStats
 from nerft.inference.loading import load_predictor
 from nerft.labels import ccfbdci_labels
+from nerft.prompts import build_prompt
 from nerft.schema import Entity, NerftError
 from nerft.serve import Batcher, ServerStats, ServeSettings, create_app
+from nerft.serve.openai_api import openai_router
 
 SURROGATE = "\ud800王伟"  # a lone surrogate: valid JSON ("\ud800"), not valid Unicode text
 
@@ -306,6 +308,56 @@ def test_two_batchers_never_call_the_predictor_at_once():
     results = asyncio.run(scenario())
     assert [ents[0][0].text for ents in results] == ["北京"] * 6
     assert most == 1 and len(predictor.calls) >= 2
+
+
+class MeetingPredictor(FakePredictor):
+    """A FakePredictor that counts the calls inside it at once; a call on a text with 会 waits there (up to 3 s)
+    until a call of another MeetingPredictor holding 会 is inside its own predictor too."""
+
+    prompt = build_prompt(ccfbdci_labels())
+
+    def __init__(self, meeting: threading.Barrier):
+        super().__init__(delay=0.05)
+        self.meeting, self.inside, self.most, self.met = meeting, 0, 0, 0
+        self.count = threading.Lock()
+
+    def predict(self, texts, labels=None):
+        with self.count:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            if any("会" in t for t in texts):
+                self.meeting.wait()
+                self.met += 1
+            return super().predict(texts, labels)
+        finally:
+            with self.count:
+                self.inside -= 1
+
+
+def test_a_lock_per_predictor_apps_over_two_predictors_run_at_once():
+    """Two apps over two predictors call them at the same time (no lock shared by every app in the process),
+    while in each app /v1/ner and the chat route, two Batchers, never call their one predictor at once."""
+    meeting = threading.Barrier(2, timeout=3)
+    predictors = [MeetingPredictor(meeting) for _ in range(2)]
+    apps = [create_app(p, ServeSettings(max_wait_ms=1), routers=[openai_router()]) for p in predictors]
+
+    async def scenario():
+        async with serving(apps[0]) as first, serving(apps[1]) as second:
+            calls = []
+            for c in (first, second):
+                calls.append(c.post("/v1/ner", json={"texts": ["会北京"]}))
+                calls += [c.post("/v1/ner", json={"texts": [f"北京{i}"]}) for i in range(3)]
+                calls += [c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": f"张三{i}"}]})
+                          for i in range(3)]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [200] * 14, [r.text for r in responses if r.status_code != 200]
+    assert [p.met for p in predictors] == [1, 1]  # both were inside their predictors at once
+    assert [p.most for p in predictors] == [1, 1]  # yet neither predictor was ever entered twice at once
+    for p in predictors:  # called by both of its app's Batchers: /v1/ner's texts hold 北京, the chat's 张三
+        assert any("北京" in t for t in p.seen) and any("张三" in t for t in p.seen), p.calls
 
 
 def test_a_client_that_disconnects_is_not_computed():

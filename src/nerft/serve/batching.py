@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,10 +26,18 @@ from .settings import ServeSettings
 logger = logging.getLogger("nerft.serve")
 
 BAD_INPUT = (NerftError, ValueError)  # UnicodeError is a ValueError
-# One predictor call at a time in a process, whichever Batcher makes it (the /v1/ner one, and any that a router
-# adds): a model and its caches are not assumed to be safe to use from two threads at once.
-PREDICTOR_LOCK = threading.Lock()
+# One call at a time per predictor, whichever Batcher makes it (the /v1/ner one, and any that a router adds): a
+# model and its caches are not assumed to be safe to use from two threads at once. Apps over other predictors are
+# not held up. Keyed by the predictor object (weakly: the lock goes with it).
+_PREDICTOR_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
 RETRY_SOON = {"Retry-After": "1"}
+
+
+def predictor_lock(predictor) -> threading.Lock:
+    """The lock every Batcher over ``predictor`` holds while it calls the predictor."""
+    with _LOCKS_LOCK:
+        return _PREDICTOR_LOCKS.setdefault(predictor, threading.Lock())
 
 
 class RequestFailed(Exception):
@@ -83,8 +92,11 @@ class Batcher:
     """The queue and its worker. ``submit`` is what a route calls; ``start``/``stop`` belong to the app's
     lifespan (``stop`` refuses new work and finishes what is queued or running)."""
 
-    def __init__(self, predictor, settings: ServeSettings, stats: ServerStats):
+    def __init__(self, predictor, settings: ServeSettings, stats: ServerStats, lock: threading.Lock | None = None):
+        """``lock``: held around each predictor call (default: ``predictor_lock(predictor)``; a Batcher over a
+        wrapper of a predictor passes the predictor's)."""
         self.predictor, self.settings, self.stats = predictor, settings, stats
+        self.lock = lock or predictor_lock(predictor)
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.queue_size)
         self.accepting = False
         self.in_flight = 0  # requests waiting in submit
@@ -203,7 +215,7 @@ class Batcher:
             job.finish_if_complete()
 
     def _call(self, texts: list[str], labels: list[str] | None) -> list:
-        with PREDICTOR_LOCK:
+        with self.lock:
             return self.predictor.predict(texts, labels)
 
     async def _isolate(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]],

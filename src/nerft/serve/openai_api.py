@@ -13,7 +13,7 @@ The router is one of ``serve.create_app``'s ``routers``: it sits behind the serv
 metrics, and reads the predictor and settings from ``app.state``. Chat requests are micro-batched by a second
 ``serve.batching.Batcher`` of the same settings (deadlines, client-gone, failure isolation) over the predictor's
 ``predict_detailed``, which holds the raw answers; ``/v1/ner`` and chat requests batch separately, and the two
-batchers never call the model at the same time (``serve.batching.PREDICTOR_LOCK``).
+batchers never call the model at the same time (both hold ``serve.batching.predictor_lock(predictor)``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..lexicon import HINT_HEADER
 from ..prompts import Prompt
-from .batching import Batcher, RequestFailed
+from .batching import Batcher, RequestFailed, predictor_lock
 from .guards import SafeJSONResponse
 
 
@@ -84,7 +84,8 @@ class RawAnswers:
 @contextlib.asynccontextmanager
 async def _chat_batcher(app):
     state = app.state
-    state.chat_batcher = Batcher(RawAnswers(state.predictor), state.settings, state.stats)
+    state.chat_batcher = Batcher(RawAnswers(state.predictor), state.settings, state.stats,
+                                 lock=predictor_lock(state.predictor))
     await state.chat_batcher.start()
     try:
         yield
