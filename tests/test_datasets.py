@@ -141,3 +141,56 @@ def test_configs_label_files_match_the_builtins():
         builtin = load_label_set(name)
         assert defined.codes == builtin.codes and defined.names == builtin.names
         assert all(lab.description for lab in defined.labels)
+
+
+def _prepared_folder(folder: Path, docs: list[Document], labels) -> Path:
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", docs)
+    write_jsonl(folder / "dev.jsonl", docs[:2])
+    (folder / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def _mixture_folders(tmp_path: Path) -> list[str]:
+    from nerft.labels import ccfbdci_labels
+
+    ccf = [Document(f"c{i}", f"张三在北京{i}。", [Entity(0, 2, "PER", "张三"), Entity(3, 5, "GPE", "北京")])
+           for i in range(3)]
+    weibo = [Document(f"w{i}", f"女人和李娜{i}", [Entity(0, 2, "PER.NOM", "女人"), Entity(3, 5, "PER.NAM", "李娜")])
+             for i in range(3)]
+    return [str(_prepared_folder(tmp_path / "ccfbdci", ccf, ccfbdci_labels())),
+            str(_prepared_folder(tmp_path / "weibo", weibo, weibo_labels()))]
+
+
+def test_mixture_prompts_each_example_with_its_own_label_set(tmp_path, tiny_tokenizer):
+    from nerft.config import from_dict
+    from nerft.train.config import TrainConfig
+    from nerft.train.data import (
+        IGNORE,
+        build_training_prompt,
+        encode_training_data,
+        load_training_documents,
+        resolve_labels,
+    )
+
+    cfg = from_dict(TrainConfig, {"data": {"mixture": _mixture_folders(tmp_path), "empty_share": None,
+                                           "examples_in_prompt": 1}})
+    docs, dev, lexicon = load_training_documents(cfg, main=False)
+    labels = resolve_labels(cfg.data, docs)
+    assert labels.codes == ["LOC", "PER", "GPE", "ORG"] and [d.id for d in dev] == ["c0", "c1"]
+    prompt = build_training_prompt(cfg, labels, docs)
+    data = encode_training_data(cfg, docs, tiny_tokenizer, prompt, labels, main=False, lexicon=lexicon)
+    assert len(data.examples) == len(docs) == 6
+    for doc, ex in zip(docs, data.examples, strict=True):
+        prompt_text = tiny_tokenizer.decode([t for t, lab in zip(ex.input_ids, ex.labels, strict=True)
+                                             if lab == IGNORE])
+        answer = tiny_tokenizer.decode([t for t in ex.labels if t != IGNORE])
+        if doc.id.startswith("c"):
+            assert "地理实体" in prompt_text and "人称名词" not in prompt_text and "地理实体" in answer
+            assert "张三在北京0" in prompt_text  # its worked example comes from its own folder
+        else:
+            assert "人称名词" in prompt_text and "地理实体" not in prompt_text and "人称名词" in answer
+            assert "女人和李娜0" in prompt_text
+    assert prompt.system in tiny_tokenizer.decode(data.examples[0].input_ids)  # the run's prompt: the first folder's
+    with pytest.raises(NerftError, match="exclude each other"):
+        load_training_documents(from_dict(TrainConfig, {"data": {"mixture": cfg.data.mixture, "train": "x"}}), False)
