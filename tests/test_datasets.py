@@ -194,3 +194,30 @@ def test_mixture_prompts_each_example_with_its_own_label_set(tmp_path, tiny_toke
     assert prompt.system in tiny_tokenizer.decode(data.examples[0].input_ids)  # the run's prompt: the first folder's
     with pytest.raises(NerftError, match="exclude each other"):
         load_training_documents(from_dict(TrainConfig, {"data": {"mixture": cfg.data.mixture, "train": "x"}}), False)
+
+
+def test_label_set_at_prediction_time_rebuilds_the_prompt(tmp_path, tiny_tokenizer):
+    from helpers_models import build_run_dir
+
+    from nerft.inference.loading import open_predictor
+    from nerft.inference.options import LoadOptions, PredictOptions
+    from nerft.labels import ccfbdci_labels
+
+    run = build_run_dir(tmp_path / "a", tiny_tokenizer, labels=ccfbdci_labels(), seed=5)
+    (run / "decoding.yaml").write_text("label_min_scores: PER=0.5\n", encoding="utf-8")  # the run's labels only
+    options = PredictOptions(constrained=True, max_new_tokens=12)
+    predictor = open_predictor(LoadOptions(model=str(run), label_set="weibo", device="cpu"), options)
+    assert predictor.labels.codes == weibo_labels().codes
+    assert predictor.prompt.system == build_prompt(weibo_labels(), "compact").system
+    found = [e for ents in predictor.predict(["女人在公司上班。", "长江很长。"]) for e in ents]
+    assert found and all(e.label in weibo_labels().codes for e in found)
+    labels_file = tmp_path / "two.yaml"
+    labels_file.write_text("labels:\n  - {code: PER.NOM, name: 人称名词}\n  - {code: ORG.NOM, name: 机构名词}\n",
+                           encoding="utf-8")
+    two = open_predictor(LoadOptions(model=str(run), label_set=str(labels_file), device="cpu"), options)
+    assert two.prompt.system.startswith("抽取实体：人称名词、机构名词。")
+    shots = build_prompt(ccfbdci_labels(), "compact")
+    shots = type(shots)(shots.system + "\n示例：...", shots.user_prefix, shots.style, shots.output_format)
+    other = build_run_dir(tmp_path / "b", tiny_tokenizer, labels=ccfbdci_labels(), prompt=shots)
+    with pytest.raises(NerftError, match="cannot be rebuilt"):
+        open_predictor(LoadOptions(model=str(other), label_set="weibo", device="cpu"), options)

@@ -75,3 +75,20 @@ def build_prompt(labels: LabelSet, output_format: str = "compact", style: str = 
                  for lab in labels.labels]
     system = f"抽取实体：{'、'.join(described)}。{fmt.instruction(labels)}"
     return Prompt(system, "", "nerft", output_format)
+
+
+def prompt_for_labels(prompt: Prompt, run_labels: LabelSet, labels: LabelSet) -> Prompt:
+    """``prompt`` rebuilt for another label set (``--label-set``: a data.mixture run asked for one of the sets it was
+    trained with, or a new one). Only a prompt built from its label set alone can be rebuilt: one with worked
+    examples, a system prompt of its own or lexicon hints names the run's labels in ways nerft cannot redo."""
+    if not prompt.hints:
+        for describe in (False, True):
+            try:
+                built = build_prompt(run_labels, prompt.output_format, prompt.style, describe)
+            except PromptError:
+                break
+            if built.system == prompt.system and built.user_prefix == prompt.user_prefix:
+                return Prompt(build_prompt(labels, prompt.output_format, prompt.style, describe).system,
+                              prompt.user_prefix, prompt.style, prompt.output_format)
+    raise NerftError("--label-set: this model's prompt is not built from its label set alone (worked examples, "
+                     "lexicon hints or a system prompt of its own), so it cannot be rebuilt for another label set")

@@ -17,16 +17,17 @@ A run or export may hold decoding.yaml, the decoding ``nerft train`` chose on de
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import config as cfglib
-from ..labels import LabelSet, ccfbdci_labels
+from ..labels import LabelSet, ccfbdci_labels, load_label_set
 from ..lexicon import LEXICON_FILE, Lexicon
 from ..modeling import ModelConfig, auto_tokenizer, canonical_dtype, load_tokenizer, with_pad_token
-from ..prompts import Prompt, build_prompt
+from ..prompts import Prompt, build_prompt, prompt_for_labels
 from ..rundir import DECODING_FILE, INFO_FILE, BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import NerftError
 from .options import LoadOptions, PredictOptions
@@ -87,7 +88,19 @@ def locate_model(opts: LoadOptions) -> ModelLocation:
     """Resolve ``--model/--base/--adapter`` into a ModelLocation (nothing is loaded yet)."""
     where = _locate(opts)
     where.decoding = run_decoding(opts)
+    if opts.label_set:
+        where.info = _with_label_set(where, opts.label_set)
     return where
+
+
+def _with_label_set(where: ModelLocation, spec: str) -> RunInfo:
+    """The located model's run info with another label set and its prompt rebuilt for it (``--label-set``)."""
+    if where.info is None or where.info.kind != "llm":
+        raise NerftError("--label-set needs a fine-tuned LLM folder written by nerft train or export (a CRF knows "
+                         "only the tags it was trained on)")
+    labels = load_label_set(spec)
+    return dataclasses.replace(where.info, labels=labels,
+                               prompt=prompt_for_labels(where.info.prompt, where.info.labels, labels))
 
 
 def run_decoding(opts: LoadOptions) -> dict[str, Any] | None:
@@ -117,6 +130,8 @@ def decoding_options(opts: LoadOptions, given: argparse.Namespace | dict[str, An
     """A command's decoding options: the run's decoding (``run_decoding``), then a ``--config`` file, then the
     flags ``given``, each overriding the one before field by field."""
     run = run_decoding(opts)
+    if run and opts.label_set:  # the run's per-label thresholds and lexicon name the run's own labels
+        run = {k: v for k, v in run.items() if k not in ("label_min_scores", "lexicon")}
     options = cfglib.build_config(PredictOptions, given, config_path=config_path, base=run)
     if run and run.get("constrained") and options.constrained and opts.backend != "transformers":
         raise NerftError(f"{opts.model or opts.adapter}/{DECODING_FILE} was chosen on dev with constrained decoding, "

@@ -64,6 +64,10 @@ class LoadOptions:
     run_decoding: bool = opt(True, "start from the decoding nerft train chose on dev for this run (RUN/decoding.yaml: "
                                    "min-score, per-label min-scores, lexicon); --config and flags override it "
                                    "field by field; --no-run-decoding ignores it")
+    label_set: str | None = opt(None, "predict with this label set (a built-in such as cluener or weibo, or a "
+                                      "YAML/JSON file) instead of the run's: the prompt is rebuilt for it (runs whose "
+                                      "prompt is built from the labels alone, e.g. a data.mixture recipe's); --labels "
+                                      "then picks codes from it", path=True)
     vllm: VllmOptions = opt(help="vLLM engine settings", factory=VllmOptions)
     openai: OpenAIOptions = opt(help="OpenAI-compatible server (--backend openai)", factory=OpenAIOptions)
 
