@@ -36,13 +36,59 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
-    """``path`` as a Path, or a NerftError saying it is missing or a folder."""
+    """``path`` as a Path, or a NerftError saying it is missing, a folder or not a regular file (a FIFO or a
+    device such as /dev/zero: never ends, or cannot be read again)."""
     path = Path(path)
     if path.is_dir():
         raise NerftError(f"{what} {path} is a folder; pass a file")
+    kind = special_file_kind(path)
+    if kind:
+        raise NerftError(f"{what} {path} is {kind}, not a regular file; pass a file")
     if not path.is_file():
         raise NerftError(f"{what} {path} does not exist")
     return path
+
+
+def require_output_file(path: str | os.PathLike, what: str = "--output") -> Path:
+    """``path`` as a Path to write, or a NerftError when it exists as something else than a regular file (a
+    FIFO would block until a reader comes; /dev/null cannot be resumed or synced) or is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise NerftError(f"{what} {path} is a folder; pass a file")
+    kind = special_file_kind(path)
+    if kind:
+        raise NerftError(f"{what} {path} is {kind}, not a regular file: nerft appends, syncs and resumes its "
+                         "output; pass a file")
+    return path
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a folder ("a FIFO (named pipe)"...)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), None)
+
+
+def unfinished_tail(path: str | os.PathLike) -> bool:
+    """Whether the file's last line has text but no line end yet (a file still being written)."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            tail = f.read(end - start) + tail
+            if b"\n" in tail:
+                tail = tail[tail.rfind(b"\n") + 1:]
+                break
+            end = start
+    return bool(tail.strip(b" \t\r\x00").removeprefix(codecs.BOM_UTF8))
 
 
 def resolve_encoding(path: str | os.PathLike, encoding: str = "utf-8") -> str:

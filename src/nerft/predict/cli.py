@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .. import config as cfglib
 from ..inference.options import LoadOptions, PredictOptions
 from ..schema import Entity, NerftError
-from ..textio import ENCODING_HELP, require_file
+from ..textio import ENCODING_HELP, require_file, require_output_file
 from .ray_engine import RayOptions
 from .writers import OUTPUT_FORMATS
 
@@ -69,6 +70,21 @@ def print_table(texts: list[str], results: list[list[Entity]]) -> None:
             print(f"  [{e.start}, {e.end})\t{e.label}\t{e.text}\t{score}")
 
 
+def answer_stamp(load: LoadOptions, options: PredictOptions) -> dict:
+    """Everything that changes an answer: the model (paths resolved), the backend and precision, every decoding
+    option but the batch size and the prefix cache (they change speed only). Resuming an --output needs the
+    same (``files.check_stamp``)."""
+    def where(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    model = {"model": where(load.model), "base": where(load.base), "revision": load.revision,
+             "adapter": where(load.adapter), "backend": load.backend, "dtype": load.dtype}
+    if load.backend == "openai":
+        model.update(base_url=load.openai.base_url, model_name=load.openai.model_name)
+    decoding = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("batch_size", "prefix_cache")}
+    return {"model": model, "decoding": decoding}
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from ..inference.loading import open_predictor
     from ..inference.location import decoding_options, locate_model
@@ -85,6 +101,8 @@ def run_predict(args: argparse.Namespace) -> int:
         require_file(args.input, "input file")
     if args.input and not args.output:
         raise NerftError("--input needs --output FILE.jsonl")
+    if args.output:
+        require_output_file(args.output)  # a FIFO or a device: refused before the model loads
     if args.output_file_format != "nerft" and not args.output:
         raise NerftError("--output-format goes with --input and --output")
     load = cfglib.build_config(LoadOptions, args)
@@ -97,7 +115,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.input:
         work = working_file(args.output, args.output_file_format)
         n = predict_file(predictor, args.input, work, chunk_size=options.batch_size * 4, labels=args.labels,
-                         raw=args.raw, progress=not args.no_progress, encoding=args.encoding)
+                         raw=args.raw, progress=not args.no_progress, encoding=args.encoding,
+                         stamp=answer_stamp(load, options))
         print(f"predicted {n} documents into {work}", file=sys.stderr)
         if args.output_file_format != "nerft":
             written = write_tool_file(work, args.output, args.output_file_format,
