@@ -221,3 +221,26 @@ def test_label_set_at_prediction_time_rebuilds_the_prompt(tmp_path, tiny_tokeniz
     other = build_run_dir(tmp_path / "b", tiny_tokenizer, labels=ccfbdci_labels(), prompt=shots)
     with pytest.raises(NerftError, match="cannot be rebuilt"):
         open_predictor(LoadOptions(model=str(other), label_set="weibo", device="cpu"), options)
+
+
+def test_a_mixture_run_trains_and_predicts_with_either_label_set(tmp_path, tiny_tokenizer):
+    from nerft_helpers import save_base_model, tiny_recipe
+
+    from nerft.config import from_dict
+    from nerft.inference.loading import open_predictor
+    from nerft.inference.options import LoadOptions, PredictOptions
+    from nerft.rundir import RunInfo
+    from nerft.train import TrainConfig, train
+
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    recipe = tiny_recipe(base, {"mixture": _mixture_folders(tmp_path)}, tmp_path / "run", optim__max_steps=2,
+                         eval__every=2, tune__enabled=False)
+    run = train(from_dict(TrainConfig, recipe))
+    info = RunInfo.load(run)
+    assert info.labels.codes == ["LOC", "PER", "GPE", "ORG"]
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["train"]["examples"] == 6
+    predictor = open_predictor(LoadOptions(model=str(run), label_set=str(tmp_path / "weibo" / "labels.json"),
+                                           device="cpu"), PredictOptions(max_new_tokens=4))
+    assert "人称名词" in predictor.prompt.system and predictor.labels.codes == weibo_labels().codes
+    assert len(predictor.predict(["女人和李娜"])) == 1
