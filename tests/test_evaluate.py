@@ -48,7 +48,7 @@ def test_gold_as_predictions_scores_perfectly_and_writes_outputs(gold_file, tmp_
     assert code == 0
     printed = capsys.readouterr().out
     assert "| PER | 1.0000 | 1.0000 | 1.0000 | 1 |" in printed and "**macro**" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_label.png", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_label.png", "report.html", "report.md"]
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for rule in ("strict", "boundary", "partial"):
         assert m[rule]["micro"]["f1"] == 1.0
@@ -136,7 +136,7 @@ def test_missing_predictions_fail_unless_allowed(gold_file, tmp_path):
 def test_cli_errors_are_reported_without_traceback(gold_file, tmp_path, capsys):
     assert main(["evaluate", "--gold", str(gold_file), "--pred", str(tmp_path / "nope.jsonl")]) == 2
     assert "prediction file" in capsys.readouterr().err
-    assert main(["evaluate", "--gold", str(gold_file), "--pred", str(gold_file), "--format", "xml"]) == 2
+    assert main(["evaluate", "--gold", str(gold_file), "--pred", str(gold_file), "--answer-format", "xml"]) == 2
     assert "unknown output format" in capsys.readouterr().err
 
 
@@ -161,10 +161,10 @@ def test_line_curves_and_bar_chart(tmp_path):
 def _label_boxes(series):
     """Value labels drawn by ``_label_points`` over ``series`` on a log-x axes: each label's box, each point's
     display position, and whether every label has its backing."""
-    from nerft.plots import _label_points, _pyplot
+    from nerft.plots import _figure, _label_points
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig = _figure((6.4, 4.0))
+    ax = fig.subplots()
     marked = []
     for points in series.values():
         line, = ax.plot(*zip(*points, strict=True), marker="o")
@@ -175,7 +175,6 @@ def _label_boxes(series):
     boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
     backed = all(t.get_bbox_patch() is not None for t in ax.texts)
     at = {(x, y): tuple(ax.transData.transform((x, y))) for pts in series.values() for x, y in pts}
-    plt.close(fig)
     return boxes, at, backed
 
 

@@ -10,6 +10,8 @@ from nerft.answers import score_raw_answers
 from nerft.formats import get_format
 from nerft.labels import ccfbdci_labels
 from nerft.metrics import (
+    EntityError,
+    entity_errors,
     format_table,
     partial_matches,
     prf,
@@ -98,6 +100,15 @@ def test_mixed_case_hand_computed():
     assert (per["LOC"]["tp"], per["LOC"]["fp"], per["LOC"]["fn"]) == (0, 0, 1)
     assert m["strict"]["macro"]["f1"] == pytest.approx(prf(1, 1, 0)["f1"] / 4)
     assert m["confusion"] == {"GPE": {"ORG": 1}, "PER": {"PER": 1}}
+    # per label under the other rules: boundary P = predictions on a gold span, R = gold spans predicted (any label)
+    boundary, partial = m["boundary"]["per_label"], m["partial"]["per_label"]
+    # ORG[3,5) sits on GPE's span, ORG[6,9) on none; the gold ORG[6,10) was not predicted as a span
+    assert boundary["ORG"] == {"precision": 0.5, "recall": 0.0, "f1": 0.0, "support": 1, "predicted": 2}
+    assert boundary["GPE"]["recall"] == 1.0 and boundary["GPE"]["precision"] == 0.0  # found as ORG; ungrounded
+    assert boundary["PER"] == {**prf(1, 1, 0), "support": 1, "predicted": 2}
+    assert partial["ORG"] == {**prf(1, 1, 0), "support": 1, "predicted": 2}  # ORG[6,9) overlaps ORG[6,10)
+    assert partial["LOC"] == {**prf(0, 0, 1), "support": 1, "predicted": 0}
+    assert list(boundary) == list(partial) == list(per)
     assert m["hallucinations"] == 3 and m["documents_with_errors"] == 1
 
 
@@ -166,3 +177,34 @@ def test_tutorial_answer_scores_perfectly_end_to_end():
     answers = [get_format("tutorial").render(d.entities, LABELS) for d in gold]
     m = score_raw_answers(gold, answers, LABELS, output_format="tutorial")
     assert micro(m) == (1.0, 1.0, 1.0) and m["parse_failures"] == 0
+
+
+def test_entity_errors_name_each_kind():
+    gold = [(0, 2, "PER"), (3, 5, "GPE"), (6, 10, "ORG"), (12, 14, "LOC")]
+    pred = [(0, 2, "PER"), (3, 5, "ORG"), (6, 9, "ORG"), (20, 22, "PER")]
+    assert entity_errors(gold, pred) == [
+        EntityError("wrong_label", (3, 5, "GPE"), (3, 5, "ORG")),
+        EntityError("wrong_boundary", (6, 10, "ORG"), (6, 9, "ORG")),
+        EntityError("missed", (12, 14, "LOC"), None),
+        EntityError("spurious", None, (20, 22, "PER"))]
+    # a prediction overlapping only gold entities found exactly is spurious, not a boundary error
+    assert entity_errors([(0, 2, "PER")], [(0, 2, "PER"), (1, 3, "PER")]) == [
+        EntityError("spurious", None, (1, 3, "PER"))]
+    # two predictions inside one gold entity: both boundary errors of it, on another label too
+    assert [e.kind for e in entity_errors([(0, 4, "ORG")], [(0, 2, "LOC"), (2, 4, "ORG")])] == ["wrong_boundary"] * 2
+    assert entity_errors([], []) == [] and entity_errors([(0, 1, "A")], [(0, 1, "A")]) == []
+
+
+spans = st.sets(st.tuples(st.integers(0, 12), st.integers(1, 4), st.sampled_from("AB")).map(
+    lambda t: (t[0], t[0] + t[1], t[2])), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans, spans)
+def test_entity_errors_account_for_every_strict_error(gold, pred):
+    errors = entity_errors(gold, pred)
+    # each false positive is the prediction of exactly one error; each false negative the gold of at least one
+    assert sorted(e.pred for e in errors if e.pred) == sorted(pred - gold)
+    assert {e.gold for e in errors if e.gold} == gold - pred
+    assert all((e.gold is None) == (e.kind == "spurious") and (e.pred is None) == (e.kind == "missed")
+               for e in errors)

@@ -25,7 +25,9 @@ Other trainers' prediction files are read directly (``--pred-format``, detected 
 With ``--score-with MODEL`` instead of ``--pred``, evaluate predicts the gold texts itself (``predict``'s load and
 decoding flags, any backend: ``--backend openai --base-url URL`` scores a served model).
 
-OUT (optional) gets metrics.json (the keys of :mod:`nerft.metrics`), report.md and per_label.png.
+OUT (optional) gets metrics.json (the keys of :mod:`nerft.metrics`), report.md, per_label.png and report.html: one
+self-contained page with the scores per label under each rule, the confusion matrix and every document with an
+error, gold and predicted entities marked in its text, filterable by error kind and label (:mod:`nerft.pages.report`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class EvaluateConfig:
                                           "in any format, and pieces in another one count as parse failures; unset: none do")
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: labels.json beside "
                                    "the gold file, else inferred from gold)", path=True)
-    out: str | None = opt(None, "directory for metrics.json, report.md and per_label.png", aliases=("--output",))
+    out: str | None = opt(None, "directory for metrics.json, report.md, report.html (the errors in their documents) "
+                                "and per_label.png", aliases=("--output",))
     source: Literal["auto", "entities", "output"] = opt("auto", "which prediction field to score when both exist")
     pred_format: Literal["auto", "nerft", "llamafactory", "swift"] = opt(
         "auto", "PRED's layout: nerft (predict's JSONL), llamafactory (generated_predictions.jsonl) or swift "
@@ -120,7 +123,7 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
         if unknown:
             print(f"labels outside the label set, scored as their own: {_listed(unknown)}")
     if cfg.out:
-        write_outputs(metrics, cfg, Path(cfg.out))
+        write_outputs(metrics, cfg, Path(cfg.out), gold, preds, labels)
     return metrics
 
 
@@ -285,8 +288,10 @@ def _span_problems(text: str, entities: list[Entity]) -> list[str]:
     return out
 
 
-def write_outputs(metrics: dict[str, Any], cfg: EvaluateConfig, out: Path) -> None:
-    """metrics.json, report.md and per_label.png in ``out``; each written atomically."""
+def write_outputs(metrics: dict[str, Any], cfg: EvaluateConfig, out: Path, gold: list[Document],
+                  preds: list[list[Entity]], labels: LabelSet) -> None:
+    """metrics.json, report.md, report.html and per_label.png in ``out``; each written atomically."""
+    from .pages.report import report_page
     from .plots import bar_chart_per_label
 
     out.mkdir(parents=True, exist_ok=True)
@@ -296,13 +301,17 @@ def write_outputs(metrics: dict[str, Any], cfg: EvaluateConfig, out: Path) -> No
         f.write(report_markdown(metrics, cfg))
 
 
+    sources = {"gold": cfg.gold, "predictions": cfg.pred or f"{cfg.score_with} (--score-with)"}
+    with atomic_write(out / "report.html") as f:
+        f.write(report_page(gold, preds, metrics, labels, sources))
 def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
     labels = sorted({g for g in metrics["confusion"]} | {p for row in metrics["confusion"].values() for p in row})
     lines = [
         "# nerft evaluate", "",
         f"- gold: `{cfg.gold}`", f"- predictions: `{cfg.pred or f'{cfg.score_with} (--score-with)'}`",
         f"- documents: {metrics['documents']} ({metrics['documents_with_errors']} with an error, "
-        f"{metrics['missing_predictions']} without a prediction)",
+        f"{metrics['missing_predictions']} without a prediction); each error in its document: "
+        "[report.html](report.html)",
         *([f"- labels outside the label set, scored as their own: {_listed(Counter(metrics['unknown_labels']))}"]
           if metrics.get("unknown_labels") else []), "",
         "## Strict scores (exact span and label)", "", format_table(metrics), "",

@@ -21,6 +21,13 @@ The result is a plain dict (JSON-ready); other tools read these keys:
 and ``partial.micro``, and ``parse_failures``, ``hallucinations``, ``duplicates``, ``documents``,
 ``documents_with_errors``, ``exact_match`` (share of documents predicted exactly) and ``confusion``
 (``{gold label: {predicted label: count}}`` over spans whose boundaries match).
+``boundary.per_label.<LABEL>`` and ``partial.per_label.<LABEL>`` hold ``{precision,recall,f1,support,predicted}``:
+under ``boundary`` precision is the share of the label's predictions whose span is a gold span (of any label) and
+recall the share of its gold entities whose span was predicted (with any label); under ``partial`` both count the
+label's partial matches.
+
+``entity_errors`` names each strict error of a document by its kind (missed, spurious, wrong label, wrong
+boundary), for the error report that ``evaluate`` writes.
 """
 
 from __future__ import annotations
@@ -121,6 +128,7 @@ def score_documents(
         raise ValueError(f"{len(gold)} gold documents but {len(pred)} predictions")
     strict: dict[str, _Counts] = defaultdict(_Counts)
     strict_all, boundary, partial = _Counts(), _Counts(), _Counts()
+    by_label: dict[str, Counter[str]] = defaultdict(Counter)  # boundary and partial per label
     confusion: dict[str, Counter[str]] = defaultdict(Counter)
     support: Counter[str] = Counter()
     documents_with_errors = 0
@@ -151,6 +159,7 @@ def score_documents(
 
         ptp = partial_matches(gold_spans, pred_spans)
         partial.add(ptp, len(pred_spans) - ptp + len(ungrounded), len(gold_spans) - ptp)
+        _count_per_label(by_label, gold_spans, pred_spans, gold_bounds, pred_bounds, ungrounded)
 
         for g_label, p_label in _confusion_pairs(gold_spans, pred_spans):
             confusion[g_label][p_label] += 1
@@ -169,8 +178,8 @@ def score_documents(
     n = len(gold)
     return {
         "strict": {"micro": strict_all.summary(), "macro": macro, "per_label": per_label},
-        "boundary": {"micro": boundary.summary()},
-        "partial": {"micro": partial.summary()},
+        "boundary": {"micro": boundary.summary(), "per_label": _rule_per_label(by_label, order, "boundary")},
+        "partial": {"micro": partial.summary(), "per_label": _rule_per_label(by_label, order, "partial")},
         "documents": n,
         "documents_with_errors": documents_with_errors,
         "exact_match": (n - documents_with_errors) / n if n else 0.0,
@@ -179,6 +188,77 @@ def score_documents(
         "duplicates": duplicates,
         "confusion": {g: dict(sorted(row.items())) for g, row in sorted(confusion.items())},
     }
+
+
+def _count_per_label(counts: dict[str, Counter[str]], gold: set[Span], pred: set[Span],
+                     gold_bounds: set[tuple[int, int]], pred_bounds: set[tuple[int, int]], ungrounded) -> None:
+    """One document's boundary and partial counts per label into ``counts[label]``."""
+    for label in {s[2] for s in gold | pred} | {e.label for e in ungrounded}:
+        g = {s for s in gold if s[2] == label}
+        p = {s for s in pred if s[2] == label}
+        c = counts[label]
+        c["support"] += len(g)
+        c["predicted"] += len(p) + sum(e.label == label for e in ungrounded)
+        c["boundary_found"] += sum(s[:2] in pred_bounds for s in g)
+        c["boundary_right"] += sum(s[:2] in gold_bounds for s in p)
+        c["partial"] += partial_matches(g, p)
+
+
+def _rule_per_label(counts: dict[str, Counter[str]], order: Sequence[str], rule: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for label in order:
+        c = counts.get(label, Counter())
+        right, found = (c["boundary_right"], c["boundary_found"]) if rule == "boundary" else (c["partial"],) * 2
+        precision = right / c["predicted"] if c["predicted"] else 0.0
+        recall = found / c["support"] if c["support"] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[label] = {"precision": precision, "recall": recall, "f1": f1, "support": c["support"],
+                      "predicted": c["predicted"]}
+    return out
+
+
+ERROR_KINDS = ("missed", "spurious", "wrong_label", "wrong_boundary")
+
+
+@dataclass(frozen=True)
+class EntityError:
+    """One strict error: ``gold`` is None for a spurious entity, ``pred`` None for a missed one."""
+
+    kind: str
+    gold: Span | None
+    pred: Span | None
+
+
+def entity_errors(gold: Iterable[Span], pred: Iterable[Span]) -> list[EntityError]:
+    """The strict errors of one document, each of one kind, in text order:
+
+    - ``wrong_label``: a prediction on exactly the span of a gold entity it did not find, with another label;
+    - ``wrong_boundary``: a prediction that overlaps a gold entity not found exactly, on another span (any label;
+      paired with the gold entity it overlaps most, one not paired yet first);
+    - ``spurious``: a prediction that overlaps no gold entity left unfound;
+    - ``missed``: a gold entity that no prediction found exactly and none of the above is paired with.
+
+    So every strict false positive is one wrong label, wrong boundary or spurious error, and every false negative
+    one missed error or the gold side of a wrong label or wrong boundary (a gold entity may be that of several).
+    """
+    gold, pred = set(gold), set(pred)
+    unfound, extra = sorted(gold - pred), sorted(pred - gold)
+    paired: set[Span] = set()
+    errors = []
+    for p in extra:
+        same_span = [g for g in unfound if g[:2] == p[:2]]
+        overlapping = [g for g in unfound if _overlap(g, p) > 0]
+        if same_span:
+            errors.append(EntityError("wrong_label", same_span[0], p))
+        elif overlapping:
+            best = max(overlapping, key=lambda g: (g not in paired, _overlap(g, p), -g[0], -g[1]))
+            errors.append(EntityError("wrong_boundary", best, p))
+        else:
+            errors.append(EntityError("spurious", None, p))
+            continue
+        paired.add(errors[-1].gold)  # type: ignore[arg-type]
+    errors += [EntityError("missed", g, None) for g in unfound if g not in paired]
+    return sorted(errors, key=lambda e: (min(s[0] for s in (e.gold, e.pred) if s), e.kind))
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -1,7 +1,10 @@
-"""Every PNG chart nerft writes, headless (Agg), each written atomically: per-label scores (``evaluate``), curves
-over training steps (``train``), entities per label and split (``prepare``) and the lines of ``nerft tune``'s
-report (the benchmarks' own charts are in ``benchmarks/charts.py``). A chart never fails the run that draws it:
-callers that must not fail use ``safe_plot``."""
+"""Every PNG chart nerft writes, each written atomically: per-label scores (``evaluate``), curves over training
+steps (``train``), entities per label and split (``prepare``) and the lines of ``nerft tune``'s report (the
+benchmarks' own charts are in ``benchmarks/charts.py``). A chart never fails the run that draws it: callers that
+must not fail use ``safe_plot``.
+
+Charts are drawn with matplotlib's object API (a ``Figure`` on its own Agg canvas), never through pyplot: no
+process-wide backend or figure registry is touched."""
 
 from __future__ import annotations
 
@@ -11,43 +14,53 @@ from typing import Any
 
 from .schema import atomic_write
 
+PRECISION, RECALL, F1, LOSS = "#4c72b0", "#dd8452", "#2e8b57", "#3b6ea8"  # the same meaning, the same colour
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figure(figsize: tuple[float, float], dpi: int = 100) -> Any:
+    """A figure on its own Agg canvas (nothing registered with pyplot; freed when no longer referenced)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig: Any, path: str | os.PathLike) -> None:
-    plt = _pyplot()
-    try:
-        with atomic_write(path, "wb") as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def _tidy(ax: Any, grid: str = "both") -> None:
+    """The house style: no top and right frame, a light grid behind the data."""
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis=grid, alpha=0.3)
+    ax.set_axisbelow(True)
 
 
 def bar_chart_per_label(metrics: Mapping[str, Any], path: str | os.PathLike, title: str = "strict scores per label") -> None:
     """Grouped precision / recall / F1 bars for each label of ``metrics["strict"]["per_label"]``, micro last."""
-    plt = _pyplot()
     strict = metrics["strict"]
     rows = [(f"{label}\n(n={m['support']})", m) for label, m in strict["per_label"].items()]
     rows.append(("micro", strict["micro"]))
     width = 0.27
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(rows) + 1.5), 3.6), dpi=100)
-    for k, (key, colour) in enumerate((("precision", "#4c72b0"), ("recall", "#dd8452"), ("f1", "#55a868"))):
+    fig = _figure((max(4.5, 1.1 * len(rows) + 1.5), 3.6))
+    ax = fig.subplots()
+    for k, (key, colour) in enumerate((("precision", PRECISION), ("recall", RECALL), ("f1", F1))):
         xs = [i + (k - 1) * width for i in range(len(rows))]
-        ax.bar(xs, [m[key] for _, m in rows], width, label=key, color=colour)
+        ax.bar(xs, [m[key] for _, m in rows], width, label=key, color=colour, alpha=1 if key == "f1" else 0.5)
+        if key == "f1":  # F1, the figure people read, written on its bar
+            for x, (_, m) in zip(xs, rows, strict=True):
+                ax.annotate(f"{100 * m['f1']:.1f}", (x, m["f1"]), textcoords="offset points", xytext=(0, 2),
+                            ha="center", fontsize=7, color=F1)
     ax.set_xticks(range(len(rows)), [name for name, _ in rows])
     ax.set_ylim(0, 1.18)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend(loc="upper center", ncol=3, fontsize="small", frameon=False)
-    ax.grid(axis="y", alpha=0.3)
+    _tidy(ax, "y")
     fig.tight_layout()
     _save(fig, path)
 
@@ -58,9 +71,9 @@ def line_curves(series: Mapping[str, Sequence[tuple[float, float]]], path: str |
 
     Empty series are left out; with none left the figure says so rather than failing.
     """
-    plt = _pyplot()
     shown = {name: sorted(points) for name, points in series.items() if points}
-    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.5 * max(1, len(shown)), 3.4), dpi=100, squeeze=False)
+    fig = _figure((4.5 * max(1, len(shown)), 3.4))
+    axes = fig.subplots(1, max(1, len(shown)), squeeze=False)
     if not shown:
         axes[0][0].text(0.5, 0.5, "no data yet", ha="center", va="center")
         axes[0][0].set_axis_off()
@@ -80,8 +93,8 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
                xlabel: str = "", ylabel: str = "", log_x: bool = False, values: bool = True) -> None:
     """Several named series of (x, y) points as lines on one axes, each point marked and (``values``) its y written
     beside it (e.g. F1 against training documents per recipe); ``log_x`` for sizes that grow by factors."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig = _figure((6.4, 4.0))
+    ax = fig.subplots()
     marked: list[tuple[float, float, Any]] = []  # (x, y, colour) of every point, for its value label
     for name, points in series.items():
         pts = sorted(points)
@@ -172,19 +185,94 @@ def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize:
                             bbox=backing)
 
 
-def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """curves.png of a run: training loss and dev F1 against optimizer steps (from train_log.jsonl records)."""
-    loss = [(r["step"], r["loss"]) for r in log if "loss" in r]
-    f1 = [(r["step"], r["dev/f1"]) for r in log if "dev/f1" in r]
-    line_curves({"train loss": loss, "dev F1": f1}, path, "nerft train")
+def smoothed(values: Sequence[float], weight: float) -> list[float]:
+    """An exponential moving average, debiased at the start (TensorBoard's smoothing): ``weight`` 0 gives the values
+    back, a weight near 1 a slow average."""
+    out, average, norm = [], 0.0, 0.0
+    for v in values:
+        average = weight * average + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out.append(average / norm)
+    return out
+
+
+def _epoch_starts(log: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """(step, epoch) where a logged record first shows a new epoch (records are ``log_every`` steps apart)."""
+    marks, last = [], None
+    for r in log:
+        if "epoch" in r and "loss" in r:
+            if last is not None and r["epoch"] != last:
+                marks.append((r["step"], r["epoch"]))
+            last = r["epoch"]
+    return marks
+
+
+def _mark_steps(ax: Any, epochs: Sequence[tuple[int, int]], budget: tuple[int, str] | None) -> None:
+    """Dotted epoch starts (labelled with the epoch, counted from 1) and the step the time budget ran out."""
+    for step, epoch in epochs:
+        ax.axvline(step, color="#888888", linestyle=":", linewidth=1)
+        ax.annotate(f"epoch {epoch + 1}", (step, 1), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                    textcoords="offset points", fontsize=7, color="#666666", va="top")
+    if budget is not None:
+        ax.axvline(budget[0], color="#c0392b", linestyle="--", linewidth=1)
+        ax.annotate(budget[1], (budget[0], 0), xycoords=("data", "axes fraction"), xytext=(-3, 3),
+                    textcoords="offset points", fontsize=7, color="#c0392b", ha="right", va="bottom")
+
+
+def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                    budget_minutes: float | None = None) -> None:
+    """curves.png of a run (from train_log.jsonl records): the logged training loss, faint, under its smoothed line
+    on a log scale (a first spike would flatten a linear one), dev F1 beside it when the run evaluated, epoch starts
+    and, with ``budget_minutes``, where the time budget ran out (or how much of it was used)."""
+    loss = sorted((r["step"], r["loss"]) for r in log if isinstance(r.get("loss"), (int, float)))
+    f1 = sorted((r["step"], r["dev/f1"]) for r in log if isinstance(r.get("dev/f1"), (int, float)))
+    fig = _figure((9.6 if f1 else 5.6, 3.6))
+    axes = fig.subplots(1, 2 if f1 else 1, squeeze=False)[0]
+    ax = axes[0]
+    epochs, budget, used = _epoch_starts(log), None, None
+    if budget_minutes:
+        timed = [(r["step"], r["train_seconds"]) for r in log if isinstance(r.get("train_seconds"), (int, float))]
+        over = [step for step, seconds in timed if seconds >= 60 * budget_minutes]
+        budget = (over[0], f"time budget {budget_minutes:g} min") if over else None
+        used = f"{timed[-1][1] / 60:.1f} of {budget_minutes:g} min budget used" if timed and not over else None
+    if loss:
+        steps, values = [p[0] for p in loss], [p[1] for p in loss]
+        ax.plot(steps, values, color=LOSS, alpha=0.25, linewidth=1, label="logged")
+        weight = min(0.9, max(0.0, 1 - 8 / len(values)))
+        ax.plot(steps, smoothed(values, weight), color=LOSS, linewidth=2, label=f"smoothed ({weight:.2f})")
+        if min(values) > 0:
+            ax.set_yscale("log")
+        ax.legend(fontsize="small", frameon=False, loc="lower left")
+        _mark_steps(ax, epochs, budget)
+    else:
+        ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title("training loss" + (f" ({used})" if used else ""), fontsize=10)
+    ax.set_xlabel("step")
+    _tidy(ax)
+    if f1:
+        right = axes[1]
+        right.plot([p[0] for p in f1], [p[1] for p in f1], color=F1, marker="o" if len(f1) < 40 else None,
+                   markersize=3, linewidth=1.5)
+        best = max(f1, key=lambda p: p[1])
+        right.annotate(f"best {best[1]:.1f} (step {best[0]})", best, textcoords="offset points", xytext=(0, 6),
+                       ha="center", fontsize=8, color=F1)
+        right.set_ylim(0, 108)
+        right.set_title("dev F1 (strict, percent)", fontsize=10)
+        right.set_xlabel("step")
+        right.set_xlim(ax.get_xlim())
+        _mark_steps(right, epochs, budget)
+        _tidy(right)
+    fig.suptitle("nerft train", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
                  title: str = "", ylabel: str = "", rotate: bool = False) -> None:
     """One group of bars per entry of ``groups``, one bar per named series (e.g. entities per label and split)."""
-    plt = _pyplot()
     width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(groups) * max(len(series), 1) / 2 + 2), 3.2), dpi=100)
+    fig = _figure((max(4.0, 0.6 * len(groups) * max(len(series), 1) / 2 + 2), 3.2))
+    ax = fig.subplots()
     for i, (name, values) in enumerate(series.items()):
         offset = (i - (len(series) - 1) / 2) * width
         ax.bar([x + offset for x in range(len(groups))], list(values), width, label=name)
@@ -200,12 +288,12 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[float]], p
 
 def safe_plot(draw: Any, *args: Any, **kwargs: Any) -> bool:
     """Draw a chart; a plotting failure (a missing font, a broken backend) is reported, never raised."""
-    import sys
+    import logging
 
     try:
         draw(*args, **kwargs)
         return True
     except Exception as exc:  # noqa: BLE001 - a chart must never fail a finished run
-        print(f"nerft: could not draw {getattr(draw, '__name__', 'a chart')}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        logging.getLogger("nerft").warning(
+            f"could not draw {getattr(draw, '__name__', 'a chart')}: {type(exc).__name__}: {exc}")
         return False

@@ -17,8 +17,12 @@
     ``nerft prepare`` has the model's codes.
 ``doccano``
     O is JSONL in doccano's sequence-labelling import layout: ``{"id", "text", "label": [[start, end, code]]}``.
+``html``
+    O is one self-contained HTML page for a quick look in a browser: up to 200 documents spread evenly over the
+    corpus, their entities marked in the label colours (label, offsets and score on hover), each label's count
+    over the whole corpus (:mod:`nerft.pages.corpus`).
 
-A JSON array cannot grow a line at a time, so for the two tool formats prediction still goes to the resumable
+A JSON array or a page cannot grow a line at a time, so for the other formats prediction still goes to the resumable
 nerft JSONL, kept beside O as ``<O stem>.nerft.jsonl`` (scores and all; ``nerft evaluate`` reads it), and once
 every input document is in it O is written from it in one atomic write. An interrupted run resumes from that
 file; O itself never exists half-written. Entities kept without offsets (``--keep-hallucinated``) cannot be
@@ -35,7 +39,7 @@ from ..jsonl import iter_jsonl, write_jsonl
 from ..labels import LabelSet
 from ..schema import InputError, NerftError, atomic_write, write_json
 
-OUTPUT_FORMATS = ("nerft", "label-studio", "doccano")
+OUTPUT_FORMATS = ("nerft", "label-studio", "doccano", "html")
 FROM_NAME, TO_NAME = "label", "text"  # the names of the <Labels> and <Text> tags in the labelling config
 # Label Studio's default label colours, cycled (its config editor picks the same kind of palette).
 COLOURS = ("#FFA39E", "#D4380D", "#FFC069", "#AD8B00", "#D3F261", "#389E0D", "#5CDBD3", "#096DD9", "#ADC6FF",
@@ -110,4 +114,10 @@ def write_tool_file(work: str | Path, output: str | Path, output_format: str, la
         with atomic_write(config_file(output)) as f:
             f.write(labeling_config(labels))
         return [output, config_file(output)]
+    if output_format == "html":
+        from ..pages.corpus import corpus_page
+
+        with atomic_write(output) as f:
+            f.write(corpus_page(rows, labels, f"nerft predict · {model_version}", str(work)))
+        return [output]
     raise NerftError(f"no tool file for output format {output_format!r}")

@@ -88,6 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..inference.options import LoadOptions
     from .app import create_app
     from .openai_api import openai_router  # POST /v1/chat/completions, GET /v1/models
+    from .page import describe_model, page_router  # GET / (the page), GET /v1/info
 
     load = cfglib.build_config(LoadOptions, args)
     options = decoding_options(load, args, config_path=args.config)  # the run's, under --config/flags
@@ -96,9 +97,10 @@ def run_serve(args: argparse.Namespace) -> int:
     auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"
     print(f"nerft serve: {predictor.name} on http://{args.host}:{args.port}; authentication: {auth}",
           file=sys.stderr, flush=True)
+    routers = [openai_router(), page_router(describe_model(load))]
     # Connections that do not finish their headers in time are closed; beyond --max-connections the app answers
     # 503 (counted in /metrics), not uvicorn's limit_concurrency, which counted idle sockets and answered unseen.
     guard = ConnectionGuard(settings.header_timeout)
-    uvicorn.run(create_app(predictor, settings, routers=[openai_router()], connections=guard), host=args.host,
+    uvicorn.run(create_app(predictor, settings, routers=routers, connections=guard), host=args.host,
                 port=args.port, **uvicorn_options(settings, guard))
     return 0

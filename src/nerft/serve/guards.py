@@ -13,7 +13,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-OPEN_PATHS = frozenset({"/health"})  # reachable without the API key (probes of a load balancer)
+# reachable without the API key: probes of a load balancer, and the page at / (static: it asks for the key)
+OPEN_PATHS = frozenset({"/health", "/"})
 
 
 class SafeJSONResponse(JSONResponse):

@@ -362,7 +362,7 @@ class Trainer:
             write_json(self.run_dir / "metrics.json", metrics)
             log_path = self.run_dir / "train_log.jsonl"
             safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
-                      self.run_dir / "curves.png")
+                      self.run_dir / "curves.png", budget_minutes=self.cfg.max_minutes)
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return metrics
