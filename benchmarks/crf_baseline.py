@@ -8,7 +8,7 @@ Features, tags, training and tagging are nerft's own character CRF (``nerft.crf`
 trains); this script trains it on the first K documents and scores it. Training: L-BFGS, ``--iterations`` (100),
 c1 0.1, c2 0.01, every transition allowed. Decoding: Viterbi, then BIO to spans (an ``I-X`` that does not
 continue an ``X`` opens a new entity). Scored by ``nerft evaluate`` on the
-whole seeded test split. Training data: the seeded-shuffled train split (``bench_accuracy.shuffled_train``), its
+whole seeded test split. Training data: the seeded-shuffled train split (``scoring.shuffled_train``), its
 first K documents, so the K rows are the same documents the learning curve gives the LLM recipes.
 """
 
@@ -116,8 +116,8 @@ def crf_row(train_file: str | Path, test_file: str | Path, work: Path, k: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench_accuracy import shuffled_train
     from .common import write_results
+    from .scoring import shuffled_train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="nerft prepare output (default: ../shared CCFBDCI, seed 42)")

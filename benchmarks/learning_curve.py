@@ -5,7 +5,7 @@
     python -m benchmarks.learning_curve --ks 100,400 --rows "" \\
         --variant "rich:data.describe_labels=true,data.labels=configs/labels/ccfbdci-defined.yaml"
 
-Every row trains on the first K documents of the seeded-shuffled train split (``bench_accuracy.shuffled_train``:
+Every row trains on the first K documents of the seeded-shuffled train split (``scoring.shuffled_train``:
 ``nerft prepare``'s split, seed 42, shuffled with seed 42) and is scored by ``nerft evaluate`` on the test split
 (``--test-docs`` to cut it). Epochs and stopping are chosen on dev, never on test:
 - ``crf``: ``benchmarks/crf_baseline.py`` (L-BFGS, ``--crf-iterations``), nothing to choose;
@@ -42,7 +42,6 @@ from typing import Any
 from nerft.jsonl import write_jsonl
 from nerft.schema import write_json
 
-from .bench_accuracy import parse_variant, predict_with_nerft, score, shuffled_train
 from .common import (
     DEFAULT_MODEL,
     RESULTS,
@@ -56,6 +55,7 @@ from .common import (
     run_in_child,
     write_results,
 )
+from .scoring import parse_variant, predict_with_nerft, score, shuffled_train
 
 DEFAULT_KS = "100,400,1600"
 MODEL_FREE = ("crf", "lexicon")  # rows that need no LLM: no training budget, no epochs

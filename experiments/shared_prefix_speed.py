@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     train_file = args.train or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "train.jsonl")
     if args.tokens:
-        from benchmarks.bench_accuracy import shuffled_train
+        from benchmarks.scoring import shuffled_train
 
         shuffled = Path(args.work) / "shared_prefix" / "train.shuffled.jsonl"
         shuffled.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from benchmarks import (  # noqa: E402
     collect_results,
     common,
     matmul_peak,
+    scoring,
 )
 from benchmarks import tutorial_baseline as tb  # noqa: E402
 
@@ -201,7 +202,7 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
 
 
 def test_b3_variant_parsing():
-    assert bench_accuracy.parse_variant("lr:optim.lr=0.0005,data.packing=true") == (
+    assert scoring.parse_variant("lr:optim.lr=0.0005,data.packing=true") == (
         "lr", {"optim.lr": 5e-4, "data.packing": True})
 
 

@@ -166,7 +166,7 @@ def test_tutorial_seed_draws_the_lora_initialisation(tiny_model_dir, mini_data, 
 
 
 def test_scoring_resumes_from_the_rows_a_stopped_run_appended(tiny_model_dir, tmp_path, monkeypatch):
-    from benchmarks.bench_accuracy import predict_with_nerft
+    from benchmarks.scoring import predict_with_nerft
     from nerft.inference.transformers_backend import TransformersPredictor
 
     test = tmp_path / "test.jsonl"
