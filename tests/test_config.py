@@ -156,7 +156,7 @@ def test_prepare_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--input", "--out", "--format", "--labels", "--seed", "--dev", "--test", "--keep-split",
+    for flag in ("--input", "--out", "--input-format", "--labels", "--seed", "--dev-share", "--test-share", "--keep-split",
                  "--skip-invalid", "--reject-overlaps", "--config", "--unknown-labels"):
         assert flag in text
 

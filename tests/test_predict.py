@@ -149,7 +149,7 @@ def test_resume_finishes_only_the_rest(run_dir, tmp_path):
 
 
 def test_cli_predict_texts_and_file(run_dir, tmp_path, capsys):
-    assert cli.main(["predict", "--model", str(run_dir), "--json", "--constrained", "--max-new-tokens", "6",
+    assert cli.main(["predict", "--model", str(run_dir), "--output-format", "nerft", "--constrained", "--max-new-tokens", "6",
                      TEXTS[0]]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
     assert line["text"] == TEXTS[0] and isinstance(line["entities"], list)
@@ -163,9 +163,9 @@ def test_cli_predict_texts_and_file(run_dir, tmp_path, capsys):
 
 
 def test_cli_rejects_mismatching_format(run_dir, capsys):
-    assert cli.main(["predict", "--model", str(run_dir), "--format", "jsonl", "x"]) == 2
+    assert cli.main(["predict", "--model", str(run_dir), "--answer-format", "jsonl", "x"]) == 2
     assert "does not match" in capsys.readouterr().err
-    assert cli.main(["predict", "--model", str(run_dir), "--format", "compact", "--preset", "nerft",
+    assert cli.main(["predict", "--model", str(run_dir), "--answer-format", "compact", "--preset", "nerft",
                      "--max-new-tokens", "2", "x"]) == 0
 
 
@@ -307,10 +307,10 @@ def test_cli_decoding_options_from_yaml_and_flags(run_dir, tmp_path, capsys):
     # PredictOptions is the schema: a YAML file gives values, flags override them, unknown keys name themselves
     good = tmp_path / "decode.yaml"
     good.write_text("max_new_tokens: 6\nnone_bias: -10000\nconstrained: true\n", encoding="utf-8")
-    assert cli.main(["predict", "--model", str(run_dir), "--config", str(good), "--json", TEXTS[1]]) == 0
+    assert cli.main(["predict", "--model", str(run_dir), "--config", str(good), "--output-format", "nerft", TEXTS[1]]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["entities"] == []  # the bias forced "none"
     assert cli.main(["predict", "--model", str(run_dir), "--config", str(good), "--none-bias", "10000",
-                     "--max-new-tokens", "12", "--json", *TEXTS]) == 0
+                     "--max-new-tokens", "12", "--output-format", "nerft", *TEXTS]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == len(TEXTS) and any(x["entities"] for x in lines)  # flags win over the file
     bad = tmp_path / "bad.yaml"

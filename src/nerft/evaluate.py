@@ -33,6 +33,7 @@ error, gold and predicted entities marked in its text, filterable by error kind 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ from .textio import ENCODING_HELP, require_file, resolve_encoding
 class EvaluateConfig:
     gold: str = opt("", "gold documents, nerft JSONL (`nerft prepare` output)", path=True)
     pred: str = opt("", "predictions JSONL: `entities` and/or `output` (raw answer) per line", path=True)
-    format: str | None = opt(None, "output format the model was taught (tutorial, jsonl, compact): raw answers are read "
-                                          "in any format, and pieces in another one count as parse failures; unset: none do")
+    format: str | None = opt(None, "answer format the model was taught (tutorial, jsonl, compact): raw answers are read "
+                                          "in any format, and pieces in another one count as parse failures; unset: none do",
+                             flag="--answer-format", deprecated=("--format",))
     labels: str | None = opt(None, "label set: ccfbdci, cluener or a YAML/JSON file (default: labels.json beside "
                                    "the gold file, else inferred from gold)", path=True)
     out: str | None = opt(None, "directory for metrics.json, report.md, report.html (the errors in their documents) "
@@ -74,7 +76,7 @@ class EvaluateConfig:
                 "(swift infer's result JSONL), matched to gold by line order; auto: from the keys")
     keep_hallucinated: bool = opt(False, "count mentions that are not in the text as false positives")
     allow_missing: bool = opt(False, "score a gold document without a prediction as empty instead of failing")
-    quiet: bool = opt(False, "do not print the table")
+    quiet: bool = opt(False, "do not print the table (the flag is nerft's --quiet)")
     allow_unknown_labels: bool = opt(False, "score predicted labels outside the label set as labels of their own "
                                             "(reported in unknown_labels) instead of failing")
     encoding: str = opt("utf-8", ENCODING_HELP)
@@ -331,7 +333,7 @@ def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
 def register(subparsers: Any, name: str = "evaluate", summary: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=summary, description=summary)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of evaluate options; flags override it")
-    add_config_arguments(parser, EvaluateConfig)
+    add_config_arguments(parser, EvaluateConfig, skip={"quiet"})  # nerft --quiet sets it (nerft.cli)
     _add_model_arguments(parser)
     parser.set_defaults(func=_run)
     return parser
@@ -364,6 +366,6 @@ def _run(args: argparse.Namespace) -> int:
         raise NerftError("pass --pred (a predictions file) or --score-with (a model to predict with), not both")
     metrics = evaluate(cfg, _open_scoring_model(cfg, args) if cfg.score_with else None)
     if cfg.out:
-        print(f"nerft evaluate: wrote {Path(cfg.out) / 'metrics.json'}, report.md, per_label.png "
-              f"({metrics['seconds']:.2f}s)")
+        logging.getLogger("nerft.evaluate").info(f"wrote {Path(cfg.out) / 'metrics.json'}, report.md, report.html, "
+                                                 f"per_label.png ({metrics['seconds']:.2f}s)")
     return 0

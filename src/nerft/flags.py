@@ -29,7 +29,9 @@ def add_deprecated(parser: argparse.ArgumentParser | Any, old: str, new: str, **
 
     class Deprecated(base):  # type: ignore[misc, valid-type]
         def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-            logger.warning(deprecation_note(option_string or old, new))
+            used = option_string or old
+            spelled = "--no-" + new[2:] if used.startswith("--no-") and not old.startswith("--no-") else new
+            logger.warning(deprecation_note(used, spelled))
             super().__call__(parser, namespace, values, option_string)
 
     return parser.add_argument(old, action=Deprecated, help=argparse.SUPPRESS, **kwargs)

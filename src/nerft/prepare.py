@@ -63,18 +63,18 @@ class PrepareConfig:
                      path=True)
     out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats", aliases=("--output",))
     format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"] = opt(
-        "auto", "input format")
+        "auto", "format of --input", flag="--input-format", deprecated=("--format",))
     conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
     labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "
                                    "built-in that covers the data, else inferred from it", path=True)
     unknown_labels: Literal["error", "drop"] = opt("error", "entities whose label is not in --labels: fail, or "
                                                             "drop them and count")
     seed: int = opt(42, "seed of the shuffled split")
-    dev: float = opt(0.05, "share of documents for dev")
-    test: float = opt(0.1, "share of documents for test")
+    dev: float = opt(0.05, "share of documents for dev", flag="--dev-share", deprecated=("--dev",))
+    test: float = opt(0.1, "share of documents for test", flag="--test-share", deprecated=("--test",))
     keep_split: bool = opt(False, "keep the train/dev/test files of a split directory (implied for directories)")
     test_from: str | None = opt(None, "use this file, as it is, as the test split, and split --input (a file) into "
-                                      "train and dev only (--dev share, seeded): CLUENER, whose official dev file "
+                                      "train and dev only (--dev-share, seeded): CLUENER, whose official dev file "
                                       "is the test set when its test labels are not public", path=True)
     skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
     reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")

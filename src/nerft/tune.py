@@ -51,7 +51,6 @@ def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse
                    help=f"lexicon min-rate candidates, with --lexicon (default: {' '.join(map(str, MIN_RATES))})")
     p.add_argument("--per-label", action=argparse.BooleanOptionalAction, default=True,
                    help="also try a min-score per label (kept only where dev F1 rises)")
-    p.add_argument("--no-progress", action="store_true")
     add_load_arguments(p)
     cfglib.add_config_arguments(p, PredictOptions, skip={"min_score", "label_min_scores", "lexicon_min_rate"})
     p.set_defaults(func=run_tune)
@@ -69,7 +68,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if not all(0 < v <= 1 for v in args.min_rates):
         raise NerftError(f"--min-rates: give values in (0, 1], got {' '.join(map(str, args.min_rates))}")
     report = tune(load, options, args.dev, Path(args.out), args.min_scores, args.min_rates,
-                  per_label=args.per_label, progress=not args.no_progress)
+                  per_label=args.per_label)
     best = report["best"]
     print(f"nerft tune: dev F1 {100 * best['f1']:.2f} (P {100 * best['precision']:.2f}, R "
           f"{100 * best['recall']:.2f}) with {best['setting']}; as answered: {100 * report['answered']['f1']:.2f}")
@@ -80,7 +79,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates: list[float], *,
-         per_label: bool = True, progress: bool = True) -> dict[str, Any]:
+         per_label: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Answer ``dev`` once (into ``out``), score every candidate (``choose``), write the report and
     decoding.yaml; returns the report."""
     from .evaluate import _read_gold
@@ -93,7 +92,7 @@ def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates:
 
 
 def tune_documents(load, options, gold: list[Document], dev: str, out: Path, min_scores: list[float],
-                   min_rates: list[float], *, per_label: bool = True, progress: bool = True,
+                   min_rates: list[float], *, per_label: bool = True, progress: bool | None = None,
                    decoding_file: Path | None = None) -> dict[str, Any]:
     """``tune`` on gold documents already read (``dev`` names them in the report); the chosen options go to
     ``decoding_file`` (default OUT/decoding.yaml), their lexicon named relative to it."""
@@ -136,7 +135,7 @@ def choose(gold: list[Document], answers: list[list[Entity]], labels, answering,
     return best, {"answered": rows[0], "best": scored(best), "grid": rows, "per_label": per_label_rows}
 
 
-def answer_dev(load, options, gold: list[Document], out: Path, progress: bool):
+def answer_dev(load, options, gold: list[Document], out: Path, progress: bool | None):
     """The model's answers to the dev texts (resumed from ``out`` when it holds them), as entity lists."""
     from .inference.loading import open_predictor
     from .predict.files import predict_file

@@ -12,16 +12,19 @@ the same ids is never appended to), into a FIFO or device, and over its own inpu
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
+from ..progress import progress as progress_of
 from ..schema import InputError, NerftError, write_json
 from ..textio import iter_lines, require_file, require_output_file, unfinished_tail
 
 if TYPE_CHECKING:  # base imports torch; reading and writing files does not need it
     from ..inference.base import Prediction, Predictor
+
+logger = logging.getLogger("nerft.predict")
 
 
 def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
@@ -35,8 +38,8 @@ def read_inputs(path: str | Path, encoding: str = "utf-8") -> list[tuple[str, st
     else:
         rows = [(n, line) for n, line in iter_lines(path, encoding) if line.strip()]
     if rows and unfinished_tail(path):
-        print(f"nerft: {path}, line {rows[-1][0]}: no line end yet, so not a document yet (a file still being "
-              "written?); it is read once it ends with a newline", file=sys.stderr)
+        logger.warning("%s, line %d: no line end yet, so not a document yet (a file still being written?); it is "
+                       "read once it ends with a newline", path, rows[-1][0])
         rows.pop()
     out = []
     for k, (lineno, obj) in enumerate(rows):
@@ -121,25 +124,23 @@ def prediction_row(doc_id: str, text: str, prediction: Prediction, raw: bool = F
 
 
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *, chunk_size: int = 32,
-                 labels: list[str] | None = None, raw: bool = False, progress: bool = True,
+                 labels: list[str] | None = None, raw: bool = False, progress: bool | None = None,
                  encoding: str = "utf-8", stamp: dict[str, Any] | None = None) -> int:
     """Predict every document of ``input_path`` (read in ``encoding``) into ``output_path``, resuming a previous
     run made with the same ``stamp`` (the settings that change answers; ``labels`` and ``raw`` are added to it);
-    returns the number of documents predicted now."""
-    from tqdm import tqdm
-
+    returns the number of documents predicted now. ``progress``: a bar (True), none (False) or as the command
+    chose (None, :mod:`nerft.progress`)."""
     input_path, output_path = Path(input_path), require_output_file(output_path)
     if output_path.exists() and input_path.resolve() == output_path.resolve():
         raise NerftError(f"--output {output_path} is the input file; pass another file")
     docs = read_inputs(input_path, encoding)
     done = finished_ids(output_path, dict(docs), {**(stamp or {}), "labels": labels, "raw": raw})
     todo = [(i, t) for i, t in docs if i not in done]
-    bar = tqdm(total=len(docs), initial=len(docs) - len(todo), unit="doc", disable=not progress, file=sys.stderr)
-    with JsonlAppender(output_path, durable=True) as out:
+    with progress_of(len(docs), "predict", unit="doc", initial=len(docs) - len(todo), show=progress) as bar, \
+            JsonlAppender(output_path, durable=True) as out:
         for k in range(0, len(todo), chunk_size):
             chunk = todo[k: k + chunk_size]
             results = predictor.predict_detailed([t for _, t in chunk], labels)
             out.write_many([prediction_row(i, t, p, raw) for (i, t), p in zip(chunk, results, strict=True)])
             bar.update(len(chunk))
-    bar.close()
     return len(todo)

@@ -22,7 +22,7 @@ subsets of its shards.
 from __future__ import annotations
 
 import glob
-import sys
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,11 @@ from typing import Any
 from ..config import opt
 from ..inference.options import LoadOptions, PredictOptions
 from ..jsonl import dumps_line
+from ..progress import wants_bar
 from ..schema import NerftError, atomic_write
 from .files import prediction_row, read_inputs
+
+logger = logging.getLogger("nerft.predict")
 
 INPUT_SUFFIXES = (".txt", ".jsonl")
 
@@ -129,7 +132,7 @@ class PredictActor:
 
 def predict_shards(load: LoadOptions, options: PredictOptions, inputs: Sequence[str], output_dir: str | Path, *,
                    ray_opts: RayOptions | None = None, labels: list[str] | None = None, raw: bool = False,
-                   progress: bool = True, encoding: str = "utf-8") -> tuple[int, int]:
+                   progress: bool | None = None, encoding: str = "utf-8") -> tuple[int, int]:
     """Predict every unfinished shard of ``inputs`` into ``output_dir`` on Ray; returns (shards written, texts
     predicted). Joins the Ray cluster of ``ray_opts.address`` unless Ray is already initialised. ``encoding``:
     of the input files (``--encoding``)."""
@@ -137,7 +140,7 @@ def predict_shards(load: LoadOptions, options: PredictOptions, inputs: Sequence[
         import ray
         import ray.data
     except ImportError:
-        raise NerftError("--engine ray needs Ray: pip install 'nerft[ray]'") from None
+        raise NerftError("--ray needs Ray: pip install 'nerft[ray]'") from None
     ray_opts = ray_opts or RayOptions()
     if ray_opts.actors < 1:
         raise NerftError("--ray.actors must be at least 1")
@@ -152,6 +155,7 @@ def predict_shards(load: LoadOptions, options: PredictOptions, inputs: Sequence[
              for k, rows in enumerate(docs) for i, (doc_id, text) in enumerate(rows)]
     if not items:
         return len(pending), 0
+    progress = wants_bar(progress)  # Ray's bars and its workers' output, as nerft's own bars
     if not ray.is_initialized():
         ray.init(address=ray_opts.address, log_to_driver=progress)
     context = ray.data.DataContext.get_current()
@@ -168,8 +172,7 @@ def predict_shards(load: LoadOptions, options: PredictOptions, inputs: Sequence[
         if len(waiting[k]) == len(docs[k]):
             _write_shard(pending[k].output, [line for _, line in sorted(waiting.pop(k))])
             written += 1
-            if progress:
-                print(f"wrote {pending[k].output} ({len(docs[k])} texts)", file=sys.stderr)
+            logger.info("wrote %s (%d texts)", pending[k].output, len(docs[k]))
     if waiting:  # cannot happen unless Ray lost rows: say so rather than leave shards silently unwritten
         raise NerftError(f"Ray returned too few rows for {len(waiting)} shard(s); run again to finish them")
     return written + sum(not rows for rows in docs), len(items)

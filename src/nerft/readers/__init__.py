@@ -1,6 +1,6 @@
 """Dataset readers: every supported NER format in, canonical :class:`~nerft.schema.Document` lists out.
 
-Formats (``--format``):
+Formats (``--input-format``):
 
 ``chinese_ner_sft``
     One JSON object a line, ``{"text", "entities": [{"start_idx", "end_idx", "entity_text", "entity_label",
@@ -80,7 +80,7 @@ def read_dataset(
 ) -> tuple[list[Document], ReadReport]:
     """Read one file (or a ``hub:REPO:SUBSET`` spec) in any supported format.
 
-    ``progress``: show a tqdm bar; None shows it only on a terminal. ``encoding``: a codec name or ``auto``
+    ``progress``: a bar (True), none (False), or as the command chose (None: :mod:`nerft.progress`). ``encoding``: a codec name or ``auto``
     (see :mod:`nerft.textio`). A file read with the wrong ``format`` (its records carry another format's
     annotation field and never this one's) raises WrongFormatError naming that field and its formats.
     """
@@ -176,13 +176,13 @@ def detect_format(path: str | os.PathLike, encoding: str = "utf-8") -> Format:
         if not records:  # the first record is longer than the sniffed head: read the whole file once
             records = _leading_json_records(read_text(path, encoding).lstrip("\ufeff \t\r\n"), limit=1)
         if not records:
-            raise NerftError(f"{path}: starts like JSON but its first record does not parse; pass --format")
+            raise NerftError(f"{path}: starts like JSON but its first record does not parse; pass --input-format")
         return _json_format_of(records, path)
     first_line = stripped.splitlines()[0]
     if len(split_columns(first_line)) >= 2:
         return "conll"
     raise NerftError(
-        f"cannot detect the format of {path}: it is neither JSON nor CoNLL-style '<char> <tag>' rows; pass --format"
+        f"cannot detect the format of {path}: it is neither JSON nor CoNLL-style '<char> <tag>' rows; pass --input-format"
     )
 
 

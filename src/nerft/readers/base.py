@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..jsonl import iter_jsonl
+from ..progress import track
 from ..schema import Document, InputError, NerftError, find_overlaps, validate_document
 from ..textio import check_json_text, read_text
 
@@ -63,7 +62,7 @@ class ReadReport:
 
 # Top-level fields that hold the annotations of a record in the formats nerft reads, and whose format that is.
 # A file read with a reader whose field is in none of its records, but that has one of these, was read with the
-# wrong --format: without the check every document would come out without entities.
+# wrong --input-format: without the check every document would come out without entities.
 ANNOTATION_FIELDS: dict[str, str] = {
     "entities": "nerft, chinese_ner_sft or doccano",
     "label": "cluener or doccano",
@@ -99,7 +98,7 @@ class FieldCensus:
             raise WrongFormatError(
                 f"{path}: no record has `{entity_field}`, the field format {fmt} reads entities from, but "
                 f"{self.fields[name]} of {self.records} have `{name}` ({owner}); every document would come out "
-                "without entities: pass the file's --format (or leave --format at auto)")
+                "without entities: pass the file's --input-format (or leave it at auto)")
 
 
 def json_line_records(path: Path, convert: Callable[[Any, int, str], Document], *, encoding: str = "utf-8",
@@ -136,8 +135,7 @@ def collect(
     docs: list[Document] = []
     first_line_of_id: dict[str, int] = {}
     name = Path(str(source)).name
-    for line, item in tqdm(records, desc=f"reading {name}", unit=" docs", total=total, disable=_no_bar(progress),
-                           leave=False):
+    for line, item in track(records, f"reading {name}", unit="doc", total=total, show=progress):
         try:
             if isinstance(item, InputError):
                 raise item
@@ -173,9 +171,6 @@ def _clean(doc: Document, report: ReadReport) -> Document:
     doc.entities = unique
     return doc
 
-
-def _no_bar(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress
 
 
 def iter_json_objects(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:

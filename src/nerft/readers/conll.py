@@ -81,7 +81,7 @@ def _read_conll_sentences(path: Path, encoding: str = "utf-8") -> list[list[_Row
             continue
         if first and _looks_like_json(line):
             raise WrongFormatError(f"{path}, line {lineno}: starts like JSON, not like CoNLL '<char> <tag>' rows; "
-                                   "pass the file's --format (or leave --format at auto)")
+                                   "pass the file's --input-format (or leave it at auto)")
         first = False
         if line.startswith("-DOCSTART-"):
             continue

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import socket
-import sys
 
 from .. import config as cfglib
 from ..inference.options import PredictOptions
@@ -29,7 +29,7 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
                    help="serve a non-loopback --host without an API key: anyone who can reach it may use it")
     cfglib.add_config_arguments(p, ServeSettings, skip={"model_name"})
     p.add_argument("--config", metavar="FILE.yaml", help="decoding options (the flags below) from a YAML file")
-    cfglib.add_config_arguments(p, PredictOptions, skip={"batch_size"})  # --max-batch sets the batch
+    cfglib.add_config_arguments(p, PredictOptions, skip={"batch_size"})  # ServeSettings' --batch-size sets it
     p.set_defaults(func=run_serve)
     return p
 
@@ -95,8 +95,8 @@ def run_serve(args: argparse.Namespace) -> int:
     options.batch_size = settings.max_batch
     predictor = open_predictor(load, options)
     auth = "bearer key" if settings.api_key else "none (--no-auth)" if args.no_auth else "none (loopback only)"
-    print(f"nerft serve: {predictor.name} on http://{args.host}:{args.port}; authentication: {auth}",
-          file=sys.stderr, flush=True)
+    logging.getLogger("nerft.serve").info(f"{predictor.name} on http://{args.host}:{args.port}; "
+                                          f"authentication: {auth}")
     routers = [openai_router(), page_router(describe_model(load))]
     # Connections that do not finish their headers in time are closed; beyond --max-connections the app answers
     # 503 (counted in /metrics), not uvicorn's limit_concurrency, which counted idle sockets and answered unseen.

@@ -11,7 +11,8 @@ from ..config import ConfigError, opt
 class ServeSettings:
     """Limits and batching of one server (flags of ``nerft serve``; keywords of ``create_app``)."""
 
-    max_batch: int = opt(16, "texts per generation batch (and per predictor call)")
+    max_batch: int = opt(16, "texts per generation batch (and per predictor call)", flag="--batch-size",
+                         deprecated=("--max-batch",))
     max_batch_chars: int = opt(8192, "characters per predictor call (a longer text is a call of its own): bounds "
                                      "the work a request whose client left can still cost")
     max_wait_ms: float = opt(10.0, "how long the first request of a batch waits for company")

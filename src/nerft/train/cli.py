@@ -6,11 +6,12 @@ import argparse
 import os
 
 from .. import config as cfglib
+from ..flags import add_deprecated
 from .config import TrainConfig
 
 SHORTCUTS = {  # flag -> dotted config key
     "--train": "data.train", "--dev": "data.dev", "--test": "data.test", "--labels": "data.labels",
-    "--model": "model.name_or_path", "--out": "output.dir", "--max-steps": "optim.max_steps",
+    "--base": "model.name_or_path", "--out": "output.dir", "--max-steps": "optim.max_steps",
     "--epochs": "optim.epochs", "--lr": "optim.lr",
 }
 
@@ -22,6 +23,7 @@ def register(subparsers, name: str = "train", summary: str = "") -> argparse.Arg
         extra = ("--output",) if flag == "--out" else ()
         parser.add_argument(flag, *extra, dest=dest, default=argparse.SUPPRESS, metavar=flag.strip("-").upper(),
                             help=f"same as --{dest.replace('_', '-')}")
+    add_deprecated(parser, "--model", "--base", dest="model.name_or_path", default=argparse.SUPPRESS)  # until 0.x+1
     parser.add_argument("--resume", nargs="?", const="latest", default=argparse.SUPPRESS,
                         help="continue from the latest checkpoint of --out, or from the given checkpoint folder")
     parser.add_argument("--tune", dest="tune.enabled", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -38,5 +40,5 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = cfglib.build_config(TrainConfig, args, config_path=args.config)
     run_dir = train(cfg)
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under a launcher
-        print(f"nerft train: run directory {run_dir}")
+        print(f"nerft train: run directory {run_dir}")  # the command's output: what it made
     return 0

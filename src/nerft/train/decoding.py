@@ -27,7 +27,7 @@ def forget_decoding(run_dir: Path) -> None:
     shutil.rmtree(run_dir / TUNE_DIR, ignore_errors=True)
 
 
-def choose_run_decoding(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def choose_run_decoding(cfg: TrainConfig, run_dir: Path, progress: bool | None = None) -> dict[str, Any]:
     """Tune the saved run on dev; writes RUN/decoding.yaml and RUN/tune/, records the choice in nerft.json and
     returns that record."""
     from ..inference.options import LoadOptions, PredictOptions
