@@ -43,7 +43,7 @@ import httpx
 from .common import RESULTS, log, markdown_table, write_results
 
 SERVER_FLAGS = ["--device", "cpu", "--dtype", "fp32", "--max-new-tokens", "16",
-                "--max-batch", "16", "--timeout", "20"]
+                "--batch-size", "16", "--timeout", "20"]
 SERVER_THREADS = 1  # the machine is shared: one core for the server, the other for the clients and everyone else
 KINDS = {"valid": 0.62, "poisoned": 0.12, "oversized": 0.06, "gives_up": 0.12, "no_key": 0.08}
 
