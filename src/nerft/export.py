@@ -70,6 +70,43 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
     return output
 
 
+ENGINE_FORMATS = ("hf", "gguf", "ct2")
+
+
+def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = None, overwrite: bool = False,
+                      repo_id: str | None = None) -> Path:
+    """``--format gguf`` (llama.cpp, Ollama) or ``ct2`` (CTranslate2): the merged folder is written to a temporary
+    place, converted into ``output``, and its other files (nerft.json, tokenizer, decoding, lexicon, model card)
+    copied beside the engine's; ``hf``: the merged folder itself."""
+    import tempfile
+
+    if fmt == "hf":
+        if quant:
+            raise NerftError("--quant goes with --format gguf or ct2 (the hf folder keeps the model's dtype)")
+        return export_model(load, output, overwrite=overwrite, repo_id=repo_id)
+    if fmt not in ENGINE_FORMATS:
+        raise NerftError(f"unknown --format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise NerftError(f"{output} exists; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.merged.", dir=output.parent) as tmp:
+        merged = export_model(load, Path(tmp) / "merged", repo_id=repo_id)
+        with write_errors(output), atomic_dir(output) as dest:
+            if fmt == "gguf":
+                from .export_gguf import DEFAULT_GGUF_QUANT, convert_gguf
+
+                convert_gguf(merged, dest, quant or DEFAULT_GGUF_QUANT)
+            else:
+                from .export_ct2 import DEFAULT_CT2_QUANT, convert_ct2
+
+                convert_ct2(merged, dest, quant or DEFAULT_CT2_QUANT)
+            for f in merged.iterdir():  # the engine's own files (ct2's config.json) are kept
+                if f.is_file() and f.suffix != ".safetensors" and not (dest / f.name).exists():
+                    shutil.copyfile(f, dest / f.name)
+    return output
+
+
 def copy_decoding(decoding: dict[str, Any], run_dir: Path | None, folder: Path) -> None:
     """The run's decoding as ``folder``/decoding.yaml; the lexicon it names is the folder's lexicon.json when it is
     the run's own, else copied beside as decoding-lexicon.json."""
@@ -91,8 +128,13 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     from .predict.cli import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
-    add_load_arguments(p, skip={"backend", "vllm", "openai"})
+    add_load_arguments(p, skip={"backend", "vllm", "openai", "llamacpp", "ct2"})
     p.add_argument("--output", "--out", dest="output", required=True, help="destination folder")
+    p.add_argument("--format", dest="export_format", choices=ENGINE_FORMATS, default="hf",
+                   help="hf: merged Hugging Face folder (transformers, vLLM); gguf: one GGUF file + Ollama Modelfile "
+                        "(--backend llamacpp); ct2: CTranslate2 model (--backend ct2)")
+    p.add_argument("--quant", help="weights of --format gguf: q8_0 (default), q4_k_m, f16, f32; of --format ct2: "
+                                   "int8 (default), int8_float32, int8_bfloat16, int16, bfloat16, float16, float32")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face Hub model "
                                                              "repository (created if needed; token from HF_TOKEN)")
@@ -107,8 +149,10 @@ def run_export(args: argparse.Namespace) -> int:
     load = cfglib.build_config(LoadOptions, args)
     if args.private and not args.push_to_hub:
         raise NerftError("--private goes with --push-to-hub REPO_ID")
-    out = export_model(load, args.output, overwrite=args.overwrite, repo_id=args.push_to_hub)
-    print(f"wrote merged model to {out}")
+    out = export_for_engine(load, args.output, args.export_format, args.quant, overwrite=args.overwrite,
+                            repo_id=args.push_to_hub)
+    print(f"wrote merged model to {out}" if args.export_format == "hf" else
+          f"wrote the merged model for {args.export_format} to {out}")
     if args.push_to_hub:
         from .model_card import push_to_hub
 

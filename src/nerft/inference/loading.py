@@ -20,7 +20,7 @@ from ..schema import NerftError
 from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
 
-BACKENDS = ("transformers", "vllm", "openai")
+BACKENDS = ("transformers", "vllm", "openai", "llamacpp", "ct2")
 
 
 @dataclass
@@ -87,6 +87,14 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
         from .openai_backend import OpenAIPredictor
 
         return OpenAIPredictor.from_location(where, tokenizer, opts.openai, options)
+    if opts.backend == "llamacpp":
+        from .llamacpp_backend import LlamaCppPredictor
+
+        return LlamaCppPredictor.from_location(where, tokenizer, opts.llamacpp, options)
+    if opts.backend == "ct2":
+        from .ct2_backend import CT2Predictor
+
+        return CT2Predictor.from_location(where, tokenizer, opts.ct2, options)
     from .transformers_backend import TransformersPredictor
 
     return TransformersPredictor.from_location(where, tokenizer, load_weights(where), options)

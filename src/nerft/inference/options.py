@@ -9,7 +9,7 @@ from typing import Literal
 
 from ..config import ConfigError, opt
 
-BACKENDS = ("transformers", "vllm", "openai")
+BACKENDS = ("transformers", "vllm", "openai", "llamacpp", "ct2")
 
 
 @dataclass
@@ -46,6 +46,26 @@ class OpenAIOptions:
 
 
 @dataclass
+class LlamaCppOptions:
+    """llama.cpp engine settings (``--backend llamacpp``: a folder written by ``nerft export --format gguf``)."""
+
+    threads: int | None = opt(None, "CPU threads for decoding (default: llama.cpp's choice)")
+    batch_threads: int | None = opt(None, "CPU threads for prompt evaluation (default: --llamacpp.threads)")
+    n_ctx: int = opt(2048, "context length in tokens (prompt + answer of one window)")
+    n_batch: int = opt(512, "prompt tokens evaluated per step")
+    gguf_file: str | None = opt(None, "which .gguf in the folder (default: its only one)")
+
+
+@dataclass
+class CT2Options:
+    """CTranslate2 engine settings (``--backend ct2``: a folder written by ``nerft export --format ct2``)."""
+
+    threads: int = opt(0, "CPU threads (intra_threads; 0: CTranslate2's choice)")
+    compute_type: str = opt("default", "default (as exported), int8, int8_float32, bfloat16, float32, ...")
+    device: str = opt("cpu", "cpu, cuda or auto")
+
+
+@dataclass
 class LoadOptions:
     """Which model to open and where it runs."""
 
@@ -58,9 +78,11 @@ class LoadOptions:
     device: str = opt("auto", "auto (CUDA when there is a GPU, else CPU), cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); auto = bf16 on a GPU "
                              "that supports it, fp32 on CPU")
-    backend: Literal["transformers", "vllm", "openai"] = opt(
+    backend: Literal["transformers", "vllm", "openai", "llamacpp", "ct2"] = opt(
         "transformers", "generation engine (vllm: GPU, pip install 'nerft[vllm]'; openai: an OpenAI-compatible "
-                        "server at --base-url, --model then gives only the labels, prompt and tokenizer)")
+                        "server at --base-url, --model then gives only the labels, prompt and tokenizer; llamacpp "
+                        "and ct2: a folder nerft export --format gguf / ct2 wrote, pip install 'nerft[llamacpp]' "
+                        "/ 'nerft[ct2]')")
     run_decoding: bool = opt(True, "start from the decoding nerft train chose on dev for this run (RUN/decoding.yaml: "
                                    "min-score, per-label min-scores, lexicon); --config and flags override it "
                                    "field by field; --no-run-decoding ignores it")
@@ -70,6 +92,8 @@ class LoadOptions:
                                       "then picks codes from it", path=True)
     vllm: VllmOptions = opt(help="vLLM engine settings", factory=VllmOptions)
     openai: OpenAIOptions = opt(help="OpenAI-compatible server (--backend openai)", factory=OpenAIOptions)
+    llamacpp: LlamaCppOptions = opt(help="llama.cpp engine settings (--backend llamacpp)", factory=LlamaCppOptions)
+    ct2: CT2Options = opt(help="CTranslate2 engine settings (--backend ct2)", factory=CT2Options)
 
 
 @dataclass

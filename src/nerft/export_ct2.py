@@ -1,0 +1,27 @@
+"""``nerft export --format ct2``: the merged model converted for CTranslate2 (``--backend ct2``).
+
+CTranslate2's own converter (``ctranslate2.converters.TransformersConverter``) reads the merged Hugging Face folder
+and writes model.bin (weights in the ``--quant`` type: int8 by default), config.json and vocabulary.json; the
+folder keeps the run's nerft.json, tokenizer, decoding and model card beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .schema import NerftError
+
+CT2_QUANTS = ("int8", "int8_float32", "int8_bfloat16", "int16", "bfloat16", "float16", "float32")
+DEFAULT_CT2_QUANT = "int8"
+
+
+def convert_ct2(merged: Path, dest: Path, quant: str = DEFAULT_CT2_QUANT) -> Path:
+    """Convert the merged folder ``merged`` into ``dest`` (CTranslate2's model.bin, config.json, vocabulary.json)."""
+    if quant not in CT2_QUANTS:
+        raise NerftError(f"--quant {quant!r} is not a CTranslate2 type; choose {', '.join(CT2_QUANTS)}")
+    try:
+        from ctranslate2.converters import TransformersConverter
+    except ImportError:
+        raise NerftError("nerft export --format ct2 needs CTranslate2: pip install 'nerft[ct2]'") from None
+    TransformersConverter(str(merged), low_cpu_mem_usage=True).convert(str(dest), quantization=quant, force=True)
+    return dest / "model.bin"

@@ -1,0 +1,157 @@
+"""The CPU engine backends against the transformers backend on one tiny trained run: ``nerft export --format ct2``
++ ``--backend ct2`` (CTranslate2) and ``nerft export --format gguf`` + ``--backend llamacpp`` (llama.cpp). The
+exported models are real engine models, run by the real engines; each must give the transformers backend's
+answers, entities, offsets and scores (within the engine's arithmetic), windows included. The GGUF file is also
+read back by transformers' own GGUF loader (no llama.cpp needed), which checks the tensor names and hyperparameters.
+Tests needing an engine that is not installed skip with the extra to install."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from helpers_engines import build_answering_run
+
+from nerft.inference.loading import load_predictor
+from nerft.schema import NerftError
+
+TEXTS = ["张三在北京工作。", "我和张三明天去北京。", "今天天气很好。", "北京"]
+LONG = "张三昨天到了北京，" * 12  # several windows at window=24
+needs_ct2 = pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None,
+                               reason="CTranslate2 is not installed (pip install 'nerft[ct2]')")
+needs_llamacpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                    reason="llama-cpp-python is not installed (pip install 'nerft[llamacpp]')")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_tokenizer):
+    return build_answering_run(tmp_path_factory.mktemp("engines"), tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir):
+    """The transformers backend's predictions: the short texts whole, and the long one in windows."""
+    short = load_predictor(run_dir, batch_size=2).predict_detailed(TEXTS)
+    return short, load_predictor(run_dir, window=24, window_overlap=4).predict_detailed([LONG])
+
+
+def export(run_dir, tmp_path_factory, fmt: str, quant: str):
+    from nerft.export import export_for_engine
+    from nerft.inference.options import LoadOptions
+
+    out = tmp_path_factory.mktemp(f"{fmt}-{quant}") / "model"
+    return export_for_engine(LoadOptions(model=str(run_dir)), out, fmt, quant)
+
+
+def assert_same(got, want, score_tol: float) -> None:
+    """Same answers and entities (offsets, labels, text) with scores within ``score_tol``."""
+    assert [p.answers for p in got] == [p.answers for p in want]
+    for g, w in zip(got, want, strict=True):
+        assert [(e.start, e.end, e.label, e.text) for e in g.entities] == \
+               [(e.start, e.end, e.label, e.text) for e in w.entities]
+        assert all(abs(a.score - b.score) <= score_tol for a, b in zip(g.entities, w.entities, strict=True))
+        assert (g.finished, g.hallucinated) == (w.finished, w.hallucinated)
+
+
+def test_the_reference_run_answers_with_grounded_entities(reference):
+    """The comparison below is not vacuous: the run writes entities, grounded where the text has them."""
+    short, long = reference
+    assert [[e.text for e in p.entities] for p in short] == [["张三", "北京"], ["张三", "北京"], [], ["北京"]]
+    assert short[1].entities[1].start == 7 and all(0 < e.score <= 1 for e in short[0].entities)
+    assert len(long[0].entities) > 2  # mentions from several windows, offsets into the whole text
+    assert {LONG[e.start:e.end] for e in long[0].entities} <= {"张三", "北京"}
+
+
+@needs_ct2
+def test_ct2_float32_gives_the_transformers_answers(run_dir, reference, tmp_path_factory):
+    folder = export(run_dir, tmp_path_factory, "ct2", "float32")
+    assert (folder / "model.bin").is_file() and (folder / "nerft.json").is_file()
+    assert json.loads((folder / "nerft.json").read_text())["merged"] is True
+    short, long = reference
+    for prefix_cache in (True, False):  # the system prompt as CTranslate2's static prompt, or in every prompt
+        p = load_predictor(folder, backend="ct2", batch_size=2, prefix_cache=prefix_cache)
+        assert_same(p.predict_detailed(TEXTS), short, 1e-4)
+    p = load_predictor(folder, backend="ct2", window=24, window_overlap=4)
+    assert_same(p.predict_detailed([LONG]), long, 1e-4)
+    assert p.predict(["张三在北京"], labels=["LOC"]) == [[e for e in p.predict(["张三在北京"])[0] if e.label == "LOC"]]
+
+
+@needs_ct2
+def test_ct2_int8_export_predicts(run_dir, reference, tmp_path_factory):
+    folder = export(run_dir, tmp_path_factory, "ct2", "int8")
+    got = load_predictor(folder, backend="ct2").predict_detailed(TEXTS)
+    same = sum(g.entities == w.entities for g, w in zip(got, reference[0], strict=True))
+    assert same >= len(TEXTS) - 1, [g.answers for g in got]
+
+
+@needs_ct2
+def test_ct2_refuses_what_it_cannot_do(run_dir, tmp_path_factory):
+    with pytest.raises(NerftError, match="CTranslate2 model"):
+        load_predictor(run_dir, backend="ct2")  # a run directory, not an export
+    folder = export(run_dir, tmp_path_factory, "ct2", "float32")
+    with pytest.raises(NerftError, match="--constrained"):
+        load_predictor(folder, backend="ct2", constrained=True)
+
+
+def test_gguf_export_reads_back_as_the_merged_model(run_dir, tmp_path_factory, tiny_tokenizer):
+    """transformers' GGUF loader reads the f32 file into the same logits as the merged folder: tensor names,
+    shapes and hyperparameters are right; the tokenizer metadata is the run's."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from nerft.export import export_model
+    from nerft.inference.options import LoadOptions
+
+    folder = export(run_dir, tmp_path_factory, "gguf", "f32")
+    merged = export_model(LoadOptions(model=str(run_dir)), tmp_path_factory.mktemp("hf") / "merged")
+    ids = torch.tensor([tiny_tokenizer.encode("张三在北京工作。")])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model-f32.gguf")(ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    reader = gguf.GGUFReader(folder / "model-f32.gguf")
+    fields = {k: f.contents() for k, f in reader.fields.items()}
+    assert fields["general.architecture"] == "qwen2" and fields["tokenizer.ggml.pre"] == "qwen2"
+    tokens = fields["tokenizer.ggml.tokens"]
+    assert tokens[:len(tiny_tokenizer)] == tiny_tokenizer.convert_ids_to_tokens(list(range(len(tiny_tokenizer))))
+    assert fields["tokenizer.chat_template"] == tiny_tokenizer.chat_template
+    assert fields["tokenizer.ggml.eos_token_id"] == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    modelfile = (folder / "Modelfile").read_text()
+    prompt = json.loads((folder / "nerft.json").read_text())["prompt"]
+    assert "FROM ./model-f32.gguf" in modelfile and f'SYSTEM """{prompt["system"]}"""' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+
+
+@needs_llamacpp
+def test_llamacpp_f16_gives_the_transformers_answers(run_dir, reference, tmp_path_factory):
+    folder = export(run_dir, tmp_path_factory, "gguf", "f16")
+    short, long = reference
+    p = load_predictor(folder, backend="llamacpp")
+    assert_same(p.predict_detailed(TEXTS), short, 2e-2)
+    p = load_predictor(folder, backend="llamacpp", window=24, window_overlap=4)
+    assert_same(p.predict_detailed([LONG]), long, 2e-2)
+
+
+@needs_llamacpp
+@pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
+def test_llamacpp_quantized_export_predicts(run_dir, reference, tmp_path_factory, quant):
+    folder = export(run_dir, tmp_path_factory, "gguf", quant)
+    assert (folder / f"model-{quant}.gguf").is_file() and not list(folder.glob(".model-*"))
+    got = load_predictor(folder, backend="llamacpp").predict_detailed(TEXTS)
+    same = sum(g.entities == w.entities for g, w in zip(got, reference[0], strict=True))
+    print(f"{quant}: identical entities on {same}/{len(TEXTS)} texts")
+    assert same >= len(TEXTS) - 1, [g.answers for g in got]
+
+
+def test_export_format_errors(run_dir, tmp_path):
+    from nerft.export import export_for_engine
+    from nerft.inference.options import LoadOptions
+
+    load = LoadOptions(model=str(run_dir))
+    with pytest.raises(NerftError, match="--quant goes with"):
+        export_for_engine(load, tmp_path / "a", "hf", "q8_0")
+    with pytest.raises(NerftError, match="not a GGUF type"):
+        export_for_engine(load, tmp_path / "b", "gguf", "int8")
+    assert not (tmp_path / "b").exists()
