@@ -1,0 +1,303 @@
+"""Beyond CCFBDCI: CCFBDCI, CLUENER2020 and Weibo NER, each scored on its test file (strict micro F1, per label too).
+
+    python -m benchmarks.cross_dataset --list                      # the rows, in the order to run them
+    python -m benchmarks.cross_dataset --rows crf,lexicon          # the cheap rows of every dataset (minutes)
+    python -m benchmarks.cross_dataset --rows nerft-weibo-all      # one row (about 75 minutes)
+    python -m benchmarks.cross_dataset                             # every row not measured yet (about 20 hours)
+
+Writes ``benchmarks/results/cross_dataset.{json,md,png}``. Resumable per row: each measured row is stored in
+``WORK/cross_dataset/rows/<row>.json`` and never measured again (delete that file to redo it); the table is
+rewritten from them after every row, each row with the command that measures it written above the table.
+
+Data (``nerft prepare``, seed 42, once): CCFBDCI's seeded split; CLUENER with its official dev file as the test
+set (``--test-from``: its test labels are not public) and dev carved from train; Weibo's official
+train/dev/test files as given, its 8 types PER/ORG/LOC/GPE x .NAM/.NOM. The K rows train on the first K
+documents of the train split in a seeded random order (seed 42).
+
+Rows per dataset D (ccfbdci, cluener, weibo):
+- ``crf-D-kK`` (K = 100, 400, all): the character CRF (``nerft.crf``, L-BFGS 100 iterations). Seconds to ~5 min.
+- ``lexicon-D``: no model: what the training data annotates, completed into empty answers. Seconds.
+- ``nerft-D-kK``: ``nerft train --config configs/qwen2.5-0.5b-cpu[-D].yaml`` (60 minutes of training, the
+  decoding chosen on dev at its end, as ``nerft tune`` does), then ``nerft evaluate --score-with``. From
+  MEASUREMENTS.md: 60 min training + ~12 min choosing the decoding on dev + test prediction at ~2.6 documents/s
+  (CCFBDCI 1,572 docs ~10 min; CLUENER 1,343 longer texts ~12 min; Weibo 270 ~2 min): about 80 minutes a row,
+  9 rows.
+- anchors: published figures beside them, labelled as other splits and models with their sources (no command).
+- ``ood-*``: out of domain: the CCFBDCI-trained CRF and nerft scored on Weibo's test file (its .NAM mentions,
+  types mapped to CCFBDCI's: ``--map-labels``), and the Weibo-trained ones on CCFBDCI's test file (CCFBDCI's
+  types mapped to .NAM). Need the ``all`` rows of both datasets first; the nerft ones ~5-12 min each.
+- ``distill-ccfbdci-kK`` (K = 100, 400): the nerft-ccfbdci-kK run annotates the rest of CCFBDCI's train split,
+  labels removed (``--unlabeled-max``, default 4,000 texts: ~26 min at 2.6 documents/s, plus dev), and ``nerft
+  distill`` trains a CRF on the K gold + the silver that passes the threshold chosen on dev; F1 and documents/s of
+  the distilled CRF beside the teacher's. ``distill-weibo-all``: the Weibo teacher on CCFBDCI's texts.
+
+Order to run them (each nerft row needs the machine alone; see benchmarks/README.md): ``crf``, ``lexicon`` (all
+datasets, minutes), then ``nerft-weibo-all``, ``nerft-cluener-all``, ``nerft-ccfbdci-all`` (the headline), the
+``ood`` rows, ``nerft-*-k100``/``k400``, then the ``distill`` rows (they reuse the k100/k400/all runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    REPO,
+    RESULTS,
+    SHARED,
+    WORK,
+    log,
+    markdown_table,
+    nerft_cli,
+    read_jsonl,
+    require,
+    strict_row,
+    write_results,
+)
+
+DATASETS = ("ccfbdci", "cluener", "weibo")
+KS = (100, 400, 0)  # 0: all
+RECIPES = {"ccfbdci": "configs/qwen2.5-0.5b-cpu.yaml", "cluener": "configs/qwen2.5-0.5b-cpu-cluener.yaml",
+           "weibo": "configs/qwen2.5-0.5b-cpu-weibo.yaml"}
+TO_CCFBDCI = "PER.NAM=PER,ORG.NAM=ORG,LOC.NAM=LOC,GPE.NAM=GPE"
+TO_WEIBO = "PER=PER.NAM,ORG=ORG.NAM,LOC=LOC.NAM,GPE=GPE.NAM"
+# published anchors: (dataset, row, F1, what and where)
+ANCHORS = [
+    ("cluener", "BERT+CRF (dev)", 80.76, "CLUENER2020 paper/repo, official dev set, BERT-base"),
+    ("cluener", "BERT+Span (dev)", 81.12, "CLUENER2020 repo, official dev set"),
+    ("cluener", "BERT-base (test)", 78.82, "CLUENER2020 paper, hidden test set"),
+    ("cluener", "RoBERTa-wwm-large (test)", 80.42, "CLUENER2020 paper, hidden test set"),
+    ("cluener", "BiLSTM-CRF (test)", 70.0, "CLUENER2020 paper, hidden test set"),
+    ("weibo", "Lattice-LSTM", 58.79, "Zhang & Yang 2018, Weibo NER test"),
+    ("weibo", "BERT+LSTM+CRF", 70.48, "as reported by Ma et al. 2020 (SoftLexicon), Weibo NER test"),
+    ("weibo", "SoftLexicon+BERT", 70.50, "Ma et al. 2020, Weibo NER test"),
+]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = Path(args.work) / "cross_dataset"
+        self.rows_dir = self.work / "rows"
+        self.rows_dir.mkdir(parents=True, exist_ok=True)
+        self.data = dict(spec.split("=", 1) for spec in args.data.split(",")) if args.data else {}
+
+    def folder(self, dataset: str) -> Path:
+        """The prepared split folder of ``dataset`` (prepared once; ``--data D=DIR`` gives one)."""
+        if dataset in self.data:
+            return Path(self.data[dataset])
+        out = self.work / "data" / dataset
+        if not (out / "test.jsonl").is_file():
+            source = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
+                      "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from",
+                                  SHARED / "data/cluener/dev.json"],
+                      "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
+            require(Path(source[1]), "the datasets live in ../shared/data (../shared/data/README.md)")
+            nerft_cli("prepare", *source, "--out", out, "--no-plot", "--overwrite")
+        return out
+
+    def train_k(self, dataset: str, k: int) -> Path:
+        """The first K documents of the seeded-shuffled train split (all: the whole of it, shuffled)."""
+        path = self.work / "data" / f"{dataset}-train-k{k or 'all'}.jsonl"
+        if not path.is_file():
+            from nerft.jsonl import write_jsonl
+
+            rows = read_jsonl(self.folder(dataset) / "train.jsonl")
+            random.Random(42).shuffle(rows)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(path, rows[:k] if k else rows)
+        return path
+
+    def scratch(self, row: str) -> Path:
+        path = self.work / row
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def evaluate(self, gold: Path, out: Path, pred: Path | None = None, model: Path | None = None,
+                 map_labels: str | None = None, labels: str | None = None) -> dict[str, Any]:
+        args = ["evaluate", "--gold", gold, "--out", out]
+        args += ["--pred", pred] if pred is not None else ["--score-with", model]
+        args += ["--map-labels", map_labels] if map_labels else []
+        args += ["--labels", labels] if labels else []
+        nerft_cli(*args, "--quiet")
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        return {**strict_row(metrics["strict"]), "score_s": metrics.get("seconds")}
+
+
+# ---------------------------------------------------------------------------------------------------- the rows
+
+
+def crf_row(b: Bench, dataset: str, k: int, test: str | None = None, map_labels: str | None = None) -> dict:
+    from nerft.crf import CrfTagger, train_crf
+    from nerft.jsonl import read_documents, write_jsonl
+
+    out = b.scratch(f"crf-{dataset}-k{k or 'all'}")
+    model = out / "crf.crfsuite"
+    trained = train_crf(read_documents(b.train_k(dataset, k)), model, b.args.crf_iterations) \
+        if not model.is_file() else {"train_docs": None, "train_s": None}
+    gold = b.folder(test or dataset) / "test.jsonl"
+    tagger, docs = CrfTagger(model), read_documents(gold)
+    start = time.perf_counter()
+    rows = [{"id": d.id, "text": d.text, "entities": [e.to_dict() for e in tagger.tag(d.text)]} for d in docs]
+    elapsed = time.perf_counter() - start
+    pred = out / f"pred-{test or dataset}.jsonl"
+    write_jsonl(pred, rows)
+    scores = b.evaluate(gold, out / f"eval-{test or dataset}", pred=pred, map_labels=map_labels,
+                        labels=None if not map_labels else str(b.folder(dataset) / "labels.json"))
+    return {**trained, **scores, "docs_per_s": round(len(docs) / max(elapsed, 1e-9), 1)}
+
+
+def lexicon_row(b: Bench, dataset: str) -> dict:
+    from nerft.inference.options import PredictOptions
+    from nerft.jsonl import read_documents, write_jsonl
+    from nerft.lexicon import Lexicon
+
+    out = b.scratch(f"lexicon-{dataset}")
+    lexicon = Lexicon.from_documents(read_documents(b.train_k(dataset, 0)))
+    o = PredictOptions()
+    gold = b.folder(dataset) / "test.jsonl"
+    write_jsonl(out / "pred.jsonl", [{"id": d.id, "text": d.text, "entities": [
+        e.to_dict() for e in lexicon.complete(d.text, [], o.lexicon_min_rate, o.lexicon_min_count)]}
+        for d in read_documents(gold)])
+    return b.evaluate(gold, out / "eval", pred=out / "pred.jsonl")
+
+
+def nerft_run(b: Bench, dataset: str, k: int) -> Path:
+    """The nerft CPU recipe's run on the first K documents (trained once; its decoding chosen on dev at its end)."""
+    run = b.work / f"nerft-{dataset}-k{k or 'all'}" / "run"
+    if not (run / "nerft.json").is_file():
+        folder = b.folder(dataset)
+        nerft_cli("train", "--config", REPO / RECIPES[dataset], "--train", b.train_k(dataset, k), "--dev",
+                  folder / "dev.jsonl", "--output.dir", run, "--output.overwrite", *b.args.train_args.split())
+    return run
+
+
+def nerft_row(b: Bench, dataset: str, k: int, test: str | None = None, map_labels: str | None = None) -> dict:
+    run = nerft_run(b, dataset, k)
+    gold = b.folder(test or dataset) / "test.jsonl"
+    scores = b.evaluate(gold, run.parent / f"eval-{test or dataset}", model=run, map_labels=map_labels)
+    return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 2)}
+
+
+def distill_row(b: Bench, dataset: str, k: int, unlabeled_from: str) -> dict:
+    """``nerft distill`` with the nerft-D-kK run as teacher; the unlabelled texts: the rest of D's train split
+    (``unlabeled_from == dataset``) or another dataset's train texts, labels removed, at most --unlabeled-max."""
+    from nerft.jsonl import write_jsonl
+
+    teacher = nerft_run(b, dataset, k)
+    out = b.scratch(f"distill-{dataset}-k{k or 'all'}")
+    texts = out / "unlabeled.jsonl"
+    if not texts.is_file():
+        pool = read_jsonl(b.train_k(unlabeled_from, 0))
+        if unlabeled_from == dataset:
+            pool = pool[k:]  # the documents after the first K of the same seeded order: never the gold ones
+        write_jsonl(texts, [{"id": r["id"], "text": r["text"]} for r in pool[:b.args.unlabeled_max]])
+    folder = b.folder(dataset)
+    nerft_cli("distill", "--model", teacher, "--unlabeled", texts, "--gold", b.train_k(dataset, k), "--dev",
+              folder / "dev.jsonl", "--out", out / "crf")
+    gold = folder / "test.jsonl"
+    scores = b.evaluate(gold, out / "eval", model=out / "crf")
+    report = json.loads((out / "crf" / "distill.json").read_text(encoding="utf-8"))
+    return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 1),
+            "threshold": report["teacher"]["threshold"], "silver_kept": report["teacher"]["silver_kept"],
+            "silver": report["teacher"]["silver"]}
+
+
+def plan() -> dict[str, Callable[[Bench], dict]]:
+    """Every row, in the order to run them."""
+    rows: dict[str, Callable[[Bench], dict]] = {}
+    for d in DATASETS:
+        for k in KS:
+            rows[f"crf-{d}-k{k or 'all'}"] = lambda b, d=d, k=k: crf_row(b, d, k)
+        rows[f"lexicon-{d}"] = lambda b, d=d: lexicon_row(b, d)
+    rows["ood-crf-ccfbdci-on-weibo"] = lambda b: crf_row(b, "ccfbdci", 0, "weibo", TO_CCFBDCI)
+    rows["ood-crf-weibo-on-ccfbdci"] = lambda b: crf_row(b, "weibo", 0, "ccfbdci", TO_WEIBO)
+    for d in ("weibo", "cluener", "ccfbdci"):
+        rows[f"nerft-{d}-kall"] = lambda b, d=d: nerft_row(b, d, 0)
+    rows["ood-nerft-ccfbdci-on-weibo"] = lambda b: nerft_row(b, "ccfbdci", 0, "weibo", TO_CCFBDCI)
+    rows["ood-nerft-weibo-on-ccfbdci"] = lambda b: nerft_row(b, "weibo", 0, "ccfbdci", TO_WEIBO)
+    for d in DATASETS:
+        for k in KS[:2]:
+            rows[f"nerft-{d}-k{k}"] = lambda b, d=d, k=k: nerft_row(b, d, k)
+    for k in KS[:2]:
+        rows[f"distill-ccfbdci-k{k}"] = lambda b, k=k: distill_row(b, "ccfbdci", k, "ccfbdci")
+    rows["distill-weibo-kall"] = lambda b: distill_row(b, "weibo", 0, "ccfbdci")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------ report
+
+
+def write_report(b: Bench) -> None:
+    measured = []
+    for name in plan():
+        path = b.rows_dir / f"{name}.json"
+        if path.is_file():
+            measured.append(json.loads(path.read_text(encoding="utf-8")))
+    md = ["## Cross-dataset table (strict micro F1 on each dataset's test file; CLUENER: its official dev file)", ""]
+    for d in DATASETS:
+        rows = [r for r in measured if r["dataset"] == d]
+        anchors = [{"row": f"published: {name}", "f1": f1, "source": src} for ds, name, f1, src in ANCHORS if ds == d]
+        if not rows and not anchors:
+            continue
+        md += [f"### {d}", "", "Commands:", ""] + [f"- `{r['row']}`: `{r['command']}`" for r in rows] + [""]
+        cols = ["row", "precision", "recall", "f1", "docs_per_s", "train_docs", "train_s", "threshold",
+                "silver_kept"]
+        per_label = sorted({c for r in rows for c in r if c.startswith("f1_")})
+        md += [markdown_table(rows, cols + per_label), ""]
+        if anchors:
+            md += ["Published figures (other splits, other models; not comparable run for run):", "",
+                   markdown_table(anchors, ["row", "f1", "source"]), ""]
+    md.append("ood rows: the first dataset's model on the second's test file, gold types mapped with "
+              f"`--map-labels` ({TO_CCFBDCI} onto CCFBDCI; {TO_WEIBO} onto Weibo; unmapped gold types not scored).")
+    write_results("cross_dataset", {"benchmark": "cross-dataset", "rows": measured}, "\n".join(md),
+                  Path(b.args.results))
+    if measured:
+        from .charts import ranked_bars
+
+        ranked_bars([f"{r['dataset']}: {r['row']}" for r in measured], [r["f1"] for r in measured],
+                    Path(b.args.results) / "cross_dataset.png", "strict micro F1 (%)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="", help="comma-separated row names or prefixes (crf, nerft-weibo, ...); "
+                                                   "default: every row")
+    parser.add_argument("--list", action="store_true", help="print the rows in the order to run them and exit")
+    parser.add_argument("--data", default="", help="prepared folders to use instead: ccfbdci=DIR,weibo=DIR,...")
+    parser.add_argument("--train-args", default="", help="extra flags for nerft train (e.g. a tiny model for tests)")
+    parser.add_argument("--crf-iterations", type=int, default=100)
+    parser.add_argument("--unlabeled-max", type=int, default=4000, help="unlabelled texts per distill row")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK))
+    args = parser.parse_args(argv)
+    rows = plan()
+    if args.list:
+        print("\n".join(rows))
+        return 0
+    wanted = [n for n in rows if not args.rows or any(n.startswith(w) for w in args.rows.split(","))]
+    b = Bench(args)
+    for name in wanted:
+        path = b.rows_dir / f"{name}.json"
+        if path.is_file():
+            log(f"{name}: measured before ({path}); skipped")
+            continue
+        log(f"{name}: measuring")
+        result = rows[name](b)
+        dataset = name.split("-")[-1] if name.startswith("ood") else name.split("-")[1]  # ood: the test's
+        row = {"row": name, "dataset": dataset, "command": f"python -m benchmarks.cross_dataset --rows {name}",
+               **result}
+        path.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        write_report(b)
+    write_report(b)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

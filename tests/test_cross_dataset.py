@@ -1,0 +1,60 @@
+"""benchmarks/cross_dataset.py on two tiny prepared datasets: the CRF, lexicon and out-of-domain CRF rows, the
+report with each row's command, and a second run that measures nothing again."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import cross_dataset  # noqa: E402
+from nerft.jsonl import write_jsonl  # noqa: E402
+from nerft.labels import ccfbdci_labels, weibo_labels  # noqa: E402
+from nerft.schema import Document, Entity  # noqa: E402
+
+pytest.importorskip("pycrfsuite", reason="python-crfsuite is not installed (pip install 'nerft[crf]')")
+
+
+def _folder(root: Path, name: str, labels, make) -> Path:
+    folder = root / name
+    folder.mkdir()
+    for split, n in (("train", 12), ("dev", 3), ("test", 4)):
+        write_jsonl(folder / f"{split}.jsonl", [make(f"{split}{i}", i) for i in range(n)])
+    (folder / "labels.json").write_text(json.dumps(labels.to_dict(), ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def test_crf_lexicon_and_out_of_domain_rows(tmp_path):
+    ccf = _folder(tmp_path, "ccfbdci", ccfbdci_labels(), lambda i, k: Document(
+        i, f"张三{k}在北京工作。", [Entity(0, 2, "PER", "张三"), Entity(3 + len(str(k)), 5 + len(str(k)), "GPE", "北京")]))
+    weibo = _folder(tmp_path, "weibo", weibo_labels(), lambda i, k: Document(
+        i, f"张三和女人{k}", [Entity(0, 2, "PER.NAM", "张三"), Entity(3, 5, "PER.NOM", "女人")]))
+    argv = ["--rows", "crf-ccfbdci-kall,crf-weibo-kall,lexicon-weibo,ood-crf", "--data", f"ccfbdci={ccf},weibo={weibo}",
+            "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"), "--crf-iterations", "20"]
+    assert cross_dataset.main(argv) == 0
+    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "work" / "cross_dataset" / "rows").glob("*.json")}
+    assert set(rows) == {"crf-ccfbdci-kall", "crf-weibo-kall", "lexicon-weibo", "ood-crf-ccfbdci-on-weibo",
+                         "ood-crf-weibo-on-ccfbdci"}
+    assert rows["crf-weibo-kall"]["f1"] == 100.0 and rows["crf-weibo-kall"]["f1_PER.NOM"] == 100.0
+    # the CCFBDCI CRF finds 张三 (PER = PER.NAM) in Weibo's test texts; the .NOM mentions are not scored
+    assert rows["ood-crf-ccfbdci-on-weibo"]["recall"] == 100.0 and rows["ood-crf-ccfbdci-on-weibo"]["dataset"] == "weibo"
+    md = (tmp_path / "results" / "cross_dataset.md").read_text(encoding="utf-8")
+    assert "`python -m benchmarks.cross_dataset --rows crf-weibo-kall`" in md and "SoftLexicon+BERT" in md
+    assert (tmp_path / "results" / "cross_dataset.png").is_file()
+    (tmp_path / "work" / "cross_dataset" / "rows" / "lexicon-weibo.json").write_text(
+        json.dumps({**rows["lexicon-weibo"], "f1": 12.5}), encoding="utf-8")
+    assert cross_dataset.main(argv) == 0  # resumed: nothing measured again
+    again = json.loads((tmp_path / "results" / "cross_dataset.json").read_text(encoding="utf-8"))
+    assert {r["row"]: r["f1"] for r in again["rows"]}["lexicon-weibo"] == 12.5
+
+
+def test_the_plan_lists_every_row_of_the_issue():
+    rows = list(cross_dataset.plan())
+    for d in ("ccfbdci", "cluener", "weibo"):
+        assert {f"crf-{d}-k100", f"crf-{d}-k400", f"crf-{d}-kall", f"lexicon-{d}", f"nerft-{d}-k100",
+                f"nerft-{d}-kall"} <= set(rows)
+    assert rows.index("crf-weibo-kall") < rows.index("nerft-weibo-kall") < rows.index("distill-ccfbdci-k100")
+    assert {"ood-nerft-ccfbdci-on-weibo", "distill-weibo-kall"} <= set(rows)
