@@ -39,6 +39,7 @@ from .common import (
     run_in_child,
     write_results,
 )
+from .scoring import answer_in_chunks
 
 
 def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, out_file: str) -> dict:
@@ -70,17 +71,8 @@ def run_nerft(model: str | None, adapter: str | None, run_dir: str | None, test_
         predictor = load_predictor(run_dir, device="cpu", **options)
     else:
         predictor = load_predictor(base=model, adapter=adapter, device="cpu", **options)
-    texts = [d["text"] for d in docs]
     chunk = max(1, predictor.options.batch_size * 4)
-    progress = Progress(len(texts), predictor.name)
-    results, raw = [], []
-    start = time.perf_counter()
-    for s in range(0, len(texts), chunk):
-        predictions = predictor.predict_detailed(texts[s:s + chunk])
-        results += [p.entities for p in predictions]
-        raw += ["\n".join(p.answers) for p in predictions]
-        progress.step(len(texts[s:s + chunk]))
-    seconds = time.perf_counter() - start
+    results, raw, seconds = answer_in_chunks(predictor, [d["text"] for d in docs], chunk, predictor.name)
     tok = predictor.tokenizer
     # the tokens of each raw answer + its stop token (the predictor does not hand back its token ids)
     generated = [len(tok.encode(a, add_special_tokens=False)) + 1 for a in raw]

@@ -80,6 +80,19 @@ def _answer_resumably(predictor, docs: list[dict], out_file: str, source: dict, 
     return rows, timed.seconds
 
 
+def answer_in_chunks(predictor, texts: list[str], chunk: int, what: str) -> tuple[list, list[str], float]:
+    """``predictor.predict_detailed`` over ``texts`` in chunks with a progress line: (entities per text, the raw
+    answer of each, seconds)."""
+    progress, entities, answers = Progress(len(texts), what), [], []
+    start = time.perf_counter()
+    for s in range(0, len(texts), chunk):
+        predictions = predictor.predict_detailed(texts[s:s + chunk])
+        entities += [p.entities for p in predictions]
+        answers += ["\n".join(p.answers) for p in predictions]
+        progress.step(len(texts[s:s + chunk]))
+    return entities, answers, time.perf_counter() - start
+
+
 def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir: str | None = None,
                        base: str | None = None, adapter: str | None = None, prompt_style: str | None = None,
                        batch_size: int = 8, options: dict[str, Any] | None = None, resume: bool = False) -> dict:
@@ -109,15 +122,7 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
         rows, seconds = _answer_resumably(predictor, docs, out_file, source, chunk)
         write_jsonl(out_file, [{**r, "id": d["id"]} for d, r in zip(docs, rows, strict=True)])
         return {"score_s": seconds, "format": prompt.output_format}
-    texts = [d["text"] for d in docs]
-    progress, entities, answers = Progress(len(texts), f"score {name}"), [], []
-    start = time.perf_counter()
-    for s in range(0, len(texts), chunk):
-        predictions = predictor.predict_detailed(texts[s:s + chunk])
-        entities += [p.entities for p in predictions]
-        answers += ["\n".join(p.answers) for p in predictions]
-        progress.step(len(texts[s:s + chunk]))
-    seconds = time.perf_counter() - start
+    entities, answers, seconds = answer_in_chunks(predictor, [d["text"] for d in docs], chunk, f"score {name}")
     _write_predictions(out_file, docs, entities, answers)
     return {"score_s": seconds, "format": prompt.output_format}
 
