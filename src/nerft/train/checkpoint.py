@@ -9,7 +9,9 @@ Resuming reads only these two formats, whatever else the folder holds: a shared 
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import torch
 from ..schema import NerftError, atomic_dir, write_errors, write_json
 
 STATE_JSON = "trainer_state.json"
+CHECKPOINT_NAME = re.compile(r"step-[0-9]{1,12}")
 STATE_TENSORS = "trainer_state.safetensors"
 FORMAT_VERSION = 1
+logger = logging.getLogger("nerft.train")
 
 
 def save_adapter(peft_model: Any, path: Path) -> None:
@@ -117,7 +121,18 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE_JSON).is_file()]
+    """The checkpoints of a run, oldest first: ``step-N`` folders with their state file. Anything else under
+    ``checkpoints/`` (a user's ``step-40.bak`` copy, a staging folder left by ``kill -9``) is ignored, and a
+    ``step-*`` folder among them is named in a warning."""
+    found, ignored = [], []
+    for path in (run_dir / "checkpoints").glob("step-*"):
+        if CHECKPOINT_NAME.fullmatch(path.name) and (path / STATE_JSON).is_file():
+            found.append(path)
+        else:
+            ignored.append(path.name)
+    if ignored:
+        logger.warning(f"ignored under {run_dir / 'checkpoints'}: {', '.join(sorted(ignored))} (not a step-N "
+                       f"checkpoint folder with its {STATE_JSON})")
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 

@@ -9,7 +9,7 @@ Runs unchanged on one CPU/GPU, under ``torchrun`` / ``accelerate launch`` (DDP),
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import random
 import time
@@ -32,7 +32,6 @@ from ..modeling import (
     resolve_autocast,
     resolve_device,
 )
-from ..progress import progress
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import Document, NerftError, atomic_write, write_json
 from ..tracking import Tracker
@@ -59,8 +58,6 @@ from .evaluation import predict_documents, sample_rows, score
 from .interrupts import Interrupts, TrainingInterrupted
 from .schedule import TrainingClock, build_schedule
 from .step import StepStats, SupervisedLoss, ThroughputMeter, accumulate_gradients, apply_gradients
-
-logger = logging.getLogger("nerft.train")
 
 
 @dataclass
@@ -109,6 +106,10 @@ class Trainer:
         self.loss_module, self.optimizer = self.accelerator.prepare(SupervisedLoss(self.model, autocast), optimizer)
         self.position = Position()
         self.best_f1, self.best_step, self.best_state = -1.0, None, None
+        # a dev evaluation that a stop interrupted: recorded in the checkpoint, run first on --resume, so the
+        # resumed run is the uninterrupted one whatever the moment of the signal
+        self.eval_pending = False
+        self.interrupts: Interrupts | None = None
         self.start_scores: dict[str, Any] | None = None
         if self.resume_from is not None:
             self._restore(self.resume_from)
@@ -138,6 +139,7 @@ class Trainer:
         set_rng_state(info["rng"], tensors)
         self.position = Position(info["step"], info["epoch"], info["step_in_epoch"])
         self.best_f1, self.best_step = info["best_f1"], info["best_step"]
+        self.eval_pending = info.get("eval_pending", False)
         self.clock.before = info.get("train_seconds", 0.0)
         best_file = adapter_dir(self.run_dir) / "adapter_model.safetensors"
         if best_file.is_file() and self.best_step is not None:
@@ -161,11 +163,11 @@ class Trainer:
         resume_step = self.position.step if self.resume_from is not None else None
         tracker = Tracker(cfg.tracking, run_dir, cfglib.to_dict(cfg), resume_step=resume_step, enabled=self.main)
         if self.main:
-            logger.info(f"{len(self.data.examples)} examples ({self.data.overlong} over max_length "
-                        f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised "
-                        f"tokens; {sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} "
-                        f"steps of {cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
-                        f"{self.accelerator.device}; autocast {self.autocast_note}")
+            print(f"nerft train: {len(self.data.examples)} examples ({self.data.overlong} over max_length "
+                  f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised tokens; "
+                  f"{sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} steps of "
+                  f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
+                  f"{self.accelerator.device}; autocast {self.autocast_note}")
         return tracker
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------------
@@ -196,13 +198,18 @@ class Trainer:
 
         if self.main:
             scores = self.evaluate(self.dev_docs, "dev")
-            if scores["f1"] > self.best_f1:
-                self.best_f1, self.best_step = scores["f1"], self.position.step
-                self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
-                save_adapter(self.model, adapter_dir(self.run_dir))
+            # the best so far and the end of the pending evaluation change together: a stop waits for both
+            with self.interrupts.critical() if self.interrupts else contextlib.nullcontext():
+                if scores["f1"] > self.best_f1:
+                    self.best_f1, self.best_step = scores["f1"], self.position.step
+                    self.best_state = {k: v.detach().clone()
+                                       for k, v in get_peft_model_state_dict(self.model).items()}
+                    save_adapter(self.model, adapter_dir(self.run_dir))
+                self.eval_pending = False
             self.progress.write(f"step {self.position.step}: dev F1 {scores['f1']:.2f} "
                                 f"(best {self.best_f1:.2f} at {self.best_step})")
         self.accelerator.wait_for_everyone()
+        self.eval_pending = False
 
     def checkpoint(self) -> None:
         with self.clock.paused():
@@ -211,6 +218,7 @@ class Trainer:
                 save_checkpoint(self.run_dir, self.model, self.optimizer, self.scheduler,
                                 {"step": p.step, "epoch": p.epoch, "step_in_epoch": p.step_in_epoch,
                                  "best_f1": self.best_f1, "best_step": self.best_step, "world_size": self.world,
+                                 "eval_pending": self.eval_pending,
                                  "train_seconds": self.clock.seconds()},
                                 self.cfg.output.keep_checkpoints)
             self.accelerator.wait_for_everyone()
@@ -244,20 +252,26 @@ class Trainer:
 
     def run(self) -> str:
         """Train until done; returns why it stopped ("steps", "time budget", "session limit")."""
+        from tqdm.auto import tqdm
+
         cfg = self.cfg
-        if self.resume_from is not None and self.finished_before():
+        if self.resume_from is not None and self.finished_before() and not self.eval_pending:
             return "steps" if self.position.step >= self.total_steps else "time budget"
         if self.main and self.dev_docs and cfg.eval.at_start and self.resume_from is None:
             self.start_scores = self.evaluate(self.dev_docs, "dev")
-            logger.info(f"dev before training: F1 {self.start_scores['f1']:.2f} (P "
-                        f"{self.start_scores['precision']:.2f}, R {self.start_scores['recall']:.2f})")
+            print(f"dev before training: F1 {self.start_scores['f1']:.2f} (P {self.start_scores['precision']:.2f}, "
+                  f"R {self.start_scores['recall']:.2f})")
         self.session_limit = self.position.step + cfg.stop_after_steps if cfg.stop_after_steps else None
+        self.progress = tqdm(total=self.total_steps, initial=self.position.step, disable=not self.main, desc="train",
+                             dynamic_ncols=True)
         self.meter.started = time.perf_counter()
         self.clock.start()
         self.model.train()
-        with progress(self.total_steps, "train", initial=self.position.step, enabled=self.main,
-                      log=logger) as self.progress, Interrupts() as interrupts:
-            return self._loop(interrupts)
+        try:
+            with Interrupts() as interrupts:
+                return self._loop(interrupts)
+        finally:
+            self.progress.close()
 
     def finished_before(self) -> bool:
         """A resumed run whose training was already done: it goes straight to the end (decoding, test)."""
@@ -268,7 +282,12 @@ class Trainer:
     def _loop(self, interrupts: Interrupts) -> str:
         pad_id = pad_token_id(self.tokenizer)
         rng_at_step_start = rng_state()
+        self.interrupts = interrupts
         try:
+            if self.eval_pending:  # the evaluation a stop interrupted, as the uninterrupted run made it
+                self.evaluate_dev()
+                if self.finished_before():
+                    return "steps" if self.position.step >= self.total_steps else "time budget"
             while True:
                 steps = self.steps_of_epoch(self.position.epoch)
                 for micro_batches in steps[self.position.step_in_epoch:]:
@@ -295,17 +314,18 @@ class Trainer:
         """Log, evaluate and checkpoint as due; the reason to stop, if any."""
         cfg, step = self.cfg, self.position.step
         self.meter.add(stats)
+        self.progress.update(1)
         postfix = {"loss": f"{self.meter.window_loss():.4f}", "tok_s": f"{self.meter.tokens_per_s():.0f}"}
         if self.budget_s is not None:
             postfix["budget_left"] = f"{max(self.budget_s - self.clock.seconds(), 0) / 60:.1f}min"
         self.progress.set_postfix(**postfix)
-        self.progress.update(1)
         if step % cfg.tracking.log_every == 0 or step == self.total_steps:
             self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
                               "epoch": self.position.epoch, "train_seconds": round(self.clock.seconds(), 3)}, step)
         out_of_time = self.budget_spent()
         due = step % cfg.eval.every == 0 if cfg.eval.every else end_of_epoch
         if self.dev_docs and (due or step == self.total_steps or out_of_time):
+            self.eval_pending = True
             self.evaluate_dev()
         if self.checkpoint_due():
             self.checkpoint()
@@ -330,8 +350,8 @@ class Trainer:
             self.checkpoint()
         if not done:
             if self.main:
-                logger.warning(f"stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
-                               f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
+                print(f"nerft train: stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
+                      f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
         metrics: dict[str, Any] = {"train": {
             "steps": self.position.step, "total_steps": self.total_steps, "examples": len(self.data.examples),
             "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
@@ -355,12 +375,12 @@ class Trainer:
                 metrics["test"] = test_scores
                 how = (f" with the run decoding; as answered {test_scores['as_answered']['f1']:.2f}"
                        if "as_answered" in test_scores else "")
-                logger.info(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
-                            f"R {test_scores['recall']:.2f}){how}")
+                print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
+                      f"R {test_scores['recall']:.2f}){how}")
             write_json(self.run_dir / "metrics.json", metrics)
             log_path = self.run_dir / "train_log.jsonl"
             safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
-                      self.run_dir / "curves.png", budget_minutes=self.cfg.max_minutes)
+                      self.run_dir / "curves.png", budget_minutes=self.cfg.optim.max_minutes)
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return metrics
@@ -368,16 +388,16 @@ class Trainer:
     def choose_decoding(self) -> dict[str, Any] | None:
         """RUN/decoding.yaml chosen on dev (``decoding.choose_run_decoding``), or None with the reason printed."""
         if not self.cfg.tune.enabled:
-            logger.info("no decoding chosen (--no-tune); predict decodes with the defaults")
+            print("nerft train: no decoding chosen (--no-tune); predict decodes with the defaults")
             return None
         if not self.cfg.data.dev:
-            logger.info("no decoding chosen (no dev split); predict decodes with the defaults")
+            print("nerft train: no decoding chosen (no dev split); predict decodes with the defaults")
             return None
         with self.clock.paused():
             record = choose_run_decoding(self.cfg, self.run_dir)
         self.tracker.log({f"tune/{k}": 100 * v for k, v in record["dev"]["chosen"].items()}, self.position.step)
-        logger.info(f"{describe(record)}; written to {self.run_dir / record['file']}, which predict, serve, "
-                    "evaluate --score-with and export use (flags override it, --no-run-decoding ignores it)")
+        print(f"nerft train: {describe(record)}; written to {self.run_dir / record['file']}, which predict, serve, "
+              "evaluate --score-with and export use (flags override it, --no-run-decoding ignores it)")
         return record
 
 
