@@ -111,7 +111,8 @@ def test_distill_resumes_the_silver_annotation(distilled, teacher, data, tmp_pat
     out.mkdir()
     lines = (distilled / "silver.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (out / "silver.jsonl").write_text("".join(lines[:4]), encoding="utf-8")  # as if stopped after 4 texts
-    (out / "teacher_dev.jsonl").write_bytes((distilled / "teacher_dev.jsonl").read_bytes())
+    for name in ("teacher_dev.jsonl", "teacher_dev.jsonl.resume.json", "silver.jsonl.resume.json"):
+        (out / name).write_bytes((distilled / name).read_bytes())
     predictor = load_predictor(teacher, device="cpu")
     cfg = DistillConfig(model=str(teacher), unlabeled=str(data / "texts.txt"), gold=str(data / "train.jsonl"),
                         dev=str(data / "dev.jsonl"), out=str(out), iterations=10)
@@ -144,3 +145,13 @@ def test_predict_and_evaluate_load_the_crf_like_a_run(distilled, data, tmp_path,
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     micro = metrics["strict"]["micro"]
     assert micro["tp"] + micro["fn"] == sum(len(d.entities) for d in GOLD)
+
+
+def test_export_refuses_a_crf_folder(distilled, tmp_path):
+    from nerft.export import export_model
+    from nerft.inference.options import LoadOptions
+    from nerft.schema import NerftError
+
+    with pytest.raises(NerftError, match="no adapter to merge"):
+        export_model(LoadOptions(model=str(distilled)), tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()

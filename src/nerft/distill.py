@@ -95,7 +95,7 @@ def choose_threshold(rows: list[dict[str, Any]], min_keep: float) -> dict[str, A
 # ------------------------------------------------------------------------------------------------------ entry
 
 
-def distill(cfg: DistillConfig, predictor: Any = None, progress: bool = True) -> dict[str, Any]:
+def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = None) -> dict[str, Any]:
     """Run every step (see the module docstring); returns the report written to ``DIR/distill.json``.
     ``predictor``: the teacher, already open (default: opened from ``cfg.model`` with its run's decoding)."""
     from .crf import require_crfsuite, train_crf
@@ -110,8 +110,9 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool = True) ->
     if predictor is None:
         predictor = _open_teacher(cfg.model)
     unlabeled = _limited_input(cfg, out)
+    stamp = {"teacher": str(Path(cfg.model).resolve())}  # resuming with another teacher is refused
     started = time.perf_counter()
-    predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress)
+    predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress, stamp=stamp)
     annotate_s = time.perf_counter() - started
 
     choice: dict[str, Any] = {"threshold": cfg.threshold, "chosen_on": "given (--threshold)"}
@@ -119,7 +120,7 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool = True) ->
     if cfg.dev:
         dev = read_documents(cfg.dev)
         predict_file(predictor, _as_inputs(dev, out / "dev_inputs.jsonl"), out / TEACHER_DEV_FILE,
-                     chunk_size=cfg.chunk_size, progress=progress)
+                     chunk_size=cfg.chunk_size, progress=progress, stamp=stamp)
         table = threshold_table(dev, _in_order(read_documents(out / TEACHER_DEV_FILE), dev), cfg.thresholds)
         if cfg.threshold is None:
             choice = {**choose_threshold(table, cfg.min_keep), "chosen_on": f"dev ({cfg.dev})"}
@@ -213,8 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = build_config(DistillConfig, args, config_path=args.config)
     if not cfg.model:
         raise NerftError("missing --model (the teacher)")
-    progress = bool(getattr(args, "progress", True)) and not getattr(args, "quiet", False)
-    report = distill(cfg, _open_teacher(cfg.model, args), progress)
+    report = distill(cfg, _open_teacher(cfg.model, args))  # progress bars as the global flags say
     t = report["teacher"]
     print(f"teacher {t['name']}: {t['silver']} silver documents, {t['silver_kept']} kept at threshold "
           f"{t['threshold']} ({t['chosen_on']}); CRF trained on {report['crf']['train_docs']} documents in "

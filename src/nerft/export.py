@@ -44,6 +44,9 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
     where = locate_model(load)
+    if where.info is not None and where.info.kind == "crf":
+        raise NerftError(f"{load.model} holds a character CRF (nerft distill): it has no adapter to merge; "
+                         "predict and serve load the folder as it is")
     if where.adapter is None and where.info is not None and where.info.merged:
         raise NerftError(f"{load.model} is already a merged folder")
     loaded = load_model_and_tokenizer(load, merge=True)
