@@ -28,7 +28,6 @@ from .common import (
     DEFAULT_MODEL,
     RESULTS,
     WORK,
-    Progress,
     labels_beside,
     log,
     markdown_table,
@@ -39,24 +38,14 @@ from .common import (
     run_in_child,
     write_results,
 )
-from .scoring import answer_in_chunks
+from .scoring import answer_in_chunks, tutorial_answers
 
 
 def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, out_file: str) -> dict:
-    from nerft.answers import read_answer
-    from nerft.inference.location import tutorial_prompt
-
-    from .tutorial_baseline import load_for_inference, predict_texts
-
-    docs = read_jsonl(test_file, limit)
-    lm, tokenizer = load_for_inference(model, adapter)
-    start = time.perf_counter()
-    answers, generated = predict_texts([d["text"] for d in docs], lm, tokenizer, Progress(len(docs), "tutorial"))
-    seconds = time.perf_counter() - start
-    labels, _ = tutorial_prompt()
+    docs, answers, generated, entities, seconds = tutorial_answers(test_file, limit, model, adapter, "tutorial")
     rows = [{"id": d["id"], "text": d["text"], "output": a, "generated_tokens": n,
-             "entities": [e.to_dict() for e in read_answer(d["text"], a, labels).entities]}
-            for d, a, n in zip(docs, answers, generated, strict=True)]
+             "entities": [e.to_dict() for e in ents]}
+            for d, a, n, ents in zip(docs, answers, generated, entities, strict=True)]
     write_jsonl(out_file, rows)
     return {"texts": len(docs), "seconds": seconds, "generated_tokens": sum(generated),
             "hit_512": sum(n >= 512 for n in generated)}

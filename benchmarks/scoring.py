@@ -127,7 +127,10 @@ def predict_with_nerft(test_file: str, limit: int | None, out_file: str, run_dir
     return {"score_s": seconds, "format": prompt.output_format}
 
 
-def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base: str, adapter: str | None) -> dict:
+def tutorial_answers(test_file: str, limit: int | None, base: str, adapter: str | None, what: str
+                     ) -> tuple[list[dict], list[str], list[int], list[list], float]:
+    """The tutorial's predict() on the first ``limit`` documents: (documents, raw answers, generated tokens of each,
+    entities read from each answer as nerft reads the tutorial's format, seconds of generation)."""
     from nerft.answers import read_answer
     from nerft.inference.location import tutorial_prompt
 
@@ -136,11 +139,16 @@ def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base
     docs = read_jsonl(test_file, limit)
     lm, tok = load_for_inference(base, adapter)
     start = time.perf_counter()
-    answers, _ = predict_texts([d["text"] for d in docs], lm, tok, Progress(len(docs), "score tutorial"))
+    answers, generated = predict_texts([d["text"] for d in docs], lm, tok, Progress(len(docs), what))
     seconds = time.perf_counter() - start
     labels, _ = tutorial_prompt()
-    _write_predictions(out_file, docs, [read_answer(d["text"], a, labels).entities
-                                        for d, a in zip(docs, answers, strict=True)], answers)
+    entities = [read_answer(d["text"], a, labels).entities for d, a in zip(docs, answers, strict=True)]
+    return docs, answers, generated, entities, seconds
+
+
+def predict_with_tutorial(test_file: str, limit: int | None, out_file: str, base: str, adapter: str | None) -> dict:
+    docs, answers, _, entities, seconds = tutorial_answers(test_file, limit, base, adapter, "score tutorial")
+    _write_predictions(out_file, docs, entities, answers)
     return {"score_s": seconds, "format": "tutorial"}
 
 
