@@ -3,7 +3,7 @@
     python -m benchmarks.cross_dataset --list                      # the rows, in the order to run them
     python -m benchmarks.cross_dataset --rows crf,lexicon          # the cheap rows of every dataset (minutes)
     python -m benchmarks.cross_dataset --rows nerft-weibo-all      # one row (about 75 minutes)
-    python -m benchmarks.cross_dataset                             # every row not measured yet (about 20 hours)
+    python -m benchmarks.cross_dataset                             # every row not measured yet (about 14 hours)
 
 Writes ``benchmarks/results/cross_dataset.{json,md,png}``. Resumable per row: each measured row is stored in
 ``WORK/cross_dataset/rows/<row>.json`` and never measured again (delete that file to redo it); the table is

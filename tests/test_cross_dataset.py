@@ -58,3 +58,23 @@ def test_the_plan_lists_every_row_of_the_issue():
                 f"nerft-{d}-kall"} <= set(rows)
     assert rows.index("crf-weibo-kall") < rows.index("nerft-weibo-kall") < rows.index("distill-ccfbdci-k100")
     assert {"ood-nerft-ccfbdci-on-weibo", "distill-weibo-kall"} <= set(rows)
+
+
+@pytest.mark.integration  # nerft train and evaluate as child processes, ~25 s of CPU
+def test_a_nerft_row_trains_the_recipe_and_scores_it(tmp_path, tiny_tokenizer):
+    """The nerft row's commands (train with the dataset's recipe, evaluate --score-with) on a tiny model: the real
+    recipe with the model and the budget swapped by --train-args."""
+    from nerft_helpers import save_base_model
+
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    weibo = _folder(tmp_path, "weibo", weibo_labels(), lambda i, k: Document(
+        i, f"张三和女人{k}", [Entity(0, 2, "PER.NAM", "张三"), Entity(3, 5, "PER.NOM", "女人")]))
+    train_args = (f"--base {base} --optim.max-steps 2 --optim.max-minutes 2 --optim.autocast off "
+                  "--tracking.backend none --eval.dev-docs 2 --eval.max-new-tokens 4 --data.max-length 2048 "
+                  "--data.examples-in-prompt 0 --no-tune")
+    assert cross_dataset.main(["--rows", "nerft-weibo-kall", "--data", f"weibo={weibo}", "--train-args", train_args,
+                               "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
+    row = json.loads((tmp_path / "work" / "cross_dataset" / "rows" / "nerft-weibo-kall.json").read_text())
+    assert 0.0 <= row["f1"] <= 100.0 and "f1_PER.NOM" in row and row["docs_per_s"] > 0
+    run = tmp_path / "work" / "cross_dataset" / "nerft-weibo-kall" / "run"
+    assert json.loads((run / "nerft.json").read_text())["labels"]["labels"][0]["code"] == "PER.NAM"
