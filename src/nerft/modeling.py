@@ -74,6 +74,9 @@ def resolve_source(cfg: ModelConfig) -> tuple[str, str | None]:
     if path.exists():
         if not path.is_dir():
             raise NerftError(f"model path {path} is neither a folder nor a .gguf file")
+        if not gguf and not (path / "config.json").is_file():
+            raise NerftError(f"model folder {path} holds no config.json: not a model (a hub id, a model folder or "
+                             "a .gguf file is expected)")
         return str(path), gguf
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise NerftError(f"model folder {path} does not exist")

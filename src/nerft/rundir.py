@@ -29,6 +29,7 @@ An exported (merged) folder is a standard Hugging Face model folder plus nerft.j
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,48 @@ def adapter_dir(run_dir: str | Path) -> Path:
 
 def tokenizer_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "tokenizer"
+
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")
+
+
+def check_adapter_folder(adapter: Path) -> None:
+    """Refuse a peft adapter folder whose config or weights would hang, crash or load nonsense, before peft reads
+    it: ``target_modules`` must be module names (peft matches a string as a regular expression against every
+    module name, with no time limit: a catastrophic pattern spins forever), ``r`` a positive integer,
+    ``lora_alpha`` a positive number, and the safetensors file whole."""
+    config_file = adapter / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NerftError(f"{config_file}: not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise NerftError(f"{config_file}: expected a JSON object")
+    targets = config.get("target_modules")
+    names = [targets] if isinstance(targets, str) else targets
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n)
+                                                             for n in names):
+        raise NerftError(f"{config_file}: target_modules must be a list of module names (letters, digits, _ and .), "
+                         f"got {str(targets)[:80]!r}; a regular expression is not accepted from a model folder")
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 < r <= 65536:
+        raise NerftError(f"{config_file}: r must be a positive integer, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < float("inf"):
+        raise NerftError(f"{config_file}: lora_alpha must be a positive number, got {alpha!r}")
+    weights = adapter / ADAPTER_WEIGHTS
+    if weights.is_file():
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """A NerftError unless ``path`` is a whole safetensors file (its header parses and its tensors lie within
+    the file: a truncated copy is refused here, not as a traceback when it is loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open has keys(), no iteration)
+                f.get_slice(name)
+    except Exception as exc:  # SafetensorError, OSError: damaged, truncated, not safetensors
+        raise NerftError(f"{path} is damaged or truncated ({str(exc)[:120]}); restore it or train again") from None

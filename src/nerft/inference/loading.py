@@ -16,6 +16,7 @@ from typing import Any
 from ..labels import LabelSet
 from ..modeling import load_model, resolve_device
 from ..prompts import Prompt
+from ..rundir import check_adapter_folder
 from ..schema import NerftError
 from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
@@ -41,7 +42,12 @@ def load_weights(where: ModelLocation, merge: bool = True):
 
         if not (where.adapter / "adapter_config.json").is_file():
             raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
-        lm = PeftModel.from_pretrained(lm, str(where.adapter))
+        check_adapter_folder(where.adapter)  # a tampered config or truncated weights: one line, not a hang
+        try:
+            lm = PeftModel.from_pretrained(lm, str(where.adapter))
+        except (ValueError, KeyError, RuntimeError) as exc:  # shapes or names that do not fit the base model
+            raise NerftError(f"cannot put the adapter {where.adapter} on {where.weights.name_or_path}: "
+                             f"{str(exc).splitlines()[0][:160]}") from None
         lm = lm.merge_and_unload() if merge else lm
     return lm.eval()
 

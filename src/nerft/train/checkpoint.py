@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import shutil
@@ -22,6 +23,7 @@ from ..schema import NerftError, atomic_dir, write_errors, write_json
 
 STATE_JSON = "trainer_state.json"
 CHECKPOINT_NAME = re.compile(r"step-[0-9]{1,12}")
+TENSOR_NAME = re.compile(r"optimizer\.[0-9]{1,9}\.[A-Za-z_][A-Za-z0-9_]*|rng\.torch|rng\.cuda\.[0-9]{1,3}")
 STATE_TENSORS = "trainer_state.safetensors"
 FORMAT_VERSION = 1
 logger = logging.getLogger("nerft.train")
@@ -115,9 +117,67 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         adapter = load_file(str(path / "adapter" / "adapter_model.safetensors"))
     except (OSError, ValueError, SafetensorError) as exc:
         raise NerftError(f"checkpoint {path} is incomplete or damaged: {exc}") from None
+    if not isinstance(info, dict):
+        raise NerftError(f"checkpoint {path}: {STATE_JSON} is not a JSON object")
     if info.get("format") != FORMAT_VERSION:
         raise NerftError(f"checkpoint {path} has format {info.get('format')!r}; this nerft reads {FORMAT_VERSION}")
+    problem = state_problem(info, tensors)
+    if problem:
+        raise NerftError(f"checkpoint {path} is damaged: {problem}; resume from another checkpoint (--resume "
+                         "FOLDER) or train again")
     return info, tensors, adapter
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def state_problem(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with a checkpoint's state (types, ranges, names), or None: checked before any of it is
+    applied, so a tampered file is one error, not a traceback or a run that goes on with nonsense."""
+    for key in ("step", "epoch", "step_in_epoch"):
+        if not _count(info.get(key)):
+            return f"{key} must be a non-negative integer, got {info.get(key)!r}"
+    if not (_finite(info.get("best_f1")) and -1 <= info["best_f1"] <= 100):
+        return f"best_f1 must be a number in [-1, 100], got {info.get('best_f1')!r}"
+    if info.get("best_step") is not None and not _count(info["best_step"]):
+        return f"best_step must be a non-negative integer or null, got {info['best_step']!r}"
+    if not (_finite(info.get("train_seconds", 0.0)) and info.get("train_seconds", 0.0) >= 0):
+        return f"train_seconds must be a non-negative number, got {info.get('train_seconds')!r}"
+    if not isinstance(info.get("eval_pending", False), bool):
+        return "eval_pending must be true or false"
+    scheduler, optimizer = info.get("scheduler"), info.get("optimizer")
+    if not isinstance(scheduler, dict) or not _count(scheduler.get("last_epoch")):
+        return "scheduler must be an object with the schedule's last_epoch"
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list) and optimizer["param_groups"]
+            and all(isinstance(g, dict) for g in optimizer["param_groups"])
+            and isinstance(optimizer.get("scalars", {}), dict)):
+        return "optimizer must be an object with a non-empty list of param_groups"
+    unknown = [name for name in tensors if not TENSOR_NAME.fullmatch(name)]
+    if unknown:
+        return f"{STATE_TENSORS} holds an unknown tensor {unknown[0]!r}"
+    if "rng.torch" not in tensors:
+        return f"{STATE_TENSORS} holds no rng.torch"
+    return rng_problem(info.get("rng"), tensors)
+
+
+def rng_problem(rng: Any, tensors: dict[str, torch.Tensor]) -> str | None:
+    """Whether the random states would be accepted: tried on throwaway generators, never on the process's own."""
+    import numpy as np
+
+    try:
+        version, internal, gauss = rng["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.RandomState().set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.Generator().set_state(tensors["rng.torch"])
+    except Exception as exc:  # TypeError, ValueError, KeyError, RuntimeError: whatever the garbage was
+        return f"its random-number state is not valid ({type(exc).__name__}: {str(exc)[:80]})"
+    return None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
