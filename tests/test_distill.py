@@ -155,3 +155,17 @@ def test_export_refuses_a_crf_folder(distilled, tmp_path):
     with pytest.raises(NerftError, match="no adapter to merge"):
         export_model(LoadOptions(model=str(distilled)), tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_serve_answers_with_the_crf(distilled):
+    from fastapi.testclient import TestClient
+
+    from nerft.inference.loading import load_predictor
+    from nerft.serve import create_app
+
+    predictor = load_predictor(distilled)
+    expected = [e.to_dict() for e in predictor.predict(["张三在北京工作。"])[0]]
+    with TestClient(create_app(predictor)) as client:
+        body = client.post("/v1/ner", json={"texts": ["张三在北京工作。"]}).json()
+        assert body["results"][0]["entities"] == expected
+        assert {lab["code"] for lab in client.get("/v1/labels").json()["labels"]} == {"LOC", "PER", "GPE", "ORG"}
