@@ -231,3 +231,27 @@ def test_tutorial_answers_for_all_of_ccfbdci(tmp_path):
     assert m["strict"]["micro"]["tp"] == 12_581 - 72 and m["strict"]["micro"]["fp"] == 72
     assert m["strict"]["micro"]["f1"] == pytest.approx(0.99428, abs=1e-5)
     assert m["boundary"]["micro"]["f1"] >= m["strict"]["micro"]["f1"]
+
+
+def test_training_curves_draw_without_pyplot(tmp_path):
+    """curves.png from a log with a first spike, epochs, dev F1 and a spent time budget, in a process that never
+    imports pyplot (charts touch no process-wide matplotlib state)."""
+    import subprocess
+    import sys
+
+    log = [{"step": s, "loss": 15.0 if s == 1 else 1.0 / s, "epoch": s // 40, "train_seconds": 3.0 * s}
+           for s in range(1, 101)] + [{"step": s, "dev/f1": s / 2} for s in (50, 100)]
+    code = ("import json, sys; from nerft.plots import training_curves; "
+            "training_curves(json.loads(sys.argv[1]), sys.argv[2], budget_minutes=4); "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'")
+    subprocess.run([sys.executable, "-c", code, json.dumps(log), str(tmp_path / "curves.png")], check=True)
+    assert (tmp_path / "curves.png").read_bytes().startswith(PNG)
+
+
+def test_smoothed():
+    from nerft.plots import smoothed
+
+    assert smoothed([3.0, 1.0, 2.0], 0.0) == [3.0, 1.0, 2.0]
+    assert smoothed([2.0] * 5, 0.9) == pytest.approx([2.0] * 5)  # debiased: no pull towards 0 at the start
+    values = smoothed([15.0] + [1.0] * 30, 0.9)
+    assert values[0] == pytest.approx(15.0) and 1.0 < values[-1] < values[5] < 15.0

@@ -208,3 +208,17 @@ def test_serve_page_needs_no_key_but_the_api_does(tmp_path):
         info = c.get("/v1/info", headers={"authorization": "Bearer k"}).json()
     assert info["model"] == "stub" and [lab["name"] for lab in info["labels"]] == ["人名", "地名", "机构名"]
     assert info["limits"] == {"max_texts": 5, "max_text_chars": 4000} and info["scores"]["test F1"] == 80.3
+
+
+def test_predict_writes_the_html_sample(tmp_path):
+    from nerft.jsonl import write_jsonl
+    from nerft.predict.writers import working_file, write_tool_file
+
+    out = tmp_path / "sample.html"
+    work = working_file(out, "html")
+    write_jsonl(work, [{"id": "1", "text": "李四在北京", "entities": [
+        {"start": 0, "end": 2, "label": "PER", "text": "李四", "score": 0.95}]}])
+    assert write_tool_file(work, out, "html", LABELS, "nerft-run") == [out]
+    page = out.read_text(encoding="utf-8")
+    assert work.name == "sample.nerft.jsonl" and "nerft predict · nerft-run" in page
+    assert '<mark class="ent c0" data-label="PER"' in page and "人名 (PER) [0, 2), score 0.950" in page

@@ -84,7 +84,8 @@ def _confusion_table(metrics: dict[str, Any], kinds: dict[str, Counter[str]], la
     confusion = metrics["confusion"]
     codes = [c for c in metrics["strict"]["per_label"]]
     codes += sorted({x for g, row in confusion.items() for x in (g, *row)} - set(codes))
-    peak = max([n for row in confusion.values() for n in row.values()] + [1])
+    peak = max([n for row in confusion.values() for n in row.values()]
+               + [n for kind in ("missed", "spurious") for n in kinds[kind].values()] + [1])
 
     def cell(n: int, diagonal: bool) -> str:
         heat = 0 if not n else 1 + min(4, int(4 * n / peak))

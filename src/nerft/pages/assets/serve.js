@@ -182,7 +182,7 @@
   $("text").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) $("analyse").click();
   });
-  $("api-key").addEventListener("change", loadInfo);
+  $("key-row").addEventListener("submit", (ev) => { ev.preventDefault(); loadInfo(); });
   $("min-score").addEventListener("input", render);
   $("toggle-json").addEventListener("click", () => {
     const pre = $("json");
