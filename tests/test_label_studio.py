@@ -77,28 +77,34 @@ def test_json_export_annotation_rules(tmp_path):
                                                         region("f", 3, 5, "华为", "ORG")], ground_truth=True)]),
         # submitted with no region: a text without entities
         task(4, {"text": "嗯。"}, [annotation(41, [])]),
-        # no annotation, full predictions (a snapshot export): read from the first prediction
+        # no annotation, full predictions (a snapshot export): unreviewed, read only with use_predictions
         task(5, {"text": "赵六访问伦敦"}, predictions=[{"id": 51, "model_version": "m1", "score": 0.4,
                                                    "result": [region("g", 4, 6, "伦敦", "GPE", score=0.4)]}]),
         # nothing to read: skipped and counted, never a text without entities
         task(6, {"text": "没人标注的句子"}),
         task(7, {"text": "预测只有编号"}, predictions=[71]),
         task(8, {"text": "全部被跳过"}, [annotation(81, [], cancelled=True)]),
+        # skipped by the annotator, with the model's pre-annotation in full: never training data
+        task(9, {"text": "孙七在深圳"}, [annotation(91, [], cancelled=True)],
+             predictions=[{"id": 92, "model_version": "m1", "result": [region("h", 3, 5, "深圳", "GPE")]}]),
     ]
     path = export_file(tmp_path, tasks)
     assert detect_format(path) == "label-studio"
     docs, report = read_dataset(path)
-    assert [d.id for d in docs] == ["1", "2", "3", "4", "5"]
+    assert [d.id for d in docs] == ["1", "2", "3", "4"]
     assert spans(docs[0]) == [(0, 2, "PER", "张三"), (3, 5, "GPE", "北京")]
     assert spans(docs[1]) == [(0, 2, "PER", "李四")]
     assert spans(docs[2]) == [(0, 2, "PER", "王五"), (3, 5, "ORG", "华为")]
-    assert docs[3].entities == [] and spans(docs[4]) == [(4, 6, "GPE", "伦敦")]
-    assert report.format == "label-studio" and (report.docs, report.entities, report.skipped) == (5, 6, 0)
+    assert docs[3].entities == []
+    assert report.format == "label-studio" and (report.docs, report.entities, report.skipped) == (4, 5, 0)
     warnings = "\n".join(report.warnings)
-    for expected in ("1 task(s) without a usable annotation were read from their first prediction",
-                     "1 task(s) without annotations were skipped", "whose annotations were all cancelled",
+    for expected in ("1 task(s) with predictions but no annotation were skipped", "--use-predictions",
+                     "1 task(s) without annotations were skipped", "2 task(s) the annotator skipped (was_cancelled)",
                      "list predictions by id only", "1 task(s) have several annotations"):
         assert expected in warnings
+    docs, report = read_dataset(path, use_predictions=True)  # opt-in: unreviewed predictions taken as gold
+    assert [d.id for d in docs] == ["1", "2", "3", "4", "5"] and spans(docs[4]) == [(4, 6, "GPE", "伦敦")]
+    assert "1 document(s) are unreviewed model predictions read as gold: 5" in "\n".join(report.warnings)
 
 
 def test_json_export_regions_other_results_text_key_and_ids(tmp_path):
@@ -182,6 +188,19 @@ def test_json_min_export(tmp_path):
         ("1", [(0, 2, "PER", "张三"), (3, 5, "GPE", "北京")]), ("2", [])]
     warnings = "\n".join(report.warnings)
     assert "1 JSON-MIN record(s) repeat a task id" in warnings and "1 task(s) without annotations" in warnings
+    assert "the documents have task ids (export JSON to keep data.id)" in warnings
+
+
+def test_prepare_uses_predictions_only_when_asked(tmp_path):
+    pre = [{"id": 1, "model_version": "m", "result": [region("a", 0, 2, "张三", "PER")]}]
+    tasks = [task(k, {"text": f"张三第{k}次来"}, [annotation(k, [region("a", 0, 2, "张三", "PER")])]) for k in range(6)]
+    tasks += [task(10, {"text": "张三没人看过"}, predictions=pre),
+              task(11, {"text": "张三被跳过了"}, [annotation(11, [], cancelled=True)], predictions=pre)]
+    path = export_file(tmp_path, tasks)
+    for flag, ids in (([], set(map(str, range(6)))), (["--use-predictions"], {*map(str, range(6)), "10"})):
+        out = tmp_path / f"out{len(flag)}"
+        assert cli.main(["prepare", "--input", str(path), "--out", str(out), "--dev", "0", "--test", "0", *flag]) == 0
+        assert {json.loads(x)["id"] for x in (out / "train.jsonl").read_text("utf-8").splitlines()} == ids
 
 
 def test_prepare_reads_a_label_studio_export(tmp_path):
@@ -234,10 +253,10 @@ def test_written_tasks_read_back_to_the_same_spans(tmp_path):
     out = tmp_path / "pred.json"
     files = write_tool_file(work, out, "label-studio", ccfbdci_labels(), "nerft-run")
     assert files == [out, config_file(out)] and config_file(out).name == "pred.label_config.xml"
-    docs, report = read_dataset(out)  # no annotations yet: read from the predictions
+    docs, report = read_dataset(out, use_predictions=True)  # no annotations yet: read from the predictions
     assert [(d.id, spans(d)) for d in docs] == [
         ("d1", [(0, 2, "PER", "张三"), (3, 5, "GPE", "北京")]), ("d2", []), ("d3", [(0, 2, "PER", "李四")])]
-    assert "3 task(s) without a usable annotation were read from their first prediction" in report.warnings[0]
+    assert "3 document(s) are unreviewed model predictions read as gold: d1, d2, d3" in report.warnings[-1]
 
 
 def test_cli_predict_writes_label_studio_tasks(tmp_path, tiny_tokenizer):
@@ -398,14 +417,14 @@ def test_round_trip_through_a_real_label_studio(tmp_path):
 
     out = tmp_path / "prepared"
     assert cli.main(["prepare", "--input", str(exported), "--out", str(out), "--dev", "0", "--test", "0",
-                     "--no-plot"]) == 0
+                     "--no-plot", "--use-predictions"]) == 0  # a2, unreviewed, is read from its prediction
     read_back = {d["id"]: d for d in map(json.loads, (out / "train.jsonl").read_text(encoding="utf-8").splitlines())}
     expected = {d.id: d.to_dict() for d in docs}
     expected["a3"]["entities"] = expected["a3"]["entities"][:2]  # the annotator's correction
     assert read_back == expected
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert stats["format"] == "label-studio"
-    assert any("1 task(s) without a usable annotation were read from their first prediction" in w
+    assert any("1 document(s) are unreviewed model predictions read as gold: a2" in w
                for w in stats["read"]["warnings"])
 
 

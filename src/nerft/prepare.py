@@ -77,6 +77,9 @@ class PrepareConfig:
                                       "train and dev only (--dev-share, seeded): CLUENER, whose official dev file "
                                       "is the test set when its test labels are not public", path=True)
     skip_invalid: bool = opt(False, "skip and count bad records instead of stopping at the first")
+    use_predictions: bool = opt(False, "Label Studio: read a task nobody annotated from its first prediction "
+                                       "(unreviewed model output taken as gold; counted and named in the report); a "
+                                       "task the annotator skipped is never read")
     reject_overlaps: bool = opt(False, "treat overlapping or nested entities as invalid records")
     plot: bool = opt(True, f"write {PLOT_FILE}")
     encoding: str = opt("utf-8", ENCODING_HELP)
@@ -220,7 +223,7 @@ def _previous_outputs(out: Path) -> set[str]:
 def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadReport, str, list[str]]:
     """Documents per split, the read report, ``random``/``predefined``, and notes on what was done."""
     options = {"skip_invalid": cfg.skip_invalid, "reject_overlaps": cfg.reject_overlaps,
-               "conll_scheme": cfg.conll_scheme, "encoding": cfg.encoding}
+               "conll_scheme": cfg.conll_scheme, "encoding": cfg.encoding, "use_predictions": cfg.use_predictions}
     source = Path(cfg.input)
     is_dir = not cfg.input.startswith(HUB_PREFIX) and source.is_dir()
     if cfg.keep_split and not is_dir:

@@ -77,12 +77,14 @@ def read_dataset(
     conll_scheme: TagScheme = "auto",
     progress: bool | None = None,
     encoding: str = "utf-8",
+    use_predictions: bool = False,
 ) -> tuple[list[Document], ReadReport]:
     """Read one file (or a ``hub:REPO:SUBSET`` spec) in any supported format.
 
     ``progress``: a bar (True), none (False), or as the command chose (None: :mod:`nerft.progress`). ``encoding``: a codec name or ``auto``
     (see :mod:`nerft.textio`). A file read with the wrong ``format`` (its records carry another format's
     annotation field and never this one's) raises WrongFormatError naming that field and its formats.
+    ``use_predictions``: Label Studio tasks without annotations are read from their predictions (unreviewed).
     """
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
         repo, subset, split = parse_hub_spec(source)
@@ -110,7 +112,7 @@ def read_dataset(
     if fmt == "doccano":
         return read_doccano(path, **options)
     if fmt == "label-studio":
-        return read_label_studio(path, **options)
+        return read_label_studio(path, use_predictions=use_predictions, **options)
     raise NerftError(f"unknown format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
 
 

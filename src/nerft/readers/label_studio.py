@@ -7,18 +7,22 @@ an entity: ``value.start``/``value.end`` (character offsets, ``end`` exclusive),
 text areas, relations, labels on HTML) are not entities of a ``<Text>`` and are ignored, and counted.
 
 Which annotation of a task: the one marked ``ground_truth``, else the first one that was not cancelled (skipped),
-in the order of the task's list, which is the order Label Studio created them in. A task with no such annotation
-is read from its first prediction when the export holds predictions in full (pre-annotations nobody reviewed:
-counted in the report); otherwise it is skipped and counted, because an unlabelled task is not a text without
-entities. Label Studio's quick export (``GET /api/projects/ID/export``) lists predictions by id only; a snapshot
-export (``POST /api/projects/ID/exports`` with ``serialization_options.predictions.only_id: false``) has them in
-full.
+in the order of the task's list, which is the order Label Studio created them in. A task the annotator skipped
+(all its annotations ``was_cancelled``) is never training data, whatever predictions it carries: it is skipped and
+counted. A task with no annotation at all is skipped and counted too, because an unlabelled task is not a text
+without entities; with ``use_predictions`` (``prepare --use-predictions``) it is read from its first prediction
+instead, when the export holds predictions in full: unreviewed model output taken as gold, so it is opt-in, and
+the report counts those tasks and names their ids. Label Studio's quick export (``GET /api/projects/ID/export``)
+lists predictions by id only; a snapshot export (``POST /api/projects/ID/exports`` with
+``serialization_options.predictions.only_id: false``) has them in full.
 
 JSON-MIN: one flat object per annotation: the task's data fields, ``id`` (the task id), one list per labels
 control (``"label": [{"start", "end", "text", "labels"}]``) and ``annotator``, ``annotation_id``, ``created_at``,
 ``updated_at``, ``lead_time``. A record with ``"annotation_id": null`` is an unlabelled task and is skipped; when
 a task has several annotations (several records with one ``id``), the first record is kept (Label Studio writes
-the newest first) and the others are counted.
+the newest first) and the others are counted. JSON-MIN writes the task id over the task data's own ``id`` (its
+converter copies the data, then sets ``id``), so a document id given in ``data.id`` cannot be recovered from it:
+the documents get task ids, and the report says so (export JSON to keep ``data.id``).
 
 Text: ``data.text`` when it is a string, else the one string field that every region's ``value.text`` matches (a
 labelling config with ``<Text value="$sentence">`` keeps the text under another key). Offsets are Python
@@ -47,30 +51,40 @@ JSON_MIN_META = ("id", "annotator", "annotation_id", "created_at", "updated_at",
 _TASK_KEYS = ("annotations", "completions", "predictions")
 
 
-def read_label_studio(path: str | os.PathLike, *, encoding: str = "utf-8",
+def read_label_studio(path: str | os.PathLike, *, encoding: str = "utf-8", use_predictions: bool = False,
                       **options: Any) -> tuple[list[Document], ReadReport]:
-    """A Label Studio JSON or JSON-MIN export (one JSON array of tasks) as Documents."""
+    """A Label Studio JSON or JSON-MIN export (one JSON array of tasks) as Documents. ``use_predictions``: read a
+    task without annotations from its first prediction (unreviewed; counted and named in the report)."""
     path = Path(path)
     prefix = id_prefix(path)
     tally: Counter[str] = Counter()
     seen_min_ids: set[str] = set()
+    from_predictions: list[str] = []
 
     def records() -> Iterator[tuple[int, Document | InputError]]:
         for index, (line, task) in enumerate(iter_array_items(path, encoding)):
             if isinstance(task, InputError):
                 yield line, task
                 continue
+            before = tally["from_predictions"]
             try:
-                doc = document_from_task(task, str(path), line, f"{prefix}-{index}", tally, seen_min_ids)
+                doc = document_from_task(task, str(path), line, f"{prefix}-{index}", tally, seen_min_ids,
+                                         use_predictions)
             except InputError as exc:
                 yield line, exc
                 continue
             if doc is not None:
+                if tally["from_predictions"] > before:
+                    from_predictions.append(doc.id)
                 yield line, doc
 
     docs, report = collect(path, "label-studio", records(), **options)
     for message in _tally_messages(tally):
         report.warn(f"{path}: {message}")
+    if from_predictions:
+        shown = ", ".join(from_predictions[:10]) + (", ..." if len(from_predictions) > 10 else "")
+        report.warn(f"{path}: --use-predictions: {len(from_predictions)} document(s) are unreviewed model "
+                    f"predictions read as gold: {shown}")
     return docs, report
 
 
@@ -122,13 +136,13 @@ def is_label_studio_record(record: Any) -> bool:
 
 
 def document_from_task(task: Any, path: str, line: int, default_id: str, tally: Counter[str],
-                       seen_min_ids: set[str]) -> Document | None:
+                       seen_min_ids: set[str], use_predictions: bool = False) -> Document | None:
     """One task (or JSON-MIN record) as a Document; None for a task that has no labels to read (counted)."""
     if not isinstance(task, dict):
         raise InputError(path, line, f"expected a task object, got {type(task).__name__}")
     if isinstance(task.get("data"), dict):
         fields = task["data"]
-        result = _chosen_result(task, path, line, tally)
+        result = _chosen_result(task, path, line, tally, use_predictions)
         if result is None:
             return None
         regions = _label_regions(result, path, line, tally)
@@ -141,6 +155,7 @@ def document_from_task(task: Any, path: str, line: int, default_id: str, tally: 
             tally["later_annotations"] += 1
             return None
         seen_min_ids.add(task_id)
+        tally["json_min_ids"] = 1
         fields = {k: v for k, v in task.items() if k not in JSON_MIN_META}
         regions = [v for values in fields.values() if _is_region_list(values) for v in values]
         fields = {k: v for k, v in fields.items() if not _is_region_list(v)}
@@ -153,7 +168,8 @@ def document_from_task(task: Any, path: str, line: int, default_id: str, tally: 
     return Document(str(doc_id), text, entities)
 
 
-def _chosen_result(task: dict[str, Any], path: str, line: int, tally: Counter[str]) -> list[Any] | None:
+def _chosen_result(task: dict[str, Any], path: str, line: int, tally: Counter[str],
+                   use_predictions: bool = False) -> list[Any] | None:
     annotations = task.get("annotations", task.get("completions")) or []
     if not isinstance(annotations, list):
         raise InputError(path, line, "'annotations' must be a list")
@@ -162,14 +178,17 @@ def _chosen_result(task: dict[str, Any], path: str, line: int, tally: Counter[st
     chosen = next((a for a in usable if a.get("ground_truth")), usable[0] if usable else None)
     if len(usable) > 1:
         tally["several_annotations"] += 1
+    if chosen is None and annotations:  # skipped by the annotator: never training data, predictions or not
+        tally["cancelled"] += 1
+        return None
     if chosen is None:
         predictions = task.get("predictions") or []
         full = [p for p in predictions if isinstance(p, dict)] if isinstance(predictions, list) else []
-        if full:
+        if full and use_predictions:
             tally["from_predictions"] += 1
             chosen = full[0]
         else:
-            tally["predictions_by_id" if predictions else "cancelled" if annotations else "unlabelled"] += 1
+            tally["unreviewed" if full else "predictions_by_id" if predictions else "unlabelled"] += 1
             return None
     result = chosen.get("result") or []
     if not isinstance(result, list):
@@ -256,11 +275,14 @@ def utf16_to_code_points(text: str) -> list[int | None]:
 
 def _tally_messages(tally: Counter[str]) -> list[str]:
     texts = {
-        "from_predictions": "{n} task(s) without a usable annotation were read from their first prediction",
         "unlabelled": "{n} task(s) without annotations were skipped",
-        "cancelled": "{n} task(s) whose annotations were all cancelled were skipped",
-        "predictions_by_id": "{n} task(s) without annotations list predictions by id only and were skipped (export "
-                             "a snapshot with full predictions to read them)",
+        "cancelled": "{n} task(s) the annotator skipped (was_cancelled) were left out, whatever their predictions",
+        "unreviewed": "{n} task(s) with predictions but no annotation were skipped: nobody reviewed them (pass "
+                      "--use-predictions to read unreviewed predictions as gold)",
+        "predictions_by_id": "{n} task(s) without annotations list predictions by id only and were skipped "
+                             "(unreviewed; with --use-predictions, a snapshot export with full predictions is read)",
+        "json_min_ids": "JSON-MIN puts Label Studio's task id in place of the task data's id: the documents have "
+                        "task ids (export JSON to keep data.id)",
         "several_annotations": "{n} task(s) have several annotations; the ground-truth one, else the first, was read",
         "later_annotations": "{n} JSON-MIN record(s) repeat a task id (another annotation of the task); the first "
                              "was kept",
