@@ -11,7 +11,9 @@ It builds a tiny random Qwen2 with a character tokenizer (as ``nerft demo`` does
    work, 401); "held" counts the requests that got it.
 2. abandoned work: three 32 x 4000-character requests whose client gives up after 0.5 s, then one one-text request
    (the probe that once took 27.8 s): its latency, and how many of the 96 texts were computed vs skipped.
-3. SIGTERM with requests in flight: they must all finish with 200; the process must exit 0.
+3. idle connections: 300 connections that send nothing or half a request line, beside 32 normal requests: all
+   answered, the idle ones closed by ``--header-timeout``.
+4. SIGTERM with requests in flight: they must all finish with 200; the process must exit 0.
 
 Writes ``serve_load.json`` and ``serve_load.md`` (latency p50/p95, status counts, server RSS, what else ran on the
 machine). The numbers describe the server's behaviour, not the model: the model is random and its answers are cut
@@ -189,6 +191,48 @@ async def mixed_load(url: str, key: str, texts: list[str], clients: int, request
     return records
 
 
+async def idle_connections(url: str, key: str, texts: list[str], n_idle: int = 300) -> dict[str, Any]:
+    """``n_idle`` connections that send nothing (a third) or the start of a request and stop, opened before 8
+    clients send 24 valid requests and 8 /health probes; then how long the server takes to close the idle ones
+    (its --header-timeout)."""
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    idle = []
+    for k in range(n_idle):
+        reader, writer = await asyncio.open_connection(host, port)
+        if k % 3:
+            writer.write(b"POST /v1/ner HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            await writer.drain()
+        idle.append((reader, writer))
+    t0 = time.monotonic()
+    statuses: list[int | str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async def serve_one(k: int) -> None:
+            if k % 4 == 3:
+                statuses.append((await client.get("/health")).status_code)
+                return
+            body = json.dumps({"texts": [texts[k % len(texts)]]}, ensure_ascii=False).encode()
+            statuses.append((await one_request(client, body, key))[0])
+
+        await asyncio.gather(*(serve_one(k) for k in range(32)))
+    served_s = time.monotonic() - t0
+    closed_at: list[float] = []
+    still_open = 0
+    for reader, writer in idle:  # the server closes each: reading then ends with b""
+        try:
+            await asyncio.wait_for(reader.read(), max(1.0, 30 - (time.monotonic() - t0)))
+        except asyncio.TimeoutError:
+            still_open += 1
+        except ConnectionError:
+            pass
+        closed_at.append(time.monotonic() - t0)
+        writer.close()
+    metrics_text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {key}"}).text
+    return {"idle_connections": n_idle, "served": len(statuses), "statuses": dict(Counter(map(str, statuses))),
+            "served_seconds": round(served_s, 2), "all_idle_closed_after_s": round(max(closed_at), 1),
+            "idle_still_open_after_30_s": still_open,
+            "timed_out_metric": metric(metrics_text, "nerft_connections_timed_out_total")}
+
+
 def summarize(records: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for kind in KINDS:
@@ -270,6 +314,8 @@ def run(clients: int, requests: int, seed: int) -> dict[str, Any]:
             log(f"mixed load: {len(records)} requests in {load_s:.1f} s")
             abandoned = asyncio.run(asyncio.wait_for(abandoned_work(url, key, texts), 300))
             log(f"abandoned work: {abandoned}")
+            idle = asyncio.run(asyncio.wait_for(idle_connections(url, key, texts), 300))
+            log(f"idle connections: {idle}")
             metrics_text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {key}"}).text
             alive = httpx.get(url + "/health").status_code == 200
             sampler.stop.set()
@@ -289,7 +335,7 @@ def run(clients: int, requests: int, seed: int) -> dict[str, Any]:
         "requests": len(records), "held": sum(r["held"] for r in records), "by_kind": rows,
         "status_counts": dict(Counter(str(r["status"]) for r in records)),
         "server_alive_after_load": alive, "server_rss": sampler.summary(),
-        "abandoned_work": abandoned, "sigterm": sigterm,
+        "abandoned_work": abandoned, "idle_connections": idle, "sigterm": sigterm,
         "metrics_excerpt": [line for line in metrics_text.splitlines()
                             if line.startswith(("nerft_http_requests_total{path=\"/v1/ner\"", "nerft_texts",
                                                 "nerft_batch_texts_count", "nerft_batch_texts_sum",
@@ -326,6 +372,12 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"({', '.join(a['client_outcomes'])}): {a['abandoned_texts_computed']} of their {a['abandoned_texts']} texts "
         f"were computed, {a['abandoned_texts_skipped']} skipped; the next one-text request answered "
         f"{a['next_request_status']} in {a['next_request_seconds']} s.",
+        "",
+        f"**Idle connections**: {r['idle_connections']['idle_connections']} connections that send nothing or "
+        f"the start of a request and stop, open while 32 requests were sent (24 valid, 8 /health): statuses "
+        f"{r['idle_connections']['statuses']} in {r['idle_connections']['served_seconds']} s; every idle one "
+        f"closed by the server after {r['idle_connections']['all_idle_closed_after_s']} s "
+        f"(nerft_connections_timed_out_total {r['idle_connections']['timed_out_metric']:g}).",
         "",
         f"**SIGTERM with {t['in_flight']} requests in flight**: their outcomes {t['in_flight_outcomes']}; a request "
         f"sent after the signal: {t['request_after_sigterm']} (the port is closed at once); the application's "
