@@ -175,3 +175,14 @@ def test_the_predictor_decodes_the_format_end_to_end(angle, tiny_tokenizer, mode
     # and a "no entity" start raised makes every answer the none text, read as no entity
     nothing = predictor(model, tiny_tokenizer, none_bias=-1e4).predict_detailed(TEXTS)
     assert [(p.answers, p.entities, p.parse_failures) for p in nothing] == [(["-"], [], 0)] * len(TEXTS)
+
+
+def test_a_registered_format_is_one_training_and_export_configs_accept(angle):
+    from nerft.config import ConfigError, from_dict
+    from nerft.train import TrainConfig
+    from nerft.trainer_formats import SftExportConfig
+
+    assert from_dict(TrainConfig, {"data": {"output_format": angle.name}}).data.output_format == angle.name
+    assert from_dict(SftExportConfig, {"output_format": angle.name}).output_format == angle.name
+    with pytest.raises(ConfigError, match="'data.output_format' must be one of .*angle.*, got 'xml'"):
+        from_dict(TrainConfig, {"data": {"output_format": "xml"}})

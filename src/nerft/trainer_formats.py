@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import ConfigError, opt
+from .config import ConfigError, check_output_format, opt
 from .formats import NONE_ANSWERS, get_format
 from .jsonl import iter_jsonl, write_jsonl
 from .labels import LabelSet
@@ -69,13 +69,13 @@ class SftExportConfig:
         None, "also write the prompt/answer pairs nerft trains on for LLaMA-Factory (alpaca or sharegpt, with "
               "dataset_info.json) or ms-swift/OpenAI (messages JSONL), into OUT/<format>/",
         aliases=("--export-format",))
-    output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "the answer format, as train's "
-                                                                            "data.output_format")
+    output_format: str = opt("compact", "the answer format, as train's data.output_format")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "as train's data.prompt_style")
     describe_labels: bool = opt(False, "as train's data.describe_labels")
     system_prompt: str | None = opt(None, "as train's data.system_prompt: your own system prompt")
 
     def __post_init__(self) -> None:
+        check_output_format(self.output_format, "export.output_format")
         if self.prompt_style == "tutorial" and self.output_format != "tutorial":
             raise ConfigError("export.prompt_style tutorial goes with export.output_format tutorial")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import opt
+from ..config import check_output_format, opt
 from ..modeling import LoraSettings, ModelConfig
 from ..tracking import TrackingConfig
 
@@ -22,7 +22,8 @@ class DataConfig:
                                   "with its own folder's label set; the run's label set, prompt, lexicon and dev "
                                   "(unless data.labels/data.dev) are the first folder's; predict with another "
                                   "folder's set with --label-set", factory=list)
-    output_format: Literal["compact", "jsonl", "tutorial"] = opt("compact", "what the model learns to write")
+    output_format: str = opt("compact", "what the model learns to write: compact, jsonl, tutorial, or a format "
+                                        "registered with nerft.formats.register_format")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")
     describe_labels: bool = opt(False, "add each label's description to the prompt")
     examples_in_prompt: int = opt(0, "append N worked examples to the system prompt: short training documents "
@@ -51,6 +52,9 @@ class DataConfig:
                                      "dropout mask on the prefix for the whole micro-batch); not with packing or "
                                      "gradient checkpointing")
 
+
+    def __post_init__(self) -> None:
+        check_output_format(self.output_format, "data.output_format")
 
 @dataclass
 class OptimConfig:
