@@ -248,11 +248,11 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-
 def check_output_format(name: str, key: str) -> None:
     """An output format field names a known format (the three built in, or one added with
     ``formats.register_format``)."""
     if name not in FORMATS:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(FORMATS)}, got {name!r}")
+
 
 __all__ = ["ConfigError", "opt", "from_dict", "to_dict", "load_yaml", "add_config_arguments", "build_config"]

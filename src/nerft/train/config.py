@@ -52,7 +52,6 @@ class DataConfig:
                                      "dropout mask on the prefix for the whole micro-batch); not with packing or "
                                      "gradient checkpointing")
 
-
     def __post_init__(self) -> None:
         check_output_format(self.output_format, "data.output_format")
 
