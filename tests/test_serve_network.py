@@ -70,7 +70,7 @@ def metric(url: str, series: str) -> float:
 
 
 def test_idle_connections_cannot_lock_clients_out():
-    settings = ServeSettings(header_timeout=5.0, queue_size=16, max_batch=4)  # the old limit: 16 + 4 + 16 = 36
+    settings = ServeSettings(header_timeout=8.0, queue_size=16, max_batch=4)  # the old limit: 16 + 4 + 16 = 36
     with real_server(settings) as (url, guard):
         idle = idle_sockets(url, 300)
         start = time.monotonic()
@@ -86,7 +86,7 @@ def test_idle_connections_cannot_lock_clients_out():
         assert codes == [200] * 40  # every served client answered while 300 idle connections were open
         assert guard.timed_out == 0 and guard.open >= 300  # ... while all the idle ones were still open
         assert all(closed_by_server(s, 8.0) for s in idle)  # then each closed by the server, none left open
-        assert 5.0 <= time.monotonic() - start < 5.0 + 8.0
+        assert 7.0 <= time.monotonic() - start < 8.0 + 8.0  # not before the timeout (less the opening time)
         for s in idle:
             s.close()
         assert metric(url, "nerft_connections_timed_out_total") == 300
