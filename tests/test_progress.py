@@ -56,3 +56,11 @@ def test_the_command_chooses_bars_or_nothing(caplog):
             off.update(5)
         assert list(track(range(3), "reading", total=3, show=False)) == [0, 1, 2]
     assert forced._bar is not None and off._bar is None and caplog.records == []
+
+
+def test_a_stage_logger_does_not_repeat_its_name(caplog):
+    with caplog.at_level(logging.INFO, logger="nerft"), progress(2, "train", log=logging.getLogger("nerft.train"),
+                                                                 stream=io.StringIO()) as meter:
+        meter.update(2)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("nerft.train", "0% (0/2 steps)"),
+                                                                  ("nerft.train", "100% (2/2 steps)")]

@@ -83,8 +83,14 @@ class Progress:
             return
         self._logged = part
         extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
-        self.log.info("%s: %d%% (%d/%d %ss)%s", self.desc, round(100 * min(self.n, self.total) / self.total),
-                    self.n, self.total, self.unit, extra)
+        what = "" if self.log.name.endswith("." + self.desc) else self.desc + ": "  # not "nerft train: train: "
+        self.log.info("%s%d%% (%d/%d %ss)%s", what, round(100 * min(self.n, self.total) / self.total),
+                      self.n, self.total, self.unit, extra)
+
+
+def choice(show: bool | None = None) -> bool | None:
+    """``show`` if given, else the running command's choice (None: neither asked for nor against bars)."""
+    return _CHOICE[0] if show is None else show
 
 
 def write_line(line: str, stream: TextIO) -> None:
@@ -135,4 +141,4 @@ def track(items: Iterable[T], desc: str, *, total: int | None = None, unit: str 
             meter.update()
 
 
-__all__ = ["Progress", "progress", "track", "chosen", "wants_bar", "write_line"]
+__all__ = ["Progress", "progress", "track", "chosen", "choice", "wants_bar", "write_line"]

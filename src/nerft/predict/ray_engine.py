@@ -31,7 +31,7 @@ from typing import Any
 from ..config import opt
 from ..inference.options import LoadOptions, PredictOptions
 from ..jsonl import dumps_line
-from ..progress import wants_bar
+from ..progress import choice, wants_bar
 from ..schema import NerftError, atomic_write
 from .files import prediction_row, read_inputs
 
@@ -155,12 +155,11 @@ def predict_shards(load: LoadOptions, options: PredictOptions, inputs: Sequence[
              for k, rows in enumerate(docs) for i, (doc_id, text) in enumerate(rows)]
     if not items:
         return len(pending), 0
-    progress = wants_bar(progress)  # Ray's bars and its workers' output, as nerft's own bars
-    if not ray.is_initialized():
-        ray.init(address=ray_opts.address, log_to_driver=progress)
+    if not ray.is_initialized():  # the workers' output unless --no-progress (as before); Ray's bars as nerft's
+        ray.init(address=ray_opts.address, log_to_driver=choice(progress) is not False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # shards finish one after another: little to buffer
-    context.enable_progress_bars = progress
+    context.enable_progress_bars = wants_bar(progress)
     dataset = ray.data.from_items(items).map_batches(
         PredictActor, batch_size=options.batch_size, compute=ray.data.ActorPoolStrategy(size=ray_opts.actors),
         **actor_arguments(load, options, ray_opts, labels, raw))
