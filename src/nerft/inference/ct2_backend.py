@@ -71,9 +71,13 @@ class CT2Engine:
         lps: list[list[float]] = [[] for _ in prompts]
         ended = [False] * len(prompts)
 
+        stops = set(self.stops)
+
+        # The callback must not hold the engine: CTranslate2 may drop it last in its own worker thread, and a
+        # Generator freed there would join that thread from itself (abort: "Resource deadlock avoided").
         def step(result) -> bool:  # one generated token of one row; True stops that row
             b = result.batch_id
-            if result.token_id in self.stops:
+            if result.token_id in stops:
                 ended[b] = True
                 return True
             ids[b].append(result.token_id)
