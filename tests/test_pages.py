@@ -197,6 +197,10 @@ def test_serve_page_needs_no_key_but_the_api_does(tmp_path):
     assert about == {"base": "Qwen/Qwen2-1.5B-Instruct @ abc123", "adapter": "run/adapter",
                      "scores": {"dev F1": 76.4, "test F1": 80.3}}
     assert describe_model(LoadOptions(model=str(tmp_path / "missing"))) == {}
+    local = tmp_path / "local"
+    RunInfo(base_model=BaseModelRef(str(tmp_path / "models" / "qwen-0.5b")), labels=LABELS,
+            prompt=build_prompt(LABELS, "compact")).save(local)
+    assert describe_model(LoadOptions(model=str(local)))["base"] == "qwen-0.5b (local)"  # not the machine's paths
     app = create_app(StubPredictor(), ServeSettings(api_key="k", max_texts=5), routers=[page_router(about)])
     with TestClient(app) as c:
         page = c.get("/")

@@ -35,7 +35,9 @@ def describe_model(load) -> dict[str, Any]:
         base = (info.merged_from or {}).get("base_model")
         about["base"] = f"merged from {base}" if base else "merged weights"
     else:
-        about["base"] = where.weights.name_or_path + (f" @ {where.weights.revision}" if where.weights.revision else "")
+        source = where.weights.name_or_path  # a hub id as given; a local folder by its name
+        about["base"] = (f"{Path(source).name} (local)" if Path(source).is_absolute() else source) + (
+            f" @ {where.weights.revision}" if where.weights.revision else "")
     if where.adapter is not None:
         about["adapter"] = "/".join(Path(where.adapter).parts[-2:])
     if info is not None and info.decoding and info.decoding.get("setting"):
