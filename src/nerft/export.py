@@ -89,6 +89,12 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
         return export_model(load, output, overwrite=overwrite, repo_id=repo_id)
     if fmt not in ENGINE_FORMATS:
         raise NerftError(f"unknown --format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
+    from .export_ct2 import CT2_QUANTS
+    from .export_gguf import GGUF_QUANTS
+
+    if quant and quant not in (GGUF_QUANTS if fmt == "gguf" else CT2_QUANTS):
+        raise NerftError(f"--quant {quant!r} is not a {fmt} type nerft writes; choose "
+                         f"{', '.join(GGUF_QUANTS if fmt == 'gguf' else CT2_QUANTS)}")
     output = Path(output)
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
