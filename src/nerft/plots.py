@@ -208,8 +208,10 @@ def _epoch_starts(log: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
 
 
 def _mark_steps(ax: Any, epochs: Sequence[tuple[int, int]], budget: tuple[int, str] | None) -> None:
-    """Dotted epoch starts (labelled with the epoch, counted from 1) and the step the time budget ran out."""
-    for step, epoch in epochs:
+    """Dotted epoch starts (labelled with the epoch, counted from 1; every k-th when there are more than 6) and the
+    step the time budget ran out."""
+    every = max(1, (len(epochs) + 5) // 6)
+    for step, epoch in epochs[::every]:
         ax.axvline(step, color="#888888", linestyle=":", linewidth=1)
         ax.annotate(f"epoch {epoch + 1}", (step, 1), xycoords=("data", "axes fraction"), xytext=(2, -2),
                     textcoords="offset points", fontsize=7, color="#666666", va="top")
@@ -237,12 +239,13 @@ def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike,
         used = f"{timed[-1][1] / 60:.1f} of {budget_minutes:g} min budget used" if timed and not over else None
     if loss:
         steps, values = [p[0] for p in loss], [p[1] for p in loss]
-        ax.plot(steps, values, color=LOSS, alpha=0.25, linewidth=1, label="logged")
-        weight = min(0.9, max(0.0, 1 - 8 / len(values)))
-        ax.plot(steps, smoothed(values, weight), color=LOSS, linewidth=2, label=f"smoothed ({weight:.2f})")
-        if min(values) > 0:
+        weight = min(0.9, max(0.0, 1 - 8 / len(values)))  # a few points are shown as they are
+        ax.plot(steps, values, color=LOSS, alpha=0.25 if weight else 1, linewidth=1 if weight else 2, label="logged")
+        if weight:
+            ax.plot(steps, smoothed(values, weight), color=LOSS, linewidth=2, label=f"smoothed (EMA {weight:.2f})")
+            ax.legend(fontsize="small", frameon=False, loc="lower left")
+        if min(values) > 0 and max(values) >= 10 * min(values):  # a spike would flatten the rest on a linear scale
             ax.set_yscale("log")
-        ax.legend(fontsize="small", frameon=False, loc="lower left")
         _mark_steps(ax, epochs, budget)
     else:
         ax.text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=ax.transAxes)
@@ -254,8 +257,9 @@ def training_curves(log: Sequence[Mapping[str, Any]], path: str | os.PathLike,
         right.plot([p[0] for p in f1], [p[1] for p in f1], color=F1, marker="o" if len(f1) < 40 else None,
                    markersize=3, linewidth=1.5)
         best = max(f1, key=lambda p: p[1])
+        late = best[0] > (f1[0][0] + f1[-1][0]) / 2  # the label goes inwards, never past the frame
         right.annotate(f"best {best[1]:.1f} (step {best[0]})", best, textcoords="offset points", xytext=(0, 6),
-                       ha="center", fontsize=8, color=F1)
+                       ha="right" if late else "left", fontsize=8, color=F1)
         right.set_ylim(0, 108)
         right.set_title("dev F1 (strict, percent)", fontsize=10)
         right.set_xlabel("step")
