@@ -42,7 +42,7 @@ def _edit_json(path, change):
 ADAPTER_DAMAGE = {
     "catastrophic regex": (lambda run: _edit_json(run / "adapter" / "adapter_config.json",
                                                   lambda c: {**c, "target_modules": "(.*.*)*q_proj_x"}),
-                           "target_modules must be a list of module names"),
+                           "cannot put the adapter"),  # it matches no module: resolved in no time, refused
     "r 0": (lambda run: _edit_json(run / "adapter" / "adapter_config.json", lambda c: {**c, "r": 0}),
             "r must be a positive integer"),
     "truncated weights": (lambda run: (run / "adapter" / "adapter_model.safetensors").write_bytes(
@@ -63,6 +63,20 @@ def test_a_damaged_model_folder_is_one_line(stopped_run, tmp_path, capsys, damag
     err = capsys.readouterr().err.strip().splitlines()
     assert len([line for line in err if "error" in line]) == 1 and words in err[-1], err[-3:]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_a_regular_expression_as_target_modules_loads_as_the_names_it_matches(stopped_run, tmp_path, capsys):
+    """ms-swift and others save target_modules as a pattern: it is matched with a time limit, then given to peft
+    as names, so the adapter answers exactly as with its list."""
+    run, _ = _copy(stopped_run, tmp_path)
+    args = ["predict", "--model", str(run), "--output-format", "nerft", "--max-new-tokens", "6", "张三在北京。"]
+    assert main(args) == 0
+    listed = capsys.readouterr().out
+    config = run / "adapter" / "adapter_config.json"
+    names = json.loads(config.read_text())["target_modules"]
+    _edit_json(config, lambda c: {**c, "target_modules": rf"model\.layers\.\d+\..*\.({'|'.join(names)})"})
+    assert main(args) == 0
+    assert capsys.readouterr().out == listed
 
 
 def _state(run):

@@ -137,14 +137,15 @@ def tokenizer_dir(run_dir: str | Path) -> Path:
 
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
-_MODULE_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
 
 def check_adapter_folder(adapter: Path) -> None:
     """Refuse a peft adapter folder whose config or weights would hang, crash or load nonsense, before peft reads
-    it: ``target_modules`` must be module names (peft matches a string as a regular expression against every
-    module name, with no time limit: a catastrophic pattern spins forever), ``r`` a positive integer,
-    ``lora_alpha`` a positive number, and the safetensors file whole."""
+    it: ``target_modules`` module names or one valid regular expression (which the loader resolves to names
+    with a time limit: peft would match it with ``re.fullmatch`` against every module name, without one, and a
+    catastrophic pattern spins for ever), ``r`` a positive integer, ``lora_alpha`` a positive number, and the
+    safetensors file whole."""
     config_file = adapter / ADAPTER_CONFIG
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -153,11 +154,17 @@ def check_adapter_folder(adapter: Path) -> None:
     if not isinstance(config, dict):
         raise NerftError(f"{config_file}: expected a JSON object")
     targets = config.get("target_modules")
-    names = [targets] if isinstance(targets, str) else targets
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n)
-                                                             for n in names):
-        raise NerftError(f"{config_file}: target_modules must be a list of module names (letters, digits, _ and .), "
-                         f"got {str(targets)[:80]!r}; a regular expression is not accepted from a model folder")
+    if isinstance(targets, str) and not _MODULE_NAME.fullmatch(targets):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise NerftError(f"{config_file}: target_modules is not a valid regular expression ({exc})") from None
+        if len(targets) > 2000:
+            raise NerftError(f"{config_file}: target_modules is a regular expression of {len(targets)} characters")
+    elif not (isinstance(targets, list) and targets and all(isinstance(n, str) and _MODULE_NAME.fullmatch(n)
+                                                            for n in targets)) and not isinstance(targets, str):
+        raise NerftError(f"{config_file}: target_modules must be a list of module names or one regular expression, "
+                         f"got {str(targets)[:80]!r}")
     r, alpha = config.get("r"), config.get("lora_alpha")
     if isinstance(r, bool) or not isinstance(r, int) or not 0 < r <= 65536:
         raise NerftError(f"{config_file}: r must be a positive integer, got {r!r}")
@@ -166,6 +173,12 @@ def check_adapter_folder(adapter: Path) -> None:
     weights = adapter / ADAPTER_WEIGHTS
     if weights.is_file():
         check_safetensors(weights)
+
+
+def target_pattern(adapter: Path) -> str | None:
+    """The adapter's ``target_modules`` when it is a regular expression (not a module name), else None."""
+    targets = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("target_modules")
+    return targets if isinstance(targets, str) and not _MODULE_NAME.fullmatch(targets) else None
 
 
 def check_safetensors(path: Path) -> None:

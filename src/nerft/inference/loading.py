@@ -9,6 +9,7 @@ torch. They import ``location`` and ``base``, never this module.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ..labels import LabelSet
 from ..modeling import load_model, resolve_device
 from ..prompts import Prompt
-from ..rundir import check_adapter_folder
+from ..rundir import check_adapter_folder, target_pattern
 from ..schema import NerftError
 from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
@@ -43,13 +44,37 @@ def load_weights(where: ModelLocation, merge: bool = True):
         if not (where.adapter / "adapter_config.json").is_file():
             raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
         check_adapter_folder(where.adapter)  # a tampered config or truncated weights: one line, not a hang
+        config = resolved_targets_config(where.adapter, lm)
         try:
-            lm = PeftModel.from_pretrained(lm, str(where.adapter))
+            lm = PeftModel.from_pretrained(lm, str(where.adapter), **({"config": config} if config else {}))
         except (ValueError, KeyError, RuntimeError) as exc:  # shapes or names that do not fit the base model
             raise NerftError(f"cannot put the adapter {where.adapter} on {where.weights.name_or_path}: "
                              f"{str(exc).splitlines()[0][:160]}") from None
         lm = lm.merge_and_unload() if merge else lm
     return lm.eval()
+
+
+def resolved_targets_config(adapter: Path, lm, seconds: float = 2.0):
+    """The adapter's peft config with a ``target_modules`` regular expression replaced by the module names it
+    matches, found with the ``regex`` module under a time limit (None when the config lists names): peft would
+    run the pattern through ``re.fullmatch`` on every module name without one."""
+    import regex
+    from peft import PeftConfig
+
+    pattern = target_pattern(adapter)
+    if pattern is None:
+        return None
+    deadline, names = time.monotonic() + seconds, []
+    try:
+        for name, _ in lm.named_modules():
+            if regex.fullmatch(pattern, name, timeout=max(deadline - time.monotonic(), 0.001)):
+                names.append(name)
+    except TimeoutError:
+        raise NerftError(f"{adapter / 'adapter_config.json'}: matching target_modules {pattern[:60]!r} against the "
+                         f"model's module names took over {seconds:g} s; list the module names instead") from None
+    config = PeftConfig.from_pretrained(str(adapter))
+    config.target_modules = names
+    return config
 
 
 def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedModel:
