@@ -88,7 +88,10 @@ class CT2Engine:
 
         convert = self.tokenizer.convert_ids_to_tokens
         kwargs = {"static_prompt": convert(self.prefix)} if static else {}
-        self.generator.generate_batch([convert(r) for r in starts], max_length=max(limits), sampling_topk=1,
+        # the prompt tokens past the batch's shortest are forced through the decoding loop and may count towards
+        # max_length; each row's own bound is kept by the callback
+        spread = max(len(r) for r in starts) - min(len(r) for r in starts)
+        self.generator.generate_batch([convert(r) for r in starts], max_length=max(limits) + spread, sampling_topk=1,
                                       end_token=self.stops, include_prompt_in_result=False, return_scores=True,
                                       callback=step, **kwargs)
         return [Generated(self.tokenizer.decode(ids[b], skip_special_tokens=True), ids[b], lps[b],
