@@ -7,9 +7,10 @@ folder keeps the run's nerft.json, tokenizer, decoding and model card beside the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .schema import NerftError
+from .schema import NerftError, atomic_write
 
 CT2_QUANTS = ("int8", "int8_float32", "int8_bfloat16", "int16", "bfloat16", "float16", "float32")
 DEFAULT_CT2_QUANT = "int8"
@@ -24,4 +25,11 @@ def convert_ct2(merged: Path, dest: Path, quant: str = DEFAULT_CT2_QUANT) -> Pat
     except ImportError:
         raise NerftError("nerft export --format ct2 needs CTranslate2: pip install 'nerft[ct2]'") from None
     TransformersConverter(str(merged), low_cpu_mem_usage=True).convert(str(dest), quantization=quant, force=True)
+    # CTranslate2's config.json takes the Hugging Face one's place; without its model_type, transformers loading the
+    # tokenizer beside it warns of a Mistral regex (wrongly: the tokens are the same)
+    hf = json.loads((merged / "config.json").read_text(encoding="utf-8"))
+    ct2 = json.loads((dest / "config.json").read_text(encoding="utf-8"))
+    ct2.update({k: hf[k] for k in ("model_type", "transformers_version") if k in hf})
+    with atomic_write(dest / "config.json") as f:
+        json.dump(ct2, f, indent=2)
     return dest / "model.bin"
