@@ -167,7 +167,7 @@ def test_prepare_help_lists_its_options(capsys):
 def test_builtin_label_sets():
     ccf = ccfbdci_labels()
     assert ccf.codes == ["LOC", "PER", "GPE", "ORG"] and ccf.name_of("PER") == "人名"
-    assert len(cluener_labels()) == 10 and set(BUILTIN_LABEL_SETS) == {"ccfbdci", "cluener"}
+    assert len(cluener_labels()) == 10 and set(BUILTIN_LABEL_SETS) == {"ccfbdci", "cluener", "weibo"}
     assert load_label_set("cluener").codes == cluener_labels().codes
 
 
