@@ -175,11 +175,12 @@ def test_given_labels_map_names_and_reject_or_drop_unknown_labels(tmp_path):
 
 def test_labels_are_inferred_when_no_builtin_covers_them(tmp_path):
     source = tmp_path / "d.jsonl"
+    # (PER.NAM/PER.NOM alone would be the built-in weibo set's)
     write_nerft(source, [Document("1", "张三", [Entity(0, 2, "PER.NAM", "张三")]),
-                         Document("2", "老师", [Entity(0, 2, "PER.NOM", "老师")])])
+                         Document("2", "老师", [Entity(0, 2, "TITLE.NOM", "老师")])])
     report, out = run(tmp_path, source, plot=False, dev=0, test=0)
     assert report.label_source == "inferred from the data"
-    assert [lab["code"] for lab in json.loads((out / "labels.json").read_text())["labels"]] == ["PER.NAM", "PER.NOM"]
+    assert [lab["code"] for lab in json.loads((out / "labels.json").read_text())["labels"]] == ["PER.NAM", "TITLE.NOM"]
 
 
 def test_label_file(tmp_path, sft_file):
