@@ -193,7 +193,7 @@ def test_tune_and_serve_start_from_the_run_decoding(run, data, tmp_path, monkeyp
     monkeypatch.setattr(nerft.inference.loading, "open_predictor",
                         lambda load, options: opened.append(options) or SimpleNamespace(name="run"))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
-    monkeypatch.setattr("nerft.serve.app.create_app", lambda predictor, settings, routers=(): None)
+    monkeypatch.setattr("nerft.serve.app.create_app", lambda predictor, settings, routers=(), connections=None: None)
     chosen = RunInfo.load(run).decoding["options"]
     for flags in ([], ["--lexicon-min-count", "7"], ["--no-run-decoding"]):
         assert cli.main(["serve", "--model", str(run), *flags]) == 0
