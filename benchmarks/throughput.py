@@ -109,7 +109,7 @@ def run_engine(folder: str, engine: str, batch_size: int, engine_threads: int, t
     windows = sum(len(p.answers) for p in predictions)
     write_jsonl(out_file, [{"id": d["id"], "text": d["text"], "entities": [e.to_dict() for e in p.entities]}
                            for d, p in zip(docs, predictions, strict=True)])
-    return {"docs": len(docs), "windows": windows, "load_s": round(load_s, 2), "seconds": round(seconds, 2),
+    return {"docs": len(docs), "windows": windows, "load_s": load_s, "seconds": seconds,
             "prompt_tokens": prompt_tokens, "answer_tokens": answer_tokens, "unfinished": predictor.stats.unfinished}
 
 
@@ -238,7 +238,7 @@ def write_table(state: dict, sizes: dict, test_file: str, args, work: Path) -> N
         sets = entity_sets(r["out_file"])
         reference = reference or sets
         row = {"engine": r["engine"], "batch": r["batch"], "docs": r["docs"],
-               "docs_per_s": round(r["docs"] / r["seconds"], 2), "load_s": r["load_s"],
+               "docs_per_s": round(r["docs"] / r["seconds"], 2), "load_s": round(r["load_s"], 2),
                "same_entities": round(sum(a == b for a, b in zip(sets, reference, strict=True)) / len(sets), 4),
                "peak_rss_gb": r["peak_rss_gb"], **roofline(r, r["engine"], r["batch"], sizes, state["limits"])}
         gold = test_file if args.limit is None else _gold_subset(test_file, args.limit, work)
