@@ -301,11 +301,11 @@ def write_outputs(metrics: dict[str, Any], cfg: EvaluateConfig, out: Path, gold:
     bar_chart_per_label(metrics, out / "per_label.png")
     with atomic_write(out / "report.md") as f:
         f.write(report_markdown(metrics, cfg))
-
-
     sources = {"gold": cfg.gold, "predictions": cfg.pred or f"{cfg.score_with} (--score-with)"}
     with atomic_write(out / "report.html") as f:
         f.write(report_page(gold, preds, metrics, labels, sources))
+
+
 def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
     labels = sorted({g for g in metrics["confusion"]} | {p for row in metrics["confusion"].values() for p in row})
     lines = [

@@ -10,6 +10,7 @@ Runs unchanged on one CPU/GPU, under ``torchrun`` / ``accelerate launch`` (DDP),
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -32,6 +33,7 @@ from ..modeling import (
     resolve_autocast,
     resolve_device,
 )
+from ..progress import progress
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
 from ..schema import Document, NerftError, atomic_write, write_json
 from ..tracking import Tracker
@@ -58,6 +60,8 @@ from .evaluation import predict_documents, sample_rows, score
 from .interrupts import Interrupts, TrainingInterrupted
 from .schedule import TrainingClock, build_schedule
 from .step import StepStats, SupervisedLoss, ThroughputMeter, accumulate_gradients, apply_gradients
+
+logger = logging.getLogger("nerft.train")
 
 
 @dataclass
@@ -163,11 +167,11 @@ class Trainer:
         resume_step = self.position.step if self.resume_from is not None else None
         tracker = Tracker(cfg.tracking, run_dir, cfglib.to_dict(cfg), resume_step=resume_step, enabled=self.main)
         if self.main:
-            print(f"nerft train: {len(self.data.examples)} examples ({self.data.overlong} over max_length "
-                  f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised tokens; "
-                  f"{sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} steps of "
-                  f"{cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
-                  f"{self.accelerator.device}; autocast {self.autocast_note}")
+            logger.info(f"{len(self.data.examples)} examples ({self.data.overlong} over max_length "
+                        f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised "
+                        f"tokens; {sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} "
+                        f"steps of {cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
+                        f"{self.accelerator.device}; autocast {self.autocast_note}")
         return tracker
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------------
@@ -252,26 +256,20 @@ class Trainer:
 
     def run(self) -> str:
         """Train until done; returns why it stopped ("steps", "time budget", "session limit")."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         if self.resume_from is not None and self.finished_before() and not self.eval_pending:
             return "steps" if self.position.step >= self.total_steps else "time budget"
         if self.main and self.dev_docs and cfg.eval.at_start and self.resume_from is None:
             self.start_scores = self.evaluate(self.dev_docs, "dev")
-            print(f"dev before training: F1 {self.start_scores['f1']:.2f} (P {self.start_scores['precision']:.2f}, "
-                  f"R {self.start_scores['recall']:.2f})")
+            logger.info(f"dev before training: F1 {self.start_scores['f1']:.2f} (P "
+                        f"{self.start_scores['precision']:.2f}, R {self.start_scores['recall']:.2f})")
         self.session_limit = self.position.step + cfg.stop_after_steps if cfg.stop_after_steps else None
-        self.progress = tqdm(total=self.total_steps, initial=self.position.step, disable=not self.main, desc="train",
-                             dynamic_ncols=True)
         self.meter.started = time.perf_counter()
         self.clock.start()
         self.model.train()
-        try:
-            with Interrupts() as interrupts:
-                return self._loop(interrupts)
-        finally:
-            self.progress.close()
+        with progress(self.total_steps, "train", initial=self.position.step, enabled=self.main,
+                      log=logger) as self.progress, Interrupts() as interrupts:
+            return self._loop(interrupts)
 
     def finished_before(self) -> bool:
         """A resumed run whose training was already done: it goes straight to the end (decoding, test)."""
@@ -314,11 +312,11 @@ class Trainer:
         """Log, evaluate and checkpoint as due; the reason to stop, if any."""
         cfg, step = self.cfg, self.position.step
         self.meter.add(stats)
-        self.progress.update(1)
         postfix = {"loss": f"{self.meter.window_loss():.4f}", "tok_s": f"{self.meter.tokens_per_s():.0f}"}
         if self.budget_s is not None:
             postfix["budget_left"] = f"{max(self.budget_s - self.clock.seconds(), 0) / 60:.1f}min"
         self.progress.set_postfix(**postfix)
+        self.progress.update(1)
         if step % cfg.tracking.log_every == 0 or step == self.total_steps:
             self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
                               "epoch": self.position.epoch, "train_seconds": round(self.clock.seconds(), 3)}, step)
@@ -350,8 +348,8 @@ class Trainer:
             self.checkpoint()
         if not done:
             if self.main:
-                print(f"nerft train: stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
-                      f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
+                logger.warning(f"stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
+                               f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
         metrics: dict[str, Any] = {"train": {
             "steps": self.position.step, "total_steps": self.total_steps, "examples": len(self.data.examples),
             "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
@@ -375,8 +373,8 @@ class Trainer:
                 metrics["test"] = test_scores
                 how = (f" with the run decoding; as answered {test_scores['as_answered']['f1']:.2f}"
                        if "as_answered" in test_scores else "")
-                print(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
-                      f"R {test_scores['recall']:.2f}){how}")
+                logger.info(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
+                            f"R {test_scores['recall']:.2f}){how}")
             write_json(self.run_dir / "metrics.json", metrics)
             log_path = self.run_dir / "train_log.jsonl"
             safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
@@ -388,16 +386,16 @@ class Trainer:
     def choose_decoding(self) -> dict[str, Any] | None:
         """RUN/decoding.yaml chosen on dev (``decoding.choose_run_decoding``), or None with the reason printed."""
         if not self.cfg.tune.enabled:
-            print("nerft train: no decoding chosen (--no-tune); predict decodes with the defaults")
+            logger.info("no decoding chosen (--no-tune); predict decodes with the defaults")
             return None
         if not self.cfg.data.dev:
-            print("nerft train: no decoding chosen (no dev split); predict decodes with the defaults")
+            logger.info("no decoding chosen (no dev split); predict decodes with the defaults")
             return None
         with self.clock.paused():
             record = choose_run_decoding(self.cfg, self.run_dir)
         self.tracker.log({f"tune/{k}": 100 * v for k, v in record["dev"]["chosen"].items()}, self.position.step)
-        print(f"nerft train: {describe(record)}; written to {self.run_dir / record['file']}, which predict, serve, "
-              "evaluate --score-with and export use (flags override it, --no-run-decoding ignores it)")
+        logger.info(f"{describe(record)}; written to {self.run_dir / record['file']}, which predict, serve, "
+                    "evaluate --score-with and export use (flags override it, --no-run-decoding ignores it)")
         return record
 
 
