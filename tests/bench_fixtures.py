@@ -45,3 +45,9 @@ def save_instant_model(out: Path, tokenizer) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def f1_follows(row: dict) -> bool:
+    """A result row's F1 is the harmonic mean of its precision and recall (all in percent, rounded to 2 decimals)."""
+    p, r = row["precision"], row["recall"]
+    return abs(row["f1"] - (2 * p * r / (p + r) if p + r else 0.0)) <= 0.02

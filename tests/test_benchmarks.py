@@ -111,7 +111,8 @@ def test_flop_accounting_matches_qwen25_05b():
 
 def test_matmul_peak_runs():
     r = matmul_peak.matmul_flops(size=64, dtype="float32", threads=1, seconds=0.01)
-    assert r["flops"] > 0 and r["runs"] >= 3
+    assert r["runs"] >= 3 and abs(2 * 64**3 / r["flops"] - r["best_s"]) <= 5e-6  # best_s: 5 decimals
+    assert r["gflops"] == round(r["flops"] / 1e9, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,7 +127,8 @@ def test_b1_train(tiny_model_dir, mini_data, in_process, tmp_path):
     assert [r["recipe"] for r in d["rows"]] == ["tutorial", "nerft"]
     for row in d["rows"]:
         assert row["examples"] == 4 and row["steps"] == 1 and row["padded_tokens"] >= row["real_tokens"] > 0
-    assert d["ratio_nerft_over_tutorial"]["examples_per_s"] > 0
+    tutorial, nerft = d["rows"]
+    assert d["ratio_nerft_over_tutorial"]["examples_per_s"] == round(nerft["examples_per_s"] / tutorial["examples_per_s"], 2)
     assert (tmp_path / "b1_train.md").read_text().count("| tutorial |") == 1
     assert (tmp_path / "b1_train.png").is_file()
 
@@ -156,8 +158,9 @@ def test_b3_accuracy(tiny_model_dir, mini_data, in_process, tmp_path):
     run_cfg = yaml.safe_load((tmp_path / "work" / "b3" / "nerft" / "config.yaml").read_text())
     assert run_cfg["optim"]["max_minutes"] == 0.0001  # the budget asked for, not a safety margin over it
     assert d["equal_data_k"] == tutorial["examples_seen"] == 6  # its first step: 4 + 2 of the 6 documents
-    for r in d["rows"]:
-        assert 0 <= r["f1"] <= 100 and r["test_docs"] == 2
+    for r in d["rows"]:  # each row's F1 follows from its own precision and recall
+        p_, r_ = r["precision"], r["recall"]
+        assert r["test_docs"] == 2 and r["f1"] == pytest.approx(2 * p_ * r_ / (p_ + r_) if p_ + r_ else 0.0, abs=0.02)
     # a later invocation adds a row scored from the existing nerft run (no training) and keeps the earlier rows
     run = tmp_path / "work" / "b3" / "nerft"
     bench_accuracy.main(["--model", str(tiny_model_dir), "--data-dir", str(mini_data), "--test-docs", "2",
@@ -210,7 +213,9 @@ def test_b4_gpu_script_runs_scaled_down_on_cpu(tmp_path):
     bench_gpu.main(["--tiny", "--steps", "1", "--gen-texts", "2", "--results", str(tmp_path)])
     d = json.loads((tmp_path / "b4_gpu.json").read_text())
     assert {r["recipe"] for r in d["train"]} == {"tutorial", "nerft"}
-    assert d["generate"][0]["texts_per_s"] > 0
+    gen = d["generate"][0]
+    low, high = gen["texts"] / (gen["seconds"] + 0.005), gen["texts"] / max(gen["seconds"] - 0.005, 1e-9)
+    assert gen["texts"] == 2 and low - 0.005 <= gen["texts_per_s"] <= high + 0.005  # both rounded to 2 decimals
 
 
 def test_collect_results_opens_with_the_current_figures_then_orders_tables(tmp_path):

@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from bench_fixtures import has_crfsuite, mini_doc, save_instant_model, write_mini_data
+from bench_fixtures import f1_follows, has_crfsuite, mini_doc, save_instant_model, write_mini_data
 from conftest import REPO
 
 sys.path.insert(0, str(REPO))
@@ -62,7 +62,7 @@ def test_crf_baseline_main(mini_data, tmp_path):
     crf_baseline.main(["--data-dir", str(mini_data), "--ks", "0", "--iterations", "5", "--results", str(tmp_path),
                        "--work", str(tmp_path / "work")])
     d = json.loads((tmp_path / "crf_baseline.json").read_text())
-    assert [r["k"] for r in d["rows"]] == [6] and 0 <= d["rows"][0]["f1"] <= 100  # K = 0: the whole split
+    assert [r["k"] for r in d["rows"]] == [6] and f1_follows(d["rows"][0])  # K = 0: the whole split
     assert "| crf | 6 |" in (tmp_path / "crf_baseline.md").read_text()
 
 
@@ -81,7 +81,7 @@ def test_learning_curve_every_row_then_resume(tiny_model_dir, mini_data, in_proc
     names = rows.split(",") + ["nerft sp"]
     assert sorted(p["row"] for p in d["points"]) == sorted(names) and {p["k"] for p in d["points"]} == {4}
     for p in d["points"]:
-        assert 0 <= p["f1"] <= 100 and {"precision", "recall", "choice"} <= set(p)
+        assert f1_follows(p) and "choice" in p
     nerft = next(p for p in d["points"] if p["row"] == "nerft")
     assert nerft["dev_f1"] is not None and nerft["choice"].startswith("best dev F1 at step")
     tutorial = next(p for p in d["points"] if p["row"] == "tutorial")

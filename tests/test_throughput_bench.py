@@ -35,7 +35,8 @@ def test_throughput_two_engines_one_batch(tmp_path, tiny_tokenizer, monkeypatch,
     rows = {r["engine"]: r for r in result["table"]}
     assert set(rows) == {"transformers-fp32", "ct2-float32"}
     for r in rows.values():
-        assert r["docs"] == 3 and r["batch"] == 2 and r["docs_per_s"] > 0 and r["peak_rss_gb"] > 0
+        assert r["docs"] == 3 and r["batch"] == 2
+        assert r["peak_rss_gb"] >= 0.1  # a child process that loaded torch and a model: at least 100 MB
         assert 0 < r["roofline_share"] and r["gflop_decode"] > 0 and r["f1"] == rows["transformers-fp32"]["f1"]
     assert rows["ct2-float32"]["same_entities"] == 1.0  # the float32 engine answers as transformers does
     assert rows["transformers-fp32"]["f1"] == 100.0  # the run answers 张三 and 北京 wherever they are
