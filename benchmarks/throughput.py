@@ -10,9 +10,9 @@ and lexicon (the engines cannot constrain; ``transformers-constrained`` is today
 
 - ``transformers-fp32``, ``transformers-autocast`` (fp32 weights, bf16 matmuls under torch.autocast),
   ``transformers-bf16`` (bf16 weights), ``transformers-constrained`` (fp32, constrained decoding);
-- ``llamacpp-q8_0``, ``llamacpp-q4_k_m``, ``llamacpp-f16`` (``nerft export --format gguf``; one window at a time,
+- ``llamacpp-q8_0``, ``llamacpp-q4_k_m``, ``llamacpp-f16`` (``nerft export --output-format gguf``; one window at a time,
   the batch size does not apply);
-- ``ct2-int8``, ``ct2-int8_float32``, ``ct2-bfloat16``, ``ct2-float32`` (``nerft export --format ct2``).
+- ``ct2-int8``, ``ct2-int8_float32``, ``ct2-bfloat16``, ``ct2-float32`` (``nerft export --output-format ct2``).
 
 Exports are written once under WORK/throughput/exports. Each row is kept in WORK/throughput/rows.json as soon as it
 finishes: a rerun skips the rows done (``--fresh`` starts over). F1 is strict micro from ``nerft evaluate``;

@@ -1,5 +1,5 @@
-"""The CPU engine backends against the transformers backend on one tiny trained run: ``nerft export --format ct2``
-+ ``--backend ct2`` (CTranslate2) and ``nerft export --format gguf`` + ``--backend llamacpp`` (llama.cpp). The
+"""The CPU engine backends against the transformers backend on one tiny trained run: ``nerft export --output-format ct2``
++ ``--backend ct2`` (CTranslate2) and ``nerft export --output-format gguf`` + ``--backend llamacpp`` (llama.cpp). The
 exported models are real engine models, run by the real engines; each must give the transformers backend's
 answers, entities, offsets and scores (within the engine's arithmetic), windows included. The GGUF file is also
 read back by transformers' own GGUF loader (no llama.cpp needed), which checks the tensor names and hyperparameters.

@@ -200,8 +200,8 @@ def test_a_reader_given_another_formats_file_says_so(tmp_path):
 
 def test_prepare_with_the_wrong_format_fails_instead_of_dropping_every_entity(tmp_path, capsys):
     sft = write_encoded(tmp_path / "sft.jsonl", lines_of(SFT_ROWS), "utf-8")
-    one_line_error(capsys, ["prepare", "--input", str(sft), "--out", str(tmp_path / "o"), "--format", "cluener",
-                            "--labels", "ccfbdci"], "no record has `label`", "--format")
+    one_line_error(capsys, ["prepare", "--input", str(sft), "--out", str(tmp_path / "o"), "--input-format", "cluener",
+                            "--labels", "ccfbdci"], "no record has `label`", "--input-format")
     assert not (tmp_path / "o").exists()
 
 

@@ -78,17 +78,17 @@ ENGINE_FORMATS = ("hf", "gguf", "ct2")
 
 def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = None, overwrite: bool = False,
                       repo_id: str | None = None) -> Path:
-    """``--format gguf`` (llama.cpp, Ollama) or ``ct2`` (CTranslate2): the merged folder is written to a temporary
+    """``--output-format gguf`` (llama.cpp, Ollama) or ``ct2`` (CTranslate2): the merged folder is written to a temporary
     place, converted into ``output``, and its other files (nerft.json, tokenizer, decoding, lexicon, model card)
     copied beside the engine's; ``hf``: the merged folder itself."""
     import tempfile
 
     if fmt == "hf":
         if quant:
-            raise NerftError("--quant goes with --format gguf or ct2 (the hf folder keeps the model's dtype)")
+            raise NerftError("--quant goes with --output-format gguf or ct2 (the hf folder keeps the model's dtype)")
         return export_model(load, output, overwrite=overwrite, repo_id=repo_id)
     if fmt not in ENGINE_FORMATS:
-        raise NerftError(f"unknown --format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
+        raise NerftError(f"unknown --output-format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
     from .export_ct2 import CT2_QUANTS
     from .export_gguf import GGUF_QUANTS
 
@@ -139,10 +139,10 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=summary, description=summary)
     add_load_arguments(p, skip={"backend", "vllm", "openai", "llamacpp", "ct2"})
     p.add_argument("--output", "--out", dest="output", required=True, help="destination folder")
-    p.add_argument("--format", dest="export_format", choices=ENGINE_FORMATS, default="hf",
+    p.add_argument("--output-format", dest="export_format", choices=ENGINE_FORMATS, default="hf",
                    help="hf: merged Hugging Face folder (transformers, vLLM); gguf: one GGUF file + Ollama Modelfile "
                         "(--backend llamacpp); ct2: CTranslate2 model (--backend ct2)")
-    p.add_argument("--quant", help="weights of --format gguf: q8_0 (default), q4_k_m, f16, f32; of --format ct2: "
+    p.add_argument("--quant", help="weights of --output-format gguf: q8_0 (default), q4_k_m, f16, f32; of --output-format ct2: "
                                    "int8 (default), int8_float32, int8_bfloat16, int16, bfloat16, float16, float32")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face Hub model "

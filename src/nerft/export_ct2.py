@@ -1,4 +1,4 @@
-"""``nerft export --format ct2``: the merged model converted for CTranslate2 (``--backend ct2``).
+"""``nerft export --output-format ct2``: the merged model converted for CTranslate2 (``--backend ct2``).
 
 CTranslate2's own converter (``ctranslate2.converters.TransformersConverter``) reads the merged Hugging Face folder
 and writes model.bin (weights in the ``--quant`` type: int8 by default), config.json and vocabulary.json; the
@@ -23,7 +23,7 @@ def convert_ct2(merged: Path, dest: Path, quant: str = DEFAULT_CT2_QUANT) -> Pat
     try:
         from ctranslate2.converters import TransformersConverter
     except ImportError:
-        raise NerftError("nerft export --format ct2 needs CTranslate2: pip install 'nerft[ct2]'") from None
+        raise NerftError("nerft export --output-format ct2 needs CTranslate2: pip install 'nerft[ct2]'") from None
     TransformersConverter(str(merged), low_cpu_mem_usage=True).convert(str(dest), quantization=quant, force=True)
     # CTranslate2's config.json takes the Hugging Face one's place; without its model_type, transformers loading the
     # tokenizer beside it warns of a Mistral regex (wrongly: the tokens are the same)

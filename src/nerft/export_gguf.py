@@ -1,4 +1,4 @@
-"""``nerft export --format gguf``: the merged model as one GGUF file for llama.cpp (and Ollama, through the
+"""``nerft export --output-format gguf``: the merged model as one GGUF file for llama.cpp (and Ollama, through the
 ``Modelfile`` written beside it).
 
 The merged Qwen2 weights are written with the ``gguf`` package's ``GGUFWriter``: Hugging Face tensor names mapped
@@ -32,7 +32,7 @@ def _gguf():
     try:
         import gguf
     except ImportError:
-        raise NerftError("nerft export --format gguf needs the gguf package: pip install 'nerft[llamacpp]'") from None
+        raise NerftError("nerft export --output-format gguf needs the gguf package: pip install 'nerft[llamacpp]'") from None
     return gguf
 
 

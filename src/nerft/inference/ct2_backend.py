@@ -1,7 +1,7 @@
 """The CTranslate2 backend (optional extra ``nerft[ct2]``, CPU or GPU): the same ``DecodingPlan`` as the other
 backends (prompts, windows, answer bounds, answer reading); only token generation differs.
 
-The model is a folder written by ``nerft export --format ct2`` (CTranslate2's model.bin beside the run's
+The model is a folder written by ``nerft export --output-format ct2`` (CTranslate2's model.bin beside the run's
 nerft.json and tokenizer). Prompts go in as token ids (as token strings of the same vocabulary), the shared system
 prompt as CTranslate2's ``static_prompt`` (its state is computed once and reused), and each generated token comes
 back through a step callback with its id and log-probability, which also stops a row at its own answer bound.
@@ -25,11 +25,11 @@ CT2_MODEL_FILE = "model.bin"
 
 
 def ct2_folder(where: ModelLocation) -> Path:
-    """The CTranslate2 model folder of a located model (an export written with ``--format ct2``)."""
+    """The CTranslate2 model folder of a located model (an export written with ``--output-format ct2``)."""
     folder = Path(where.weights.name_or_path).expanduser()
     if not (folder / CT2_MODEL_FILE).is_file():
         raise NerftError(f"{folder} holds no CTranslate2 model ({CT2_MODEL_FILE}); write one with "
-                         f"nerft export --model RUN --format ct2 --output DIR, then pass --model DIR")
+                         f"nerft export --model RUN --output-format ct2 --output DIR, then pass --model DIR")
     return folder
 
 

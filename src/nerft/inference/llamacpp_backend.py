@@ -1,7 +1,7 @@
 """The llama.cpp backend (optional extra ``nerft[llamacpp]``, CPU): the same ``DecodingPlan`` as the other backends
 (prompts, windows, answer bounds, answer reading); only token generation differs.
 
-The model is a folder written by ``nerft export --format gguf`` (one .gguf beside the run's nerft.json and
+The model is a folder written by ``nerft export --output-format gguf`` (one .gguf beside the run's nerft.json and
 tokenizer). Prompts go in as token ids, one window after another: llama.cpp keeps the KV cache of the tokens it
 evaluated last, and each prompt evaluates only what follows the part it shares with the previous one (the system
 prompt, computed once). Each step reads the last position's logits: the greedy token and its log-probability.
@@ -34,7 +34,7 @@ def gguf_file(where: ModelLocation, settings: LlamaCppOptions) -> Path:
     found = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if len(found) != 1:
         what = "holds no .gguf file" if not found else f"holds {len(found)} .gguf files"
-        raise NerftError(f"{path} {what}; write one with nerft export --model RUN --format gguf --output DIR"
+        raise NerftError(f"{path} {what}; write one with nerft export --model RUN --output-format gguf --output DIR"
                          + ("" if not found else " or choose one with --llamacpp.gguf-file"))
     return found[0]
 

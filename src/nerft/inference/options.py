@@ -47,7 +47,7 @@ class OpenAIOptions:
 
 @dataclass
 class LlamaCppOptions:
-    """llama.cpp engine settings (``--backend llamacpp``: a folder written by ``nerft export --format gguf``)."""
+    """llama.cpp engine settings (``--backend llamacpp``: a folder written by ``nerft export --output-format gguf``)."""
 
     threads: int | None = opt(None, "CPU threads for decoding (default: llama.cpp's choice)")
     batch_threads: int | None = opt(None, "CPU threads for prompt evaluation (default: --llamacpp.threads)")
@@ -58,7 +58,7 @@ class LlamaCppOptions:
 
 @dataclass
 class CT2Options:
-    """CTranslate2 engine settings (``--backend ct2``: a folder written by ``nerft export --format ct2``)."""
+    """CTranslate2 engine settings (``--backend ct2``: a folder written by ``nerft export --output-format ct2``)."""
 
     threads: int = opt(0, "CPU threads (intra_threads; 0: CTranslate2's choice)")
     compute_type: str = opt("default", "default (as exported), int8, int8_float32, bfloat16, float32, ...")
@@ -81,7 +81,7 @@ class LoadOptions:
     backend: Literal["transformers", "vllm", "openai", "llamacpp", "ct2"] = opt(
         "transformers", "generation engine (vllm: GPU, pip install 'nerft[vllm]'; openai: an OpenAI-compatible "
                         "server at --base-url, --model then gives only the labels, prompt and tokenizer; llamacpp "
-                        "and ct2: a folder nerft export --format gguf / ct2 wrote, pip install 'nerft[llamacpp]' "
+                        "and ct2: a folder nerft export --output-format gguf / ct2 wrote, pip install 'nerft[llamacpp]' "
                         "/ 'nerft[ct2]')")
     run_decoding: bool = opt(True, "start from the decoding nerft train chose on dev for this run (RUN/decoding.yaml: "
                                    "min-score, per-label min-scores, lexicon); --config and flags override it "
