@@ -5,10 +5,10 @@ from helpers_models import RUN_SEED, build_tutorial_checkpoint, shared_run_dir
 
 from nerft import cli
 from nerft.generation import PrefixCache, generate_batch, prompt_ids, shared_prefix_ids
-from nerft.inference.base import answer_budget
+from nerft.inference.base import RepetitionGuard, answer_budget
 from nerft.inference.loading import load_predictor
 from nerft.inference.options import PredictOptions
-from nerft.inference.transformers_backend import RepetitionGuard, TransformersPredictor
+from nerft.inference.transformers_backend import TransformersPredictor
 from nerft.predict.files import finished_ids, predict_file, read_inputs
 from nerft.schema import NerftError
 

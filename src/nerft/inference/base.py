@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..answers import complete_prefix, piece_unit_scores, read_answer, unit_scores
-from ..formats import get_format
+from ..formats import OutputFormat, get_format
 from ..generation import Generated, prompt_ids
 from ..labels import LabelSet
 from ..lexicon import LEXICON_FILE, Lexicon
@@ -225,3 +225,38 @@ class EnginePredictor:
         self.stats.windows += len(texts)
         self.stats.unfinished += sum(not g.finished for g in out)
         return out
+
+
+class RepetitionGuard:
+    """Stops a row when its last complete unit has been written more often than its mention occurs in the text:
+    the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed). Units are
+    the output format's (None: lines and JSON objects, what every shipped format writes)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet, output_format: OutputFormat | None = None):
+        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+        self.format = output_format or OutputFormat()
+
+    def __call__(self, row: int, ids: list[int]) -> bool:
+        last = self.tokenizer.decode(ids[-1:])
+        if not self.format.may_end_unit(last):
+            return False
+        units = self.format.written_units(self.tokenizer.decode(ids, skip_special_tokens=True), last)
+        if len(units) < 2:
+            return False
+        unit = units[-1].strip()
+        repeats = sum(u.strip() == unit for u in units)
+        mentions = self.format.parse(unit, self.labels).mentions
+        occurs = max((self.texts[row].count(m.text) for m in mentions), default=0)
+        return repeats > max(1, occurs)
+
+
+def guarded_generate(predictor, texts: list[str], ids: list[list[int]], limits: list[int]) -> list[Generated]:
+    """``predictor.engine.generate`` with a ``RepetitionGuard`` over ``texts`` (the local engines, llama.cpp and
+    CTranslate2, ask it after each token of each row, so a looping row stops where the transformers backend stops
+    it); the predictor's stats counted."""
+    guard = RepetitionGuard(predictor.tokenizer, texts, predictor.labels, get_format(predictor.prompt.output_format))
+    out = predictor.engine.generate(ids, limits, stop_row=guard)
+    predictor.stats.batches += 1
+    predictor.stats.windows += len(texts)
+    predictor.stats.unfinished += sum(not g.finished for g in out)
+    return out

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ..generation import Generated, shared_prefix_ids, stop_token_ids
 from ..schema import NerftError
-from .base import EnginePredictor, sorted_batches
-from .engine_guard import guarded_generate
+from .base import EnginePredictor, guarded_generate, sorted_batches
 from .location import ModelLocation
 from .options import CT2Options, PredictOptions
 

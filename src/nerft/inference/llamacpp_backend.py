@@ -15,8 +15,7 @@ from pathlib import Path
 
 from ..generation import Generated, stop_token_ids
 from ..schema import NerftError
-from .base import EnginePredictor
-from .engine_guard import guarded_generate
+from .base import EnginePredictor, guarded_generate
 from .location import ModelLocation
 from .options import LlamaCppOptions, PredictOptions
 

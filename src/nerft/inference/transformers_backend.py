@@ -6,38 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..formats import OutputFormat, get_format
+from ..formats import get_format
 from ..generation import Generated, PrefixCache, generate_batch, shared_prefix_ids, stop_token_ids
 from ..labels import LabelSet
 from ..lexicon import Lexicon
 from ..prompts import Prompt
 from ..schema import Entity
-from .base import DecodingPlan, Prediction, PredictStats, sorted_batches
+from .base import DecodingPlan, Prediction, PredictStats, RepetitionGuard, sorted_batches
 from .location import ModelLocation
 from .options import PredictOptions
-
-
-class RepetitionGuard:
-    """Stops a row when its last complete unit has been written more often than its mention occurs in the text:
-    the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed). Units are
-    the output format's (None: lines and JSON objects, what every shipped format writes)."""
-
-    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet, output_format: OutputFormat | None = None):
-        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
-        self.format = output_format or OutputFormat()
-
-    def __call__(self, row: int, ids: list[int]) -> bool:
-        last = self.tokenizer.decode(ids[-1:])
-        if not self.format.may_end_unit(last):
-            return False
-        units = self.format.written_units(self.tokenizer.decode(ids, skip_special_tokens=True), last)
-        if len(units) < 2:
-            return False
-        unit = units[-1].strip()
-        repeats = sum(u.strip() == unit for u in units)
-        mentions = self.format.parse(unit, self.labels).mentions
-        occurs = max((self.texts[row].count(m.text) for m in mentions), default=0)
-        return repeats > max(1, occurs)
 
 
 class FirstTokenBias:
