@@ -10,6 +10,7 @@ folder). Marked ``browser``; skipped, saying why, without chromium or playwright
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,11 +99,9 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}: "
                                    f"{Path(self.log.name).read_text()[-2000:]}")
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
-            except httpx.TransportError:
-                pass
             time.sleep(0.3)
         raise TimeoutError(f"no answer from {self.url} in {seconds:.0f} s")
 
