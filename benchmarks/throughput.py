@@ -61,6 +61,11 @@ def engine_parts(engine: str) -> tuple[str, str]:
     return backend, variant
 
 
+def exported_folder(model: str, engine: str, exports: str) -> dict:
+    """``export_engine`` as a child process's result."""
+    return {"folder": export_engine(model, engine, Path(exports))}
+
+
 def export_engine(model: str, engine: str, exports: Path) -> str:
     """The folder the engine loads: the run itself for transformers, else an export made once."""
     backend, variant = engine_parts(engine)
@@ -216,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             if name in state["rows"]:
                 log(f"{name}: done before, kept")
                 continue
-            folder = export_engine(args.model, engine, work / "exports")
+            # in a child of its own: an export loads the whole model, and a parent grown that large would hand its
+            # peak RSS to every child forked after it (Linux keeps ru_maxrss across fork and exec)
+            folder = run_in_child(exported_folder, threads=args.threads, model=args.model, engine=engine,
+                                  exports=str(work / "exports"))["folder"]
             out_file = str(work / f"{engine}-b{batch}.jsonl")
             log(f"{name}: predicting")
             r = run_in_child(run_engine, threads=args.threads, folder=folder, engine=engine, batch_size=batch,
