@@ -1,5 +1,8 @@
 """Time nerft's OpenAI client against the openai SDK: python clients.py nerft|sdk N PORT (see run.sh)."""
-import json, resource, sys, time
+import json
+import resource
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 N, CONC, PORT = int(sys.argv[2]), 8, int(sys.argv[3])
