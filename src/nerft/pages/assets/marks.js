@@ -55,6 +55,19 @@ const NerftMarks = (() => {
     return node;
   }
 
+  // A filter chip: a <label class="chip"> holding a checkbox and `parts`, marked "off" when unchecked;
+  // data-<key>=value names it for the tests and the styles; onToggle(checked) runs on each change.
+  function filterChip(key, value, checked, onToggle, ...parts) {
+    const chip = el("label", "chip" + (checked ? "" : " off"));
+    chip.dataset[key] = value;
+    const box = el("input");
+    box.type = "checkbox";
+    box.checked = checked;
+    box.addEventListener("change", () => onToggle(box.checked));
+    chip.append(box, ...parts);
+    return chip;
+  }
+
   // Fill `box` with `text`, each span a <mark> in the colour class of its label and a tag with the label's name
   // after its last piece. opts: colour(label) -> class, name(label) -> shown name, flag(span) -> outline it,
   // about(span) -> what a hover shows.
@@ -100,5 +113,5 @@ const NerftMarks = (() => {
     });
   }
 
-  return {pieces, render, colourClasses, hoverTips, el};
+  return {pieces, render, colourClasses, hoverTips, el, filterChip};
 })();

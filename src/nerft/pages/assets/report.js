@@ -48,18 +48,11 @@
     const box = $("kind-filter");
     box.replaceChildren();
     for (const kind of kinds) {
-      const chip = el("label", "chip" + (state.kinds.has(kind) ? "" : " off"));
-      chip.dataset.kind = kind;
-      const input = el("input");
-      input.type = "checkbox";
-      input.checked = state.kinds.has(kind);
-      input.addEventListener("change", () => {
-        if (input.checked) state.kinds.add(kind); else state.kinds.delete(kind);
+      box.append(NerftMarks.filterChip("kind", kind, state.kinds.has(kind), (on) => {
+        if (on) state.kinds.add(kind); else state.kinds.delete(kind);
         state.page = 0;
         render();
-      });
-      chip.append(input, el("span", "", data.kinds[kind]), el("span", "n", String(byKind.get(kind))));
-      box.append(chip);
+      }, el("span", "", data.kinds[kind]), el("span", "n", String(byKind.get(kind)))));
     }
     const select = $("label-filter");
     const codes = [...data.labels.map(([c]) => c), ...[...byLabel.keys()].filter((c) => !names.has(c)).sort()];

@@ -135,16 +135,10 @@
     const legend = $("legend");
     legend.replaceChildren();
     for (const code of codes) {
-      const chip = el("label", "chip" + (state.hidden.has(code) ? " off" : ""));
-      chip.dataset.label = code;
-      const box = el("input");
-      box.type = "checkbox";
-      box.checked = !state.hidden.has(code);
-      box.addEventListener("change", () => {
-        if (box.checked) state.hidden.delete(code); else state.hidden.add(code);
+      const chip = NerftMarks.filterChip("label", code, !state.hidden.has(code), (on) => {
+        if (on) state.hidden.delete(code); else state.hidden.add(code);
         render();
-      });
-      chip.append(box, el("span", "swatch " + state.colour(code)), el("span", "", nameOf(code)),
+      }, el("span", "swatch " + state.colour(code)), el("span", "", nameOf(code)),
         el("span", "n", String(counts.get(code) || 0)));
       chip.title = code;
       legend.append(chip);
