@@ -112,6 +112,8 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
         from .vllm_backend import VllmPredictor
 
         VllmPredictor.check_device(where)  # before the tokenizer: a CPU machine is told at once
+        if where.adapter is not None:  # vLLM reads the adapter itself: the same checks as load_weights first
+            check_adapter_folder(where.adapter)
         return VllmPredictor.from_location(where, load_location_tokenizer(where), opts, options)
     tokenizer = load_location_tokenizer(where)
     if opts.backend == "openai":
