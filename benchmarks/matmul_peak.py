@@ -1,4 +1,4 @@
-"""Measured matmul peak of this machine: a torch matmul loop, fp32 and bf16, in FLOP/s.
+"""Measured matmul peak of this machine: a torch matmul loop, fp32, bf16 and int8 (int32 accumulation), in FLOP/s.
 
     python -m benchmarks.matmul_peak [--size 2048] [--threads 2] [--seconds 3]
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 from .common import log, markdown_table, write_results
 
@@ -23,6 +24,8 @@ def matmul_flops(size: int = 2048, dtype: str = "float32", threads: int | None =
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
+    if dtype == "int8":
+        return int8_matmul_ops(size, threads, seconds)
     a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -41,6 +44,41 @@ def matmul_flops(size: int = 2048, dtype: str = "float32", threads: int | None =
             "best_s": round(best, 5), "flops": flops, "gflops": round(flops / 1e9, 1)}
 
 
+def int8_matmul_ops(size: int, threads: int | None, seconds: float) -> dict:
+    """Best-of-repeats int8 GEMM ops/s on the CPU (int8 x int8 -> int32, 2 * size**3 per product), the better of
+    torch's ``_int_mm`` and fbgemm's int8 linear (the VNNI kernels weight-only int8 engines such as CTranslate2's
+    reach for); the dynamic linear's activation quantization is part of what it costs."""
+    import torch
+
+    a = torch.randint(-127, 127, (size, size), dtype=torch.int8)
+    b = torch.randint(-127, 127, (size, size), dtype=torch.int8)
+    kernels = {"torch._int_mm": lambda: torch._int_mm(a, b)}
+    try:
+        with warnings.catch_warnings():  # torch deprecates its quantized tensors; the kernel is what is measured
+            warnings.simplefilter("ignore")
+            linear = torch.ao.nn.quantized.dynamic.Linear(size, size)
+        x = torch.randn(size, size)
+        linear(x)
+        kernels["fbgemm dynamic int8 linear"] = lambda: linear(x)
+    except (RuntimeError, AttributeError):  # no fbgemm in this torch build
+        pass
+    best_rows = []
+    for name, run in kernels.items():
+        for _ in range(2):
+            run()
+        best, runs, end = float("inf"), 0, time.perf_counter() + seconds / len(kernels)
+        while time.perf_counter() < end or runs < 3:
+            t = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t)
+            runs += 1
+        best_rows.append((best, runs, name))
+    best, runs, name = min(best_rows)
+    ops = 2 * size**3 / best
+    return {"dtype": "int8", "kernel": name, "size": size, "threads": torch.get_num_threads(), "runs": runs,
+            "best_s": round(best, 5), "flops": ops, "gflops": round(ops / 1e9, 1)}
+
+
 def measure(size: int = 2048, threads: int | None = 2, seconds: float = 3.0) -> dict[str, float]:
     """{dtype: FLOP/s} for fp32 and bf16, for the other benchmarks to divide by."""
     return {d: matmul_flops(size, d, threads, seconds)["flops"] for d in ("float32", "bfloat16")}
@@ -54,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-name", default="matmul_peak")
     args = parser.parse_args(argv)
     rows = []
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", "bfloat16", "int8"):
         r = matmul_flops(args.size, dtype, args.threads, args.seconds)
         log(f"{dtype}: {r['gflops']} GFLOP/s ({r['runs']} runs)")
         rows.append(r)

@@ -8,8 +8,11 @@ apart, ``load_s``), then every test document is predicted in input order through
 windows, answer reading, grounding, scores: end to end but for file I/O), free decoding with the run's thresholds
 and lexicon (the engines cannot constrain; ``transformers-constrained`` is today's CPU recipe decoding). Engines:
 
-- ``transformers-fp32``, ``transformers-autocast`` (fp32 weights, bf16 matmuls under torch.autocast),
-  ``transformers-bf16`` (bf16 weights), ``transformers-constrained`` (fp32, constrained decoding);
+- ``transformers-fp32``, ``transformers-autocast`` (fp32 weights, bf16 matmuls in the transformer blocks under
+  torch.autocast, as ``nerft predict --autocast bf16`` runs them), ``transformers-bf16`` (bf16 weights),
+  ``transformers-constrained`` (fp32, constrained decoding: the CPU recipe's run decoding before autocast),
+  ``transformers-constrained_autocast`` (the same under autocast: ``nerft predict --model RUN`` on a CPU where bf16
+  pays);
 - ``llamacpp-q8_0``, ``llamacpp-q4_k_m``, ``llamacpp-f16`` (``nerft export --output-format gguf``; one window at a time,
   the batch size does not apply);
 - ``ct2-int8``, ``ct2-int8_float32``, ``ct2-bfloat16``, ``ct2-float32`` (``nerft export --output-format ct2``).
@@ -18,7 +21,8 @@ Exports are written once under WORK/throughput/exports. Each row is kept in WORK
 finishes: a rerun skips the rows done (``--fresh`` starts over). F1 is strict micro from ``nerft evaluate``;
 ``same_entities`` is the share of documents whose entity set (span + label) equals the first row's.
 
-Roofline: fp32 and bf16 matmul peak (torch) and memory bandwidth (a large array copy) measured in the same run;
+Roofline: fp32, bf16 and int8 matmul peak (torch; int8 for the int8 and llama.cpp rows) and memory bandwidth (a
+large array copy) measured in the same run;
 per document the FLOPs (2 x parameters x tokens: prefill of the prompt after the cached system prompt, decode of
 the answer with the lm_head at every step, the lm_head once per prefill) and the weight bytes a decode step reads
 (shared by the rows decoding together). ``roofline_share``: the time that bound allows divided by the time taken.
@@ -45,13 +49,17 @@ from .common import (
 )
 
 ENGINES = ("transformers-fp32", "transformers-autocast", "transformers-bf16", "transformers-constrained",
+           "transformers-constrained_autocast",
            "llamacpp-q8_0", "llamacpp-q4_k_m", "llamacpp-f16", "ct2-int8", "ct2-int8_float32", "ct2-bfloat16",
            "ct2-float32")
-DEFAULT_ENGINES = "transformers-fp32,transformers-autocast,transformers-bf16,llamacpp-q8_0,llamacpp-q4_k_m,ct2-int8"
+DEFAULT_ENGINES = ("transformers-constrained,transformers-constrained_autocast,transformers-autocast,llamacpp-q8_0,"
+                   "ct2-int8")
 # bytes a weight takes in each engine (q8_0: 34 bytes per 32 weights; q4_k_m: ~4.85 bits a weight)
-WEIGHT_BYTES = {"fp32": 4.0, "autocast": 4.0, "bf16": 2.0, "constrained": 4.0, "f16": 2.0, "q8_0": 34 / 32,
+WEIGHT_BYTES = {"fp32": 4.0, "autocast": 4.0, "bf16": 2.0, "constrained": 4.0, "constrained_autocast": 4.0,
+                "f16": 2.0, "q8_0": 34 / 32,
                 "q4_k_m": 4.85 / 8, "int8": 1.0, "int8_float32": 1.0, "bfloat16": 2.0, "float32": 4.0}
-BF16_COMPUTE = {"autocast", "bf16", "bfloat16"}
+BF16_COMPUTE = {"autocast", "constrained_autocast", "bf16", "bfloat16"}
+INT8_COMPUTE = {"int8", "q8_0", "q4_k_m"}  # llama.cpp's quantized dot products run on int8 too
 
 
 def engine_parts(engine: str) -> tuple[str, str]:
@@ -86,26 +94,21 @@ def export_engine(model: str, engine: str, exports: Path) -> str:
 def run_engine(folder: str, engine: str, batch_size: int, engine_threads: int, test_file: str, out_file: str,
                limit: int | None) -> dict:
     """In a child process: load, predict every document, write the predictions; times and token counts."""
-    import contextlib
-
     from nerft.generation import prompt_ids, shared_prefix_ids
     from nerft.jsonl import write_jsonl
 
     backend, variant = engine_parts(engine)
     docs = read_jsonl(test_file, limit)
     texts = [d["text"] for d in docs]
-    kwargs: dict = {"batch_size": batch_size, "constrained": variant == "constrained"}
-    if backend == "transformers":
-        kwargs.update(device="cpu", dtype="bf16" if variant == "bf16" else "fp32")
+    kwargs: dict = {"batch_size": batch_size, "constrained": variant.startswith("constrained")}
+    if backend == "transformers":  # autocast as nerft predict's --autocast does it (the lm_head stays fp32)
+        kwargs.update(device="cpu", dtype="bf16" if variant == "bf16" else "fp32",
+                      autocast="bf16" if "autocast" in variant else "off")
     start = time.perf_counter()
     predictor = open_engine(folder, backend, kwargs, engine_threads)
     load_s = time.perf_counter() - start
-    import torch
-
-    mixed = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "autocast" else contextlib.nullcontext()
     start = time.perf_counter()
-    with mixed:
-        predictions = predictor.predict_detailed(texts)
+    predictions = predictor.predict_detailed(texts)
     seconds = time.perf_counter() - start
     tok, prompt = predictor.tokenizer, predictor.prompt
     prefix = len(shared_prefix_ids(tok, prompt))
@@ -124,7 +127,7 @@ def open_engine(folder: str, backend: str, kwargs: dict, threads: int):
     from nerft.inference.options import LoadOptions
 
     load = LoadOptions(model=folder, backend=backend, device=kwargs.pop("device", "cpu"),  # type: ignore[arg-type]
-                       dtype=kwargs.pop("dtype", "auto"))
+                       dtype=kwargs.pop("dtype", "auto"), autocast=kwargs.pop("autocast", "off"))
     load.llamacpp.threads = load.ct2.threads = threads
     return open_predictor(load, decoding_options(load, kwargs))
 
@@ -148,6 +151,7 @@ def machine_limits(threads: int, seconds: float = 2.0) -> dict:
 
     return {"fp32_flops": matmul_flops(2048, "float32", threads, seconds)["flops"],
             "bf16_flops": matmul_flops(2048, "bfloat16", threads, seconds)["flops"],
+            "int8_ops": matmul_flops(2048, "int8", threads, seconds)["flops"],
             "bandwidth": memory_bandwidth(seconds=seconds)}
 
 
@@ -174,7 +178,8 @@ def roofline(r: dict, engine: str, batch: int, sizes: dict, limits: dict) -> dic
     rows_together = 1 if engine.startswith("llamacpp") else batch
     weight_bytes = (block + head) * WEIGHT_BYTES[variant]
     bytes_per_doc = weight_bytes * r["answer_tokens"] / docs / rows_together
-    peak = limits["bf16_flops"] if variant in BF16_COMPUTE else limits["fp32_flops"]
+    peak = (limits["bf16_flops"] if variant in BF16_COMPUTE else
+            limits.get("int8_ops", limits["fp32_flops"]) if variant in INT8_COMPUTE else limits["fp32_flops"])
     bound = max((prefill + decode + lm_head) / peak, bytes_per_doc / limits["bandwidth"])
     return {"gflop_prefill": _sig(prefill / 1e9), "gflop_decode": _sig(decode / 1e9),
             "gflop_lm_head": _sig(lm_head / 1e9), "decode_gb": _sig(bytes_per_doc / 1e9),
@@ -259,7 +264,8 @@ def write_table(state: dict, sizes: dict, test_file: str, args, work: Path) -> N
     md = (f"## Throughput by engine ({Path(args.model).name}; {rows[0]['docs'] if rows else 0} test documents; "
           f"{args.threads} threads)\n\n" + markdown_table(rows, cols)
           + f"\n\nMachine limits measured in this run: fp32 matmul {limits['fp32_flops'] / 1e9:.1f} GFLOP/s, bf16 "
-          f"{limits['bf16_flops'] / 1e9:.1f} GFLOP/s, memory bandwidth {limits['bandwidth'] / 1e9:.1f} GB/s. "
+          f"{limits['bf16_flops'] / 1e9:.1f} GFLOP/s, int8 {limits.get('int8_ops', 0) / 1e9:.1f} GOP/s, "
+          f"memory bandwidth {limits['bandwidth'] / 1e9:.1f} GB/s. "
           "docs_per_s: predicting only (load_s apart); same_entities: share of documents with the first row's "
           "entity set; gflop_*/decode_gb: per document; roofline_share: the time the FLOP or bandwidth bound "
           "allows over the time taken.")

@@ -45,3 +45,59 @@ def test_throughput_two_engines_one_batch(tmp_path, tiny_tokenizer, monkeypatch,
     capsys.readouterr()
     assert throughput.main(argv) == 0  # resumed: every row kept, none measured again
     assert capsys.readouterr().err.count("done before, kept") == 2
+
+
+def test_matmul_peak_measures_int8():
+    from benchmarks import matmul_peak
+
+    r = matmul_peak.matmul_flops(size=64, dtype="int8", threads=1, seconds=0.01)
+    assert r["dtype"] == "int8" and r["runs"] >= 3 and r["flops"] > 0
+    assert abs(2 * 64**3 / r["flops"] - r["best_s"]) <= 5e-6 and r["kernel"]
+
+
+def test_profile_predict_accounts_for_the_whole_time(tmp_path, tiny_tokenizer, monkeypatch):
+    from benchmarks import profile_predict
+
+    run = build_answering_run(tmp_path / "model", tiny_tokenizer)
+    (tmp_path / "data").mkdir()
+    data = write_mini_data(tmp_path / "data", DOCS)
+    common_args = ["--model", str(run), "--test", str(data / "test.jsonl"), "--docs", "3", "--threads", "1",
+                   "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
+    assert profile_predict.main([*common_args, "--autocast", "off", "--constrained", "--name", "before"]) == 0
+    assert profile_predict.main([*common_args, "--autocast", "bf16", "--no-constrained", "--name", "after"]) == 0
+    result = json.loads((tmp_path / "results" / "profile_predict.json").read_text())
+    before, after = result["sections"]
+    assert (before["name"], after["name"]) == ("before", "after") and before["docs"] == 3
+    assert before["constrained"] is True and after["constrained"] is False  
+    parts = {r["part"]: r["seconds"] for r in before["rows"]}
+    assert {"prefill (blocks)", "decode steps (blocks)", "lm_head", "constrained masks"} <= set(parts)
+    assert "constrained masks" not in {r["part"] for r in after["rows"]}
+    assert all(v >= 0 for v in parts.values())
+    assert sum(parts.values()) == pytest.approx(before["seconds_profiled"], abs=0.05)  # rounding only
+    md = (tmp_path / "results" / "profile_predict.md").read_text()
+    assert "### before:" in md and "### after:" in md
+
+
+def test_serve_throughput_measures_a_real_server(tmp_path, tiny_tokenizer):
+    from benchmarks import serve_throughput
+
+    run = build_answering_run(tmp_path / "model", tiny_tokenizer)
+    (tmp_path / "data").mkdir()
+    data = write_mini_data(tmp_path / "data", DOCS)
+    assert serve_throughput.main(["--server", f"tiny=--model {run} --device cpu", "--test", str(data / "test.jsonl"),
+                                  "--clients", "4", "--seconds", "1", "--rate-shares", "0.5", "--threads", "1",
+                                  "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
+    result = json.loads((tmp_path / "results" / "serve_throughput.json").read_text())
+    (row,) = result["rows"]
+    assert row["server"] == "tiny" and row["closed"]["ok"] == row["closed"]["requests"] > 0
+    assert row["closed"]["rps"] > 0 and row["closed"]["p50_s"] <= row["closed"]["p95_s"]
+    assert len(row["open"]) == 1 and row["peak_rss_gb"] >= 0.1
+    assert row["rps_at_p95_1s"] in (0.0, row["open"][0]["rps"])
+    assert "| tiny | 4 |" in (tmp_path / "results" / "serve_throughput.md").read_text()
+
+
+def test_serve_throughput_refuses_a_server_without_a_name():
+    from benchmarks import serve_throughput
+
+    with pytest.raises(SystemExit, match="NAME=FLAGS"):
+        serve_throughput.main(["--server", "--model x"])

@@ -130,4 +130,22 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
         return CT2Predictor.from_location(where, tokenizer, opts.ct2, options)
     from .transformers_backend import TransformersPredictor
 
-    return TransformersPredictor.from_location(where, tokenizer, load_weights(where), options)
+    model = load_weights(where)
+    return TransformersPredictor.from_location(where, tokenizer, model, options,
+                                               autocast=inference_autocast(opts.autocast, model))
+
+
+AUTOCAST_MIN_PARAMETERS = 50_000_000  # below this, casts and Python cost more than bf16 matmuls save
+
+
+def inference_autocast(setting: str, model, speedup=None, min_parameters: int = AUTOCAST_MIN_PARAMETERS):
+    """The dtype to run ``model``'s transformer blocks in under torch.autocast, or None (``LoadOptions.autocast``):
+    as training's ``optim.autocast`` decides it (``speedup``: the CPU's bf16/fp32 matmul ratio, measured when not
+    given), except that ``auto`` on a CPU leaves models under ``min_parameters`` alone."""
+    from ..modeling import bf16_matmul_speedup, resolve_autocast
+
+    param = next(model.parameters())
+    if setting == "auto" and param.device.type == "cpu" and \
+            sum(p.numel() for p in model.parameters()) < min_parameters:
+        return None
+    return resolve_autocast(setting, param.device, param.dtype, speedup or bf16_matmul_speedup)[0]

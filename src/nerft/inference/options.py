@@ -78,6 +78,10 @@ class LoadOptions:
     device: str = opt("auto", "auto (CUDA when there is a GPU, else CPU), cpu, cuda or cuda:N")
     dtype: str = opt("auto", "auto, fp32, bf16 or fp16 (or float32, bfloat16, float16); auto = bf16 on a GPU "
                              "that supports it, fp32 on CPU")
+    autocast: Literal["auto", "bf16", "off"] = opt(
+        "auto", "transformers backend over fp32 weights: bf16 matmuls in the transformer blocks under torch.autocast "
+                "(the lm_head and the answer scores stay fp32); auto = on a GPU with bf16, and on a CPU where a "
+                "start-up check finds bf16 matmuls at least 1.25x faster, for models of 50M parameters or more")
     backend: Literal["transformers", "vllm", "openai", "llamacpp", "ct2"] = opt(
         "transformers", "generation engine (vllm: GPU, pip install 'nerft[vllm]'; openai: an OpenAI-compatible "
                         "server at --base-url, --model then gives only the labels, prompt and tokenizer; llamacpp "

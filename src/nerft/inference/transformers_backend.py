@@ -4,7 +4,10 @@ against an immediate "no entity" answer."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+
+import torch
 
 from ..formats import get_format
 from ..generation import Generated, PrefixCache, generate_batch, shared_prefix_ids, stop_token_ids
@@ -35,6 +38,23 @@ class FirstTokenBias:
         return scores
 
 
+class FullPrecisionHead(torch.nn.Module):
+    """The output projection run outside autocast, on hidden states cast back to its weights' dtype: the logits
+    (and the scores thresholds are chosen on) as without autocast."""
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        self.head = head
+
+    @property
+    def weight(self):  # tied-weight lookups and resizing go through .weight
+        return self.head.weight
+
+    def forward(self, hidden):
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.to(self.head.weight.dtype))
+
+
 class ChainedProcessors:
     """Several logits processors applied in order; rows leaving the batch are passed on to each."""
 
@@ -55,11 +75,18 @@ class TransformersPredictor:
     """A ``Predictor`` over a transformers causal LM (a merged model, or a peft model being trained)."""
 
     def __init__(self, model, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft", frozen: bool = True, hint_lexicon: Lexicon | None = None):
+                 name: str = "nerft", frozen: bool = True, hint_lexicon: Lexicon | None = None, autocast=None):
         """``frozen``: the weights never change, so the shared prefix's KV cache is computed once; otherwise (a
         model being trained) it is recomputed at each call. The model is put in eval mode while predicting and
-        given back in the mode it was in."""
+        given back in the mode it was in. ``autocast``: a torch dtype (bf16) the transformer blocks run in under
+        torch.autocast while predicting; the lm_head stays in the weights' dtype, so answer scores (and the
+        min-score thresholds chosen on them) keep their precision."""
         self.model, self.tokenizer, self.labels, self.prompt = model, tokenizer, labels, prompt
+        self.autocast = autocast
+        if autocast is not None:
+            head = model.get_output_embeddings()
+            if head is not None and not isinstance(head, FullPrecisionHead):
+                model.set_output_embeddings(FullPrecisionHead(head))
         self.options = options or PredictOptions()
         self.name, self.frozen = name, frozen
         self.plan = DecodingPlan(tokenizer, labels, prompt, self.options, hint_lexicon)
@@ -69,12 +96,12 @@ class TransformersPredictor:
         self._prefix: PrefixCache | bool | None = None
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, model, options: PredictOptions | None = None
-                      ) -> TransformersPredictor:
+    def from_location(cls, where: ModelLocation, tokenizer, model, options: PredictOptions | None = None,
+                      autocast=None) -> TransformersPredictor:
         """A predictor over ``model`` (loaded from ``where``) with the run's labels, prompt and lexicon hints."""
         labels, prompt = where.labels_and_prompt
         return cls(model, tokenizer, labels, prompt, options, name=where.name,
-                   hint_lexicon=where.hint_lexicon(prompt))
+                   hint_lexicon=where.hint_lexicon(prompt), autocast=autocast)
 
     def predict(self, texts: list[str], labels: list[str] | None = None) -> list[list[Entity]]:
         return [p.entities for p in self.predict_detailed(texts, labels)]
@@ -82,8 +109,11 @@ class TransformersPredictor:
     def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
         was_training = self.model.training
         self.model.eval()
+        mixed = (torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast)
+                 if self.autocast is not None else contextlib.nullcontext())
         try:
-            results = self.plan.run(texts, labels, self._generate)
+            with mixed:
+                results = self.plan.run(texts, labels, self._generate)
         finally:
             self.model.train(was_training)
         self.stats.texts += len(texts)

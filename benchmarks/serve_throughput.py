@@ -1,0 +1,191 @@
+"""``nerft serve`` on the real model under 64 concurrent one-sentence clients: requests/s, latency, memory (issue 26).
+
+    python -m benchmarks.serve_throughput --server "transformers=--model RUN" \\
+        --server "ct2-int8=--model EXPORT --backend ct2 --no-constrained"
+
+Each ``--server NAME=FLAGS`` is started in turn (``nerft serve FLAGS`` on 127.0.0.1, ``--threads`` OpenMP threads),
+measured alone, and stopped. The texts are the seeded CCFBDCI test split's, one per request, in order, cycling.
+
+1. saturation (closed loop): ``--clients`` clients each send a request as soon as their last one is answered, for
+   ``--seconds``: requests/s and latency p50/p95/p99 when 64 callers wait on the server at once.
+2. latency bound (open loop): requests arrive at a fixed rate (Poisson, seed 0) for ``--seconds``, at most
+   ``--clients`` in flight; rates at ``--rate-shares`` of the saturated requests/s. ``rps_at_p95_1s``: the highest
+   rate tried whose p95 latency stayed <= ``--p95`` seconds (0 when none did).
+
+The server's resident memory is sampled every 0.25 s (``peak_rss_gb``, model load included). Writes
+``serve_throughput.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .common import RESULTS, WORK, log, markdown_table, prepare_ccfbdci, read_jsonl, write_results
+from .serve_load import RssSampler, free_port, others_running, wait_ready
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def post(client: httpx.AsyncClient, text: str, key: str) -> tuple[int | str, float]:
+    t0 = time.monotonic()
+    try:
+        r = await client.post("/v1/ner", json={"texts": [text]}, headers={"authorization": f"Bearer {key}"})
+        status: int | str = r.status_code
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    return status, time.monotonic() - t0
+
+
+def summary(records: list[tuple[int | str, float]], seconds: float) -> dict:
+    ok = [t for s, t in records if s == 200]
+    return {"requests": len(records), "ok": len(ok), "rps": round(len(ok) / seconds, 2),
+            "p50_s": round(percentile(ok, 0.5), 3), "p95_s": round(percentile(ok, 0.95), 3),
+            "p99_s": round(percentile(ok, 0.99), 3)}
+
+
+async def closed_loop(url: str, key: str, texts: list[str], clients: int, seconds: float) -> dict:
+    records: list[tuple[int | str, float]] = []
+    counter = iter(range(10**9))
+    end = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def caller() -> None:
+            while time.monotonic() < end:
+                records.append(await post(client, texts[next(counter) % len(texts)], key))
+
+        start = time.monotonic()
+        await asyncio.gather(*(caller() for _ in range(clients)))
+        elapsed = time.monotonic() - start
+    return summary(records, elapsed)
+
+
+async def open_loop(url: str, key: str, texts: list[str], clients: int, rate: float, seconds: float) -> dict:
+    rng = random.Random(0)
+    records: list[tuple[int | str, float]] = []
+    slots = asyncio.Semaphore(clients)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def one(text: str, arrived: float) -> None:
+            async with slots:  # a request waiting for a free client counts its wait in its latency
+                status, _ = await post(client, text, key)
+            records.append((status, time.monotonic() - arrived))
+
+        tasks, start, i = [], time.monotonic(), 0
+        next_at = start
+        while next_at < start + seconds:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one(texts[i % len(texts)], next_at)))
+            i += 1
+            next_at += rng.expovariate(rate)
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - start
+    return {"rate": round(rate, 2), **summary(records, elapsed)}
+
+
+def measure_server(name: str, flags: str, texts: list[str], args, work: Path) -> dict:
+    port, key = free_port(), secrets.token_hex(8)
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "NERFT_API_KEY": key, "OMP_NUM_THREADS": str(args.threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "nerft", "-q", "serve", *shlex.split(flags), "--host", "127.0.0.1", "--port",
+           str(port)]
+    log_file = work / f"{name}.log"
+    log("$ " + " ".join(cmd[2:]))
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
+    rss = RssSampler(proc.pid)
+    rss.thread.start()
+    try:
+        ready_s = wait_ready(url, proc, log_file, timeout=600)
+        asyncio.run(closed_loop(url, key, texts[:8], 4, 5))  # warm-up: first batches, caches
+        busy = others_running({os.getpid(), proc.pid})
+        log(f"{name}: ready in {ready_s:.0f}s; {args.clients} clients, closed loop, {args.seconds:.0f}s")
+        closed = asyncio.run(closed_loop(url, key, texts, args.clients, args.seconds))
+        log(f"  {closed['rps']} requests/s, p95 {closed['p95_s']}s")
+        opens = []
+        for share in args.rate_shares:
+            rate = max(closed["rps"] * share, 0.1)
+            r = asyncio.run(open_loop(url, key, texts, args.clients, rate, args.seconds))
+            log(f"  open loop at {r['rate']}/s: p95 {r['p95_s']}s")
+            opens.append(r)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        rss.stop.set()
+    within = [r for r in opens if r["ok"] == r["requests"] and r["p95_s"] <= args.p95]
+    return {"server": name, "flags": flags, "ready_s": round(ready_s, 1), "closed": closed, "open": opens,
+            "rps_at_p95_1s": max((r["rps"] for r in within), default=0.0),
+            "peak_rss_gb": round(rss.summary()["max_mb"] / 1024, 2), "others_busy": busy}
+
+
+def to_markdown(rows: list[dict], args) -> str:
+    table = [{"server": r["server"], "clients": args.clients, "saturated_rps": r["closed"]["rps"],
+              "p50_s": r["closed"]["p50_s"], "p95_s": r["closed"]["p95_s"], "p99_s": r["closed"]["p99_s"],
+              f"rps_at_p95_{args.p95:g}s": r["rps_at_p95_1s"], "peak_rss_gb": r["peak_rss_gb"],
+              "ready_s": r["ready_s"]} for r in rows]
+    cols = list(table[0]) if table else []
+    lines = [f"## nerft serve under {args.clients} concurrent one-sentence clients\n", markdown_table(table, cols), "",
+             "Open-loop rates tried (requests/s offered -> served, p95):", ""]
+    for r in rows:
+        tried = "; ".join(f"{o['rate']} -> {o['rps']}, p95 {o['p95_s']} s" for o in r["open"])
+        lines.append(f"- {r['server']} (`nerft serve {r['flags']}`): {tried}")
+    lines += ["", f"saturated_rps and p50/p95/p99: {args.clients} clients in a closed loop for {args.seconds:g} s. "
+              f"rps_at_p95: the highest open-loop rate whose p95 latency (waiting for a client included) stayed "
+              f"<= {args.p95:g} s. peak_rss_gb: the server process, model load included."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", action="append", required=True, help="NAME=FLAGS for nerft serve (repeatable)")
+    parser.add_argument("--test", default=None, help="test.jsonl (default: nerft prepare of ../shared CCFBDCI)")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=60.0, help="per closed-loop run and per open-loop rate")
+    parser.add_argument("--rate-shares", default="0.5,0.75,0.9",
+                        help="open-loop rates as shares of the saturated requests/s")
+    parser.add_argument("--p95", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out-name", default="serve_throughput")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--work", default=str(WORK))
+    args = parser.parse_args(argv)
+    args.rate_shares = [float(x) for x in args.rate_shares.split(",") if x.strip()]
+    servers = []
+    for spec in args.server:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--server {spec!r}: expected NAME=FLAGS")
+        servers.append((name.strip(), flags.strip()))
+    test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
+    texts = [d["text"] for d in read_jsonl(test_file)]
+    work = Path(args.work) / "serve_throughput"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [measure_server(name, flags, texts, args, work) for name, flags in servers]
+    write_results(args.out_name, {"benchmark": "serve_throughput", "clients": args.clients,
+                                  "seconds": args.seconds, "p95_bound_s": args.p95, "rows": rows},
+                  to_markdown(rows, args), Path(args.results))
+    print(json.dumps([{k: r[k] for k in ("server", "rps_at_p95_1s", "peak_rss_gb")} for r in rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
