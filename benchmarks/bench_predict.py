@@ -52,14 +52,14 @@ def run_tutorial(model: str, adapter: str | None, test_file: str, limit: int, ou
 
 
 def run_nerft(model: str | None, adapter: str | None, run_dir: str | None, test_file: str, limit: int,
-              out_file: str, options: dict) -> dict:
+              out_file: str, options: dict, autocast: str = "auto") -> dict:
     from nerft.inference.loading import load_predictor
 
     docs = read_jsonl(test_file, limit)
     if run_dir:
-        predictor = load_predictor(run_dir, device="cpu", **options)
+        predictor = load_predictor(run_dir, device="cpu", autocast=autocast, **options)
     else:
-        predictor = load_predictor(base=model, adapter=adapter, device="cpu", **options)
+        predictor = load_predictor(base=model, adapter=adapter, device="cpu", autocast=autocast, **options)
     chunk = max(1, predictor.options.batch_size * 4)
     results, raw, seconds = answer_in_chunks(predictor, [d["text"] for d in docs], chunk, predictor.name)
     tok = predictor.tokenizer
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="nerft's generation batch (default: nerft "
                         "predict's, PredictOptions.batch_size)")
     parser.add_argument("--rows", default="tutorial,nerft,nerft+constrained")
+    parser.add_argument("--autocast", default="auto", choices=["auto", "bf16", "off"],
+                        help="nerft's rows: bf16 autocast as nerft predict --autocast (default auto: where this CPU "
+                             "runs bf16 matmuls faster; the tutorial's row is always its own fp32 loop)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-name", default="b2_predict")
     parser.add_argument("--results", default=str(RESULTS))
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             options = {"batch_size": args.batch_size, "constrained": name.endswith("+constrained")}
             r = run_in_child(run_nerft, threads=args.threads, model=model, adapter=args.adapter,
-                             run_dir=args.nerft_run if name == "nerft-run" else None, options=options, **common)
+                             run_dir=args.nerft_run if name == "nerft-run" else None, options=options,
+                             autocast=args.autocast, **common)
         r["out_file"] = out_file
         runs[name] = r
         log(f"  {name}: {r['texts']} texts in {r['seconds']:.1f}s")
@@ -150,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         table.append(row)
     which = f"adapter {args.adapter}" if args.adapter else "the base model (no fine-tuning)"
     payload = {"benchmark": "B2 inference throughput", "model": model, "adapter": args.adapter,
-               "nerft_run": args.nerft_run, "test_file": test_file, "texts": args.texts,
+               "nerft_run": args.nerft_run, "autocast": args.autocast, "test_file": test_file, "texts": args.texts,
                "batch_size": args.batch_size, "rows": table, "runs": runs}
     cols = ["row", "texts", "seconds", "texts_per_s", "s_per_text", "speedup", "gen_tokens_per_text",
             "agree_entities", "same_raw_answer", "f1", "precision", "recall", "parse_failures", "hallucinations",
             "peak_rss_gb"]
     md = (f"## B2 inference throughput ({Path(model).name}, {which}; first {args.texts} documents of test.jsonl; "
-          f"fp32 CPU)\n\n" + markdown_table(table, cols)
+          f"fp32 weights, CPU; nerft's rows with --autocast {args.autocast})\n\n" + markdown_table(table, cols)
           + "\n\nagree_entities: share of texts whose entity set (span + label, same parser and grounding) equals the "
           "tutorial row's. gen_tokens_per_text: tutorial exact (incl. its stop token); nerft rows: tokens of the "
           f"raw answer + 1. nerft batch size {args.batch_size}. F1 is strict micro from `nerft evaluate` on these "

@@ -1,7 +1,7 @@
 """Throughput of every CPU engine on the seeded CCFBDCI test split, against the machine's roofline (issue 26).
 
     python -m benchmarks.throughput --model runs/qwen2.5-0.5b-cpu            # every engine x batch 8, 32
-    python -m benchmarks.throughput --model RUN --engines transformers-fp32,llamacpp-q8_0,ct2-int8 --batch-sizes 32
+    python -m benchmarks.throughput --model RUN --engines transformers-fp32,llamacpp-q8_0,ct2-int8@32+64 --batch-sizes 32
 
 One row per engine x batch size, each in a fresh process (peak RSS is that engine's): the model is loaded (timed
 apart, ``load_s``), then every test document is predicted in input order through nerft's ``Predictor`` (prompts,
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the trained run directory (configs/qwen2.5-0.5b-cpu.yaml)")
     parser.add_argument("--test", default=None, help="test.jsonl (default: nerft prepare of ../shared CCFBDCI)")
-    parser.add_argument("--engines", default=DEFAULT_ENGINES, help=f"comma-separated among {', '.join(ENGINES)}")
+    parser.add_argument("--engines", default=DEFAULT_ENGINES,
+                        help=f"comma-separated among {', '.join(ENGINES)}; ENGINE@8+64: that engine at batch sizes "
+                             "8 and 64 instead of --batch-sizes")
     parser.add_argument("--batch-sizes", default="8,32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="first N documents (default: all)")
@@ -204,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK))
     args = parser.parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    for e in engines:
-        engine_parts(e)
     batches = [int(b) for b in args.batch_sizes.split(",")]
+    plan = []  # (engine, batch sizes): ENGINE@B1+B2 gives an engine batch sizes of its own
+    for spec in (e.strip() for e in args.engines.split(",") if e.strip()):
+        engine, _, own = spec.partition("@")
+        engine_parts(engine)
+        plan.append((engine, [int(b) for b in own.split("+")] if own else batches))
     test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
     work = Path(args.work) / "throughput"
     work.mkdir(parents=True, exist_ok=True)
@@ -220,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring the machine: matmul peak (fp32, bf16) and memory bandwidth")
         state["limits"] = machine_limits(args.threads, args.limits_seconds)
     sizes = model_sizes(args.model)
-    for engine in engines:
-        for batch in ([1] if engine.startswith("llamacpp") else batches):
+    for engine, sizes in plan:
+        for batch in ([1] if engine.startswith("llamacpp") else sizes):
             name = f"{engine}/b{batch}"
             if name in state["rows"]:
                 log(f"{name}: done before, kept")

@@ -27,7 +27,7 @@ def test_throughput_two_engines_one_batch(tmp_path, tiny_tokenizer, monkeypatch,
     run = build_answering_run(tmp_path / "model", tiny_tokenizer)
     (tmp_path / "data").mkdir()
     data = write_mini_data(tmp_path / "data", DOCS)
-    argv = ["--model", str(run), "--test", str(data / "test.jsonl"), "--engines", "transformers-fp32,ct2-float32",
+    argv = ["--model", str(run), "--test", str(data / "test.jsonl"), "--engines", "transformers-fp32,ct2-float32@2",
             "--batch-sizes", "2", "--threads", "1", "--limits-seconds", "0.1", "--work", str(tmp_path / "work"),
             "--results", str(tmp_path / "results")]
     assert throughput.main(argv) == 0

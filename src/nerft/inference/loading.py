@@ -87,13 +87,15 @@ def load_model_and_tokenizer(opts: LoadOptions, merge: bool = True) -> LoadedMod
 
 def load_predictor(model: str | Path | None = None, *, base: str | Path | None = None,
                    adapter: str | Path | None = None, backend: str = "transformers", device: str = "auto",
-                   dtype: str = "auto", revision: str | None = None, run_decoding: bool = True, **options: Any):
+                   dtype: str = "auto", revision: str | None = None, run_decoding: bool = True,
+                   autocast: str = "auto", **options: Any):
     """A ``Predictor`` for a run directory, an exported folder, or base + adapter (any PredictOptions field as a
     keyword: ``batch_size``, ``constrained``, ...), decoding as the run's decoding.yaml says where the keywords
     do not (``run_decoding=False``: as the keywords and the defaults say)."""
     opts = LoadOptions(model=str(model) if model is not None else None, base=str(base) if base else None,
                        revision=revision, adapter=str(adapter) if adapter else None, device=device or "auto",
-                       dtype=dtype or "auto", backend=backend, run_decoding=run_decoding)  # type: ignore[arg-type]
+                       dtype=dtype or "auto", backend=backend, run_decoding=run_decoding,  # type: ignore[arg-type]
+                       autocast=autocast)  # type: ignore[arg-type]
     PredictOptions(**options)  # an unknown keyword is a TypeError, as always
     given = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
     return open_predictor(opts, decoding_options(opts, given))
