@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring the machine: matmul peak (fp32, bf16) and memory bandwidth")
         state["limits"] = machine_limits(args.threads, args.limits_seconds)
     sizes = model_sizes(args.model)
-    for engine, sizes in plan:
-        for batch in ([1] if engine.startswith("llamacpp") else sizes):
+    for engine, engine_batches in plan:
+        for batch in ([1] if engine.startswith("llamacpp") else engine_batches):
             name = f"{engine}/b{batch}"
             if name in state["rows"]:
                 log(f"{name}: done before, kept")
