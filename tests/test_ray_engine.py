@@ -94,6 +94,21 @@ def test_actors_get_the_whole_load_options_and_gpus_for_vllm():
     assert (gpu["num_gpus"], gpu["fn_constructor_kwargs"]["threads"]) == (1, None)
 
 
+def test_cpu_engine_actors_run_as_many_engine_threads_as_cores():
+    options = PredictOptions()
+    ct2 = LoadOptions(model="export", backend="ct2")
+    built = actor_arguments(ct2, options, RayOptions(cpus_per_actor=2))["fn_constructor_kwargs"]
+    assert built["load"].ct2.threads == 2 and built["threads"] is None
+    assert ct2.ct2.threads == 0  # the caller's options are left as they were
+    llama = LoadOptions(model="export", backend="llamacpp")
+    llama.llamacpp.threads = 4  # set by the user: kept
+    assert actor_arguments(llama, options, RayOptions(cpus_per_actor=2))["fn_constructor_kwargs"]["load"] \
+        .llamacpp.threads == 4
+    unset = LoadOptions(model="export", backend="llamacpp")
+    assert actor_arguments(unset, options, RayOptions(cpus_per_actor=3))["fn_constructor_kwargs"]["load"] \
+        .llamacpp.threads == 3
+
+
 def test_shard_planning(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     (corpus / "notes.md").write_text("not an input")

@@ -21,6 +21,7 @@ subsets of its shards.
 
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 from collections.abc import Sequence
@@ -100,7 +101,14 @@ def actor_arguments(load: LoadOptions, options: PredictOptions, ray_opts: RayOpt
     gpus = ray_opts.gpus_per_actor
     if gpus is None:
         gpus = load.vllm.tensor_parallel_size if load.backend == "vllm" else 0
-    threads = max(1, int(ray_opts.cpus_per_actor)) if not gpus and load.backend == "transformers" else None
+    cores = max(1, int(ray_opts.cpus_per_actor))
+    threads = cores if not gpus and load.backend == "transformers" else None
+    if not gpus and load.backend in ("ct2", "llamacpp"):  # CPU engines with thread pools of their own: as many
+        load = copy.deepcopy(load)                        # threads as the actor's cores unless set
+        if load.backend == "ct2" and not load.ct2.threads and load.ct2.device == "cpu":
+            load.ct2.threads = cores
+        if load.backend == "llamacpp" and not load.llamacpp.threads:
+            load.llamacpp.threads = cores
     return {"fn_constructor_kwargs": {"load": load, "options": options, "labels": labels, "raw": raw,
                                       "threads": threads},
             "num_gpus": gpus, "num_cpus": ray_opts.cpus_per_actor}
