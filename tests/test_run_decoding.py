@@ -5,6 +5,7 @@ the default path and the as-answered path really differ."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_the_run_decoding_is_recorded_and_is_what_predict_and_evaluate_use_by_de
     assert metrics["test"]["as_answered"]["f1"] == pytest.approx(100 * record["dev"]["answered"]["f1"], abs=0.01)
 
 
-def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, data, tmp_path):
+def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, data, tmp_path, caplog):
     where = locate_model(LoadOptions(model=str(run)))
     assert where.decoding["lexicon"] == str((run / LEXICON_FILE).resolve())
     assert locate_model(LoadOptions(model=str(run), run_decoding=False)).decoding is None
@@ -90,13 +91,19 @@ def test_config_files_and_flags_override_the_run_decoding_field_by_field(run, da
     assert filed.min_score == 0.5 and filed.lexicon == where.decoding["lexicon"]
     assert decoding_options(load, {"min_score": 0.7}, config_path=str(tmp_path / "mine.yaml")).min_score == 0.7
     assert decoding_options(LoadOptions(model=str(run), run_decoding=False), {}).lexicon is None
-    # chosen with constrained decoding, which only the transformers backend does: the other backends say what to do
+    # chosen with constrained decoding, which only the transformers backend does: the other backends decode freely
+    # with the run's thresholds and say so; asking for --constrained on them is an error
     constrained = shutil.copytree(run, tmp_path / "constrained")
     with (constrained / DECODING_FILE).open("a", encoding="utf-8") as f:
         f.write("constrained: true\n")
     assert decoding_options(LoadOptions(model=str(constrained)), {}).constrained
-    with pytest.raises(NerftError, match="--no-constrained"):
-        decoding_options(LoadOptions(model=str(constrained), backend="vllm"), {})
+    with caplog.at_level("WARNING", logger="nerft.inference"):
+        free = decoding_options(LoadOptions(model=str(constrained), backend="vllm"), {})
+    assert not free.constrained  # and the rest of the run's decoding as it is:
+    assert dataclasses.replace(free, constrained=True) == decoding_options(LoadOptions(model=str(constrained)), {})
+    assert "decoding freely with its thresholds" in caplog.text
+    with pytest.raises(NerftError, match="cannot constrain"):
+        decoding_options(LoadOptions(model=str(constrained), backend="ct2"), {"constrained": True})
     assert not decoding_options(LoadOptions(model=str(constrained), backend="vllm"), {"constrained": False}).constrained
 
     dev = data[1]["dev"]
