@@ -60,12 +60,17 @@ def summary(records: list[tuple[int | str, float]], seconds: float) -> dict:
             "p99_s": round(percentile(ok, 0.99), 3)}
 
 
+def http_client(url: str, clients: int) -> httpx.AsyncClient:
+    """One connection per client, kept alive; a request may wait minutes on a loaded server."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    return httpx.AsyncClient(base_url=url, timeout=600, limits=limits)
+
+
 async def closed_loop(url: str, key: str, texts: list[str], clients: int, seconds: float) -> dict:
     records: list[tuple[int | str, float]] = []
     counter = iter(range(10**9))
     end = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with http_client(url, clients) as client:
         async def caller() -> None:
             while time.monotonic() < end:
                 records.append(await post(client, texts[next(counter) % len(texts)], key))
@@ -80,8 +85,7 @@ async def open_loop(url: str, key: str, texts: list[str], clients: int, rate: fl
     rng = random.Random(0)
     records: list[tuple[int | str, float]] = []
     slots = asyncio.Semaphore(clients)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with http_client(url, clients) as client:
         async def one(text: str, arrived: float) -> None:
             async with slots:  # a request waiting for a free client counts its wait in its latency
                 status, _ = await post(client, text, key)
