@@ -267,6 +267,17 @@ def write_report(b: Bench) -> None:
                     Path(b.args.results) / "cross_dataset.png", "strict micro F1 (%)")
 
 
+def row_command(name: str, args: argparse.Namespace) -> str:
+    """The command that measures row ``name`` as it was measured: the flags that shape it, where not the defaults."""
+    flags = [f"--crf-iterations {args.crf_iterations}"] if name.startswith(("crf", "ood-crf")) and \
+        args.crf_iterations != 100 else []
+    flags += [f"--unlabeled-max {args.unlabeled_max}"] if name.startswith("distill") and args.unlabeled_max != 4000 \
+        else []
+    flags += [f"--train-args '{args.train_args}'"] if args.train_args and ("nerft" in name or "distill" in name) \
+        else []
+    return " ".join([f"python -m benchmarks.cross_dataset --rows {name}", *flags])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="", help="comma-separated row names or prefixes (crf, nerft-weibo, ...); "
@@ -293,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: measuring")
         result = rows[name](b)
         dataset = name.split("-")[-1] if name.startswith("ood") else name.split("-")[1]  # ood: the test's
-        row = {"row": name, "dataset": dataset, "command": f"python -m benchmarks.cross_dataset --rows {name}",
-               **result}
+        row = {"row": name, "dataset": dataset, "command": row_command(name, args), **result}
         path.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         write_report(b)
     write_report(b)
