@@ -2,8 +2,8 @@
 
     python -m benchmarks.cross_dataset --list                      # the rows, in the order to run them
     python -m benchmarks.cross_dataset --rows crf,lexicon          # the cheap rows of every dataset (minutes)
-    python -m benchmarks.cross_dataset --rows nerft-weibo-all      # one row (about 75 minutes)
-    python -m benchmarks.cross_dataset                             # every row not measured yet (about 14 hours)
+    python -m benchmarks.cross_dataset --rows nerft-weibo-kall     # one row (about 100 minutes)
+    python -m benchmarks.cross_dataset                             # every row not measured yet (about 12 hours)
 
 Writes ``benchmarks/results/cross_dataset.{json,md,png}``. Resumable per row: each measured row is stored in
 ``WORK/cross_dataset/rows/<row>.json`` and never measured again (delete that file to redo it); the table is
@@ -17,22 +17,23 @@ documents of the train split in a seeded random order (seed 42).
 Rows per dataset D (ccfbdci, cluener, weibo):
 - ``crf-D-kK`` (K = 100, 400, all): the character CRF (``nerft.crf``, L-BFGS 100 iterations). Seconds to ~5 min.
 - ``lexicon-D``: no model: what the training data annotates, completed into empty answers. Seconds.
-- ``nerft-D-kK``: ``nerft train --config configs/qwen2.5-0.5b-cpu[-D].yaml`` (60 minutes of training, the
-  decoding chosen on dev at its end, as ``nerft tune`` does), then ``nerft evaluate --score-with``. From
-  MEASUREMENTS.md: 60 min training + ~12 min choosing the decoding on dev + test prediction at ~2.6 documents/s
-  (CCFBDCI 1,572 docs ~10 min; CLUENER 1,343 longer texts ~12 min; Weibo 270 ~2 min): about 80 minutes a row,
-  9 rows.
+- ``nerft-D-kK``: ``nerft train --config configs/qwen2.5-0.5b-cpu[-D].yaml`` (60 minutes of training for all
+  of D; 10 and 20 minutes for K = 100 and 400, see ``MINUTES``; the decoding chosen on dev at its end, as ``nerft
+  tune`` does), then ``nerft evaluate --score-with``. Measured for CCFBDCI's whole split: 60 training minutes are
+  ~90 minutes of wall time with the dev evaluations and checkpoints, + ~6 min choosing the decoding on its 786 dev
+  documents + test prediction at ~3.6 documents/s (CCFBDCI 1,572 docs ~7 min; CLUENER 1,343 longer texts ~8 min;
+  Weibo 270 ~2 min).
 - anchors: published figures beside them, labelled as other splits and models with their sources (no command).
 - ``ood-*``: out of domain: the CCFBDCI-trained CRF and nerft scored on Weibo's test file (its .NAM mentions,
   types mapped to CCFBDCI's: ``--map-labels``), and the Weibo-trained ones on CCFBDCI's test file (CCFBDCI's
-  types mapped to .NAM). Need the ``all`` rows of both datasets first; the nerft ones ~5-12 min each.
+  types mapped to .NAM; their .NOM answers, which CCFBDCI never annotates, are not scored). Need the ``all`` rows of both datasets first; the nerft ones ~5-12 min each.
 - ``distill-ccfbdci-kK`` (K = 100, 400): the nerft-ccfbdci-kK run annotates the rest of CCFBDCI's train split,
   labels removed (``--unlabeled-max``, default 4,000 texts: ~26 min at 2.6 documents/s, plus dev), and ``nerft
   distill`` trains a CRF on the K gold + the silver that passes the threshold chosen on dev; F1 and documents/s of
-  the distilled CRF beside the teacher's. ``distill-weibo-all``: the Weibo teacher on CCFBDCI's texts.
+  the distilled CRF beside the teacher's. ``distill-weibo-kall``: the Weibo teacher on CCFBDCI's texts.
 
 Order to run them (each nerft row needs the machine alone; see benchmarks/README.md): ``crf``, ``lexicon`` (all
-datasets, minutes), then ``nerft-weibo-all``, ``nerft-cluener-all``, ``nerft-ccfbdci-all`` (the headline), the
+datasets, minutes), then ``nerft-weibo-kall``, ``nerft-cluener-kall``, ``nerft-ccfbdci-kall`` (the headline), the
 ``ood`` rows, ``nerft-*-k100``/``k400``, then the ``distill`` rows (they reuse the k100/k400/all runs).
 """
 
@@ -65,8 +66,16 @@ DATASETS = ("ccfbdci", "cluener", "weibo")
 KS = (100, 400, 0)  # 0: all
 RECIPES = {"ccfbdci": "configs/qwen2.5-0.5b-cpu.yaml", "cluener": "configs/qwen2.5-0.5b-cpu-cluener.yaml",
            "weibo": "configs/qwen2.5-0.5b-cpu-weibo.yaml"}
-# the CCFBDCI recipe stops at 120 steps (its quick form); its row trains for the same 60 minutes as the other two
-BUDGET = {"ccfbdci": ["--optim.max-steps", "100000", "--optim.max-minutes", "60"]}
+# minutes of training per row: the whole training split gets the recipes' 60; K = 100 and 400 get 10 and 20, what
+# benchmarks/results/learning_curve.md measured them needing (their best dev F1 came at steps 30 and 96 of 60 and 120,
+# 8.7 and 18.2 minutes), with a dev evaluation every 20 steps instead of 60 so the best adapter is found among them
+MINUTES = {100: 10, 400: 20, 0: 60}
+
+
+def budget(k: int) -> list[str]:
+    """nerft train flags for a K row (the CCFBDCI recipe's own 120-step cap lifted: every row ends on its minutes)."""
+    flags = ["--optim.max-steps", "100000", "--optim.max-minutes", str(MINUTES[k])]
+    return flags + (["--eval.every", "20"] if k else [])
 TO_CCFBDCI = "PER.NAM=PER,ORG.NAM=ORG,LOC.NAM=LOC,GPE.NAM=GPE"
 TO_WEIBO = "PER=PER.NAM,ORG=ORG.NAM,LOC=LOC.NAM,GPE=GPE.NAM"
 # published anchors: (dataset, row, F1, what and where)
@@ -171,12 +180,17 @@ def lexicon_row(b: Bench, dataset: str) -> dict:
 
 
 def nerft_run(b: Bench, dataset: str, k: int) -> Path:
-    """The nerft CPU recipe's run on the first K documents (trained once; its decoding chosen on dev at its end)."""
+    """The nerft CPU recipe's run on the first K documents (trained once; its decoding chosen on dev at its end).
+    A run cut off before its end (its metrics.json missing or not finished) continues from its latest checkpoint."""
+    from nerft.train.checkpoint import list_checkpoints
+
     run = b.work / f"nerft-{dataset}-k{k or 'all'}" / "run"
-    if not (run / "nerft.json").is_file():
+    metrics = run / "metrics.json"
+    if not (metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8"))["train"]["finished"]):
+        start = ["--resume", "latest"] if run.is_dir() and list_checkpoints(run) else ["--output.overwrite"]
         folder = b.folder(dataset)
         nerft_cli("train", "--config", REPO / RECIPES[dataset], "--train", b.train_k(dataset, k), "--dev",
-                  folder / "dev.jsonl", "--output.dir", run, "--output.overwrite", *BUDGET.get(dataset, []), *b.args.train_args.split())
+                  folder / "dev.jsonl", "--output.dir", run, *start, *budget(k), *b.args.train_args.split())
     return run
 
 
@@ -257,7 +271,8 @@ def write_report(b: Bench) -> None:
             md += ["Published figures (other splits, other models; not comparable run for run):", "",
                    markdown_table(anchors, ["row", "f1", "source"]), ""]
     md.append("ood rows: the first dataset's model on the second's test file, gold types mapped with "
-              f"`--map-labels` ({TO_CCFBDCI} onto CCFBDCI; {TO_WEIBO} onto Weibo; unmapped gold types not scored).")
+              f"`--map-labels` ({TO_CCFBDCI} onto CCFBDCI; {TO_WEIBO} onto Weibo; gold types not mapped, and "
+              "predicted types no gold type maps to, such as a Weibo model's .NOM answers on CCFBDCI, not scored).")
     write_results("cross_dataset", {"benchmark": "cross-dataset", "rows": measured}, "\n".join(md),
                   Path(b.args.results))
     if measured:

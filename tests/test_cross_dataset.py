@@ -63,6 +63,17 @@ def test_the_plan_lists_every_row_of_the_issue():
     assert {"ood-nerft-ccfbdci-on-weibo", "distill-weibo-kall"} <= set(rows)
 
 
+def test_every_nerft_row_ends_on_its_minutes_and_the_small_ones_are_evaluated_often():
+    def flags(k):
+        args = cross_dataset.budget(k)
+        return dict(zip(args[::2], args[1::2]))
+
+    # the CCFBDCI recipe's 120-step cap is lifted for every K; the minutes grow with K, all within the issue's 60
+    assert [flags(k)["--optim.max-minutes"] for k in (100, 400, 0)] == ["10", "20", "60"]
+    assert {flags(k)["--optim.max-steps"] for k in (100, 400, 0)} == {"100000"}
+    assert flags(100)["--eval.every"] == "20" and "--eval.every" not in flags(0)  # all: the recipe's own
+
+
 @pytest.mark.integration  # nerft train and evaluate as child processes, ~25 s of CPU
 def test_a_nerft_row_trains_the_recipe_and_scores_it(tmp_path, tiny_tokenizer):
     """The nerft row's commands (train with the dataset's recipe, evaluate --score-with) on a tiny model: the real
@@ -81,3 +92,12 @@ def test_a_nerft_row_trains_the_recipe_and_scores_it(tmp_path, tiny_tokenizer):
     assert f1_follows(row) and "f1_PER.NOM" in row
     run = tmp_path / "work" / "cross_dataset" / "nerft-weibo-kall" / "run"
     assert json.loads((run / "nerft.json").read_text())["labels"]["labels"][0]["code"] == "PER.NAM"
+    # a run cut off before its end (no metrics.json yet) continues from its checkpoint instead of training again
+    state = run / "checkpoints" / "step-2" / "trainer_state.json"
+    written = state.stat().st_mtime_ns
+    (run / "metrics.json").unlink()
+    (tmp_path / "work" / "cross_dataset" / "rows" / "nerft-weibo-kall.json").unlink()
+    assert cross_dataset.main(["--rows", "nerft-weibo-kall", "--data", f"weibo={weibo}", "--train-args", train_args,
+                               "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
+    assert state.stat().st_mtime_ns == written  # resumed: a fresh run would have deleted and rewritten step-2
+    assert json.loads((run / "metrics.json").read_text())["train"]["finished"]
