@@ -14,7 +14,7 @@ from nerft.answers import read_answer
 from nerft.cli import main
 from nerft.formats import get_format
 from nerft.jsonl import read_documents, write_jsonl
-from nerft.labels import load_label_set, map_document_labels, parse_label_map, weibo_labels
+from nerft.labels import ccfbdci_labels, load_label_set, map_document_labels, parse_label_map, weibo_labels
 from nerft.metrics import score_documents
 from nerft.prepare import PrepareConfig, prepare
 from nerft.prompts import build_prompt
@@ -121,6 +121,22 @@ def test_evaluate_map_labels_scores_a_model_of_another_label_set(tmp_path, capsy
                      "--map-labels", spec, "--labels", "ccfbdci", "--out", str(tmp_path / "eval")]) == 0
         micro = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))["strict"]["micro"]
         assert (micro["tp"], micro["fp"], micro["fn"]) == (1, 1, 1)  # 女人 (.NOM) is not scored
+    # the other way round: a Weibo model on CCFBDCI's gold. Its .NOM answer has no CCFBDCI counterpart: not scored,
+    # but counted; its .NAM answers are scored under the mapped types
+    write_jsonl(tmp_path / "ccf.jsonl", [Document("0", gold[0].text, [Entity(0, 2, "PER", "李娜"),
+                                                                       Entity(6, 8, "GPE", "北京")])])
+    (tmp_path / "labels.json").write_text(json.dumps(ccfbdci_labels().to_dict()), encoding="utf-8")
+    write_jsonl(tmp_path / "weibo-pred.jsonl", [{"id": "0", "text": gold[0].text, "entities": [
+        {"start": 0, "end": 2, "label": "PER.NAM", "text": "李娜"}, {"start": 3, "end": 5, "label": "PER.NOM", "text": "女人"},
+        {"start": 6, "end": 8, "label": "LOC.NAM", "text": "北京"}]}])
+    assert main(["evaluate", "--gold", str(tmp_path / "ccf.jsonl"), "--pred", str(tmp_path / "weibo-pred.jsonl"),
+                 "--map-labels", "PER=PER.NAM,ORG=ORG.NAM,LOC=LOC.NAM,GPE=GPE.NAM", "--labels", "weibo",
+                 "--out", str(tmp_path / "back")]) == 0
+    metrics = json.loads((tmp_path / "back" / "metrics.json").read_text(encoding="utf-8"))
+    micro = metrics["strict"]["micro"]
+    assert (micro["tp"], micro["fp"], micro["fn"]) == (1, 1, 1) and metrics["unmapped_predictions"] == {"PER.NOM": 1}
+    assert set(metrics["strict"]["per_label"]) <= {"PER.NAM", "ORG.NAM", "LOC.NAM", "GPE.NAM"}
+    assert "not scored: 'PER.NOM' (1)" in (tmp_path / "back" / "report.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.shared

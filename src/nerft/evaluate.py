@@ -81,8 +81,10 @@ class EvaluateConfig:
                                             "(reported in unknown_labels) instead of failing")
     encoding: str = opt("utf-8", ENCODING_HELP)
     map_labels: str | None = opt(None, "score gold under another label set: FROM=TO pairs (PER.NAM=PER,ORG.NAM=ORG) or "
-                                       "a YAML file of them; gold entities whose label is not mapped are dropped "
-                                       "(out-of-domain: a CCFBDCI model on Weibo's .NAM mentions)")
+                                       "a YAML file of them; gold entities whose label is not mapped are dropped, and "
+                                       "so are predicted ones of a label no gold label maps to (out of domain: a "
+                                       "CCFBDCI model on Weibo's .NAM mentions, a Weibo model's .NOM answers on "
+                                       "CCFBDCI)")
     score_with: str | None = opt(None, "predict the gold texts with this model (run directory, exported folder or "
                                        "adapter; any --backend, with the load and decoding flags) instead of "
                                        "reading --pred; OUT then also gets predictions.jsonl")
@@ -103,20 +105,28 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
         get_format(cfg.format)  # a clear error for an unknown name
     started = time.perf_counter()
     gold = _read_gold(cfg.gold, cfg.encoding)
+    targets = None
     if cfg.map_labels:
         mapping = parse_label_map(cfg.map_labels)
-        gold = map_document_labels(gold, mapping)
+        gold, targets = map_document_labels(gold, mapping), set(mapping.values())
     model_counts = {"parse_failures": 0, "hallucinations": 0, "duplicates": 0}
     rows = _read_prediction_file(cfg, gold) if predictor is None else _predicted_rows(gold, predictor, cfg, model_counts)
     labels = predictor.labels if predictor is not None and not cfg.labels else _label_set(cfg.labels, gold, cfg.gold)
-    if cfg.map_labels and predictor is None and not cfg.labels:  # labels.json beside gold names the unmapped codes
-        labels = LabelSet.infer(dict.fromkeys(parse_label_map(cfg.map_labels).values()))
+    if targets is not None and predictor is None and not cfg.labels:  # labels.json beside gold names unmapped codes
+        labels = LabelSet.infer(dict.fromkeys(mapping.values()))
     matched = _match(gold, rows, cfg)
-    preds, counts, unknown = [], model_counts, Counter()
+    preds, counts, unknown, unmapped = [], model_counts, Counter(), Counter()
     for doc, row in zip(gold, matched, strict=True):
         entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts, unknown)
+        if targets is not None:  # a type the gold set has no counterpart of can be neither right nor wrong here
+            unmapped.update(e.label for e in entities if e.label not in targets)
+            entities = [e for e in entities if e.label in targets]
         preds.append(entities)
+    if targets is not None:
+        labels = labels.subset([c for c in labels.codes if c in targets])
     metrics = score_documents(gold, preds, labels=labels, **counts)
+    if targets is not None:
+        metrics["unmapped_predictions"] = dict(unmapped.most_common())
     metrics["missing_predictions"] = sum(row is None for row in matched)
     metrics["unknown_labels"] = dict(unknown.most_common())
     metrics["seconds"] = round(time.perf_counter() - started, 3)
@@ -315,7 +325,9 @@ def report_markdown(metrics: dict[str, Any], cfg: EvaluateConfig) -> str:
         f"{metrics['missing_predictions']} without a prediction); each error in its document: "
         "[report.html](report.html)",
         *([f"- labels outside the label set, scored as their own: {_listed(Counter(metrics['unknown_labels']))}"]
-          if metrics.get("unknown_labels") else []), "",
+          if metrics.get("unknown_labels") else []),
+        *([f"- gold labels mapped by `--map-labels {cfg.map_labels}`; predictions of a label no gold label maps to, "
+           f"not scored: {_listed(Counter(metrics['unmapped_predictions'])) or 'none'}"] if cfg.map_labels else []), "",
         "## Strict scores (exact span and label)", "", format_table(metrics), "",
         "![per-label scores](per_label.png)", "",
     ]
