@@ -70,12 +70,7 @@ RECIPES = {"ccfbdci": "configs/qwen2.5-0.5b-cpu.yaml", "cluener": "configs/qwen2
 # benchmarks/results/learning_curve.md measured them needing (their best dev F1 came at steps 30 and 96 of 60 and 120,
 # 8.7 and 18.2 minutes), with a dev evaluation every 20 steps instead of 60 so the best adapter is found among them
 MINUTES = {100: 10, 400: 20, 0: 60}
-
-
-def budget(k: int) -> list[str]:
-    """nerft train flags for a K row (the CCFBDCI recipe's own 120-step cap lifted: every row ends on its minutes)."""
-    flags = ["--optim.max-steps", "100000", "--optim.max-minutes", str(MINUTES[k])]
-    return flags + (["--eval.every", "20"] if k else [])
+CRF_ITERATIONS, UNLABELED_MAX = 100, 4000  # the defaults of --crf-iterations and --unlabeled-max
 TO_CCFBDCI = "PER.NAM=PER,ORG.NAM=ORG,LOC.NAM=LOC,GPE.NAM=GPE"
 TO_WEIBO = "PER=PER.NAM,ORG=ORG.NAM,LOC=LOC.NAM,GPE=GPE.NAM"
 # published anchors: (dataset, row, F1, what and where)
@@ -89,6 +84,12 @@ ANCHORS = [
     ("weibo", "BERT+LSTM+CRF", 70.48, "as reported by Ma et al. 2020 (SoftLexicon), Weibo NER test"),
     ("weibo", "SoftLexicon+BERT", 70.50, "Ma et al. 2020, Weibo NER test"),
 ]
+
+
+def budget(k: int) -> list[str]:
+    """nerft train flags for a K row (the CCFBDCI recipe's own 120-step cap lifted: every row ends on its minutes)."""
+    flags = ["--optim.max-steps", "100000", "--optim.max-minutes", str(MINUTES[k])]
+    return flags + (["--eval.every", "20"] if k else [])
 
 
 class Bench:
@@ -285,8 +286,8 @@ def write_report(b: Bench) -> None:
 def row_command(name: str, args: argparse.Namespace) -> str:
     """The command that measures row ``name`` as it was measured: the flags that shape it, where not the defaults."""
     flags = [f"--crf-iterations {args.crf_iterations}"] if name.startswith(("crf", "ood-crf")) and \
-        args.crf_iterations != 100 else []
-    flags += [f"--unlabeled-max {args.unlabeled_max}"] if name.startswith("distill") and args.unlabeled_max != 4000 \
+        args.crf_iterations != CRF_ITERATIONS else []
+    flags += [f"--unlabeled-max {args.unlabeled_max}"] if name.startswith("distill") and args.unlabeled_max != UNLABELED_MAX \
         else []
     flags += [f"--train-args '{args.train_args}'"] if args.train_args and ("nerft" in name or "distill" in name) \
         else []
@@ -300,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the rows in the order to run them and exit")
     parser.add_argument("--data", default="", help="prepared folders to use instead: ccfbdci=DIR,weibo=DIR,...")
     parser.add_argument("--train-args", default="", help="extra flags for nerft train (e.g. a tiny model for tests)")
-    parser.add_argument("--crf-iterations", type=int, default=100)
-    parser.add_argument("--unlabeled-max", type=int, default=4000, help="unlabelled texts per distill row")
+    parser.add_argument("--crf-iterations", type=int, default=CRF_ITERATIONS)
+    parser.add_argument("--unlabeled-max", type=int, default=UNLABELED_MAX, help="unlabelled texts per distill row")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK))
     args = parser.parse_args(argv)
