@@ -78,6 +78,24 @@ def test_profile_predict_accounts_for_the_whole_time(tmp_path, tiny_tokenizer, m
     assert "### before:" in md and "### after:" in md
 
 
+def test_predict_order_times_both_orders_on_the_same_documents(tmp_path, tiny_tokenizer):
+    from benchmarks import predict_order
+
+    run = build_answering_run(tmp_path / "model", tiny_tokenizer)
+    (tmp_path / "data").mkdir()
+    data = write_mini_data(tmp_path / "data", DOCS)
+    assert predict_order.main(["--model", str(run), "--test", str(data / "test.jsonl"), "--docs", "3", "--threads",
+                               "1", "--autocast", "off", "--results", str(tmp_path / "results"),
+                               "--work", str(tmp_path / "work")]) == 0
+    result = json.loads((tmp_path / "results" / "predict_order.json").read_text())
+    assert [r["order"] for r in result["rows"]] == ["input order", "longest first"]
+    assert all(r["docs"] == 3 and r["docs_per_s"] > 0 for r in result["rows"])
+    assert result["same_entities"] == 1.0  # fp32: the order of the batches changes no answer
+    slow, fast = (r["docs_per_s"] for r in result["rows"])
+    assert result["speedup"] == pytest.approx(fast / slow, rel=0.05)
+    assert "| longest first | 3 |" in (tmp_path / "results" / "predict_order.md").read_text()
+
+
 def test_serve_throughput_measures_a_real_server(tmp_path, tiny_tokenizer):
     from benchmarks import serve_throughput
 
