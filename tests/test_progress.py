@@ -64,3 +64,17 @@ def test_a_stage_logger_does_not_repeat_its_name(caplog):
         meter.update(2)
     assert [(r.name, r.getMessage()) for r in caplog.records] == [("nerft.train", "0% (0/2 steps)"),
                                                                   ("nerft.train", "100% (2/2 steps)")]
+
+
+def test_a_total_known_only_as_the_loop_goes(caplog):
+    terminal = Terminal()
+    with progress(None, "train", stream=terminal) as bar:  # a time budget: how many steps fit is not known yet
+        bar.update(2)
+        bar.set_total(8)  # the pace so far says 8
+        bar.update(2)
+    assert "4/8" in terminal.getvalue()
+    with caplog.at_level(logging.INFO, logger="nerft"), progress(None, "train", stream=io.StringIO()) as meter:
+        meter.update(5)
+        meter.set_total(10)
+        meter.update(5)
+    assert [r.getMessage() for r in caplog.records] == ["train: 50% (5/10 steps)", "train: 100% (10/10 steps)"]

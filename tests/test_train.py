@@ -5,6 +5,7 @@ one (and the real Qwen2 tokenizer where ../shared is present)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -372,12 +373,15 @@ def test_time_budget_schedule_follows_the_clock_or_the_step_cap():
     assert _lr_curve(linear, 1000, [15.0, 45.0]) == pytest.approx([1.5, 0.5])
 
 
-def test_time_budget_ends_the_run_as_finished(base_model, splits, tmp_path):
+def test_time_budget_ends_the_run_as_finished(base_model, splits, tmp_path, caplog):
     out = tmp_path / "run"
     # a budget of 60 microseconds: spent by any first optimizer step; max_steps 50 is only the cap
     recipe = tiny_recipe(base_model, {**splits, "test": splits["dev"]}, out, optim__max_steps=50,
                          optim__max_minutes=1e-6, optim__warmup_steps=None, eval__every=0)
-    train(_cfg(recipe))
+    with caplog.at_level(logging.INFO, logger="nerft.train"):
+        train(_cfg(recipe))
+    shown = [r.getMessage() for r in caplog.records if "steps)" in r.getMessage()]
+    assert shown[-1].startswith("100% (1/1 steps)")  # the progress counts the steps the budget allows, not max_steps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["stopped_by"] == "time budget" and metrics["train"]["finished"]
     assert metrics["train"]["steps"] == 1 and metrics["train"]["train_seconds"] > 0

@@ -39,7 +39,7 @@ class Progress:
                  lines: bool = True, every: float = 0.1, stream: TextIO | None = None, leave: bool = True,
                  log: logging.Logger | None = None) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
-        self.every, self.lines = every, lines and bool(total)
+        self.every, self.lines = every, lines
         self.postfix: dict[str, Any] = {}
         self.log = log or logger
         self.closed = False
@@ -60,6 +60,16 @@ class Progress:
             self._bar.update(n)
         self._log_line()
 
+    def set_total(self, total: int | None) -> None:
+        """A new total: a loop whose length is known only as it goes (a time budget's steps, from the pace)."""
+        if total == self.total:
+            return
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+        self._log_line()
+
     def set_postfix(self, **values: Any) -> None:
         self.postfix = values
         if self._bar is not None:
@@ -76,7 +86,7 @@ class Progress:
         self.closed = True
 
     def _log_line(self) -> None:
-        if not self.lines or self.total is None:
+        if not self.lines or not self.total:  # no total (yet): nothing to give a share of
             return
         part = int(min(self.n, self.total) / self.total / self.every + 1e-9)
         if part <= self._logged:

@@ -169,8 +169,8 @@ class Trainer:
         if self.main:
             logger.info(f"{len(self.data.examples)} examples ({self.data.overlong} over max_length "
                         f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised "
-                        f"tokens; {sum(p.numel() for p in self.params):,} trainable parameters; {self.total_steps} "
-                        f"steps of {cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
+                        f"tokens; {sum(p.numel() for p in self.params):,} trainable parameters; {self.length_note()} "
+                        f"of {cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
                         f"{self.accelerator.device}; autocast {self.autocast_note}")
         return tracker
 
@@ -267,9 +267,25 @@ class Trainer:
         self.meter.started = time.perf_counter()
         self.clock.start()
         self.model.train()
-        with progress(self.total_steps, "train", initial=self.position.step, enabled=self.main,
+        with progress(self.expected_steps(), "train", initial=self.position.step, enabled=self.main,
                       log=logger) as self.progress, Interrupts() as interrupts:
             return self._loop(interrupts)
+
+    def length_note(self) -> str:
+        """How long the run is: "N steps", or "M training minutes of steps (at most N)" under a time budget."""
+        if self.budget_s is None:
+            return f"{self.total_steps} steps"
+        return f"{self.budget_s / 60:g} training minutes of steps (at most {self.total_steps})"
+
+    def expected_steps(self) -> int | None:
+        """The steps the run will end at: max_steps, or under a time budget the steps the pace so far fits into it
+        if fewer (None before the first step: the progress shows no share until then)."""
+        if self.budget_s is None:
+            return self.total_steps
+        step, seconds = self.position.step, self.clock.seconds()
+        if step == 0 or seconds <= 0:
+            return None
+        return min(self.total_steps, max(step, math.ceil(step * self.budget_s / seconds)))
 
     def finished_before(self) -> bool:
         """A resumed run whose training was already done: it goes straight to the end (decoding, test)."""
@@ -316,6 +332,8 @@ class Trainer:
         if self.budget_s is not None:
             postfix["budget_left"] = f"{max(self.budget_s - self.clock.seconds(), 0) / 60:.1f}min"
         self.progress.set_postfix(**postfix)
+        if self.budget_s is not None:
+            self.progress.set_total(self.expected_steps())
         self.progress.update(1)
         if step % cfg.tracking.log_every == 0 or step == self.total_steps:
             self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
