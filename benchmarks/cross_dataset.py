@@ -28,9 +28,9 @@ Rows per dataset D (ccfbdci, cluener, weibo):
   types mapped to CCFBDCI's: ``--map-labels``), and the Weibo-trained ones on CCFBDCI's test file (CCFBDCI's
   types mapped to .NAM; their .NOM answers, which CCFBDCI never annotates, are not scored). Need the ``all`` rows of both datasets first; the nerft ones ~5-12 min each.
 - ``distill-ccfbdci-kK`` (K = 100, 400): the nerft-ccfbdci-kK run annotates the rest of CCFBDCI's train split,
-  labels removed (``--unlabeled-max``, default 4,000 texts: ~26 min at 2.6 documents/s, plus dev), and ``nerft
-  distill`` trains a CRF on the K gold + the silver that passes the threshold chosen on dev; F1 and documents/s of
-  the distilled CRF beside the teacher's. ``distill-weibo-kall``: the Weibo teacher on CCFBDCI's texts.
+  labels removed (``--unlabeled-max``, default 4,000 texts: ~15-26 min at 2.6-4.4 documents/s), and ``nerft
+  distill`` trains a CRF on the K gold + the silver it chooses on dev (a CRF per candidate, the best dev F1); F1
+  and documents/s of the distilled CRF beside the teacher's. ``distill-weibo-kall``: the Weibo teacher on CCFBDCI's texts.
 
 Order to run them (each nerft row needs the machine alone; see benchmarks/README.md): ``crf``, ``lexicon`` (all
 datasets, minutes), then ``nerft-weibo-kall``, ``nerft-cluener-kall``, ``nerft-ccfbdci-kall`` (the headline), the
@@ -222,7 +222,8 @@ def distill_row(b: Bench, dataset: str, k: int, unlabeled_from: str) -> dict:
     scores = b.evaluate(gold, out / "eval", model=out / "crf")
     report = json.loads((out / "crf" / "distill.json").read_text(encoding="utf-8"))
     return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 1),
-            "threshold": report["teacher"]["threshold"], "silver_kept": report["teacher"]["silver_kept"],
+            "threshold": report["teacher"]["threshold"], "keep_empty": report["teacher"].get("keep_empty", True),
+            "silver_kept": report["teacher"]["silver_kept"],
             "silver": report["teacher"]["silver"]}
 
 
@@ -265,7 +266,7 @@ def write_report(b: Bench) -> None:
             continue
         md += [f"### {d}", "", "Commands:", ""] + [f"- `{r['row']}`: `{r['command']}`" for r in rows] + [""]
         cols = ["row", "precision", "recall", "f1", "docs_per_s", "train_docs", "train_s", "threshold",
-                "silver_kept"]
+                "keep_empty", "silver_kept"]
         per_label = sorted({c for r in rows for c in r if c.startswith("f1_")})
         md += [markdown_table(rows, cols + per_label), ""]
         if anchors:

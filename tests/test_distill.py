@@ -10,7 +10,15 @@ import pytest
 from helpers_models import RUN_SEED, build_run_dir
 
 from nerft.cli import main
-from nerft.distill import DistillConfig, choose_threshold, distill, passes, threshold_table
+from nerft.distill import (
+    DistillConfig,
+    choose_student,
+    choose_threshold,
+    distill,
+    passes,
+    student_table,
+    threshold_table,
+)
 from nerft.jsonl import read_documents, write_jsonl
 from nerft.schema import Document, Entity
 
@@ -34,6 +42,7 @@ def doc(text: str, *scores: float) -> Document:
 def test_passes_needs_every_entity_at_the_threshold():
     assert passes(doc("ab", 0.9, 0.95), 0.9) and not passes(doc("ab", 0.9, 0.89), 0.9)
     assert passes(doc("ab"), 0.99)  # nothing found: nothing below the threshold
+    assert not passes(doc("ab"), 0.0, keep_empty=False) and passes(doc("ab", 0.9), 0.5, keep_empty=False)
     assert passes(Document("x", "a", [Entity(0, 1, "PER", "a")]), 0.0)
     assert not passes(Document("x", "a", [Entity(0, 1, "PER", "a")]), 0.5)  # no score: only threshold 0
 
@@ -47,6 +56,36 @@ def test_threshold_choice_trades_f1_against_documents_kept():
     assert [(r["threshold"], r["kept"], r["f1"]) for r in rows] == [(0.0, 4, 0.5), (0.5, 2, 1.0), (0.95, 0, 0.0)]
     assert choose_threshold(rows, min_keep=0.5)["threshold"] == 0.5
     assert choose_threshold(rows, min_keep=0.75)["threshold"] == 0.0  # 0.5 keeps too few
+
+
+def test_student_choice_takes_the_best_dev_f1_then_more_silver():
+    rows = [{"threshold": t, "keep_empty": e, "f1": f} for t, e, f in
+            [(0.0, True, 0.4), (0.0, False, 0.5), (0.5, True, 0.6), (0.5, False, 0.6), (0.9, True, 0.6)]]
+    assert (choose_student(rows)["threshold"], choose_student(rows)["keep_empty"]) == (0.5, True)
+    assert choose_student(rows[:2])["keep_empty"] is False  # leaving the empty documents out scored better
+
+
+def test_student_table_scores_each_candidate_crf_on_dev_and_resumes(tmp_path):
+    from nerft.crf import CrfTagger
+    from nerft.metrics import score_documents
+
+    silver = [Document("s0", "赵六去了北京。", [Entity(0, 2, "PER", "赵六", 0.99), Entity(4, 6, "GPE", "北京", 0.97)]),
+              Document("s1", "钱七在上海。", [Entity(0, 2, "PER", "钱七", 0.4)]), Document("s2", "下雨了。", [])]
+    cfg = DistillConfig(thresholds=[0.0, 0.9], iterations=30)
+    rows = student_table(GOLD, silver, DEV, cfg, tmp_path)
+    assert [(r["threshold"], r["keep_empty"], r["silver_kept"]) for r in rows] == [
+        (0.0, True, 3), (0.0, False, 2), (0.9, True, 2), (0.9, False, 1)]
+    for row in rows:  # each row is its own CRF's strict F1 on dev
+        tagger = CrfTagger(tmp_path / row["model"])
+        again = score_documents(DEV, [Document(d.id, d.text, tagger.tag(d.text)) for d in DEV])
+        assert row["f1"] == again["strict"]["micro"]["f1"]
+        assert row["crf"]["train_docs"] == len(GOLD) + row["silver_kept"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.crfsuite")}
+    assert student_table(GOLD, silver, DEV, cfg, tmp_path) == rows  # read back, not trained again
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.crfsuite")} == stamps
+    more = student_table(GOLD[:2], silver, DEV, cfg, tmp_path)  # other gold: trained again
+    assert all(r["gold"] == 2 for r in more) and stamps != {p.name: p.stat().st_mtime_ns
+                                                             for p in tmp_path.glob("*.crfsuite")}
 
 
 def test_crf_learns_its_training_documents(tmp_path):
@@ -88,20 +127,44 @@ def distilled(teacher, data, tmp_path_factory):
     return out
 
 
-def test_distill_writes_silver_and_records_the_threshold_chosen_on_dev(distilled):
+def test_distill_writes_silver_and_keeps_the_crf_that_scored_best_on_dev(distilled):
+    from nerft.crf import CrfTagger
+    from nerft.metrics import score_documents
+
     silver = read_documents(distilled / "silver.jsonl")
     assert [d.text for d in silver] == UNLABELED
     assert sum(len(d.entities) for d in silver) > 0  # constrained decoding: the teacher found something
     report = json.loads((distilled / "distill.json").read_text(encoding="utf-8"))
-    assert [r["threshold"] for r in report["thresholds"]] == [0.0, 0.5, 0.99]
-    best = choose_threshold(report["thresholds"], 0.5)
+    assert [(r["threshold"], r["keep_empty"]) for r in report["candidates"]] == [
+        (t, e) for t in (0.0, 0.5, 0.99) for e in (True, False)]
+    best = choose_student(report["candidates"])
     info = json.loads((distilled / "nerft.json").read_text(encoding="utf-8"))
-    assert info["kind"] == "crf" and info["teacher"]["threshold"] == best["threshold"]
-    assert info["teacher"]["chosen_on"].startswith("dev")
-    kept = [d for d in silver if passes(d, best["threshold"])]
+    assert info["kind"] == "crf" and (info["teacher"]["threshold"], info["teacher"]["keep_empty"]) == (
+        best["threshold"], best["keep_empty"])
+    assert "by the CRF's F1" in info["teacher"]["chosen_on"]
+    kept = [d for d in silver if passes(d, best["threshold"], best["keep_empty"])]
     assert info["teacher"]["silver_kept"] == len(kept)
     assert report["crf"]["train_docs"] == len(GOLD) + len(kept)
-    assert (distilled / "crf.crfsuite").is_file()
+    tagger = CrfTagger(distilled / "crf.crfsuite")  # the kept model is the chosen candidate's
+    dev = score_documents(DEV, [Document(d.id, d.text, tagger.tag(d.text)) for d in DEV])
+    assert dev["strict"]["micro"]["f1"] == best["f1"]
+    assert not (distilled / "choice").exists() and not (distilled / "teacher_dev.jsonl").exists()
+
+
+def test_distill_by_the_teacher_chooses_on_its_dev_answers(teacher, data, tmp_path):
+    out = tmp_path / "crf"
+    assert main(["distill", "--model", str(teacher), "--unlabeled", str(data / "texts.txt"), "--gold",
+                 str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"), "--out", str(out), "--iterations",
+                 "20", "--thresholds", "0", "0.5", "0.99", "--min-keep", "0.5", "--choose-by", "teacher"]) == 0
+    report = json.loads((out / "distill.json").read_text(encoding="utf-8"))
+    assert [r["threshold"] for r in report["candidates"]] == [0.0, 0.5, 0.99]
+    best = choose_threshold(report["candidates"], 0.5)
+    info = json.loads((out / "nerft.json").read_text(encoding="utf-8"))
+    assert info["teacher"]["threshold"] == best["threshold"] and info["teacher"]["keep_empty"] is True
+    assert "by the teacher's F1" in info["teacher"]["chosen_on"]
+    assert len(read_documents(out / "teacher_dev.jsonl")) == len(DEV)
+    kept = [d for d in read_documents(out / "silver.jsonl") if passes(d, best["threshold"])]
+    assert report["crf"]["train_docs"] == len(GOLD) + len(kept)
 
 
 def test_distill_resumes_the_silver_annotation(distilled, teacher, data, tmp_path):
@@ -111,13 +174,12 @@ def test_distill_resumes_the_silver_annotation(distilled, teacher, data, tmp_pat
     out.mkdir()
     lines = (distilled / "silver.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (out / "silver.jsonl").write_text("".join(lines[:4]), encoding="utf-8")  # as if stopped after 4 texts
-    for name in ("teacher_dev.jsonl", "teacher_dev.jsonl.resume.json", "silver.jsonl.resume.json"):
-        (out / name).write_bytes((distilled / name).read_bytes())
+    (out / "silver.jsonl.resume.json").write_bytes((distilled / "silver.jsonl.resume.json").read_bytes())
     predictor = load_predictor(teacher, device="cpu")
     cfg = DistillConfig(model=str(teacher), unlabeled=str(data / "texts.txt"), gold=str(data / "train.jsonl"),
                         dev=str(data / "dev.jsonl"), out=str(out), iterations=10)
     distill(cfg, predictor, progress=False)
-    assert predictor.stats.texts == len(UNLABELED) - 4  # only what was missing; dev was complete
+    assert predictor.stats.texts == len(UNLABELED) - 4  # only what was missing (the student choice needs no dev answers)
     assert [d.text for d in read_documents(out / "silver.jsonl")] == UNLABELED
 
 

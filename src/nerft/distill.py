@@ -7,7 +7,7 @@ Steps, each resumable (run the same command again after an interruption):
 1. the teacher (``--model``, opened by the normal factory: any backend, the run's decoding) annotates ``--dev``
    into ``DIR/teacher_dev.jsonl`` and ``--unlabeled`` (.txt, one text a line, or .jsonl) into
    ``DIR/silver.jsonl`` through ``predict.files.predict_file``, which skips the documents already written;
-2. a confidence threshold t is chosen on dev (below), and the silver documents that pass it are kept;
+2. which silver documents to keep is chosen on dev (below);
 3. the CRF (``nerft.crf``) is trained on the gold documents + the kept silver ones into ``DIR/crf.crfsuite``;
 4. ``DIR/nerft.json`` says what the folder is (``kind: crf``, the label set, the teacher: its folder, name, the
    threshold and the silver counts) and ``DIR/distill.json`` holds the whole report (the threshold table too).
@@ -15,21 +15,31 @@ Steps, each resumable (run the same command again after an interruption):
 ``nerft predict --model DIR``, ``serve --model DIR`` and ``evaluate --score-with DIR`` then load the CRF like any
 run (``inference.crf_backend``), with offsets, scores and the same output formats.
 
-The filter is per DOCUMENT: a silver document is kept when every entity the teacher found in it scores at least t
-(a document where the teacher found nothing is kept). Dropping single low-scoring entities instead would leave
-their characters tagged O in a document the CRF trains on: a false "not an entity" lesson for exactly the
-mentions the teacher found hard. Choosing t on dev: for each candidate (``--thresholds``), the teacher's strict F1
-on the dev documents that pass it; t is the candidate with the highest such F1 among those that keep at least
-``--min-keep`` of the dev documents (ties: the lower t, which keeps more silver). ``--threshold X`` fixes t.
+The filter is per DOCUMENT: a silver document is kept when every entity the teacher found in it scores at least t,
+and a document where the teacher found nothing is kept or not as chosen. Dropping single low-scoring entities
+instead would leave their characters tagged O in a document the CRF trains on: a false "not an entity" lesson for
+exactly the mentions the teacher found hard (and a teacher that misses mentions teaches the same lesson through
+its empty documents, hence the second choice).
+
+Choosing on dev, ``--choose-by student`` (the default): for each candidate t (``--thresholds``) with the empty
+documents kept and left out, a CRF is trained on gold + that silver and scored on dev (strict F1); the best
+candidate's CRF is the result (ties: the lower t, then keeping the empty documents: more silver). It costs one CRF
+training per candidate (seconds with a few thousand documents, minutes with tens of thousands), and is resumable:
+each candidate's model and dev score are kept under ``DIR/choice/`` until the choice is made. ``--choose-by
+teacher`` (cheaper, a proxy): the teacher's strict F1 on the dev documents that pass t, the highest among the
+candidates keeping at least ``--min-keep`` of dev; empty documents kept. ``--threshold X`` fixes t (empty
+documents kept unless ``--drop-empty``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import add_config_arguments, build_config, opt, to_dict
 from .jsonl import read_documents
@@ -39,6 +49,7 @@ from .schema import SCORE_DIGITS, Document, NerftError, write_json
 SILVER_FILE = "silver.jsonl"
 TEACHER_DEV_FILE = "teacher_dev.jsonl"
 REPORT_FILE = "distill.json"
+CHOICE_DIR = "choice"  # the candidates' CRFs while --choose-by student compares them
 DEFAULT_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
 
 
@@ -54,7 +65,11 @@ class DistillConfig:
     threshold: float | None = opt(None, "keep silver documents whose every entity scores at least this; default: "
                                         "chosen on --dev")
     thresholds: list[float] = opt(help="candidate thresholds tried on dev", factory=lambda: list(DEFAULT_THRESHOLDS))
-    min_keep: float = opt(0.5, "a candidate threshold must keep at least this share of the dev documents")
+    choose_by: Literal["student", "teacher"] = opt("student", "student: train a CRF for each candidate and keep the "
+                                                   "one with the best dev F1; teacher: the teacher's dev F1 on the "
+                                                   "documents a threshold keeps (cheaper, a proxy)")
+    drop_empty: bool = opt(False, "with --threshold: leave out the silver documents where the teacher found nothing")
+    min_keep: float = opt(0.5, "--choose-by teacher: a candidate threshold must keep at least this share of dev")
     max_unlabeled: int | None = opt(None, "use only the first N unlabelled texts")
     iterations: int = opt(100, "L-BFGS iterations of the CRF")
     chunk_size: int = opt(32, "texts per prediction chunk (what an interruption can lose)")
@@ -63,9 +78,12 @@ class DistillConfig:
 # ------------------------------------------------------------------------------------------- threshold choice
 
 
-def passes(doc: Document, threshold: float) -> bool:
+def passes(doc: Document, threshold: float, keep_empty: bool = True) -> bool:
     """Every entity scores at least ``threshold`` (at the digits scores are written with); an entity without a
-    score (a backend that returns none) passes only the threshold 0."""
+    score (a backend that returns none) passes only the threshold 0. A document without entities passes when
+    ``keep_empty``."""
+    if not doc.entities:
+        return keep_empty
     if threshold <= 0:
         return True
     return all(e.score is not None and round(e.score, SCORE_DIGITS) >= threshold for e in doc.entities)
@@ -92,6 +110,53 @@ def choose_threshold(rows: list[dict[str, Any]], min_keep: float) -> dict[str, A
     return max(eligible, key=lambda r: (round(r["f1"], 6), -r["threshold"]))
 
 
+def student_table(gold: list[Document], silver: list[Document], dev: list[Document], cfg: DistillConfig,
+                  folder: Path, progress: bool | None = None) -> list[dict[str, Any]]:
+    """For each candidate (threshold x empty documents kept or not): a CRF trained on gold + the silver it keeps,
+    written to ``folder/<candidate>.crfsuite``, and its strict P/R/F1 on ``dev``. A candidate already trained with
+    the same documents (``folder/<candidate>.json``) is read back, not trained again."""
+    from .crf import CrfTagger, train_crf
+    from .progress import progress as progress_of
+
+    candidates = [(t, empty) for t in sorted(set(cfg.thresholds)) for empty in (True, False)]
+    rows = []
+    with progress_of(len(candidates), "choose", unit="CRF", show=progress) as bar:
+        for t, empty in candidates:
+            name = f"t{t:g}-{'with' if empty else 'without'}-empty"
+            kept = [d for d in silver if passes(d, t, empty)]
+            key = {"threshold": t, "keep_empty": empty, "gold": len(gold), "silver_kept": len(kept),
+                   "iterations": cfg.iterations}
+            record, model = folder / f"{name}.json", folder / f"{name}.crfsuite"
+            row = _read_row(record, key) if model.is_file() else None
+            if row is None:
+                trained = train_crf([*gold, *kept], model, cfg.iterations)
+                tagger = CrfTagger(model)
+                scores = score_documents(dev, [Document(d.id, d.text, tagger.tag(d.text)) for d in dev])
+                micro = scores["strict"]["micro"]
+                row = {**key, "silver_entities_kept": sum(len(d.entities) for d in kept),
+                       "precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"],
+                       "model": model.name, "crf": trained}
+                write_json(record, row)
+            rows.append(row)
+            bar.update()
+    return rows
+
+
+def _read_row(record: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    import json
+
+    try:
+        row = json.loads(record.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return row if all(row.get(k) == v for k, v in key.items()) else None
+
+
+def choose_student(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate with the best dev F1 (ties: the lower threshold, then keeping the empty documents)."""
+    return max(rows, key=lambda r: (round(r["f1"], 6), -r["threshold"], r["keep_empty"]))
+
+
 # ------------------------------------------------------------------------------------------------------ entry
 
 
@@ -115,30 +180,42 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
     predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress, stamp=stamp)
     annotate_s = time.perf_counter() - started
 
-    choice: dict[str, Any] = {"threshold": cfg.threshold, "chosen_on": "given (--threshold)"}
+    gold = read_documents(cfg.gold)
+    silver = read_documents(out / SILVER_FILE)
+    choice: dict[str, Any] = {"threshold": cfg.threshold, "keep_empty": not cfg.drop_empty,
+                              "chosen_on": "given (--threshold)"}
     table: list[dict[str, Any]] = []
-    if cfg.dev:
+    trained: dict[str, Any] | None = None
+    if cfg.dev and cfg.threshold is None and cfg.choose_by == "student":
+        dev = read_documents(cfg.dev)
+        table = student_table(gold, silver, dev, cfg, out / CHOICE_DIR, progress)
+        choice = {**choose_student(table), "chosen_on": f"dev ({cfg.dev}), by the CRF's F1"}
+        trained = choice.pop("crf")
+        os.replace(out / CHOICE_DIR / choice.pop("model"), out / CRF_MODEL_FILE)
+        shutil.rmtree(out / CHOICE_DIR)
+    elif cfg.dev:
         dev = read_documents(cfg.dev)
         predict_file(predictor, _as_inputs(dev, out / "dev_inputs.jsonl"), out / TEACHER_DEV_FILE,
                      chunk_size=cfg.chunk_size, progress=progress, stamp=stamp)
         table = threshold_table(dev, _in_order(read_documents(out / TEACHER_DEV_FILE), dev), cfg.thresholds)
         if cfg.threshold is None:
-            choice = {**choose_threshold(table, cfg.min_keep), "chosen_on": f"dev ({cfg.dev})"}
-    threshold = float(choice["threshold"])
-
-    gold = read_documents(cfg.gold)
-    silver = read_documents(out / SILVER_FILE)
-    kept = [d for d in silver if passes(d, threshold)]
-    trained = train_crf([*gold, *kept], out / CRF_MODEL_FILE, cfg.iterations)
+            choice = {**choose_threshold(table, cfg.min_keep), "keep_empty": True,
+                      "chosen_on": f"dev ({cfg.dev}), by the teacher's F1"}
+    threshold, keep_empty = float(choice["threshold"]), bool(choice["keep_empty"])
+    kept = [d for d in silver if passes(d, threshold, keep_empty)]
+    if trained is None:
+        trained = train_crf([*gold, *kept], out / CRF_MODEL_FILE, cfg.iterations)
 
     teacher_labels, teacher_prompt = predictor.labels, predictor.prompt
     counts = {"gold": len(gold), "silver": len(silver), "silver_kept": len(kept),
               "silver_entities_kept": sum(len(d.entities) for d in kept)}
     teacher = {"model": str(Path(cfg.model).resolve()) if cfg.model else None, "name": predictor.name,
-               "threshold": threshold, "filter": "document: every entity's score >= threshold",
+               "threshold": threshold, "keep_empty": keep_empty,
+               "filter": "document: every entity's score >= threshold"
+                         + ("" if keep_empty else "; documents without entities left out"),
                "chosen_on": choice["chosen_on"], "unlabeled": str(Path(cfg.unlabeled).resolve()), **counts}
     RunInfo(None, teacher_labels, teacher_prompt, kind="crf", teacher=teacher).save(out)
-    report = {"teacher": teacher, "choice": choice, "thresholds": table, "crf": trained,
+    report = {"teacher": teacher, "choice": choice, "candidates": table, "crf": trained,
               "annotate_s": round(annotate_s, 2), "config": to_dict(cfg)}
     write_json(out / REPORT_FILE, report)
     return report
@@ -217,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     report = distill(cfg, _open_teacher(cfg.model, args))  # progress bars as the global flags say
     t = report["teacher"]
     print(f"teacher {t['name']}: {t['silver']} silver documents, {t['silver_kept']} kept at threshold "
-          f"{t['threshold']} ({t['chosen_on']}); CRF trained on {report['crf']['train_docs']} documents in "
+          f"{t['threshold']}{'' if t['keep_empty'] else ', those without entities left out'} ({t['chosen_on']}); "
+          f"CRF trained on {report['crf']['train_docs']} documents in "
           f"{report['crf']['train_s']:.0f} s -> {cfg.out}")
     return 0
