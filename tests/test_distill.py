@@ -88,6 +88,16 @@ def test_student_table_scores_each_candidate_crf_on_dev_and_resumes(tmp_path):
                                                              for p in tmp_path.glob("*.crfsuite")}
 
 
+def test_candidates_keeping_the_same_silver_share_one_crf(tmp_path):
+    silver = [Document("s0", "赵六去了北京。", [Entity(0, 2, "PER", "赵六", 0.99)]),
+              Document("s1", "钱七在上海。", [Entity(0, 2, "PER", "钱七", 0.95)])]  # no score below 0.9, none empty
+    rows = student_table(GOLD, silver, DEV, DistillConfig(thresholds=[0.0, 0.5, 0.97], iterations=20), tmp_path)
+    assert [(r["threshold"], r["keep_empty"], r["silver_kept"]) for r in rows] == [
+        (0.0, True, 2), (0.0, False, 2), (0.5, True, 2), (0.5, False, 2), (0.97, True, 1), (0.97, False, 1)]
+    assert len({r["model"] for r in rows}) == 2 == len(list(tmp_path.glob("*.crfsuite")))  # two silver sets
+    assert len({r["f1"] for r in rows[:4]}) == 1
+
+
 def test_crf_learns_its_training_documents(tmp_path):
     from nerft.crf import CrfTagger, bio_tags, spans_from_bio, train_crf
 

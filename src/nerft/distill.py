@@ -34,6 +34,7 @@ documents kept unless ``--drop-empty``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -114,20 +115,24 @@ def student_table(gold: list[Document], silver: list[Document], dev: list[Docume
                   folder: Path, progress: bool | None = None) -> list[dict[str, Any]]:
     """For each candidate (threshold x empty documents kept or not): a CRF trained on gold + the silver it keeps,
     written to ``folder/<candidate>.crfsuite``, and its strict P/R/F1 on ``dev``. A candidate already trained with
-    the same documents (``folder/<candidate>.json``) is read back, not trained again."""
+    the same documents (``folder/<candidate>.json``) is read back, not trained again; a candidate that keeps the
+    same silver documents as a lower threshold (no teacher score between the two) shares that one's CRF and row."""
     from .crf import CrfTagger, train_crf
     from .progress import progress as progress_of
 
     candidates = [(t, empty) for t in sorted(set(cfg.thresholds)) for empty in (True, False)]
     rows = []
+    by_kept: dict[tuple[int, ...], dict[str, Any]] = {}  # the kept silver (indices) -> the row trained on it
     with progress_of(len(candidates), "choose", unit="CRF", show=progress) as bar:
         for t, empty in candidates:
             name = f"t{t:g}-{'with' if empty else 'without'}-empty"
-            kept = [d for d in silver if passes(d, t, empty)]
+            kept_at = tuple(i for i, d in enumerate(silver) if passes(d, t, empty))
+            kept = [silver[i] for i in kept_at]
             key = {"threshold": t, "keep_empty": empty, "gold": len(gold), "silver_kept": len(kept),
                    "iterations": cfg.iterations}
             record, model = folder / f"{name}.json", folder / f"{name}.crfsuite"
-            row = _read_row(record, key) if model.is_file() else None
+            same = by_kept.get(kept_at)
+            row = {**same, "threshold": t, "keep_empty": empty} if same else _read_row(record, key) if model.is_file() else None
             if row is None:
                 trained = train_crf([*gold, *kept], model, cfg.iterations)
                 tagger = CrfTagger(model)
@@ -137,14 +142,13 @@ def student_table(gold: list[Document], silver: list[Document], dev: list[Docume
                        "precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"],
                        "model": model.name, "crf": trained}
                 write_json(record, row)
+            by_kept.setdefault(kept_at, row)
             rows.append(row)
             bar.update()
     return rows
 
 
 def _read_row(record: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    import json
-
     try:
         row = json.loads(record.read_text("utf-8"))
     except (OSError, ValueError):

@@ -332,8 +332,7 @@ class Trainer:
         if self.budget_s is not None:
             postfix["budget_left"] = f"{max(self.budget_s - self.clock.seconds(), 0) / 60:.1f}min"
         self.progress.set_postfix(**postfix)
-        if self.budget_s is not None:
-            self.progress.set_total(self.expected_steps())
+        self.progress.set_total(self.expected_steps())  # changes only under a time budget
         self.progress.update(1)
         if step % cfg.tracking.log_every == 0 or step == self.total_steps:
             self.tracker.log({**self.meter.record(), "lr": self.scheduler.get_last_lr()[0],
