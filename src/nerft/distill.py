@@ -5,7 +5,7 @@
 Steps, each resumable (run the same command again after an interruption):
 
 1. the teacher (``--model``, opened by the normal factory: any backend, the run's decoding) annotates ``--dev``
-   into ``DIR/teacher_dev.jsonl`` and ``--unlabeled`` (.txt, one text a line, or .jsonl) into
+   into ``DIR/teacher_dev.jsonl`` (``--choose-by teacher`` only) and ``--unlabeled`` (.txt, one text a line, or .jsonl) into
    ``DIR/silver.jsonl`` through ``predict.files.predict_file``, which skips the documents already written;
 2. which silver documents to keep is chosen on dev (below);
 3. the CRF (``nerft.crf``) is trained on the gold documents + the kept silver ones into ``DIR/crf.crfsuite``;
