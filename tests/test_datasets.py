@@ -5,6 +5,7 @@ and evaluate's --map-labels for out-of-domain scoring. Small fixtures; two tests
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,81 @@ def test_mixture_prompts_each_example_with_its_own_label_set(tmp_path, tiny_toke
         load_training_documents(from_dict(TrainConfig, {"data": {"mixture": cfg.data.mixture, "train": "x"}}), False)
 
 
+def test_a_mixture_under_shared_prefix_batches_each_folder_with_its_whole_prompt_prefix(tmp_path, tiny_tokenizer):
+    """data.shared_prefix in a mixture: each example records its own folder's prompt prefix (system turn with its
+    label set, user header), not just the start the folders share, and every micro-batch holds one folder's
+    examples, so the collated batch computes that whole prefix once."""
+    from nerft.config import from_dict
+    from nerft.generation import shared_prefix_ids
+    from nerft.train.config import TrainConfig
+    from nerft.train.data import (
+        build_training_prompt,
+        collate,
+        encode_training_data,
+        epoch_batches,
+        load_training_documents,
+        mixture_parts,
+        resolve_labels,
+    )
+
+    cfg = from_dict(TrainConfig, {"data": {"mixture": _mixture_folders(tmp_path), "empty_share": None,
+                                           "shared_prefix": True, "examples_in_prompt": 0}})
+    docs, _, lexicon = load_training_documents(cfg, main=False)
+    labels = resolve_labels(cfg.data, docs)
+    data = encode_training_data(cfg, docs, tiny_tokenizer, build_training_prompt(cfg, labels, docs), labels,
+                                main=False, lexicon=lexicon)
+    own = [len(shared_prefix_ids(tiny_tokenizer, build_training_prompt(cfg, part_labels, part_docs)))
+           for part_labels, part_docs in mixture_parts(cfg)]
+    assert data.prefix_lens == own and own[0] != own[1]
+    assert [(ex.group, ex.prefix_len) for ex in data.examples] == [(0, own[0])] * 3 + [(1, own[1])] * 3
+    assert "人称名词" in tiny_tokenizer.decode(data.examples[3].input_ids[:own[1]])  # its labels are in its prefix
+    lengths, groups = [len(ex.input_ids) for ex in data.examples], [ex.group for ex in data.examples]
+    batches = epoch_batches(lengths, 2, seed=7, epoch=1, group_by_length=True, groups=groups)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len({groups[i] for i in b}) == 1 for b in batches) and len(batches) == 4  # 2 + 1 per folder
+    assert batches == epoch_batches(lengths, 2, seed=7, epoch=1, group_by_length=True, groups=groups)  # replayable
+    for b in batches:
+        batch = collate([data.examples[i] for i in b], pad_id=0, packing=False, shared_prefix=True)
+        assert batch["prefix_ids"].shape[1] == own[groups[b[0]]]
+    mixed = collate([data.examples[0], data.examples[3]], pad_id=0, packing=False, shared_prefix=True)
+    assert "prefix_ids" not in mixed  # two folders' prefixes differ: the plain padded batch
+
+
+def test_an_equal_mixture_gives_every_folder_as_many_examples_as_the_largest(tmp_path, tiny_tokenizer):
+    """data.mixture_balance equal: a 2-document folder beside a 5-document one is repeated (each document twice,
+    one more sampled) to 5 examples; proportional leaves each folder's own count."""
+    from nerft.config import from_dict
+    from nerft.labels import ccfbdci_labels
+    from nerft.train.config import TrainConfig
+    from nerft.train.data import (
+        build_training_prompt,
+        encode_training_data,
+        load_training_documents,
+        resolve_labels,
+    )
+
+    ccf = [Document(f"c{i}", f"张三在北京{i}。", [Entity(0, 2, "PER", "张三")]) for i in range(5)]
+    weibo = [Document(f"w{i}", f"女人和李娜{i}", [Entity(0, 2, "PER.NOM", "女人")]) for i in range(2)]
+    folders = [str(_prepared_folder(tmp_path / "ccfbdci", ccf, ccfbdci_labels())),
+               str(_prepared_folder(tmp_path / "weibo", weibo, weibo_labels()))]
+
+    def encoded(balance):
+        cfg = from_dict(TrainConfig, {"data": {"mixture": folders, "empty_share": None, "mixture_balance": balance}})
+        docs, _, lexicon = load_training_documents(cfg, main=False)
+        labels = resolve_labels(cfg.data, docs)
+        return encode_training_data(cfg, docs, tiny_tokenizer, build_training_prompt(cfg, labels, docs), labels,
+                                    main=False, lexicon=lexicon)
+
+    plain, equal = encoded("proportional"), encoded("equal")
+    assert [ex.group for ex in plain.examples] == [0] * 5 + [1] * 2
+    assert [ex.group for ex in equal.examples] == [0] * 5 + [1] * 5
+    repeated = Counter(id(ex) for ex in equal.examples if ex.group == 1)
+    assert len(repeated) == 2 and sorted(repeated.values()) == [2, 3]  # both twice, one sampled once more
+    assert equal.examples[:5] == plain.examples[:5]
+    per_example = {id(ex): sum(t != -100 for t in ex.labels) for ex in equal.examples}
+    assert equal.supervised_tokens == sum(per_example[id(ex)] for ex in equal.examples) > plain.supervised_tokens
+
+
 def test_label_set_at_prediction_time_rebuilds_the_prompt(tmp_path, tiny_tokenizer):
     from helpers_models import build_run_dir
 
@@ -249,14 +325,25 @@ def test_a_mixture_run_trains_and_predicts_with_either_label_set(tmp_path, tiny_
     from nerft.train import TrainConfig, train
 
     base = save_base_model(tmp_path / "base", tiny_tokenizer)
-    recipe = tiny_recipe(base, {"mixture": _mixture_folders(tmp_path)}, tmp_path / "run", optim__max_steps=2,
-                         eval__every=2, tune__enabled=False)
+    # worked examples in each folder's prompt, each micro-batch from one folder sharing its whole prompt prefix
+    recipe = tiny_recipe(base, {"mixture": _mixture_folders(tmp_path), "examples_in_prompt": 1,
+                                "shared_prefix": True}, tmp_path / "run", optim__max_steps=2, eval__every=2,
+                         tune__enabled=False)
     run = train(from_dict(TrainConfig, recipe))
     info = RunInfo.load(run)
     assert info.labels.codes == ["LOC", "PER", "GPE", "ORG"]
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["train"]["examples"] == 6
+    # the run records each folder's prompt as trained: the first is the run's own
+    assert [labels.codes for labels, _ in info.trained_prompts] == [info.labels.codes, weibo_labels().codes]
+    assert info.trained_prompts[0][1] == info.prompt and "女人和李娜0" in info.trained_prompts[1][1].system
     predictor = open_predictor(LoadOptions(model=str(run), label_set=str(tmp_path / "weibo" / "labels.json"),
                                            device="cpu"), PredictOptions(max_new_tokens=4))
-    assert "人称名词" in predictor.prompt.system and predictor.labels.codes == weibo_labels().codes
+    # a trained label set is asked with the very prompt it was trained with, worked examples included
+    assert predictor.prompt == info.trained_prompts[1][1] and predictor.labels.codes == weibo_labels().codes
     assert len(predictor.predict(["女人和李娜"])) == 1
+    # a label set it was not trained with cannot rebuild a prompt with worked examples
+    other = tmp_path / "other.yaml"
+    other.write_text("labels:\n  - {code: PER.NOM, name: 人称名词}\n", encoding="utf-8")
+    with pytest.raises(NerftError, match="cannot be rebuilt"):
+        open_predictor(LoadOptions(model=str(run), label_set=str(other), device="cpu"), PredictOptions())

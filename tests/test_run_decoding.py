@@ -49,7 +49,8 @@ def predict(model: Path, dev: str, out: Path, *flags: str) -> list:
     return [obj["entities"] for _, obj in iter_jsonl(out)]
 
 
-def test_the_run_decoding_is_recorded_and_is_what_predict_and_evaluate_use_by_default(run, data, tmp_path):
+def test_the_run_decoding_is_recorded_and_is_what_predict_and_evaluate_use_by_default(run, data, tmp_path,
+                                                                                        capsys):
     dev = data[1]["dev"]
     chosen = yaml.safe_load((run / DECODING_FILE).read_text(encoding="utf-8"))
     record = RunInfo.load(run).decoding
@@ -68,12 +69,16 @@ def test_the_run_decoding_is_recorded_and_is_what_predict_and_evaluate_use_by_de
     assert default == from_file == explicit
     assert default != answered and any(default)
 
-    # evaluate --score-with scores exactly what train recorded on dev, with the run decoding and without it
-    for extra, key in (([], "chosen"), (["--no-run-decoding"], "answered")):
-        out = tmp_path / f"eval-{key}"
+    # evaluate --score-with scores exactly what train recorded on dev, with the run decoding and without it, and
+    # with the decoding given as a file (--decoding, what nerft tune writes) in place of the run's
+    for i, (extra, key) in enumerate((([], "chosen"), (["--no-run-decoding"], "answered"),
+                                      (["--no-run-decoding", "--decoding", str(run / DECODING_FILE)], "chosen"))):
+        out = tmp_path / f"eval-{i}"
         assert cli.main(["evaluate", "--gold", dev, "--score-with", str(run), "--out", str(out), *extra]) == 0
         scored = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["strict"]["micro"]["f1"]
         assert scored == pytest.approx(record["dev"][key]["f1"])
+    assert cli.main(["evaluate", "--gold", dev, "--pred", dev, "--decoding", str(run / DECODING_FILE)]) == 2
+    assert "--decoding sets how --score-with" in capsys.readouterr().err
     # test split (the dev file here): its predictions and scores are the run decoding's, as answered beside
     assert metrics["test"]["f1"] == pytest.approx(100 * record["dev"]["chosen"]["f1"], abs=0.01)
     assert metrics["test"]["as_answered"]["f1"] == pytest.approx(100 * record["dev"]["answered"]["f1"], abs=0.01)

@@ -357,6 +357,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from .predict.cli import add_load_arguments
 
     add_load_arguments(parser, skip={"model"})
+    parser.add_argument("--decoding", metavar="FILE.yaml",
+                        help="--score-with: decoding options from a YAML file such as the decoding.yaml nerft tune "
+                             "writes (predict's --config), over the run's own; the flags below override it")
     add_config_arguments(parser, PredictOptions, skip={"keep_hallucinated"})
 
 
@@ -367,7 +370,8 @@ def _open_scoring_model(cfg: EvaluateConfig, args: argparse.Namespace):
 
     load = build_config(LoadOptions, args)
     load.model = cfg.score_with
-    options = decoding_options(load, args)  # the run's decoding.yaml under the flags
+    # the run's decoding.yaml, under --decoding's file, under the flags
+    options = decoding_options(load, args, config_path=getattr(args, "decoding", None))
     options.keep_hallucinated = cfg.keep_hallucinated
     return open_predictor(load, options)
 
@@ -376,6 +380,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = build_config(EvaluateConfig, args, config_path=args.config)
     if cfg.score_with and cfg.pred:
         raise NerftError("pass --pred (a predictions file) or --score-with (a model to predict with), not both")
+    if getattr(args, "decoding", None) and not cfg.score_with:
+        raise NerftError("--decoding sets how --score-with's model decodes; --pred answers are already decoded")
     metrics = evaluate(cfg, _open_scoring_model(cfg, args) if cfg.score_with else None)
     if cfg.out:
         logging.getLogger("nerft.evaluate").info(f"wrote {Path(cfg.out) / 'metrics.json'}, report.md, report.html, "

@@ -61,7 +61,8 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
             lm.generation_config.save_pretrained(tmp)
         decoding = info.decoding if info is not None and where.decoding is not None else None
         RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
-                max_length=info.max_length if info else 512, merged_from=merged_from, decoding=decoding).save(tmp)
+                max_length=info.max_length if info else 512, merged_from=merged_from, decoding=decoding,
+                trained_prompts=info.trained_prompts if info else []).save(tmp)
         run_dir = Path(load.model) if load.model else None  # a run directory has config.yaml and metrics.json
         if run_dir is not None and (run_dir / LEXICON_FILE).is_file():  # --lexicon works on the merged folder too
             shutil.copyfile(run_dir / LEXICON_FILE, tmp / LEXICON_FILE)

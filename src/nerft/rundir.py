@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,16 @@ class RunInfo:
     # model file is crf.crfsuite and ``teacher`` says which run annotated its silver data and how)
     kind: str = "llm"
     teacher: dict[str, Any] | None = None
+    # a data.mixture run: every label set it was trained with and the prompt it was trained with for it (worked
+    # examples included), so --label-set naming one of them asks with that very prompt
+    trained_prompts: list[tuple[LabelSet, Prompt]] = field(default_factory=list)
+
+    def trained_prompt(self, labels: LabelSet) -> Prompt | None:
+        """The prompt this run was trained with for ``labels`` (same codes and names, in order), or None."""
+        for trained, prompt in [*self.trained_prompts, (self.labels, self.prompt)]:
+            if trained.codes == labels.codes and trained.names == labels.names:
+                return prompt
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,8 @@ class RunInfo:
             **({"decoding": self.decoding} if self.decoding else {}),
             **({"kind": self.kind} if self.kind != "llm" else {}),
             **({"teacher": self.teacher} if self.teacher else {}),
+            **({"trained_prompts": [{"labels": labels.to_dict(), "prompt": prompt.to_dict()}
+                                    for labels, prompt in self.trained_prompts]} if self.trained_prompts else {}),
         }
 
     def save(self, directory: str | Path) -> None:
@@ -121,6 +133,8 @@ class RunInfo:
                 decoding=d.get("decoding") if isinstance(d.get("decoding"), dict) else None,
                 kind=str(d.get("kind", "llm")),
                 teacher=d.get("teacher") if isinstance(d.get("teacher"), dict) else None,
+                trained_prompts=[(LabelSet.from_dict(t["labels"], source=str(path)), Prompt.from_dict(t["prompt"]))
+                                 for t in d.get("trained_prompts") or []],
             )
         except json.JSONDecodeError as exc:
             raise NerftError(f"{path}: invalid JSON: {exc}") from None

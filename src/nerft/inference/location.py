@@ -102,8 +102,8 @@ def _with_label_set(where: ModelLocation, spec: str) -> RunInfo:
         raise NerftError("--label-set needs a fine-tuned LLM folder written by nerft train or export (a CRF knows "
                          "only the tags it was trained on)")
     labels = load_label_set(spec)
-    return dataclasses.replace(where.info, labels=labels,
-                               prompt=prompt_for_labels(where.info.prompt, where.info.labels, labels))
+    prompt = where.info.trained_prompt(labels) or prompt_for_labels(where.info.prompt, where.info.labels, labels)
+    return dataclasses.replace(where.info, labels=labels, prompt=prompt)
 
 
 def run_decoding(opts: LoadOptions) -> dict[str, Any] | None:

@@ -22,6 +22,11 @@ class DataConfig:
                                   "with its own folder's label set; the run's label set, prompt, lexicon and dev "
                                   "(unless data.labels/data.dev) are the first folder's; predict with another "
                                   "folder's set with --label-set", factory=list)
+    mixture_balance: Literal["proportional", "equal"] = opt(
+        "proportional", "data.mixture: proportional: each folder's documents once per epoch (a small dataset is a "
+                        "small share of the steps); equal: every folder repeated or sampled up to the largest "
+                        "one's count, so each gets the same share of the steps (as if trained alone for its share "
+                        "of the time)")
     output_format: str = opt("compact", "what the model learns to write: compact, jsonl, tutorial, or a format "
                                         "registered with nerft.formats.register_format")
     prompt_style: Literal["nerft", "tutorial"] = opt("nerft", "nerft: short prompt; tutorial: the tutorial's")

@@ -8,8 +8,9 @@ import dataclasses
 import logging
 import random
 import warnings
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ class Example:
     # leading tokens that are the prompt prefix every example shares (system turn + user header), set by
     # mark_shared_prefix (data.shared_prefix); 0: none recorded
     prefix_len: int = 0
+    group: int = 0  # data.mixture: the index of the folder it comes from
 
 
 @dataclass
@@ -44,6 +46,8 @@ class EncodedData:
     examples: list[Example]
     overlong: int = 0  # examples longer than max_length (dropped, kept or cut as configured)
     supervised_tokens: int = 0
+    prefix_lens: list[int] = field(default_factory=list)  # data.mixture + data.shared_prefix: each folder's
+    prompts: list[tuple[LabelSet, Prompt]] = field(default_factory=list)  # data.mixture: each folder's
 
 
 def answer_end_id(tokenizer, end_token: str) -> int:
@@ -101,22 +105,29 @@ def mark_shared_prefix(examples: Sequence[Example], candidate: Sequence[int]) ->
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
-                  mega_batches: int = 50) -> list[list[int]]:
+                  mega_batches: int = 50, groups: Sequence[int] | None = None) -> list[list[int]]:
     """Example indices per micro-batch for one epoch; a pure function of (seed, epoch), so --resume replays it.
 
     With length grouping the shuffled order is cut into mega-batches of ``mega_batches`` batches, each sorted by
     length before being cut into batches, and the batches are shuffled: similar lengths share a batch (little
     padding) while the order stays random.
+
+    ``groups`` (one value per example; a data.mixture run's folders under data.shared_prefix): every batch holds
+    one group's examples, so it shares that group's whole prompt prefix; the batches of all groups are shuffled
+    together.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
-    if group_by_length:
-        chunk = batch_size * mega_batches
-        order = [i for s in range(0, len(order), chunk)
-                 for i in sorted(order[s:s + chunk], key=lambda i: -lengths[i])]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    if group_by_length:
+    parts = [[i for i in order if groups[i] == g] for g in sorted(set(groups))] if groups else [order]
+    batches = []
+    for part in parts:
+        if group_by_length:
+            chunk = batch_size * mega_batches
+            part = [i for s in range(0, len(part), chunk)
+                    for i in sorted(part[s:s + chunk], key=lambda i: -lengths[i])]
+        batches += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+    if group_by_length or len(parts) > 1:
         rng.shuffle(batches)
     return batches
 
@@ -321,17 +332,39 @@ def check_shared_prefix(cfg: TrainConfig) -> None:
 
 def encode_mixture(cfg: TrainConfig, tokenizer, end_id: int) -> EncodedData:
     """Every ``data.mixture`` folder's documents, each prompted with its own folder's label set (and worked
-    examples from its own documents)."""
-    out = EncodedData([])
+    examples from its own documents); with ``data.mixture_balance`` equal, as many examples of each folder as of
+    the largest."""
+    out, parts = EncodedData([]), []
     fmt = get_format(cfg.data.output_format)
-    for labels, docs in mixture_parts(cfg):
+    for group, (labels, docs) in enumerate(mixture_parts(cfg)):
         prompt = build_training_prompt(cfg, labels, docs)
+        out.prompts.append((labels, prompt))
         part = encode_documents(docs, tokenizer, prompt, fmt, labels, end_id, cfg.data.max_length,
                                 cfg.data.overlong)
+        for ex in part.examples:
+            ex.group = group
+        if cfg.data.shared_prefix:  # each folder's own prompt prefix: its batches compute it once
+            out.prefix_lens.append(mark_shared_prefix(part.examples, shared_prefix_ids(tokenizer, prompt)))
+        parts.append(part)
+    if cfg.data.mixture_balance == "equal":
+        _balance(parts, cfg.optim.seed)
+    for part in parts:
         out.examples += part.examples
         out.overlong += part.overlong
-        out.supervised_tokens += part.supervised_tokens
+        out.supervised_tokens += sum(1 for ex in part.examples for t in ex.labels if t != IGNORE)
     return out
+
+
+def _balance(parts: list[EncodedData], seed: int) -> None:
+    """data.mixture_balance equal: every part's examples repeated whole as often as they fit into the largest
+    part's count, the rest a seeded sample of them, so each part holds as many examples as the largest."""
+    target = max(len(part.examples) for part in parts)
+    for i, part in enumerate(parts):
+        n = len(part.examples)
+        if n == 0 or n == target:
+            continue
+        extra = random.Random(seed * 1_000_003 + i).sample(part.examples, target % n)
+        part.examples = part.examples * (target // n) + extra
 
 
 def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
@@ -352,7 +385,14 @@ def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prom
                       f"{cfg.data.max_length} tokens and were {action} (data.overlong)", stacklevel=2)
     if not data.examples:
         raise NerftError(f"no training examples left (all {len(docs)} exceed max_length {cfg.data.max_length})")
-    if cfg.data.shared_prefix:
+    if cfg.data.mixture and cfg.data.mixture_balance == "equal" and main:
+        counts = Counter(ex.group for ex in data.examples)
+        logger.info(f"data.mixture_balance equal: {counts[0]} examples from each folder per epoch")
+    if cfg.data.shared_prefix and cfg.data.mixture:  # marked per folder; every micro-batch holds one folder's
+        if main:
+            logger.info("data.shared_prefix: " + " / ".join(map(str, data.prefix_lens)) + " prompt tokens (one "
+                        "per data.mixture folder) computed once per micro-batch, each micro-batch from one folder")
+    elif cfg.data.shared_prefix:
         n = mark_shared_prefix(data.examples, shared_prefix_ids(tokenizer, prompt))
         if main:
             logger.info(f"data.shared_prefix: {n} prompt tokens computed once per micro-batch")

@@ -125,7 +125,10 @@ class Trainer:
     def _plan_steps(self) -> None:
         cfg, world = self.cfg.optim, self.world
         self.lengths = [len(ex.input_ids) for ex in self.data.examples]
-        self.batches_per_epoch = len(epoch_batches(self.lengths, cfg.batch_size, 0, 0, False)) // world * world
+        # a data.mixture run under data.shared_prefix: each micro-batch from one folder, sharing its whole prefix
+        self.groups = [ex.group for ex in self.data.examples] if self.data.prefix_lens else None
+        self.batches_per_epoch = len(epoch_batches(self.lengths, cfg.batch_size, 0, 0, False, groups=self.groups)
+                                     ) // world * world
         if self.batches_per_epoch == 0:
             raise NerftError(f"{len(self.data.examples)} examples make fewer batches than the {world} processes")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch // world / cfg.grad_accum)
@@ -158,8 +161,8 @@ class Trainer:
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             forget_decoding(run_dir)  # chosen for an adapter this session may replace; chosen again at the end
-            RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt,
-                    max_length=cfg.data.max_length).save(run_dir)
+            RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt, max_length=cfg.data.max_length,
+                    trained_prompts=self.data.prompts).save(run_dir)
             self.lexicon.save(run_dir / LEXICON_FILE)
             self.tokenizer.save_pretrained(tokenizer_dir(run_dir))
             with atomic_write(run_dir / "config.yaml") as f:
@@ -250,7 +253,8 @@ class Trainer:
     def steps_of_epoch(self, epoch: int) -> list[list[list[int]]]:
         """This process's micro-batches of ``epoch``, grouped by optimizer step."""
         cfg = self.cfg
-        batches = epoch_batches(self.lengths, cfg.optim.batch_size, cfg.optim.seed, epoch, cfg.data.group_by_length)
+        batches = epoch_batches(self.lengths, cfg.optim.batch_size, cfg.optim.seed, epoch, cfg.data.group_by_length,
+                                groups=self.groups)
         mine = batches[:self.batches_per_epoch][self.accelerator.process_index::self.world]
         return [mine[s:s + cfg.optim.grad_accum] for s in range(0, len(mine), cfg.optim.grad_accum)]
 
