@@ -27,6 +27,13 @@ Rows per dataset D (ccfbdci, cluener, weibo):
 - ``ood-*``: out of domain: the CCFBDCI-trained CRF and nerft scored on Weibo's test file (its .NAM mentions,
   types mapped to CCFBDCI's: ``--map-labels``), and the Weibo-trained ones on CCFBDCI's test file (CCFBDCI's
   types mapped to .NAM; their .NOM answers, which CCFBDCI never annotates, are not scored). Need the ``all`` rows of both datasets first; the nerft ones ~5-12 min each.
+- ``mix-D``: one adapter for the three label sets: ``nerft train --config configs/mix-ccfbdci-cluener-weibo.yaml``
+  on the three training splits (prepared with ``--labels configs/labels/D-defined.yaml``, each example prompted with
+  its own dataset's labels) for 180 training minutes, the three single-dataset rows' time together (~4.5 hours of
+  wall time; resumable: stop it with Ctrl-C or SIGTERM, which checkpoints, and run the row again). Scored on each
+  test file with ``--label-set configs/labels/D-defined.yaml``, the decoding chosen on D's dev with ``nerft tune``
+  (D's training lexicon, constrained, as train chooses it for a single-dataset run; CCFBDCI's is the one train
+  chose at its end, the run's own label set). Tuning and scoring: ~25 minutes for the three.
 - ``distill-ccfbdci-kK`` (K = 100, 400): the nerft-ccfbdci-kK run annotates the rest of CCFBDCI's train split,
   labels removed (``--unlabeled-max``, default 4,000 texts: ~15-26 min at 2.6-4.4 documents/s), and ``nerft
   distill`` trains a CRF on the K gold + the silver it chooses on dev (a CRF per candidate, the best dev F1); F1
@@ -34,7 +41,8 @@ Rows per dataset D (ccfbdci, cluener, weibo):
 
 Order to run them (each nerft row needs the machine alone; see benchmarks/README.md): ``crf``, ``lexicon`` (all
 datasets, minutes), then ``nerft-weibo-kall``, ``nerft-cluener-kall``, ``nerft-ccfbdci-kall`` (the headline), the
-``ood`` rows, ``nerft-*-k100``/``k400``, then the ``distill`` rows (they reuse the k100/k400/all runs).
+``ood`` rows, ``nerft-*-k100``/``k400``, then the ``distill`` rows (they reuse the k100/k400/all runs), then the
+``mix`` rows.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ RECIPES = {"ccfbdci": "configs/qwen2.5-0.5b-cpu.yaml", "cluener": "configs/qwen2
 # benchmarks/results/learning_curve.md measured them needing (their best dev F1 came at steps 30 and 96 of 60 and 120,
 # 8.7 and 18.2 minutes), with a dev evaluation every 20 steps instead of 60 so the best adapter is found among them
 MINUTES = {100: 10, 400: 20, 0: 60}
+# the mixture recipe and its folders in order (the first one's label set, dev split and lexicon are the run's own)
+MIX_RECIPE, MIX_ORDER = "configs/mix-ccfbdci-cluener-weibo.yaml", ("ccfbdci", "cluener", "weibo")
 CRF_ITERATIONS, UNLABELED_MAX = 100, 4000  # the defaults of --crf-iterations and --unlabeled-max
 TO_CCFBDCI = "PER.NAM=PER,ORG.NAM=ORG,LOC.NAM=LOC,GPE.NAM=GPE"
 TO_WEIBO = "PER=PER.NAM,ORG=ORG.NAM,LOC=LOC.NAM,GPE=GPE.NAM"
@@ -114,6 +124,25 @@ class Bench:
             nerft_cli("prepare", *source, "--out", out, "--no-plot", "--overwrite")
         return out
 
+    def described(self, dataset: str) -> Path:
+        """``dataset`` prepared with its label set described (configs/labels/D-defined.yaml: what a data.mixture
+        run prompts each example with), the same seeded split as ``folder`` (``--data D=DIR``: DIR itself)."""
+        if dataset in self.data:
+            return Path(self.data[dataset])
+        out = self.work / "data" / f"{dataset}-defined"
+        if not (out / "test.jsonl").is_file():
+            plain = self.folder(dataset)
+            source = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
+                      "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from",
+                                  SHARED / "data/cluener/dev.json"],
+                      "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
+            nerft_cli("prepare", *source, "--labels", REPO / "configs" / "labels" / f"{dataset}-defined.yaml", "--out",
+                      out, "--no-plot", "--overwrite")
+            for split in ("train", "dev", "test"):  # the rows of one dataset must score the same documents
+                if read_jsonl(out / f"{split}.jsonl") != read_jsonl(plain / f"{split}.jsonl"):
+                    raise SystemExit(f"{out}/{split}.jsonl differs from {plain}/{split}.jsonl: not the same split")
+        return out
+
     def train_k(self, dataset: str, k: int) -> Path:
         """The first K documents of the seeded-shuffled train split (all: the whole of it, shuffled)."""
         path = self.work / "data" / f"{dataset}-train-k{k or 'all'}.jsonl"
@@ -132,8 +161,9 @@ class Bench:
         return path
 
     def evaluate(self, gold: Path, out: Path, pred: Path | None = None, model: Path | None = None,
-                 map_labels: str | None = None, labels: str | None = None) -> dict[str, Any]:
-        args = ["evaluate", "--gold", gold, "--out", out]
+                 map_labels: str | None = None, labels: str | None = None,
+                 extra: list[str] | None = None) -> dict[str, Any]:
+        args = ["evaluate", "--gold", gold, "--out", out, *(extra or [])]
         args += ["--pred", pred] if pred is not None else ["--score-with", model]
         args += ["--map-labels", map_labels] if map_labels else []
         args += ["--labels", labels] if labels else []
@@ -202,6 +232,50 @@ def nerft_row(b: Bench, dataset: str, k: int, test: str | None = None, map_label
     return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 2)}
 
 
+def mix_run(b: Bench) -> Path:
+    """The data.mixture recipe's run on the three datasets' whole training splits (trained once, resumable)."""
+    from nerft.train.checkpoint import list_checkpoints
+
+    run = b.work / "nerft-mix" / "run"
+    metrics = run / "metrics.json"
+    if not (metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8"))["train"]["finished"]):
+        start = ["--resume", "latest"] if run.is_dir() and list_checkpoints(run) else ["--output.overwrite"]
+        nerft_cli("train", "--config", REPO / MIX_RECIPE, "--data.mixture", *(b.described(d) for d in MIX_ORDER),
+                  "--output.dir", run, *start, *b.args.train_args.split())
+    return run
+
+
+def mix_row(b: Bench, dataset: str) -> dict:
+    """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: the run's own
+    for the first dataset (train chose it on that dev), else ``nerft tune`` on ``dataset``'s dev with its training
+    lexicon, constrained, as train chooses it for a single-dataset run."""
+    from nerft.jsonl import read_documents
+    from nerft.lexicon import Lexicon
+
+    run = mix_run(b)
+    folder = b.described(dataset)
+    out = b.scratch(f"mix-{dataset}")
+    gold = folder / "test.jsonl"
+    label_set = ["--label-set", str(folder / "labels.json")]
+    if dataset == MIX_ORDER[0]:
+        scores = b.evaluate(gold, out / "eval", model=run)
+        chosen = json.loads((run / "nerft.json").read_text(encoding="utf-8")).get("decoding") or {}
+    else:
+        lexicon = out / "lexicon.json"
+        if not lexicon.is_file():
+            Lexicon.from_documents(read_documents(folder / "train.jsonl")).save(lexicon)
+        tuned = out / "tune"
+        if not (tuned / "decoding.yaml").is_file():
+            nerft_cli("tune", "--model", run, "--no-run-decoding", *label_set, "--constrained", "--lexicon", lexicon,
+                      "--dev", folder / "dev.jsonl", "--out", tuned)
+        scores = b.evaluate(gold, out / "eval", model=run,
+                            extra=["--no-run-decoding", *label_set, "--decoding", tuned / "decoding.yaml"])
+        report = json.loads((tuned / "tune.json").read_text(encoding="utf-8"))
+        chosen = {"setting": report["best"]["setting"]}
+    return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 2),
+            "decoding": chosen.get("setting")}
+
+
 def distill_row(b: Bench, dataset: str, k: int, unlabeled_from: str) -> dict:
     """``nerft distill`` with the nerft-D-kK run as teacher; the unlabelled texts: the rest of D's train split
     (``unlabeled_from == dataset``) or another dataset's train texts, labels removed, at most --unlabeled-max."""
@@ -246,6 +320,8 @@ def plan() -> dict[str, Callable[[Bench], dict]]:
     for k in KS[:2]:
         rows[f"distill-ccfbdci-k{k}"] = lambda b, k=k: distill_row(b, "ccfbdci", k, "ccfbdci")
     rows["distill-weibo-kall"] = lambda b: distill_row(b, "weibo", 0, "ccfbdci")
+    for d in MIX_ORDER:
+        rows[f"mix-{d}"] = lambda b, d=d: mix_row(b, d)
     return rows
 
 
@@ -265,8 +341,9 @@ def write_report(b: Bench) -> None:
         if not rows and not anchors:
             continue
         md += [f"### {d}", "", "Commands:", ""] + [f"- `{r['row']}`: `{r['command']}`" for r in rows] + [""]
-        cols = ["row", "precision", "recall", "f1", "docs_per_s", "train_docs", "train_s", "threshold",
-                "keep_empty", "silver_kept"]
+        cols = ["row", "precision", "recall", "f1"] + [c for c in (
+            "docs_per_s", "train_docs", "train_s", "threshold", "keep_empty", "silver_kept", "decoding")
+            if any(c in r for r in rows)]
         per_label = sorted({c for r in rows for c in r if c.startswith("f1_")})
         md += [markdown_table(rows, cols + per_label), ""]
         if anchors:
@@ -275,6 +352,11 @@ def write_report(b: Bench) -> None:
     md.append("ood rows: the first dataset's model on the second's test file, gold types mapped with "
               f"`--map-labels` ({TO_CCFBDCI} onto CCFBDCI; {TO_WEIBO} onto Weibo; gold types not mapped, and "
               "predicted types no gold type maps to, such as a Weibo model's .NOM answers on CCFBDCI, not scored).")
+    if any(r["row"].startswith("mix") for r in measured):
+        md += ["", "mix rows: one adapter trained on the three training splits together (configs/mix-ccfbdci-"
+                   "cluener-weibo.yaml, 180 training minutes: the three single-dataset rows' 60 each), asked with each "
+                   "dataset's label set at prediction time (--label-set); decoding: the setting nerft tune chose on "
+                   "that dataset's dev."]
     write_results("cross_dataset", {"benchmark": "cross-dataset", "rows": measured}, "\n".join(md),
                   Path(b.args.results))
     if measured:
@@ -290,8 +372,8 @@ def row_command(name: str, args: argparse.Namespace) -> str:
         args.crf_iterations != CRF_ITERATIONS else []
     flags += [f"--unlabeled-max {args.unlabeled_max}"] if name.startswith("distill") and args.unlabeled_max != UNLABELED_MAX \
         else []
-    flags += [f"--train-args '{args.train_args}'"] if args.train_args and ("nerft" in name or "distill" in name) \
-        else []
+    trains = "nerft" in name or name.startswith(("distill", "mix"))
+    flags += [f"--train-args '{args.train_args}'"] if args.train_args and trains else []
     return " ".join([f"python -m benchmarks.cross_dataset --rows {name}", *flags])
 
 

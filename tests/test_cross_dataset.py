@@ -13,7 +13,7 @@ from bench_fixtures import f1_follows
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import cross_dataset  # noqa: E402
 from nerft.jsonl import write_jsonl  # noqa: E402
-from nerft.labels import ccfbdci_labels, weibo_labels  # noqa: E402
+from nerft.labels import LabelSet, ccfbdci_labels, weibo_labels  # noqa: E402
 from nerft.schema import Document, Entity  # noqa: E402
 
 pytest.importorskip("pycrfsuite", reason="python-crfsuite is not installed (pip install 'nerft[crf]')")
@@ -66,7 +66,7 @@ def test_the_plan_lists_every_row_of_the_issue():
 def test_every_nerft_row_ends_on_its_minutes_and_the_small_ones_are_evaluated_often():
     def flags(k):
         args = cross_dataset.budget(k)
-        return dict(zip(args[::2], args[1::2]))
+        return dict(zip(args[::2], args[1::2], strict=True))
 
     # the CCFBDCI recipe's 120-step cap is lifted for every K; the minutes grow with K, all within the issue's 60
     assert [flags(k)["--optim.max-minutes"] for k in (100, 400, 0)] == ["10", "20", "60"]
@@ -101,3 +101,38 @@ def test_a_nerft_row_trains_the_recipe_and_scores_it(tmp_path, tiny_tokenizer):
                                "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
     assert state.stat().st_mtime_ns == written  # resumed: a fresh run would have deleted and rewritten step-2
     assert json.loads((run / "metrics.json").read_text())["train"]["finished"]
+
+
+@pytest.mark.integration  # nerft train, tune and evaluate as child processes, ~40 s of CPU
+def test_the_mix_rows_train_one_adapter_and_score_it_with_each_label_set(tmp_path, tiny_tokenizer):
+    """The mix rows on three tiny datasets: one run trained on all three (each label set recorded in its prompt
+    data), scored on each test file with that dataset's label set: no answer outside it."""
+    from nerft_helpers import save_base_model
+
+    from nerft.labels import cluener_labels
+
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    folders = {
+        "ccfbdci": _folder(tmp_path, "ccfbdci", ccfbdci_labels(), lambda i, k: Document(
+            i, f"张三{k}在北京。", [Entity(0, 2, "PER", "张三")])),
+        "cluener": _folder(tmp_path, "cluener", cluener_labels(), lambda i, k: Document(
+            i, f"腾讯{k}的游戏", [Entity(0, 2, "company", "腾讯")])),
+        "weibo": _folder(tmp_path, "weibo", weibo_labels(), lambda i, k: Document(
+            i, f"张三和女人{k}", [Entity(0, 2, "PER.NAM", "张三"), Entity(3, 5, "PER.NOM", "女人")]))}
+    train_args = (f"--base {base} --optim.max-steps 2 --optim.max-minutes 2 --optim.autocast off "
+                  "--tracking.backend none --eval.dev-docs 2 --eval.max-new-tokens 4 --data.max-length 2048 --no-tune")
+    argv = ["--rows", "mix", "--data", ",".join(f"{d}={f}" for d, f in folders.items()), "--train-args", train_args,
+            "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
+    assert cross_dataset.main(argv) == 0
+    work = tmp_path / "work" / "cross_dataset"
+    rows = {p.stem: json.loads(p.read_text()) for p in (work / "rows").glob("mix-*.json")}
+    assert set(rows) == {"mix-ccfbdci", "mix-cluener", "mix-weibo"} and all(f1_follows(r) for r in rows.values())
+    assert rows["mix-weibo"]["dataset"] == "weibo" and rows["mix-weibo"]["decoding"]  # tuned on Weibo's dev
+    run = work / "nerft-mix" / "run"
+    assert LabelSet.from_file(run / "labels.json").codes == ccfbdci_labels().codes  # the first folder's set
+    for d, labels in (("cluener", cluener_labels()), ("weibo", weibo_labels())):
+        answers = [json.loads(line) for line in (work / f"mix-{d}" / "eval" / "predictions.jsonl").read_text(
+            encoding="utf-8").splitlines()]
+        assert answers and {e["label"] for a in answers for e in a["entities"]} <= set(labels.codes)
+    md = (tmp_path / "results" / "cross_dataset.md").read_text(encoding="utf-8")
+    assert "`python -m benchmarks.cross_dataset --rows mix-weibo --train-args" in md and "mix rows:" in md
