@@ -102,6 +102,15 @@ def budget(k: int) -> list[str]:
     return flags + (["--eval.every", "20"] if k else [])
 
 
+def source(dataset: str) -> list:
+    """``nerft prepare``'s input flags for ``dataset`` (its files in ../shared/data)."""
+    flags = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
+             "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from", SHARED / "data/cluener/dev.json"],
+             "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
+    require(Path(flags[1]), "the datasets live in ../shared/data (../shared/data/README.md)")
+    return flags
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -116,12 +125,7 @@ class Bench:
             return Path(self.data[dataset])
         out = self.work / "data" / dataset
         if not (out / "test.jsonl").is_file():
-            source = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
-                      "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from",
-                                  SHARED / "data/cluener/dev.json"],
-                      "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
-            require(Path(source[1]), "the datasets live in ../shared/data (../shared/data/README.md)")
-            nerft_cli("prepare", *source, "--out", out, "--no-plot", "--overwrite")
+            nerft_cli("prepare", *source(dataset), "--out", out, "--no-plot", "--overwrite")
         return out
 
     def described(self, dataset: str) -> Path:
@@ -132,11 +136,7 @@ class Bench:
         out = self.work / "data" / f"{dataset}-defined"
         if not (out / "test.jsonl").is_file():
             plain = self.folder(dataset)
-            source = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
-                      "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from",
-                                  SHARED / "data/cluener/dev.json"],
-                      "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
-            nerft_cli("prepare", *source, "--labels", REPO / "configs" / "labels" / f"{dataset}-defined.yaml", "--out",
+            nerft_cli("prepare", *source(dataset), "--labels", REPO / "configs" / "labels" / f"{dataset}-defined.yaml", "--out",
                       out, "--no-plot", "--overwrite")
             for split in ("train", "dev", "test"):  # the rows of one dataset must score the same documents
                 if read_jsonl(out / f"{split}.jsonl") != read_jsonl(plain / f"{split}.jsonl"):
