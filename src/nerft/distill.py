@@ -131,8 +131,10 @@ def student_table(gold: list[Document], silver: list[Document], dev: list[Docume
             key = {"threshold": t, "keep_empty": empty, "gold": len(gold), "silver_kept": len(kept),
                    "iterations": cfg.iterations}
             record, model = folder / f"{name}.json", folder / f"{name}.crfsuite"
-            same = by_kept.get(kept_at)
-            row = {**same, "threshold": t, "keep_empty": empty} if same else _read_row(record, key) if model.is_file() else None
+            if kept_at in by_kept:  # the same silver as a lower threshold: its CRF and scores
+                row = {**by_kept[kept_at], "threshold": t, "keep_empty": empty}
+            else:
+                row = _read_row(record, key) if model.is_file() else None
             if row is None:
                 trained = train_crf([*gold, *kept], model, cfg.iterations)
                 tagger = CrfTagger(model)
