@@ -105,7 +105,8 @@ def budget(k: int) -> list[str]:
 def source(dataset: str) -> list:
     """``nerft prepare``'s input flags for ``dataset`` (its files in ../shared/data)."""
     flags = {"ccfbdci": ["--input", SHARED / "data/ccfbdci/ccfbdci.jsonl"],
-             "cluener": ["--input", SHARED / "data/cluener/train.json", "--test-from", SHARED / "data/cluener/dev.json"],
+             "cluener": ["--input", SHARED / "data/cluener/train.json",
+                         "--test-from", SHARED / "data/cluener/dev.json"],
              "weibo": ["--input", SHARED / "data/weibo"]}[dataset]
     require(Path(flags[1]), "the datasets live in ../shared/data (../shared/data/README.md)")
     return flags
@@ -136,8 +137,8 @@ class Bench:
         out = self.work / "data" / f"{dataset}-defined"
         if not (out / "test.jsonl").is_file():
             plain = self.folder(dataset)
-            nerft_cli("prepare", *source(dataset), "--labels", REPO / "configs" / "labels" / f"{dataset}-defined.yaml", "--out",
-                      out, "--no-plot", "--overwrite")
+            labels = REPO / "configs" / "labels" / f"{dataset}-defined.yaml"
+            nerft_cli("prepare", *source(dataset), "--labels", labels, "--out", out, "--no-plot", "--overwrite")
             for split in ("train", "dev", "test"):  # the rows of one dataset must score the same documents
                 if read_jsonl(out / f"{split}.jsonl") != read_jsonl(plain / f"{split}.jsonl"):
                     raise SystemExit(f"{out}/{split}.jsonl differs from {plain}/{split}.jsonl: not the same split")
