@@ -248,8 +248,9 @@ def mix_run(b: Bench) -> Path:
 
 def mix_row(b: Bench, dataset: str) -> dict:
     """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: the run's own
-    for the first dataset (train chose it on that dev), else ``nerft tune`` on ``dataset``'s dev with its training
-    lexicon, constrained, as train chooses it for a single-dataset run."""
+    for the first dataset when train chose one on that dev, else ``nerft tune`` on ``dataset``'s dev with its
+    training lexicon, constrained, as train chooses it for a single-dataset run (a run trained before train chose a
+    mixture's decoding has none: its first dataset is tuned the same way)."""
     from nerft.jsonl import read_documents
     from nerft.lexicon import Lexicon
 
@@ -258,7 +259,7 @@ def mix_row(b: Bench, dataset: str) -> dict:
     out = b.scratch(f"mix-{dataset}")
     gold = folder / "test.jsonl"
     label_set = ["--label-set", str(folder / "labels.json")]
-    if dataset == MIX_ORDER[0]:
+    if dataset == MIX_ORDER[0] and (run / "decoding.yaml").is_file():
         scores = b.evaluate(gold, out / "eval", model=run)
         chosen = json.loads((run / "nerft.json").read_text(encoding="utf-8")).get("decoding") or {}
     else:

@@ -327,11 +327,13 @@ def test_a_mixture_run_trains_and_predicts_with_either_label_set(tmp_path, tiny_
     base = save_base_model(tmp_path / "base", tiny_tokenizer)
     # worked examples in each folder's prompt, each micro-batch from one folder sharing its whole prompt prefix
     recipe = tiny_recipe(base, {"mixture": _mixture_folders(tmp_path), "examples_in_prompt": 1,
-                                "shared_prefix": True}, tmp_path / "run", optim__max_steps=2, eval__every=2,
-                         tune__enabled=False)
+                                "shared_prefix": True}, tmp_path / "run", optim__max_steps=2, eval__every=2)
     run = train(from_dict(TrainConfig, recipe))
     info = RunInfo.load(run)
     assert info.labels.codes == ["LOC", "PER", "GPE", "ORG"]
+    # with no data.dev, the decoding is chosen on the first folder's dev split, as its dev F1 was measured
+    assert info.decoding is not None and info.decoding["dev"]["file"] == str(tmp_path / "ccfbdci" / "dev.jsonl")
+    assert (run / "decoding.yaml").is_file()
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["train"]["examples"] == 6
     # the run records each folder's prompt as trained: the first is the run's own

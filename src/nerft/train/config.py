@@ -20,8 +20,8 @@ class DataConfig:
     mixture: list[str] = opt(help="train one adapter on several datasets instead of data.train: folders written by "
                                   "`nerft prepare` (train.jsonl, dev.jsonl, labels.json), each example prompted "
                                   "with its own folder's label set; the run's label set, prompt, lexicon and dev "
-                                  "(unless data.labels/data.dev) are the first folder's; predict with another "
-                                  "folder's set with --label-set", factory=list)
+                                  "(unless data.labels/data.dev; the decoding is chosen on it) are the first "
+                                  "folder's; predict with another folder's set with --label-set", factory=list)
     mixture_balance: Literal["proportional", "equal"] = opt(
         "proportional", "data.mixture: proportional: each folder's documents once per epoch (a small dataset is a "
                         "small share of the steps); equal: every folder repeated or sampled up to the largest "

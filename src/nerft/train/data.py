@@ -217,6 +217,14 @@ def resolve_labels(cfg: DataConfig, train_docs: list[Document]) -> LabelSet:
     return LabelSet.infer(e.label for d in train_docs for e in d.entities)
 
 
+def dev_file(cfg: DataConfig) -> str | None:
+    """The dev split: ``data.dev``, else (a ``data.mixture`` run) the first folder's dev.jsonl when it has one."""
+    if cfg.dev or not cfg.mixture:
+        return cfg.dev
+    first = Path(cfg.mixture[0]).expanduser() / "dev.jsonl"
+    return str(first) if first.is_file() else None
+
+
 def load_training_documents(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Document], Lexicon]:
     """(training documents, dev subset) after ``data.max_examples`` and ``data.empty_share``, and the lexicon of
     the training documents before ``data.empty_share`` (the documents it drops say which strings go unannotated)."""
@@ -268,8 +276,8 @@ def _load_mixture(cfg: TrainConfig, main: bool) -> tuple[list[Document], list[Do
     parts = mixture_parts(cfg)
     first = Path(cfg.data.mixture[0]).expanduser()
     lexicon = Lexicon.from_documents(read_documents(first / "train.jsonl")[:cfg.data.max_examples or None])
-    dev_file = Path(cfg.data.dev) if cfg.data.dev else first / "dev.jsonl"
-    dev_docs = read_documents(dev_file)[:cfg.eval.dev_docs] if dev_file.is_file() else []
+    dev = dev_file(cfg.data)
+    dev_docs = read_documents(dev)[:cfg.eval.dev_docs] if dev else []
     if main:
         print("nerft train: data.mixture: " + ", ".join(f"{name} {len(docs)} documents ({len(labels)} labels)"
                                                          for name, (labels, docs) in zip(cfg.data.mixture, parts,

@@ -15,8 +15,9 @@ from typing import Any
 from ..labels import LabelSet
 from ..lexicon import LEXICON_FILE, Lexicon
 from ..rundir import DECODING_FILE, RunInfo
-from ..schema import Document
+from ..schema import Document, NerftError
 from .config import TrainConfig
+from .data import dev_file
 
 TUNE_DIR = "tune"
 
@@ -34,19 +35,22 @@ def choose_run_decoding(cfg: TrainConfig, run_dir: Path, progress: bool | None =
     from ..jsonl import read_documents
     from ..tune import MIN_RATES, MIN_SCORES, tune_documents
 
-    gold = read_documents(cfg.data.dev)[:cfg.tune.dev_docs]  # type: ignore[arg-type]
+    dev = dev_file(cfg.data)
+    if dev is None:
+        raise NerftError("no dev split to choose the decoding on: pass --dev FILE.jsonl")
+    gold = read_documents(dev)[:cfg.tune.dev_docs]
     lexicon = run_dir / LEXICON_FILE
     load = LoadOptions(model=str(run_dir), device=cfg.model.device, run_decoding=False)
     options = PredictOptions(lexicon=str(lexicon) if cfg.tune.lexicon and lexicon.is_file() else None,
                              constrained=cfg.tune.constrained)
-    report = tune_documents(load, options, gold, str(cfg.data.dev), run_dir / TUNE_DIR, MIN_SCORES, MIN_RATES,
+    report = tune_documents(load, options, gold, dev, run_dir / TUNE_DIR, MIN_SCORES, MIN_RATES,
                             per_label=cfg.tune.per_label, progress=progress, decoding_file=run_dir / DECODING_FILE)
 
     def prf(row: dict[str, Any]) -> dict[str, float]:
         return {k: row[k] for k in ("precision", "recall", "f1")}
 
     record = {"file": DECODING_FILE, "options": report["decoding"], "setting": report["best"]["setting"],
-              "dev": {"file": str(cfg.data.dev), "documents": len(gold), "answered": prf(report["answered"]),
+              "dev": {"file": dev, "documents": len(gold), "answered": prf(report["answered"]),
                       "chosen": prf(report["best"])},
               "report": f"{TUNE_DIR}/tune.md"}
     info = RunInfo.load(run_dir)

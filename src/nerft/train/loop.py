@@ -50,6 +50,7 @@ from .config import TrainConfig
 from .data import (
     build_training_prompt,
     collate,
+    dev_file,
     encode_training_data,
     epoch_batches,
     load_training_documents,
@@ -409,7 +410,7 @@ class Trainer:
         if not self.cfg.tune.enabled:
             logger.info("no decoding chosen (--no-tune); predict decodes with the defaults")
             return None
-        if not self.cfg.data.dev:
+        if not dev_file(self.cfg.data):
             logger.info("no decoding chosen (no dev split); predict decodes with the defaults")
             return None
         with self.clock.paused():
