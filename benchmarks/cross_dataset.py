@@ -247,10 +247,10 @@ def mix_run(b: Bench) -> Path:
 
 
 def mix_row(b: Bench, dataset: str) -> dict:
-    """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: the run's own
-    for the first dataset when train chose one on that dev, else ``nerft tune`` on ``dataset``'s dev with its
-    training lexicon, constrained, as train chooses it for a single-dataset run (a run trained before train chose a
-    mixture's decoding has none: its first dataset is tuned the same way)."""
+    """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: the run's
+    own for the first dataset when train chose one on that dev, else ``nerft tune`` on ``dataset``'s dev with
+    its training lexicon, constrained, as train chooses it for a single-dataset run (a run trained before
+    train chose a mixture's decoding has none: its first dataset is tuned the same way)."""
     from nerft.jsonl import read_documents
     from nerft.lexicon import Lexicon
 
