@@ -247,10 +247,9 @@ def mix_run(b: Bench) -> Path:
 
 
 def mix_row(b: Bench, dataset: str) -> dict:
-    """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: the run's
-    own for the first dataset when train chose one on that dev, else ``nerft tune`` on ``dataset``'s dev with
-    its training lexicon, constrained, as train chooses it for a single-dataset run (a run trained before
-    train chose a mixture's decoding has none: its first dataset is tuned the same way)."""
+    """The mixture run scored on ``dataset``'s test file, prompted with its label set; the decoding: ``nerft tune``
+    on ``dataset``'s dev with its training lexicon, constrained, as train chooses it for a single-dataset run (the
+    same for all three datasets, the first one included, whatever decoding the run chose at its end)."""
     from nerft.jsonl import read_documents
     from nerft.lexicon import Lexicon
 
@@ -259,23 +258,18 @@ def mix_row(b: Bench, dataset: str) -> dict:
     out = b.scratch(f"mix-{dataset}")
     gold = folder / "test.jsonl"
     label_set = ["--label-set", str(folder / "labels.json")]
-    if dataset == MIX_ORDER[0] and (run / "decoding.yaml").is_file():
-        scores = b.evaluate(gold, out / "eval", model=run)
-        chosen = json.loads((run / "nerft.json").read_text(encoding="utf-8")).get("decoding") or {}
-    else:
-        lexicon = out / "lexicon.json"
-        if not lexicon.is_file():
-            Lexicon.from_documents(read_documents(folder / "train.jsonl")).save(lexicon)
-        tuned = out / "tune"
-        if not (tuned / "decoding.yaml").is_file():
-            nerft_cli("tune", "--model", run, "--no-run-decoding", *label_set, "--constrained", "--lexicon", lexicon,
-                      "--dev", folder / "dev.jsonl", "--out", tuned)
-        scores = b.evaluate(gold, out / "eval", model=run,
-                            extra=["--no-run-decoding", *label_set, "--decoding", tuned / "decoding.yaml"])
-        report = json.loads((tuned / "tune.json").read_text(encoding="utf-8"))
-        chosen = {"setting": report["best"]["setting"]}
+    lexicon = out / "lexicon.json"
+    if not lexicon.is_file():
+        Lexicon.from_documents(read_documents(folder / "train.jsonl")).save(lexicon)
+    tuned = out / "tune"
+    if not (tuned / "decoding.yaml").is_file():
+        nerft_cli("tune", "--model", run, "--no-run-decoding", *label_set, "--constrained", "--lexicon", lexicon,
+                  "--dev", folder / "dev.jsonl", "--out", tuned)
+    scores = b.evaluate(gold, out / "eval", model=run,
+                        extra=["--no-run-decoding", *label_set, "--decoding", tuned / "decoding.yaml"])
+    setting = json.loads((tuned / "tune.json").read_text(encoding="utf-8"))["best"]["setting"]
     return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 2),
-            "decoding": chosen.get("setting")}
+            "decoding": setting}
 
 
 def distill_row(b: Bench, dataset: str, k: int, unlabeled_from: str) -> dict:
