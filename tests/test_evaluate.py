@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,10 @@ def test_line_curves_and_bar_chart(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "curves.png", "none.png"]  # no temp files
 
 
-def _label_boxes(series):
-    """Value labels drawn by ``_label_points`` over ``series`` on a log-x axes: each label's box, each point's
-    display position, and whether every label has its backing."""
-    from nerft.plots import _figure, _label_points
+def _label_boxes(series, ylim=None):
+    """Value labels drawn by ``label_points`` over ``series`` on a log-x axes (its y range ``ylim`` where given):
+    each label's box, each point's display position, and whether every label has its backing."""
+    from nerft.plots import _figure, label_points
 
     fig = _figure((6.4, 4.0))
     ax = fig.subplots()
@@ -170,7 +171,9 @@ def _label_boxes(series):
         line, = ax.plot(*zip(*points, strict=True), marker="o")
         marked += [(x, y, line.get_color()) for x, y in points]
     ax.set_xscale("log")
-    _label_points(ax, marked, fontsize=7)
+    if ylim:
+        ax.set_ylim(*ylim)
+    label_points(ax, marked, fontsize=7)
     renderer = fig.canvas.get_renderer()
     boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
     backed = all(t.get_bbox_patch() is not None for t in ax.texts)
@@ -179,7 +182,6 @@ def _label_boxes(series):
 
 
 def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
-    from itertools import combinations
 
     from nerft.plots import line_chart
 
@@ -210,6 +212,18 @@ def test_stacked_value_labels_go_to_the_side_fewer_lines_cross():
               "other": [(100, 5.0), (400, 6.0), (1600, 60.0)]}
     boxes, at, _ = _label_boxes(series)
     assert max(boxes["38.2"].x1, boxes["38.3"].x1) < at[400, 38.2][0]
+
+
+def test_two_stacks_of_labels_that_would_meet_become_one():
+    # the cross-dataset chart's Weibo "all" column on a 0-100 axis: 60.5 / 60.0 and 53.3 / 52.9 / 52.4 are two
+    # stacks, 7 points apart, too close for a stack of two beside a stack of three
+    series = {"crf": [(100, 10.5), (1350, 52.4)], "nerft": [(100, 35.7), (1350, 60.5)], "mix": [(1350, 60.0)],
+              "distilled": [(1350, 53.3)], "lexicon": [(1350, 52.9)]}
+    boxes, at, _ = _label_boxes(series, ylim=(0, 100))
+    column = ["52.4", "52.9", "53.3", "60.0", "60.5"]
+    assert [pair for pair in combinations(column, 2) if boxes[pair[0]].overlaps(boxes[pair[1]])] == []
+    assert [boxes[v].y0 for v in column] == sorted(boxes[v].y0 for v in column)  # one stack, in value order
+    assert min(boxes[v].x0 for v in column) > at[1350, 60.5][0]
 
 
 @pytest.mark.shared

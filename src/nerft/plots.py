@@ -119,16 +119,17 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: str | 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     if values:
-        _label_points(ax, marked, fontsize=7)
+        label_points(ax, marked, fontsize=7)
     _save(fig, path)
 
 
-def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: float) -> None:
+def label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: float) -> None:
     """Each point's y value written beside it in its line's colour: just above a lone point; where points at the
-    same x lie closer than a line of text, their labels go beside them, one under another in the order of the values
-    and centred on the group, so none covers another or a marker: on the side that fewer drawn lines cross (points
-    of one colour are one line), on a tie to the right at the last x (``line_chart`` leaves room there), else to the
-    left. Labels sit on a light backing, so a line that still passes under one leaves it readable."""
+    same x lie closer than a line of text, their labels go beside them, one under another in the order of the
+    values and centred on the group (groups whose stacks would meet are stacked as one), so none covers another
+    or a marker: on the side that fewer drawn lines cross (points of one colour are one line), on a tie to the
+    right at the last x (``line_chart`` leaves room there), else to the left. Labels sit on a light backing, so a
+    line that still passes under one leaves it readable."""
     to_pt = 72 / ax.figure.dpi
     gap = fontsize * 1.3  # points between two labels' centres
     width = fontsize * 0.6 * 5  # a label such as "38.3", with some room
@@ -165,6 +166,18 @@ def _label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize:
             if i == len(points) or at[i] - at[i - 1] >= gap:
                 groups.append(range(k, i))
                 k = i
+        # two stacks that would reach into each other (a stack is centred on its points) become one
+        merged = True
+        while merged:
+            merged = False
+            for g in range(len(groups) - 1):
+                lower, upper = groups[g], groups[g + 1]
+                top = sum(at[i] for i in lower) / len(lower) + len(lower) * gap / 2
+                bottom = sum(at[i] for i in upper) / len(upper) - len(upper) * gap / 2
+                if len(lower) + len(upper) > 2 and top > bottom:
+                    groups[g:g + 2] = [range(lower.start, upper.stop)]
+                    merged = True
+                    break
         for group in groups:
             if len(group) == 1:
                 x, y, colour = points[group[0]]
