@@ -356,10 +356,47 @@ def write_report(b: Bench) -> None:
     write_results("cross_dataset", {"benchmark": "cross-dataset", "rows": measured}, "\n".join(md),
                   Path(b.args.results))
     if measured:
-        from .charts import ranked_bars
+        from .charts import learning_panels
 
-        ranked_bars([f"{r['dataset']}: {r['row']}" for r in measured], [r["f1"] for r in measured],
-                    Path(b.args.results) / "cross_dataset.png", "strict micro F1 (%)")
+        panels, pairs = chart_data(measured)
+        learning_panels(panels, list(COLUMNS.values()), Path(b.args.results) / "cross_dataset.png", pairs)
+
+
+TITLES = {"ccfbdci": "CCFBDCI", "cluener": "CLUENER2020 (its dev file)", "weibo": "Weibo NER"}
+CURVES = {"crf": "character CRF", "nerft": "nerft (0.5B, LoRA)", "distill": "CRF distilled from nerft"}
+POINTS = {"lexicon": "training lexicon", "mix": "one adapter for the three"}
+COLUMNS = {"k100": "100", "k400": "400", "kall": "all"}  # the chart's x axis: the rows' K
+
+
+def chart_data(measured: list[dict]) -> tuple[dict, dict]:
+    """The table as ``charts.learning_panels`` draws it: per dataset the learning curves over K (CRF, nerft,
+    distilled CRF), the lexicon and the mixture at "all", the published figures as grey lines (those within 3
+    points of each other as one band); then the out-of-domain rows as pairs of bars."""
+    f1 = {r["row"]: r["f1"] for r in measured}
+    panels = {}
+    for d in DATASETS:
+        curves = {label: {COLUMNS[k]: f1[f"{kind}-{d}-{k}"] for k in COLUMNS if f"{kind}-{d}-{k}" in f1}
+                  for kind, label in CURVES.items()}
+        points = {label: {"all": f1[f"{kind}-{d}"]} for kind, label in POINTS.items() if f"{kind}-{d}" in f1}
+        bands: dict[str, tuple[float, float]] = {}
+        cluster: list[tuple[str, float]] = []
+        for name, value in sorted(((n, v) for ds, n, v, _ in ANCHORS if ds == d), key=lambda a: a[1]) + [("", 1e9)]:
+            if cluster and value - cluster[0][1] > 3:
+                low, high = cluster[0][1], cluster[-1][1]
+                span = f"{low:.1f}" if high - low < 0.05 else f"{low:.1f}-{high:.1f}"
+                bands[f"published: {', '.join(n for n, _ in cluster)} {span}"] = (low, high)
+                cluster = []
+            cluster.append((name, value))
+        curves = {k: v for k, v in curves.items() if v}
+        if curves or points:
+            panels[TITLES[d]] = {"curves": curves, "points": points, "bands": bands}
+    pairs = {}
+    for a, b in (("ccfbdci", "weibo"), ("weibo", "ccfbdci")):
+        pair = {label: f1[f"ood-{kind}-{a}-on-{b}"] for kind, label in (("crf", "character CRF"), ("nerft", "nerft"))
+                if f"ood-{kind}-{a}-on-{b}" in f1}
+        if pair:
+            pairs[f"{TITLES[a]} model on {TITLES[b]}"] = pair
+    return panels, pairs
 
 
 def row_command(name: str, args: argparse.Namespace) -> str:

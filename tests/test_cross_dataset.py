@@ -54,6 +54,27 @@ def test_crf_lexicon_and_out_of_domain_rows(tmp_path):
     assert {r["row"]: r["f1"] for r in again["rows"]}["lexicon-weibo"] == 12.5
 
 
+def test_the_chart_draws_each_dataset_as_learning_curves_with_the_published_figures_beside(tmp_path):
+    from benchmarks.charts import learning_panels
+
+    measured = [{"row": row, "f1": f1} for row, f1 in (
+        ("crf-cluener-k100", 19.3), ("crf-cluener-kall", 71.8), ("nerft-cluener-k100", 51.8),
+        ("nerft-cluener-k400", 62.8), ("lexicon-cluener", 60.8), ("mix-cluener", 72.9),
+        ("ood-crf-ccfbdci-on-weibo", 38.0), ("ood-nerft-ccfbdci-on-weibo", 48.4))]
+    panels, pairs = cross_dataset.chart_data(measured)
+    assert list(panels) == ["CLUENER2020 (its dev file)"]  # no rows, no panel
+    cluener = panels["CLUENER2020 (its dev file)"]
+    assert cluener["curves"] == {"character CRF": {"100": 19.3, "all": 71.8}, "nerft (0.5B, LoRA)": {"100": 51.8,
+                                                                                                  "400": 62.8}}
+    assert cluener["points"] == {"training lexicon": {"all": 60.8}, "one adapter for the three": {"all": 72.9}}
+    # the four BERT-class figures (78.8-81.1) as one band, BiLSTM-CRF's 70.0 as its own line
+    assert sorted(cluener["bands"].values()) == [(70.0, 70.0), (78.82, 81.12)]
+    assert any(label.startswith("published: BiLSTM-CRF (test) 70.0") for label in cluener["bands"])
+    assert pairs == {"CCFBDCI model on Weibo NER": {"character CRF": 38.0, "nerft": 48.4}}
+    learning_panels(panels, ["100", "400", "all"], tmp_path / "chart.png", pairs)
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_the_plan_lists_every_row_of_the_issue():
     rows = list(cross_dataset.plan())
     for d in ("ccfbdci", "cluener", "weibo"):
