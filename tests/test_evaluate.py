@@ -182,7 +182,6 @@ def _label_boxes(series, ylim=None):
 
 
 def test_value_labels_of_close_points_are_stacked_not_overlaid(tmp_path):
-
     from nerft.plots import line_chart
 
     # the learning curve's K = 1,600 column: three recipes within 2.4 points of each other

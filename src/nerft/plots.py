@@ -161,23 +161,14 @@ def label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: 
     for points in by_x.values():
         points.sort(key=lambda p: p[1])
         at = [display(x, y)[1] for x, y, _ in points]
-        groups, k = [], 0
-        for i in range(1, len(points) + 1):
-            if i == len(points) or at[i] - at[i - 1] >= gap:
-                groups.append(range(k, i))
-                k = i
-        # two stacks that would reach into each other (a stack is centred on its points) become one
-        merged = True
-        while merged:
-            merged = False
-            for g in range(len(groups) - 1):
-                lower, upper = groups[g], groups[g + 1]
-                top = sum(at[i] for i in lower) / len(lower) + len(lower) * gap / 2
-                bottom = sum(at[i] for i in upper) / len(upper) - len(upper) * gap / 2
-                if len(lower) + len(upper) > 2 and top > bottom:
-                    groups[g:g + 2] = [range(lower.start, upper.stop)]
-                    merged = True
-                    break
+        # each point starts a stack of labels centred on it; two stacks that would reach into each other (points
+        # closer than a line of text, or stacks grown into each other) become one, and a grown stack is checked
+        # again against the one below
+        groups: list[range] = []
+        for i in range(len(points)):
+            groups.append(range(i, i + 1))
+            while len(groups) > 1 and _stack_edge(at, groups[-2], gap, 1) > _stack_edge(at, groups[-1], gap, -1):
+                groups[-2:] = [range(groups[-2].start, groups[-1].stop)]
         for group in groups:
             if len(group) == 1:
                 x, y, colour = points[group[0]]
@@ -196,6 +187,12 @@ def label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: 
                 ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(7 * side, dy),
                             ha="left" if side > 0 else "right", va="center", fontsize=fontsize, color=colour,
                             bbox=backing)
+
+
+def _stack_edge(at: Sequence[float], group: range, gap: float, side: int) -> float:
+    """The top (``side`` 1) or bottom (-1) of a stack of labels ``gap`` apart centred on the points ``group`` of
+    ``at`` (display heights)."""
+    return sum(at[i] for i in group) / len(group) + side * len(group) * gap / 2
 
 
 def smoothed(values: Sequence[float], weight: float) -> list[float]:
