@@ -55,3 +55,18 @@ def test_export_round_trip(tiny_tokenizer, tmp_path):
         export_merged(run, out)
     with pytest.raises(NerftError, match="already a merged folder"):
         export_merged(out, tmp_path / "again")
+
+
+@pytest.mark.parametrize("fmt", ["hf", "ct2", "gguf"])
+@pytest.mark.parametrize("where", ["run", "parent", "inside", "base"])
+def test_an_export_onto_its_own_inputs_is_refused_and_deletes_nothing(tiny_tokenizer, tmp_path, capsys, fmt, where):
+    from helpers_models import build_run_dir
+
+    run = build_run_dir(tmp_path / "w", tiny_tokenizer)
+    out = {"run": run, "parent": run.parent, "inside": run / "export", "base": run.parent / "base"}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = cli.main(["export", "--model", str(run), "--output-format", fmt, "--out", str(out), "--overwrite"])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "apart from every input" in message and str(out) in message
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # the run and its base intact

@@ -492,3 +492,16 @@ def test_lexicon_hints_reach_the_training_examples_and_the_saved_runs_predictor(
     (out / "lexicon.json").unlink()
     with pytest.raises(NerftError, match="trained with lexicon hints"):
         load_predictor(out)
+
+
+def test_a_run_directory_on_its_own_inputs_is_refused(tiny_tokenizer, tmp_path):
+    """--out may not be, hold or lie inside what train reads (it writes labels.json, nerft.json, lexicon.json
+    there, which would replace prepare's own files or mix with the base model's)."""
+    splits = write_splits(tmp_path / "data", n_train=4, n_dev=2)
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    labels_before = (tmp_path / "data" / "labels.json").read_bytes()
+    for out, how in ((tmp_path / "data", "contains"), (base, "is"), (base / "run", "is inside")):
+        recipe = tiny_recipe(base, splits, out, output__overwrite=True)
+        with pytest.raises(NerftError, match=f"--out {out} {how} the input"):
+            train(cfglib.from_dict(TrainConfig, recipe))
+    assert (tmp_path / "data" / "labels.json").read_bytes() == labels_before and not (base / "run").exists()

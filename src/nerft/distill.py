@@ -1,6 +1,8 @@
-"""``nerft distill``: a fine-tuned LLM annotates unlabelled text, and a character CRF learns from gold + silver.
+"""``nerft distill``: a fine-tuned LLM annotates unlabelled text, and a student learns from gold + silver: a
+character CRF (``--student crf``, the default) or the LLM as a tagger (``--student tagger``).
 
     nerft distill --model RUN --unlabeled TEXTS --gold TRAIN.jsonl --dev DEV.jsonl --out DIR
+    nerft distill --student tagger --student-config configs/qwen2.5-0.5b-cpu-tagger.yaml --model RUN ... --out DIR
 
 Steps, each resumable (run the same command again after an interruption):
 
@@ -9,11 +11,15 @@ Steps, each resumable (run the same command again after an interruption):
    ``DIR/silver.jsonl`` through ``predict.files.predict_file``, which skips the documents already written;
 2. which silver documents to keep is chosen on dev (below);
 3. the CRF (``nerft.crf``) is trained on the gold documents + the kept silver ones into ``DIR/crf.crfsuite``;
+   a tagger student is ``nerft train --task tag`` on them (``DIR/student-train.jsonl``) with DIR as its run
+   directory (the teacher's base model unless ``--student-config`` names another; resumed from its checkpoint
+   after an interruption), its nerft.json then recording the teacher as a CRF's does;
 4. ``DIR/nerft.json`` says what the folder is (``kind: crf``, the label set, the teacher: its folder, name, the
    threshold and the silver counts) and ``DIR/distill.json`` holds the whole report (the threshold table too).
 
 ``nerft predict --model DIR``, ``serve --model DIR`` and ``evaluate --score-with DIR`` then load the CRF like any
-run (``inference.crf_backend``), with offsets, scores and the same output formats.
+run (``inference.crf_backend``), or the tagger (``inference.tagger_backend``), with offsets, scores and the same
+output formats.
 
 The filter is per DOCUMENT: a silver document is kept when every entity the teacher found in it scores at least t,
 and a document where the teacher found nothing is kept or not as chosen. Dropping single low-scoring entities
@@ -21,7 +27,8 @@ instead would leave their characters tagged O in a document the CRF trains on: a
 exactly the mentions the teacher found hard (and a teacher that misses mentions teaches the same lesson through
 its empty documents, hence the second choice).
 
-Choosing on dev, ``--choose-by student`` (the default): for each candidate t (``--thresholds``) with the empty
+Choosing on dev, ``--choose-by student`` (a CRF's default; a tagger per candidate would take hours, so a tagger
+student's default is ``teacher``): for each candidate t (``--thresholds``) with the empty
 documents kept and left out, a CRF is trained on gold + that silver and scored on dev (strict F1); the best
 candidate's CRF is the result (ties: the lower t, then keeping the empty documents: more silver). It costs one CRF
 training per candidate (seconds with a few thousand documents, minutes with tens of thousands), and is resumable:
@@ -45,7 +52,7 @@ from typing import Any, Literal
 from .config import add_config_arguments, build_config, opt, to_dict
 from .jsonl import read_documents
 from .metrics import score_documents
-from .schema import SCORE_DIGITS, Document, NerftError, write_json
+from .schema import SCORE_DIGITS, Document, NerftError, check_output_apart, write_json
 
 SILVER_FILE = "silver.jsonl"
 TEACHER_DEV_FILE = "teacher_dev.jsonl"
@@ -66,9 +73,17 @@ class DistillConfig:
     threshold: float | None = opt(None, "keep silver documents whose every entity scores at least this; default: "
                                         "chosen on --dev")
     thresholds: list[float] = opt(help="candidate thresholds tried on dev", factory=lambda: list(DEFAULT_THRESHOLDS))
-    choose_by: Literal["student", "teacher"] = opt("student", "student: train a CRF for each candidate and keep the "
-                                                   "one with the best dev F1; teacher: the teacher's dev F1 on the "
-                                                   "documents a threshold keeps (cheaper, a proxy)")
+    student: Literal["crf", "tagger"] = opt("crf", "what learns from gold + silver: crf (a character CRF, seconds to "
+                                                 "minutes) or tagger (the LLM as a tagger, nerft train --task tag on "
+                                                 "the teacher's base model unless --student-config names another)")
+    student_config: str | None = opt(None, "--student tagger: its training recipe (YAML, e.g. "
+                                           "configs/qwen2.5-0.5b-cpu-tagger.yaml); its data and output are set by "
+                                           "distill", path=True)
+    student_minutes: float | None = opt(None, "--student tagger: training minutes (default: the recipe's)")
+    choose_by: Literal["student", "teacher"] | None = opt(
+        None, "student: train a student for each candidate and keep the one with the best dev F1 (the default "
+              "for a CRF); teacher: the teacher's dev F1 on the documents a threshold keeps (cheaper, a proxy; the "
+              "default for a tagger, whose training takes minutes per candidate)")
     drop_empty: bool = opt(False, "with --threshold: leave out the silver documents where the teacher found nothing")
     min_keep: float = opt(0.5, "--choose-by teacher: a candidate threshold must keep at least this share of dev")
     max_unlabeled: int | None = opt(None, "use only the first N unlabelled texts")
@@ -175,7 +190,9 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
     from .rundir import RunInfo
 
     _check(cfg)
-    require_crfsuite()  # before an hour of annotation, not after
+    choose_by = cfg.choose_by or ("student" if cfg.student == "crf" else "teacher")
+    if cfg.student == "crf":
+        require_crfsuite()  # before an hour of annotation, not after
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if predictor is None:
@@ -192,7 +209,7 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
                               "chosen_on": "given (--threshold)"}
     table: list[dict[str, Any]] = []
     trained: dict[str, Any] | None = None
-    if cfg.dev and cfg.threshold is None and cfg.choose_by == "student":
+    if cfg.dev and cfg.threshold is None and choose_by == "student":
         dev = read_documents(cfg.dev)
         table = student_table(gold, silver, dev, cfg, out / CHOICE_DIR, progress)
         choice = {**choose_student(table), "chosen_on": f"dev ({cfg.dev}), by the CRF's F1"}
@@ -209,7 +226,9 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
                       "chosen_on": f"dev ({cfg.dev}), by the teacher's F1"}
     threshold, keep_empty = float(choice["threshold"]), bool(choice["keep_empty"])
     kept = [d for d in silver if passes(d, threshold, keep_empty)]
-    if trained is None:
+    if cfg.student == "tagger":
+        trained = train_tagger_student(cfg, [*gold, *kept], predictor, out)
+    elif trained is None:
         trained = train_crf([*gold, *kept], out / CRF_MODEL_FILE, cfg.iterations)
 
     teacher_labels, teacher_prompt = predictor.labels, predictor.prompt
@@ -220,11 +239,55 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
                "filter": "document: every entity's score >= threshold"
                          + ("" if keep_empty else "; documents without entities left out"),
                "chosen_on": choice["chosen_on"], "unlabeled": str(Path(cfg.unlabeled).resolve()), **counts}
-    RunInfo(None, teacher_labels, teacher_prompt, kind="crf", teacher=teacher).save(out)
-    report = {"teacher": teacher, "choice": choice, "candidates": table, "crf": trained,
+    if cfg.student == "tagger":  # the student's own run record, with where its silver came from
+        info = RunInfo.load(out)
+        info.teacher = teacher
+        info.save(out)
+    else:
+        RunInfo(None, teacher_labels, teacher_prompt, kind="crf", teacher=teacher).save(out)
+    report = {"teacher": teacher, "choice": choice, "candidates": table, cfg.student: trained,
               "annotate_s": round(annotate_s, 2), "config": to_dict(cfg)}
     write_json(out / REPORT_FILE, report)
     return report
+
+
+STUDENT_TRAIN_FILE, STUDENT_LABELS_FILE = "student-train.jsonl", "student-labels.json"
+
+
+def train_tagger_student(cfg: DistillConfig, docs: list[Document], teacher: Any, out: Path) -> dict[str, Any]:
+    """``nerft train --task tag`` on ``docs`` (gold + the kept silver) into ``out``, which becomes a tagger run
+    (predict, serve and evaluate --score-with open it like any run); resumed from its checkpoint when a run was
+    stopped, skipped when it finished on the same documents. Returns the training summary (metrics.json)."""
+    from .jsonl import write_jsonl
+    from .modeling import ModelConfig
+    from .train import TrainConfig, train
+
+    train_file, labels_file = out / STUDENT_TRAIN_FILE, out / STUDENT_LABELS_FILE
+    write_jsonl(train_file, docs)
+    write_json(labels_file, teacher.labels.to_dict())
+    recipe = build_config(TrainConfig, config_path=cfg.student_config) if cfg.student_config else TrainConfig()
+    recipe.task = "tag"
+    if not cfg.student_config:  # the teacher's own base model
+        from .inference.location import locate_model
+        from .inference.options import LoadOptions
+
+        weights = locate_model(LoadOptions(model=cfg.model)).weights
+        recipe.model = ModelConfig(name_or_path=weights.name_or_path, revision=weights.revision)
+    recipe.data.train, recipe.data.dev, recipe.data.test = str(train_file), cfg.dev, None
+    recipe.data.labels, recipe.data.mixture = str(labels_file), []
+    if cfg.student_minutes is not None:
+        recipe.optim.max_minutes = cfg.student_minutes
+    recipe.output.dir = str(out)
+    metrics_file = out / "metrics.json"
+    stamp = {"documents": len(docs), "entities": sum(len(d.entities) for d in docs)}  # what the run trains on
+    same = _read_row(out / "student.json", stamp) is not None
+    if same and metrics_file.is_file() and json.loads(metrics_file.read_text("utf-8"))["train"].get("finished"):
+        return json.loads(metrics_file.read_text("utf-8"))
+    resume = same and (out / "checkpoints").is_dir()  # a run stopped part-way on the same documents
+    recipe.resume, recipe.output.overwrite = ("latest", False) if resume else (None, True)
+    write_json(out / "student.json", stamp)
+    train(recipe)
+    return json.loads(metrics_file.read_text("utf-8"))
 
 
 def _check(cfg: DistillConfig) -> None:
@@ -237,6 +300,10 @@ def _check(cfg: DistillConfig) -> None:
         raise NerftError(f"--min-keep must be in [0, 1], got {cfg.min_keep}")
     if not cfg.thresholds:
         raise NerftError("--thresholds needs at least one value")
+    check_output_apart(cfg.out, [cfg.model, cfg.unlabeled, cfg.gold, cfg.dev, cfg.student_config])
+    if cfg.student == "tagger" and cfg.choose_by == "student" and cfg.threshold is None:
+        raise NerftError("--choose-by student would train a tagger for every candidate threshold; use --choose-by "
+                         "teacher or --threshold X with --student tagger")
 
 
 def _open_teacher(model: str, args: argparse.Namespace | None = None):
@@ -299,8 +366,11 @@ def _run(args: argparse.Namespace) -> int:
         raise NerftError("missing --model (the teacher)")
     report = distill(cfg, _open_teacher(cfg.model, args))  # progress bars as the global flags say
     t = report["teacher"]
+    student = (f"CRF trained on {report['crf']['train_docs']} documents in {report['crf']['train_s']:.0f} s"
+               if cfg.student == "crf" else
+               f"tagger trained on {t['gold'] + t['silver_kept']} documents, {report['tagger']['train']['steps']} "
+               f"steps in {report['tagger']['train']['train_seconds'] / 60:.1f} minutes")
     print(f"teacher {t['name']}: {t['silver']} silver documents, {t['silver_kept']} kept at threshold "
           f"{t['threshold']}{'' if t['keep_empty'] else ', those without entities left out'} ({t['chosen_on']}); "
-          f"CRF trained on {report['crf']['train_docs']} documents in "
-          f"{report['crf']['train_s']:.0f} s -> {cfg.out}")
+          f"{student} -> {cfg.out}")
     return 0

@@ -19,7 +19,7 @@ from typing import Any
 from . import config as cfglib
 from .lexicon import LEXICON_FILE, Lexicon
 from .rundir import DECODING_FILE, RunInfo
-from .schema import NerftError, atomic_dir, atomic_write, write_errors
+from .schema import NerftError, atomic_dir, atomic_write, check_output_apart, write_errors
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
@@ -41,9 +41,10 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
     from .model_card import model_card
 
     output = Path(output)
+    where = locate_model(load)
+    check_output_apart(output, export_inputs(load, where))
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
-    where = locate_model(load)
     if where.info is not None and where.info.kind == "crf":
         raise NerftError(f"{load.model} holds a character CRF (nerft distill): it has no adapter to merge; "
                          "predict and serve load the folder as it is")
@@ -51,18 +52,25 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
         raise NerftError(f"{load.model} is already a merged folder")
     loaded = load_model_and_tokenizer(load, merge=True)
     lm, info = loaded.model, where.info
+    tagger = info.tagger if info is not None and info.kind == "tagger" else None
     merged_from = {"base_model": where.weights.name_or_path, "revision": where.weights.revision,
                    "adapter": str(where.adapter.resolve()) if where.adapter else None}
     with write_errors(output), atomic_dir(output) as tmp:  # a full disk: one error naming the folder
-        lm.save_pretrained(tmp, safe_serialization=True)
+        if tagger is not None:  # the body (a plain transformers model) and the head's weights
+            from .tagger.model import save_merged
+
+            save_merged(lm, tmp)
+        else:
+            lm.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
-        if lm.generation_config is not None:
+        if tagger is None and lm.generation_config is not None:
             lm.generation_config.eos_token_id = stop_token_ids(loaded.tokenizer)
             lm.generation_config.save_pretrained(tmp)
         decoding = info.decoding if info is not None and where.decoding is not None else None
         RunInfo(base_model=None, labels=loaded.labels, prompt=loaded.prompt, merged=True,
                 max_length=info.max_length if info else 512, merged_from=merged_from, decoding=decoding,
-                trained_prompts=info.trained_prompts if info else []).save(tmp)
+                trained_prompts=info.trained_prompts if info else [], kind=info.kind if info else "llm",
+                tagger=tagger).save(tmp)
         run_dir = Path(load.model) if load.model else None  # a run directory has config.yaml and metrics.json
         if run_dir is not None and (run_dir / LEXICON_FILE).is_file():  # --lexicon works on the merged folder too
             shutil.copyfile(run_dir / LEXICON_FILE, tmp / LEXICON_FILE)
@@ -70,8 +78,15 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
             copy_decoding(where.decoding, where.home, tmp)
         with atomic_write(tmp / "README.md") as f:
             f.write(model_card(loaded.labels, loaded.prompt, model_id=repo_id or str(output),
-                               merged_from=merged_from, run_dir=run_dir, decoding=decoding))
+                               merged_from=merged_from, run_dir=run_dir, decoding=decoding, tagger=tagger))
     return output
+
+
+def export_inputs(load, where) -> list[str | None]:
+    """Every local file or folder an export reads: the model, base and adapter given, and the base weights the
+    run names (the output may be none of them, nor hold nor lie inside one)."""
+    return [load.model, load.base, load.adapter, str(where.adapter) if where.adapter else None,
+            where.weights.name_or_path]
 
 
 ENGINE_FORMATS = ("hf", "gguf", "ct2")
@@ -90,6 +105,12 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
         return export_model(load, output, overwrite=overwrite, repo_id=repo_id)
     if fmt not in ENGINE_FORMATS:
         raise NerftError(f"unknown --output-format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
+    from .inference.location import locate_model
+
+    where = locate_model(load)
+    if where.info is not None and where.info.kind == "tagger":
+        raise NerftError(f"{load.model} is a tagger (task: tag): llama.cpp and CTranslate2 generate text and cannot "
+                         "run it; export it with --output-format hf (transformers), which predict and serve load")
     from .export_ct2 import CT2_QUANTS
     from .export_gguf import GGUF_QUANTS
 
@@ -97,6 +118,7 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
         raise NerftError(f"--quant {quant!r} is not a {fmt} type nerft writes; choose "
                          f"{', '.join(GGUF_QUANTS if fmt == 'gguf' else CT2_QUANTS)}")
     output = Path(output)
+    check_output_apart(output, export_inputs(load, where))
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -56,9 +56,14 @@ def read_run_records(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, An
 
 
 def model_card(labels: LabelSet, prompt: Prompt, *, model_id: str, merged_from: dict[str, Any] | None = None,
-               run_dir: Path | None = None, decoding: dict[str, Any] | None = None) -> str:
+               run_dir: Path | None = None, decoding: dict[str, Any] | None = None,
+               tagger: dict[str, Any] | None = None) -> str:
     """The README.md of an exported folder. ``model_id``: what the code examples load (a hub repo id or the
-    folder's path); ``decoding``: the run's decoding record (``RunInfo.decoding``) when the folder carries it."""
+    folder's path); ``decoding``: the run's decoding record (``RunInfo.decoding``) when the folder carries it;
+    ``tagger``: the tagger's settings when the folder holds the LLM as a tagger (``task: tag``)."""
+    if tagger is not None:
+        return tagger_card(labels, model_id=model_id, merged_from=merged_from, run_dir=run_dir, decoding=decoding,
+                           settings=tagger)
     base = (merged_from or {}).get("base_model")
     revision = (merged_from or {}).get("revision")
     config, metrics = read_run_records(run_dir)
@@ -84,6 +89,52 @@ def model_card(labels: LabelSet, prompt: Prompt, *, model_id: str, merged_from: 
               "The model answers only with the labels above and only in the prompt format above; another prompt "
               "gives undefined answers. Mentions it writes that are not in the text are dropped by nerft (counted "
               "as hallucinations). The base model's license and limitations apply.", ""]
+    return "\n".join(lines)
+
+
+def tagger_card(labels: LabelSet, *, model_id: str, merged_from: dict[str, Any] | None, run_dir: Path | None,
+                decoding: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+    """The card of a merged tagger: no prompt and no answer; its body, head and how it reads a text."""
+    base = (merged_from or {}).get("base_model")
+    config, metrics = read_run_records(run_dir)
+    front = {"library_name": "transformers", "pipeline_tag": "token-classification",
+             "tags": ["nerft", "named-entity-recognition", "ner", "lora", "token-classification"]}
+    if base and is_hub_id(base):
+        front["base_model"] = base
+    layers = f"its first {settings['layers']} decoder layers" if settings.get("layers") else "its decoder layers"
+    attention = ("causal attention, as pre-trained" if settings.get("attention") == "causal" else
+                 "bidirectional attention in " + (f"its last {settings['bidirectional_layers']} layers"
+                                                  if settings.get("bidirectional_layers") is not None else
+                                                  "every layer"))
+    local = "ner-model" if is_hub_id(model_id) else model_id
+    lines = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False).strip(), "---", "",
+             f"# {model_id.rstrip('/').split('/')[-1]}", "",
+             f"A named-entity tagger: {shown_source(base)} used as a tagger by nerft {__version__} ({layers}, "
+             f"{attention}, LoRA merged into the weights) with a tag head over {settings.get('scheme', 'bio').upper()} "
+             f"tags, decoded by {settings.get('decoder', 'viterbi')} over valid tag sequences only. It reads a text "
+             "once and tags every character: no prompt, no generated answer, no mention that is not in the text.",
+             "", "## Labels", "", "| code | name | description |", "|---|---|---|"]
+    lines += [f"| {lab.code} | {lab.name} | {lab.description or ''} |" for lab in labels.labels]
+    lines += ["", "## Files", "",
+              "- the body: a plain transformers base model (`config.json`, `model.safetensors`; `AutoModel` loads "
+              "it) and its tokenizer;",
+              f"- `tagger_head.safetensors`: the tag head (one linear map per character slot of a token, "
+              f"{'a learned CRF transition layer, ' if settings.get('decoder') == 'crf' else ''}positions "
+              f"`{settings.get('positions', 'token')}`);",
+              "- `nerft.json`: the labels and the tagger's settings, which nerft rebuilds the model from.", ""]
+    lines += _training_section(config, metrics)
+    lines += _decoding_section(decoding)
+    lines += ["## Use it", "", "```bash", "pip install nerft",
+              *([f"huggingface-cli download {model_id} --local-dir {local}"] if is_hub_id(model_id) else []),
+              f'nerft predict --model {local} "{EXAMPLE_TEXT}"',
+              f"nerft predict --model {local} --input texts.jsonl --output entities.jsonl",
+              f"nerft serve --model {local}   # POST /v1/ner", "```", "", "```python",
+              "from nerft.inference.loading import load_predictor", "",
+              f"tagger = load_predictor({json.dumps(local)})",
+              f'print(tagger.predict(["{EXAMPLE_TEXT}"]))  # entities with character offsets and scores', "```", "",
+              "## Limitations", "",
+              "It tags only the labels above, one label per character (nested mentions are not found). Texts longer "
+              "than a window are read in overlapping windows. The base model's license and limitations apply.", ""]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -228,9 +228,10 @@ def load_tokenizer(cfg: ModelConfig, source: str | None = None):
     return with_pad_token(tok)
 
 
-def load_model(cfg: ModelConfig, device: torch.device | None = None):
-    """The base causal LM on ``device`` (default from ``cfg.device``), in the resolved dtype, in eval mode."""
-    from transformers import AutoModelForCausalLM
+def load_model(cfg: ModelConfig, device: torch.device | None = None, lm_head: bool = True):
+    """The base causal LM on ``device`` (default from ``cfg.device``), in the resolved dtype, in eval mode;
+    ``lm_head=False``: its body only (``AutoModel``: embeddings, decoder layers, norm; what the tagger reads)."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
     device = device or resolve_device(cfg)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -252,7 +253,7 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = (AutoModelForCausalLM if lm_head else AutoModel).from_pretrained(path, **kwargs)
     except OSError as exc:
         raise NerftError(f"cannot load a model from {path}: {exc}") from None
     if not cfg.load_in_4bit:
@@ -260,9 +261,12 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None):
     return model.eval()
 
 
-def build_lora(cfg: LoraSettings, num_layers: int | None = None):
+def build_lora(cfg: LoraSettings, num_layers: int | None = None, trained_in_full: Sequence[str] = (),
+               causal_lm: bool = True):
     """A ``peft.LoraConfig`` for causal-LM fine-tuning (defaults = the tutorial's: r 8, alpha 32, dropout 0.1).
-    ``cfg.top_layers`` needs the model's ``num_layers``: the adapters go on layers num_layers - N .. num_layers - 1."""
+    ``cfg.top_layers`` needs the model's ``num_layers``: the adapters go on layers num_layers - N .. num_layers - 1.
+    ``trained_in_full``: more modules to save with the adapter (the tagger's head); ``causal_lm=False``: a model
+    that is not a causal LM (the tagger), which peft wraps as a plain module."""
     from peft import LoraConfig, TaskType
 
     layers = None
@@ -272,17 +276,24 @@ def build_lora(cfg: LoraSettings, num_layers: int | None = None):
         if not 1 <= cfg.top_layers <= num_layers:
             raise NerftError(f"lora.top_layers is {cfg.top_layers}; the model has {num_layers} layers (choose 1-{num_layers})")
         layers = list(range(num_layers - cfg.top_layers, num_layers))
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), bias=cfg.bias, inference_mode=False,
-                      modules_to_save=list(cfg.modules_to_save) or None, layers_to_transform=layers)
+    to_save = [*cfg.modules_to_save, *trained_in_full]
+    return LoraConfig(task_type=TaskType.CAUSAL_LM if causal_lm else None, r=cfg.r, lora_alpha=cfg.alpha,
+                      lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias=cfg.bias,
+                      inference_mode=False, modules_to_save=to_save or None, layers_to_transform=layers)
 
 
-def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False):
-    """Wrap a base model with fresh LoRA adapters (k-bit models are prepared for training first)."""
+def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False, trained_in_full: Sequence[str] = (),
+             transformer=None):
+    """Wrap a base model with fresh LoRA adapters (k-bit models are prepared for training first). ``transformer``:
+    the transformers model inside ``model`` when ``model`` is not one itself (the tagger's body): checkpointing and
+    k-bit preparation apply to it; ``trained_in_full``: modules saved whole with the adapter (``build_lora``)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    inner = model if transformer is None else transformer
+    if getattr(inner, "is_loaded_in_4bit", False):  # in place; returns the model it was given
+        inner = prepare_model_for_kbit_training(inner, use_gradient_checkpointing=gradient_checkpointing)
+        model = inner if transformer is None else model
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return get_peft_model(model, build_lora(cfg, getattr(getattr(model, "config", None), "num_hidden_layers", None)))
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = getattr(getattr(inner, "config", None), "num_hidden_layers", None)
+    return get_peft_model(model, build_lora(cfg, layers, trained_in_full, causal_lm=transformer is None))

@@ -23,7 +23,9 @@ Layout of a run directory::
       checkpoints/      step-N/ folders for --resume
 
 An exported (merged) folder is a standard Hugging Face model folder plus nerft.json. A folder written by
-``nerft distill`` holds a character CRF (crf.crfsuite) and a nerft.json with ``kind: crf`` and its ``teacher``.
+``nerft distill`` holds a character CRF (crf.crfsuite) and a nerft.json with ``kind: crf`` and its ``teacher``. A
+run trained with ``task: tag`` has ``kind: tagger`` and its ``tagger`` settings in nerft.json; its adapter folder
+holds the tag head beside the LoRA weights.
 """
 
 from __future__ import annotations
@@ -77,13 +79,16 @@ class RunInfo:
     # the decoding chosen on dev at the end of training: {"options": decoding.yaml's mapping, "setting": its
     # description, "dev": {"documents", "answered", "chosen"} with P/R/F1 (0-1) each}; None: none chosen
     decoding: dict[str, Any] | None = None
-    # what the folder holds: "llm" (a fine-tuned chat model) or "crf" (a character CRF, ``nerft distill``: its
-    # model file is crf.crfsuite and ``teacher`` says which run annotated its silver data and how)
+    # what the folder holds: "llm" (a fine-tuned chat model), "tagger" (the LLM as a tagger, ``task: tag``) or "crf"
+    # (a character CRF, ``nerft distill``: its model file is crf.crfsuite and ``teacher`` says which run annotated
+    # its silver data and how)
     kind: str = "llm"
     teacher: dict[str, Any] | None = None
     # a data.mixture run: every label set it was trained with and the prompt it was trained with for it (worked
     # examples included), so --label-set naming one of them asks with that very prompt
     trained_prompts: list[tuple[LabelSet, Prompt]] = field(default_factory=list)
+    # kind "tagger" (``task: tag``): the tagger's settings (``tagger.model.TaggerSettings``), which rebuild its model
+    tagger: dict[str, Any] | None = None
 
     def trained_prompt(self, labels: LabelSet) -> Prompt | None:
         """The prompt this run was trained with for ``labels`` (same codes and names, in order), or None."""
@@ -106,6 +111,7 @@ class RunInfo:
             **({"teacher": self.teacher} if self.teacher else {}),
             **({"trained_prompts": [{"labels": labels.to_dict(), "prompt": prompt.to_dict()}
                                     for labels, prompt in self.trained_prompts]} if self.trained_prompts else {}),
+            **({"tagger": self.tagger} if self.tagger else {}),
         }
 
     def save(self, directory: str | Path) -> None:
@@ -135,6 +141,7 @@ class RunInfo:
                 teacher=d.get("teacher") if isinstance(d.get("teacher"), dict) else None,
                 trained_prompts=[(LabelSet.from_dict(t["labels"], source=str(path)), Prompt.from_dict(t["prompt"]))
                                  for t in d.get("trained_prompts") or []],
+                tagger=d.get("tagger") if isinstance(d.get("tagger"), dict) else None,
             )
         except json.JSONDecodeError as exc:
             raise NerftError(f"{path}: invalid JSON: {exc}") from None

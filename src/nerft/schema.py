@@ -186,6 +186,29 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def check_output_apart(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str = "--out",
+                       writes: Iterable[str] | None = None) -> None:
+    """Refuse an output folder that is, contains or lies inside one of ``inputs`` (files or folders that exist;
+    hub ids and None are skipped): writing the output there would replace or mix with what the command reads
+    (``nerft export --out RUN --overwrite`` once replaced its own run). ``writes``: the names the command writes
+    or clears in the folder, when it does not replace the folder as a whole (train's run files): an input inside
+    the folder is refused only when it is, or lies under, one of them."""
+    out = Path(output).expanduser().resolve()
+    touched = None if writes is None else {out / name for name in writes}
+    for given in inputs:
+        if given is None or not str(given) or not Path(given).expanduser().exists():
+            continue
+        source = Path(given).expanduser().resolve()
+        inside_out = source.is_relative_to(out) and source != out
+        if inside_out and touched is not None and not any(source.is_relative_to(t) for t in touched):
+            continue
+        how = ("is" if out == source else "contains" if inside_out
+               else "is inside" if out.is_relative_to(source) else None)
+        if how is not None:
+            raise NerftError(f"{flag} {output} {how} the input {given}, which writing it would replace or mix with: "
+                             f"pass an {flag} apart from every input")
+
+
 def describe_os_error(exc: OSError) -> str:
     """One sentence for an OSError: the path and why; a path under a file says which part is the file."""
     path = exc.filename

@@ -34,9 +34,10 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _hard_split(text: str, start: int, end: int, max_tokens: int, count_tokens: Callable[[str], int]
-                ) -> list[tuple[int, int]]:
-    """Cut a sentence longer than the window into pieces that fit (largest prefix that fits, by bisection)."""
+def _hard_split(text: str, start: int, end: int, max_tokens: int, count_tokens: Callable[[str], int],
+                overlap_tokens: int = 0) -> list[tuple[int, int]]:
+    """Cut a sentence longer than the window into pieces that fit (largest prefix that fits, by bisection); each
+    piece after the first starts about ``overlap_tokens`` tokens before the previous one ends (always moving on)."""
     pieces = []
     while start < end:
         lo, hi = start + 1, end
@@ -47,16 +48,30 @@ def _hard_split(text: str, start: int, end: int, max_tokens: int, count_tokens: 
             else:
                 hi = mid - 1
         pieces.append((start, lo))
-        start = lo
+        if lo >= end:
+            break
+        nxt = lo
+        if overlap_tokens > 0:  # the earliest start past ``start`` whose text up to lo fits in overlap_tokens
+            a, b = start + 1, lo
+            while a < b:
+                mid = (a + b) // 2
+                if count_tokens(text[mid:lo]) <= overlap_tokens:
+                    b = mid
+                else:
+                    a = mid + 1
+            nxt = a
+        start = nxt
     return pieces
 
 
-def make_windows(text: str, max_tokens: int, count_tokens: Callable[[str], int], overlap_tokens: int = 0
-                 ) -> list[Window]:
+def make_windows(text: str, max_tokens: int, count_tokens: Callable[[str], int], overlap_tokens: int = 0,
+                 overlap_cuts: bool = False) -> list[Window]:
     """Windows of whole sentences, each at most ``max_tokens`` tokens, covering ``text``.
 
     Consecutive windows share trailing sentences worth up to ``overlap_tokens`` tokens, so an entity cut by a window
-    edge is seen whole in the neighbour. A sentence longer than a window is cut into pieces (no overlap there).
+    edge is seen whole in the neighbour. A sentence longer than a window is cut into pieces: without overlap (the
+    generative backends), or with ``overlap_cuts`` sharing about ``overlap_tokens`` tokens (the tagger, whose cost
+    per window is its length: a mention cut there is then seen whole in the next piece).
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
@@ -66,13 +81,14 @@ def make_windows(text: str, max_tokens: int, count_tokens: Callable[[str], int],
         return [Window(0, len(text))]
     units: list[tuple[int, int]] = []
     for s, e in sentence_spans(text):
-        units.extend([(s, e)] if count_tokens(text[s:e]) <= max_tokens else _hard_split(text, s, e, max_tokens,
-                                                                                        count_tokens))
+        units.extend([(s, e)] if count_tokens(text[s:e]) <= max_tokens else
+                     _hard_split(text, s, e, max_tokens, count_tokens, overlap_tokens if overlap_cuts else 0))
     sizes = [count_tokens(text[s:e]) for s, e in units]
     windows, first = [], 0
     while first < len(units):
         last, used = first, sizes[first]
         while last + 1 < len(units) and used + sizes[last + 1] <= max_tokens and \
+                units[last + 1][0] >= units[last][1] and \
                 count_tokens(text[units[first][0]:units[last + 1][1]]) <= max_tokens:
             last += 1
             used += sizes[last]
@@ -86,6 +102,20 @@ def make_windows(text: str, max_tokens: int, count_tokens: Callable[[str], int],
             shared += sizes[nxt]
         first = nxt
     return windows
+
+
+def owned_entities(windows: Sequence[Window], per_window: Sequence[Sequence[Entity]]) -> list[list[Entity]]:
+    """Each window's entities (window offsets) that start in the part of the text it owns: where two windows
+    overlap, the first owns up to the middle of the overlap and the second from there. A tagger reads every window
+    whole, and a mention near a window's edge is read with less context there (or cut) than in its neighbour,
+    which sees it near its middle; keeping only the owner's reading leaves ``merge_window_entities`` one reading of
+    each mention. Ungrounded entities are kept."""
+    bounds = [w.start for w in windows] + [windows[-1].end + 1 if windows else 0]
+    for k in range(1, len(windows)):
+        if windows[k].start < windows[k - 1].end:
+            bounds[k] = (windows[k].start + windows[k - 1].end) // 2
+    return [[e for e in entities if e.start is None or bounds[k] <= e.start + w.start < bounds[k + 1]]
+            for k, (w, entities) in enumerate(zip(windows, per_window, strict=True))]
 
 
 def merge_window_entities(windows: Sequence[Window], per_window: Sequence[Sequence[Entity]], text_length: int

@@ -17,7 +17,7 @@ from typing import Any
 from ..labels import LabelSet
 from ..modeling import load_model, resolve_device
 from ..prompts import Prompt
-from ..rundir import check_adapter_folder, target_pattern
+from ..rundir import INFO_FILE, check_adapter_folder, target_pattern
 from ..schema import NerftError
 from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
@@ -36,22 +36,46 @@ class LoadedModel:
 
 
 def load_weights(where: ModelLocation, merge: bool = True):
-    """The model at ``where`` in eval mode; its adapter merged in memory unless ``merge`` is False."""
+    """The model at ``where`` in eval mode (a causal LM, or a ``TaggerModel`` for a tagger); its adapter merged in
+    memory unless ``merge`` is False."""
+    if where.info is not None and where.info.kind == "tagger":
+        return load_tagger(where, merge)
     lm = load_model(where.weights, resolve_device(where.weights))
-    if where.adapter is not None:
-        from peft import PeftModel
+    return with_adapter(lm, where, merge).eval()
 
-        if not (where.adapter / "adapter_config.json").is_file():
-            raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
-        check_adapter_folder(where.adapter)  # a tampered config or truncated weights: one line, not a hang
-        config = resolved_targets_config(where.adapter, lm)
-        try:
-            lm = PeftModel.from_pretrained(lm, str(where.adapter), **({"config": config} if config else {}))
-        except (ValueError, KeyError, RuntimeError) as exc:  # shapes or names that do not fit the base model
-            raise NerftError(f"cannot put the adapter {where.adapter} on {where.weights.name_or_path}: "
-                             f"{str(exc).splitlines()[0][:160]}") from None
-        lm = lm.merge_and_unload() if merge else lm
-    return lm.eval()
+
+def with_adapter(model, where: ModelLocation, merge: bool = True):
+    """``model`` with ``where``'s adapter put on (and merged unless ``merge`` is False), checked first."""
+    if where.adapter is None:
+        return model
+    from peft import PeftModel
+
+    if not (where.adapter / "adapter_config.json").is_file():
+        raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
+    check_adapter_folder(where.adapter)  # a tampered config or truncated weights: one line, not a hang
+    config = resolved_targets_config(where.adapter, model)
+    try:
+        model = PeftModel.from_pretrained(model, str(where.adapter), **({"config": config} if config else {}))
+    except (ValueError, KeyError, RuntimeError) as exc:  # shapes or names that do not fit the base model
+        raise NerftError(f"cannot put the adapter {where.adapter} on {where.weights.name_or_path}: "
+                         f"{str(exc).splitlines()[0][:160]}") from None
+    return model.merge_and_unload() if merge else model
+
+
+def load_tagger(where: ModelLocation, merge: bool = True):
+    """The ``TaggerModel`` of a tagger run (base body + adapter, which holds the head too) or of its merged
+    export (body folder + the head's file), rebuilt from the settings its nerft.json records."""
+    from ..tagger.model import HEAD_FILE, TaggerSettings, build_tagger, load_head
+
+    info = where.info
+    assert info is not None
+    settings = TaggerSettings.from_dict(info.tagger or {}, source=f"{where.home}/{INFO_FILE}")
+    body = load_model(where.weights, resolve_device(where.weights), lm_head=False)
+    tagger = build_tagger(body, info.labels.codes, settings)
+    if where.adapter is not None:
+        return with_adapter(tagger, where, merge).eval()
+    load_head(tagger, (where.home or Path(where.weights.name_or_path)) / HEAD_FILE)
+    return tagger.eval()
 
 
 def resolved_targets_config(adapter: Path, lm, seconds: float = 2.0):
@@ -110,6 +134,16 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
         from .crf_backend import CrfPredictor
 
         return CrfPredictor.from_location(where, options)
+    if where.info is not None and where.info.kind == "tagger":  # chosen by the folder (task: tag), not a flag
+        if opts.backend != "transformers":
+            raise NerftError(f"{opts.model} is a tagger (task: tag): it runs on the transformers backend, not "
+                             f"{opts.backend} (leave --backend out)")
+        from .tagger_backend import TaggerPredictor
+
+        tokenizer = load_location_tokenizer(where)
+        tagger = load_weights(where)
+        return TaggerPredictor.from_location(where, tokenizer, tagger, options,
+                                             autocast=inference_autocast(opts.autocast, tagger))
     if opts.backend == "vllm":
         from .vllm_backend import VllmPredictor
 

@@ -31,6 +31,8 @@ def describe_model(load) -> dict[str, Any]:
         return {}
     about: dict[str, Any] = {}
     info = where.info
+    if info is not None and info.kind != "llm":
+        about["task"] = {"tagger": "tagger (one forward pass a text)", "crf": "character CRF"}.get(info.kind, info.kind)
     if info is not None and info.merged:
         base = (info.merged_from or {}).get("base_model")
         about["base"] = f"merged from {base}" if base else "merged weights"

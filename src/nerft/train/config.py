@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..config import check_output_format, opt
 from ..modeling import LoraSettings, ModelConfig
+from ..tagger.model import TaggerSettings
 from ..tracking import TrackingConfig
 
 
@@ -121,12 +122,16 @@ class OutputConfig:
 
 @dataclass
 class TrainConfig:
+    task: Literal["generate", "tag"] = opt(
+        "generate", "generate: the LLM answers with the entities it finds (the default; docs/training.md); tag: the "
+                    "same LLM as a tagger, one forward pass per text and a tag per character (the tagger: section)")
     model: ModelConfig = opt(help="base model", factory=ModelConfig)
     lora: LoraSettings = opt(help="LoRA adapters", factory=LoraSettings)
     data: DataConfig = opt(help="data and tokenisation", factory=DataConfig)
     optim: OptimConfig = opt(help="optimisation", factory=OptimConfig)
     eval: EvalConfig = opt(help="dev evaluation", factory=EvalConfig)
     tracking: TrackingConfig = opt(help="experiment tracking", factory=TrackingConfig)
+    tagger: TaggerSettings = opt(help="task tag: the tagger's architecture", factory=TaggerSettings)
     tune: TuneConfig = opt(help="the decoding chosen on dev at the end", factory=TuneConfig)
     output: OutputConfig = opt(help="run directory and checkpoints", factory=OutputConfig)
     resume: str | None = opt(None, "continue a run: 'latest' or a checkpoint folder")

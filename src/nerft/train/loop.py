@@ -25,17 +25,10 @@ from .. import config as cfglib
 from ..generation import pad_token_id
 from ..jsonl import read_documents, read_records, write_jsonl
 from ..lexicon import LEXICON_FILE
-from ..modeling import (
-    add_lora,
-    base_model_record,
-    load_model,
-    load_tokenizer,
-    resolve_autocast,
-    resolve_device,
-)
+from ..modeling import base_model_record, load_tokenizer, resolve_autocast, resolve_device
 from ..progress import progress
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
-from ..schema import Document, NerftError, atomic_write, write_json
+from ..schema import Document, NerftError, atomic_write, check_output_apart, write_json
 from ..tracking import Tracker
 from .checkpoint import (
     find_resume_checkpoint,
@@ -47,22 +40,20 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig
-from .data import (
-    build_training_prompt,
-    collate,
-    dev_file,
-    encode_training_data,
-    epoch_batches,
-    load_training_documents,
-)
+from .data import build_training_prompt, dev_file, epoch_batches, load_training_documents
 from .data import resolve_labels as resolve_label_set
 from .decoding import apply_decoding, choose_run_decoding, describe, forget_decoding
-from .evaluation import predict_documents, sample_rows, score
+from .evaluation import sample_rows, score
 from .interrupts import Interrupts, TrainingInterrupted
 from .schedule import TrainingClock, build_schedule
-from .step import StepStats, SupervisedLoss, ThroughputMeter, accumulate_gradients, apply_gradients
+from .step import StepStats, ThroughputMeter, accumulate_gradients, apply_gradients
+from .tasks import build_task
 
 logger = logging.getLogger("nerft.train")
+# what a run writes or clears in its directory: an input there would be replaced (other files are left alone)
+RUN_FILES = ("nerft.json", "labels.json", "lexicon.json", "config.yaml", "metrics.json", "train_log.jsonl",
+             "curves.png", "test_predictions.jsonl", "decoding.yaml", "adapter", "tokenizer", "checkpoints", "tune",
+             "swanlog", "tensorboard")
 
 
 @dataclass
@@ -82,6 +73,9 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = Path(cfg.output.dir)
+        data = cfg.data
+        check_output_apart(self.run_dir, [data.train, data.dev, data.test, data.labels, *data.mixture,
+                                          cfg.model.name_or_path], "--out", writes=RUN_FILES)
         self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir) if cfg.resume else None
         if self.resume_from is None and (self.run_dir / "nerft.json").exists() and not cfg.output.overwrite:
             raise NerftError(f"{self.run_dir} already holds a run; pass --resume latest, --output.overwrite, "
@@ -90,25 +84,27 @@ class Trainer:
         self.main, self.world = self.accelerator.is_main_process, self.accelerator.num_processes
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
+        self.task = build_task(cfg)
         train_docs, self.dev_docs, self.lexicon = load_training_documents(cfg, self.main)
         self.labels = resolve_label_set(cfg.data, train_docs)
         self.prompt = build_training_prompt(cfg, self.labels, train_docs)
         self.tokenizer = load_tokenizer(cfg.model)
-        self.data = encode_training_data(cfg, train_docs, self.tokenizer, self.prompt, self.labels, self.main,
-                                         self.lexicon)
-        base = load_model(cfg.model, self.accelerator.device)
-        self.base_record = base_model_record(cfg.model, getattr(base, "config", None))
-        self.model = add_lora(base, cfg.lora, cfg.optim.gradient_checkpointing)
+        self.data = self.task.encode(train_docs, self.tokenizer, self.prompt, self.labels, self.main, self.lexicon)
+        self.model, base_config = self.task.build_model(self.labels, self.accelerator.device)
+        self.base_record = base_model_record(cfg.model, base_config)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._plan_steps()
         self.clock = TrainingClock()
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        optimizer = torch.optim.AdamW(self.task.param_groups(self.model), lr=cfg.optim.lr,
+                                      weight_decay=cfg.optim.weight_decay)
         self.scheduler = build_schedule(optimizer, cfg.optim, self.total_steps, self.clock.seconds)
         # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
         # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
-        weight_dtype = next(base.parameters()).dtype
-        autocast, self.autocast_note = resolve_autocast(cfg.optim.autocast, self.accelerator.device, weight_dtype)
-        self.loss_module, self.optimizer = self.accelerator.prepare(SupervisedLoss(self.model, autocast), optimizer)
+        weight_dtype = next(p for p in self.model.parameters() if not p.requires_grad).dtype
+        self.autocast, self.autocast_note = resolve_autocast(cfg.optim.autocast, self.accelerator.device,
+                                                             weight_dtype)
+        self.loss_module, self.optimizer = self.accelerator.prepare(self.task.loss_module(self.model, self.autocast),
+                                                                    optimizer)
         self.position = Position()
         self.best_f1, self.best_step, self.best_state = -1.0, None, None
         # a dev evaluation that a stop interrupted: recorded in the checkpoint, run first on --resume, so the
@@ -163,7 +159,7 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             forget_decoding(run_dir)  # chosen for an adapter this session may replace; chosen again at the end
             RunInfo(BaseModelRef(**self.base_record), self.labels, self.prompt, max_length=cfg.data.max_length,
-                    trained_prompts=self.data.prompts).save(run_dir)
+                    trained_prompts=self.data.prompts, **self.task.run_info()).save(run_dir)
             self.lexicon.save(run_dir / LEXICON_FILE)
             self.tokenizer.save_pretrained(tokenizer_dir(run_dir))
             with atomic_write(run_dir / "config.yaml") as f:
@@ -171,9 +167,11 @@ class Trainer:
         resume_step = self.position.step if self.resume_from is not None else None
         tracker = Tracker(cfg.tracking, run_dir, cfglib.to_dict(cfg), resume_step=resume_step, enabled=self.main)
         if self.main:
-            logger.info(f"{len(self.data.examples)} examples ({self.data.overlong} over max_length "
-                        f"{cfg.data.max_length}, {cfg.data.overlong}), {self.data.supervised_tokens} supervised "
-                        f"tokens; {sum(p.numel() for p in self.params):,} trainable parameters; {self.length_note()} "
+            overlong = (f"{self.data.overlong} over max_length {cfg.data.max_length}, {cfg.data.overlong}"
+                        if cfg.task == "generate" else
+                        f"{self.data.overlong} documents cut into windows of tagger.max_length {cfg.tagger.max_length}")
+            logger.info(f"{len(self.data.examples)} examples ({overlong}), {self.data.supervised_tokens} supervised "
+                        f"{'tokens' if cfg.task == 'generate' else 'characters'}; {sum(p.numel() for p in self.params):,} trainable parameters; {self.length_note()} "
                         f"of {cfg.optim.batch_size}x{cfg.optim.grad_accum}x{self.world} examples on "
                         f"{self.accelerator.device}; autocast {self.autocast_note}")
         return tracker
@@ -186,9 +184,8 @@ class Trainer:
         ``predictions_file``, also write the predictions there (what ``nerft evaluate --pred`` reads);
         ``decoded``: the answers finished as RUN/decoding.yaml says, the scores as answered kept beside."""
         with self.clock.paused():
-            preds, counts = predict_documents(self.model, self.tokenizer, self.prompt, self.labels, docs,
-                                              self.cfg.eval.batch_size, self.cfg.eval.max_new_tokens,
-                                              self.lexicon, constrained=decoded and self.cfg.tune.constrained)
+            preds, counts = self.task.predict(self.model, self.tokenizer, self.prompt, self.labels, docs, self.lexicon,
+                                              decoded and self.cfg.tune.constrained, self.autocast)
             scores = score(docs, preds, counts)
             if decoded:
                 preds = apply_decoding(preds, self.run_dir, self.labels)
@@ -310,9 +307,7 @@ class Trainer:
             while True:
                 steps = self.steps_of_epoch(self.position.epoch)
                 for micro_batches in steps[self.position.step_in_epoch:]:
-                    collated = [collate([self.data.examples[i] for i in b], pad_id, self.cfg.data.packing,
-                                        self.cfg.data.shared_prefix)
-                                for b in micro_batches]
+                    collated = [self.task.collate([self.data.examples[i] for i in b], pad_id) for b in micro_batches]
                     stats = accumulate_gradients(self.loss_module, collated, accelerator=self.accelerator)
                     with interrupts.critical():
                         apply_gradients(self.optimizer, self.params, self.cfg.optim.max_grad_norm, self.scheduler,

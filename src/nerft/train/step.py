@@ -85,6 +85,8 @@ def count_batch(batch: dict[str, torch.Tensor]) -> StepStats:
     counts once, as it is computed once."""
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
+    if "tags" in batch:  # a tagger's batch (tagger.positions.collate_tags): each character with a known tag
+        return StepStats(0.0, int((batch["tags"] != IGNORE).sum()), int(mask.sum()), ids.numel(), ids.shape[0])
     supervised = int((batch["labels"][:, 1:] != IGNORE).sum())
     if "prefix_ids" in batch:
         n = batch["prefix_ids"].shape[1]

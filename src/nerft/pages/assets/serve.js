@@ -48,6 +48,7 @@
     const sub = $("model-info");
     sub.replaceChildren();
     const parts = [];
+    if (info.task) parts.push(["task", info.task]);
     if (info.base) parts.push(["base", info.base]);
     if (info.adapter) parts.push(["adapter", info.adapter]);
     parts.push(["labels", info.labels.map((l) => l.name === l.code ? l.code : `${l.name} (${l.code})`).join(", ")]);
