@@ -119,6 +119,12 @@ class Bench:
         self.rows_dir = self.work / "rows"
         self.rows_dir.mkdir(parents=True, exist_ok=True)
         self.data = dict(spec.split("=", 1) for spec in args.data.split(",")) if args.data else {}
+        committed = Path(args.results) / "cross_dataset.json"  # rows measured on another machine stay in the table
+        if committed.is_file():
+            for row in json.loads(committed.read_text(encoding="utf-8")).get("rows", []):
+                path = self.rows_dir / f"{row['row']}.json"
+                if not path.is_file():
+                    path.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     def folder(self, dataset: str) -> Path:
         """The prepared split folder of ``dataset`` (prepared once; ``--data D=DIR`` gives one)."""
@@ -291,6 +297,77 @@ def distill_row(b: Bench, dataset: str, k: int, unlabeled_from: str) -> dict:
             "silver": report["teacher"]["silver"]}
 
 
+TAGGER_RECIPE = "configs/qwen2.5-0.5b-cpu-tagger.yaml"
+
+
+def tagger_run(b: Bench, dataset: str, k: int, layers: int | None = None) -> Path:
+    """The tagger recipe's run (``task: tag``) on the first K documents, with the minutes the nerft rows get (its
+    decoding chosen on dev at its end); ``layers``: the base model's first N layers only. Resumed like nerft_run."""
+    from nerft.train.checkpoint import list_checkpoints
+
+    run = b.work / f"tagger-{dataset}-k{k or 'all'}{f'-layers{layers}' if layers else ''}" / "run"
+    metrics = run / "metrics.json"
+    if not (metrics.is_file() and json.loads(metrics.read_text(encoding="utf-8"))["train"]["finished"]):
+        start = ["--resume", "latest"] if run.is_dir() and list_checkpoints(run) else ["--output.overwrite"]
+        folder = b.folder(dataset)
+        nerft_cli("train", "--config", REPO / TAGGER_RECIPE, "--train", b.train_k(dataset, k), "--dev",
+                  folder / "dev.jsonl", "--output.dir", run, *start, *budget(k),
+                  *(["--tagger.layers", str(layers)] if layers else []), *b.args.train_args.split())
+    return run
+
+
+def tagger_row(b: Bench, dataset: str, k: int, test: str | None = None, map_labels: str | None = None,
+               layers: int | None = None) -> dict:
+    run = tagger_run(b, dataset, k, layers)
+    gold = b.folder(test or dataset) / "test.jsonl"
+    scores = b.evaluate(gold, run.parent / f"eval-{test or dataset}", model=run, map_labels=map_labels)
+    return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 2),
+            **training_pace(run)}
+
+
+def training_pace(run: Path) -> dict:
+    """Optimizer steps and training examples per second of a run (its metrics.json and config.yaml)."""
+    import yaml
+
+    train = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["train"]
+    optim = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["optim"]
+    examples = train["steps"] * optim["batch_size"] * optim["grad_accum"] * train.get("world_size", 1)
+    return {"train_steps": train["steps"], "train_examples_per_s": round(examples / max(train["train_seconds"], 1e-9), 2)}
+
+
+def distill_tagger_row(b: Bench, dataset: str, k: int) -> dict:
+    """``nerft distill --student tagger``: the nerft-D-kK run annotates the same unlabelled texts as the
+    distill-D-kK row (its silver is reused when that row ran: the same teacher, the same answers), and a tagger
+    learns from the K gold documents + the silver it keeps (the threshold by the teacher's dev F1) for the
+    minutes a K row trains."""
+    import shutil
+
+    from nerft.jsonl import write_jsonl
+
+    teacher = nerft_run(b, dataset, k)
+    crf_out, out = b.scratch(f"distill-{dataset}-k{k or 'all'}"), b.scratch(f"distill-tagger-{dataset}-k{k or 'all'}")
+    texts = crf_out / "unlabeled.jsonl"
+    if not texts.is_file():
+        pool = read_jsonl(b.train_k(dataset, 0))[k:]  # after the first K of the same seeded order: never gold
+        write_jsonl(texts, [{"id": r["id"], "text": r["text"]} for r in pool[:b.args.unlabeled_max]])
+    student = out / "tagger"
+    silver = crf_out / "crf" / "silver.jsonl"
+    if silver.is_file() and not (student / "silver.jsonl").is_file():  # the teacher's answers, annotated once
+        student.mkdir(parents=True, exist_ok=True)
+        for f in (silver, silver.with_name(silver.name + ".resume.json")):
+            shutil.copyfile(f, student / f.name)
+    folder = b.folder(dataset)
+    nerft_cli("distill", "--student", "tagger", "--student-config", REPO / TAGGER_RECIPE, "--student-minutes",
+              MINUTES[k], "--model", teacher, "--unlabeled", texts, "--gold", b.train_k(dataset, k), "--dev",
+              folder / "dev.jsonl", "--out", student)
+    gold = folder / "test.jsonl"
+    scores = b.evaluate(gold, out / "eval", model=student)
+    report = json.loads((student / "distill.json").read_text(encoding="utf-8"))
+    return {**scores, "docs_per_s": round(len(read_jsonl(gold)) / max(scores["score_s"] or 1e-9, 1e-9), 1),
+            "threshold": report["teacher"]["threshold"], "silver_kept": report["teacher"]["silver_kept"],
+            "silver": report["teacher"]["silver"]}
+
+
 def plan() -> dict[str, Callable[[Bench], dict]]:
     """Every row, in the order to run them."""
     rows: dict[str, Callable[[Bench], dict]] = {}
@@ -312,6 +389,16 @@ def plan() -> dict[str, Callable[[Bench], dict]]:
     rows["distill-weibo-kall"] = lambda b: distill_row(b, "weibo", 0, "ccfbdci")
     for d in MIX_ORDER:
         rows[f"mix-{d}"] = lambda b, d=d: mix_row(b, d)
+    for d in ("ccfbdci", "cluener", "weibo"):
+        rows[f"tagger-{d}-kall"] = lambda b, d=d: tagger_row(b, d, 0)
+    rows["ood-tagger-ccfbdci-on-weibo"] = lambda b: tagger_row(b, "ccfbdci", 0, "weibo", TO_CCFBDCI)
+    rows["ood-tagger-weibo-on-ccfbdci"] = lambda b: tagger_row(b, "weibo", 0, "ccfbdci", TO_WEIBO)
+    for k in KS[:2]:
+        rows[f"distill-tagger-ccfbdci-k{k}"] = lambda b, k=k: distill_tagger_row(b, "ccfbdci", k)
+    for d in DATASETS:
+        for k in KS[:2]:
+            rows[f"tagger-{d}-k{k}"] = lambda b, d=d, k=k: tagger_row(b, d, k)
+    rows["tagger-ccfbdci-kall-layers12"] = lambda b: tagger_row(b, "ccfbdci", 0, layers=12)
     return rows
 
 
@@ -332,7 +419,8 @@ def write_report(b: Bench) -> None:
             continue
         md += [f"### {d}", "", "Commands:", ""] + [f"- `{r['row']}`: `{r['command']}`" for r in rows] + [""]
         cols = ["row", "precision", "recall", "f1"] + [c for c in (
-            "docs_per_s", "train_docs", "train_s", "threshold", "keep_empty", "silver_kept", "decoding")
+            "docs_per_s", "train_docs", "train_s", "train_steps", "train_examples_per_s", "threshold", "keep_empty",
+            "silver_kept", "decoding")
             if any(c in r for r in rows)]
         per_label = sorted({c for r in rows for c in r if c.startswith("f1_")})
         md += [markdown_table(rows, cols + per_label), ""]
@@ -357,7 +445,8 @@ def write_report(b: Bench) -> None:
 
 
 TITLES = {"ccfbdci": "CCFBDCI", "cluener": "CLUENER2020 (its dev file)", "weibo": "Weibo NER"}
-CURVES = {"crf": "character CRF", "nerft": "nerft (0.5B, LoRA)", "distill": "CRF distilled from nerft"}
+CURVES = {"crf": "character CRF", "nerft": "nerft (0.5B, LoRA)", "distill": "CRF distilled from nerft",
+          "tagger": "nerft tagger (0.5B, one pass)", "distill-tagger": "tagger distilled from nerft"}
 POINTS = {"lexicon": "training lexicon", "mix": "one adapter for the three"}
 COLUMNS = {"k100": "100", "k400": "400", "kall": "all"}  # the chart's x axis: the rows' K
 
@@ -387,7 +476,8 @@ def chart_data(measured: list[dict]) -> tuple[dict, dict]:
             panels[TITLES[d]] = {"curves": curves, "points": points, "bands": bands}
     pairs = {}
     for a, b in (("ccfbdci", "weibo"), ("weibo", "ccfbdci")):
-        pair = {label: f1[f"ood-{kind}-{a}-on-{b}"] for kind, label in (("crf", "character CRF"), ("nerft", "nerft"))
+        pair = {label: f1[f"ood-{kind}-{a}-on-{b}"] for kind, label in (("crf", "character CRF"), ("nerft", "nerft"),
+                                                                         ("tagger", "nerft tagger"))
                 if f"ood-{kind}-{a}-on-{b}" in f1}
         if pair:
             pairs[f"{TITLES[a]} model on {TITLES[b]}"] = pair
@@ -430,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         log(f"{name}: measuring")
         result = rows[name](b)
-        dataset = name.split("-")[-1] if name.startswith("ood") else name.split("-")[1]  # ood: the test's
+        parts = name.split("-")
+        dataset = parts[-1] if name.startswith("ood") else next(p for p in parts if p in DATASETS)  # ood: the test's
         row = {"row": name, "dataset": dataset, "command": row_command(name, args), **result}
         path.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         write_report(b)

@@ -15,7 +15,9 @@ and lexicon (the engines cannot constrain; ``transformers-constrained`` is today
   pays);
 - ``llamacpp-q8_0``, ``llamacpp-q4_k_m``, ``llamacpp-f16`` (``nerft export --output-format gguf``; one window at a time,
   the batch size does not apply);
-- ``ct2-int8``, ``ct2-int8_float32``, ``ct2-bfloat16``, ``ct2-float32`` (``nerft export --output-format ct2``).
+- ``ct2-int8``, ``ct2-int8_float32``, ``ct2-bfloat16``, ``ct2-float32`` (``nerft export --output-format ct2``);
+- ``tagger-fp32``, ``tagger-autocast``, ``tagger-bf16``: the tagging run ``--tagger RUN`` (``task: tag``), one
+  forward pass a window and no answer (its FLOPs: 2 x parameters of the layers it keeps x positions).
 
 Exports are written once under WORK/throughput/exports. Each row is kept in WORK/throughput/rows.json as soon as it
 finishes: a rerun skips the rows done (``--fresh`` starts over). F1 is strict micro from ``nerft evaluate``;
@@ -51,7 +53,7 @@ from .common import (
 ENGINES = ("transformers-fp32", "transformers-autocast", "transformers-bf16", "transformers-constrained",
            "transformers-constrained_autocast",
            "llamacpp-q8_0", "llamacpp-q4_k_m", "llamacpp-f16", "ct2-int8", "ct2-int8_float32", "ct2-bfloat16",
-           "ct2-float32")
+           "ct2-float32", "tagger-fp32", "tagger-autocast", "tagger-bf16")
 DEFAULT_ENGINES = ("transformers-constrained,transformers-constrained_autocast,transformers-autocast,llamacpp-q8_0,"
                    "ct2-int8")
 # bytes a weight takes in each engine (q8_0: 34 bytes per 32 weights; q4_k_m: ~4.85 bits a weight)
@@ -75,9 +77,9 @@ def exported_folder(model: str, engine: str, exports: str) -> dict:
 
 
 def export_engine(model: str, engine: str, exports: Path) -> str:
-    """The folder the engine loads: the run itself for transformers, else an export made once."""
+    """The folder the engine loads: the run itself for transformers and the tagger, else an export made once."""
     backend, variant = engine_parts(engine)
-    if backend == "transformers":
+    if backend in ("transformers", "tagger"):
         return model
     out = exports / engine
     if not out.exists():
@@ -101,15 +103,22 @@ def run_engine(folder: str, engine: str, batch_size: int, engine_threads: int, t
     docs = read_jsonl(test_file, limit)
     texts = [d["text"] for d in docs]
     kwargs: dict = {"batch_size": batch_size, "constrained": variant.startswith("constrained")}
-    if backend == "transformers":  # autocast as nerft predict's --autocast does it (the lm_head stays fp32)
+    if backend in ("transformers", "tagger"):  # autocast as nerft predict's --autocast does it
         kwargs.update(device="cpu", dtype="bf16" if variant == "bf16" else "fp32",
                       autocast="bf16" if "autocast" in variant else "off")
     start = time.perf_counter()
-    predictor = open_engine(folder, backend, kwargs, engine_threads)
+    predictor = open_engine(folder, "transformers" if backend == "tagger" else backend, kwargs, engine_threads)
     load_s = time.perf_counter() - start
     start = time.perf_counter()
     predictions = predictor.predict_detailed(texts)
     seconds = time.perf_counter() - start
+    if backend == "tagger":  # one forward pass over each window's positions; nothing generated
+        windows = sum(len(predictor.windows(t)) for t in texts)
+        positions = sum(predictor.count_positions(t[w.start:w.end]) for t in texts for w in predictor.windows(t))
+        write_jsonl(out_file, [{"id": d["id"], "text": d["text"], "entities": [e.to_dict() for e in p.entities]}
+                               for d, p in zip(docs, predictions, strict=True)])
+        return {"docs": len(docs), "windows": windows, "load_s": load_s, "seconds": seconds,
+                "prompt_tokens": positions, "answer_tokens": 0, "unfinished": 0}
     tok, prompt = predictor.tokenizer, predictor.prompt
     prefix = len(shared_prefix_ids(tok, prompt))
     prompt_tokens = sum(len(prompt_ids(tok, prompt, t)) - prefix for t in texts)
@@ -156,14 +165,19 @@ def machine_limits(threads: int, seconds: float = 2.0) -> dict:
 
 
 def model_sizes(model: str) -> dict:
-    """Parameters per token of the transformer blocks and of the lm_head, from the run's base config."""
+    """Parameters per token of the transformer blocks and of the lm_head, from the run's base config (a tagger:
+    the layers it keeps, and no lm_head)."""
     from nerft.inference.location import locate_model
     from nerft.inference.options import LoadOptions
     from nerft.modeling import resolve_source
 
-    source, _ = resolve_source(locate_model(LoadOptions(model=model)).weights)
+    where = locate_model(LoadOptions(model=model))
+    source, _ = resolve_source(where.weights)
     c = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
     h, inter, layers, vocab = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    tagger = where.info.tagger if where.info is not None and where.info.kind == "tagger" else None
+    if tagger is not None:
+        layers, vocab = min(layers, tagger.get("layers") or layers), 0
     kv = h // c["num_attention_heads"] * c.get("num_key_value_heads", c["num_attention_heads"])
     return {"block_params": layers * (2 * h * h + 2 * h * kv + 3 * h * inter), "head_params": h * vocab}
 
@@ -193,6 +207,8 @@ def _sig(x: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the trained run directory (configs/qwen2.5-0.5b-cpu.yaml)")
+    parser.add_argument("--tagger", help="a tagging run (configs/qwen2.5-0.5b-cpu-tagger.yaml) for the tagger-* "
+                                         "engines, measured beside the generative ones")
     parser.add_argument("--test", default=None, help="test.jsonl (default: nerft prepare of ../shared CCFBDCI)")
     parser.add_argument("--engines", default=DEFAULT_ENGINES,
                         help=f"comma-separated among {', '.join(ENGINES)}; ENGINE@8+64: that engine at batch sizes "
@@ -216,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) / "throughput"
     work.mkdir(parents=True, exist_ok=True)
     state_file = work / "rows.json"
-    key = {"model": str(Path(args.model).resolve()), "test": test_file, "limit": args.limit}
+    key = {"model": str(Path(args.model).resolve()), "test": test_file, "limit": args.limit,
+           **({"tagger": str(Path(args.tagger).resolve())} if args.tagger else {})}
     state = json.loads(state_file.read_text()) if state_file.is_file() and not args.fresh else {}
     if state.get("key") != key:
         state = {"key": key, "rows": {}}
@@ -232,13 +249,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             # in a child of its own: an export loads the whole model, and a parent grown that large would hand its
             # peak RSS to every child forked after it (Linux keeps ru_maxrss across fork and exec)
-            folder = run_in_child(exported_folder, threads=args.threads, model=args.model, engine=engine,
+            if engine.startswith("tagger") and not args.tagger:
+                raise SystemExit(f"{engine} needs --tagger RUN (a tagging run)")
+            model = args.tagger if engine.startswith("tagger") else args.model
+            folder = run_in_child(exported_folder, threads=args.threads, model=model, engine=engine,
                                   exports=str(work / "exports"))["folder"]
             out_file = str(work / f"{engine}-b{batch}.jsonl")
             log(f"{name}: predicting")
             r = run_in_child(run_engine, threads=args.threads, folder=folder, engine=engine, batch_size=batch,
                              engine_threads=args.threads, test_file=test_file, out_file=out_file, limit=args.limit)
-            r.update(engine=engine, batch=batch, out_file=out_file)
+            r.update(engine=engine, batch=batch, out_file=out_file, sizes=model_sizes(model))
             state["rows"][name] = r
             state_file.write_text(json.dumps(state, indent=1))
             log(f"  {r['docs']} docs in {r['seconds']:.1f}s ({r['docs'] / r['seconds']:.2f} docs/s)")
@@ -257,7 +277,8 @@ def write_table(state: dict, sizes: dict, test_file: str, args, work: Path) -> N
         row = {"engine": r["engine"], "batch": r["batch"], "docs": r["docs"],
                "docs_per_s": round(r["docs"] / r["seconds"], 2), "load_s": round(r["load_s"], 2),
                "same_entities": round(sum(a == b for a, b in zip(sets, reference, strict=True)) / len(sets), 4),
-               "peak_rss_gb": r["peak_rss_gb"], **roofline(r, r["engine"], r["batch"], sizes, state["limits"])}
+               "peak_rss_gb": r["peak_rss_gb"],
+               **roofline(r, r["engine"], r["batch"], r.get("sizes", sizes), state["limits"])}
         gold = test_file if args.limit is None else _gold_subset(test_file, args.limit, work)
         row["f1"] = strict_scores(gold, r["out_file"], work / f"eval-{name.replace('/', '-')}",
                                   labels_beside(test_file))["f1"]

@@ -241,3 +241,41 @@ def test_serve_answers_with_the_crf(distilled):
         body = client.post("/v1/ner", json={"texts": ["张三在北京工作。"]}).json()
         assert body["results"][0]["entities"] == expected
         assert {lab["code"] for lab in client.get("/v1/labels").json()["labels"]} == {"LOC", "PER", "GPE", "ORG"}
+
+
+def test_distill_with_a_tagger_student_trains_a_tagging_run_that_opens_like_any(teacher, data, tmp_path):
+    """--student tagger: the teacher's silver (chosen by the candidates' CRFs on dev), gold + kept silver in DIR/student-train.jsonl,
+    a tagging run in DIR on the teacher's own base model, its nerft.json naming the teacher; run again, it trains
+    nothing more."""
+    import yaml
+
+    from nerft.inference.loading import load_predictor
+    from nerft.rundir import RunInfo
+
+    recipe = tmp_path / "student.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "task": "tag", "lora": {"r": 4, "alpha": 8}, "tagger": {"max_length": 32},
+        "optim": {"batch_size": 4, "grad_accum": 1, "max_steps": 3, "lr": 1e-3, "warmup_steps": 1},
+        "eval": {"every": 0, "dev_docs": 2, "batch_size": 4}, "tracking": {"backend": "none"},
+        "tune": {"enabled": False}}), encoding="utf-8")
+    out = tmp_path / "student"
+    args = ["distill", "--student", "tagger", "--student-config", str(recipe), "--model", str(teacher),
+            "--unlabeled", str(data / "texts.txt"), "--gold", str(data / "train.jsonl"), "--dev",
+            str(data / "dev.jsonl"), "--out", str(out), "--thresholds", "0", "0.5", "--min-keep", "0.5"]
+    assert main(args) == 0
+    info = RunInfo.load(out)
+    report = json.loads((out / "distill.json").read_text(encoding="utf-8"))
+    assert info.kind == "tagger" and info.teacher["name"] == teacher.name and "CRF's F1" in info.teacher["chosen_on"]
+    kept = [d for d in read_documents(out / "silver.jsonl")
+            if passes(d, info.teacher["threshold"], info.teacher["keep_empty"])]
+    assert read_documents(out / "student-train.jsonl") == [*GOLD, *kept]
+    assert not (out / "crf.crfsuite").exists() and not (out / "choice").exists()  # the CRFs only chose
+    assert report["tagger"]["train"]["steps"] == 3
+    teacher_base = RunInfo.load(teacher).base_model.name_or_path
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name_or_path"] == teacher_base
+    predicted = load_predictor(out, device="cpu").predict([d.text for d in DEV])
+    assert all(DEV[i].text[e.start:e.end] == e.text for i, ents in enumerate(predicted) for e in ents)
+    mtime = (out / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    assert main(args) == 0  # done before: the run is kept as it is
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    assert main([*args, "--choose-by", "student"]) == 2  # a tagger per candidate: refused

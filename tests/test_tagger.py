@@ -301,3 +301,48 @@ def test_predict_evaluate_tune_serve_export_and_reopen_a_tagger(tagger_run, tmp_
     # engines that generate text cannot run a tagger: one line, not a traceback
     assert main(["export", "--model", str(run), "--output-format", "ct2", "--out", str(tmp_path / "ct2")]) == 2
     assert "is a tagger" in capsys.readouterr().err
+
+
+def test_a_stopped_tagging_run_resumes_to_the_uninterrupted_run(tagger_run, tmp_path):
+    """stop_after_steps checkpoints (the head included: it is part of the adapter) and --resume continues exactly."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from nerft import config as cfglib
+    from nerft.train import TrainConfig, train
+
+    run, _ = tagger_run
+    recipe = yaml.safe_load((run / "config.yaml").read_text())
+    recipe.update(optim={**recipe["optim"], "max_steps": 6}, eval={**recipe["eval"], "every": 0},
+                  tune={**recipe["tune"], "enabled": False}, tracking={"backend": "none", "log_every": 1})
+    recipe["data"]["dev"] = None
+
+    def run_to(out, **extra):
+        return train(cfglib.from_dict(TrainConfig, {**recipe, "output": {**recipe["output"], "dir": str(out)},
+                                                   **extra}))
+
+    run_to(tmp_path / "stopped", stop_after_steps=4)
+    assert (tmp_path / "stopped" / "checkpoints" / "step-4").is_dir()
+    resumed = run_to(tmp_path / "stopped", resume="latest")
+    straight = run_to(tmp_path / "straight")
+    a = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any("head" in k for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_run_without_a_task_is_a_generative_run(tmp_path, tiny_tokenizer):
+    """nerft.json written before the tagger existed has no kind and no tagger: it loads as the LLM that answers."""
+    import json
+
+    from helpers_models import build_run_dir
+
+    from nerft.inference.loading import load_predictor
+    from nerft.inference.transformers_backend import TransformersPredictor
+    from nerft.rundir import RunInfo
+
+    run = build_run_dir(tmp_path, tiny_tokenizer)
+    info = json.loads((run / "nerft.json").read_text())
+    assert "kind" not in info and "tagger" not in info
+    assert RunInfo.load(run).kind == "llm"
+    assert isinstance(load_predictor(run, device="cpu", max_new_tokens=2), TransformersPredictor)

@@ -323,7 +323,7 @@ def test_resume_continues_at_the_right_step_with_the_same_result(base_model, spl
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_saves_a_checkpoint_that_resumes_exactly(base_model, splits, tmp_path, monkeypatch, signum):
-    import nerft.train.loop as loop
+    import nerft.train.data as loop  # the generative task's collation, looked up at each step
 
     calls = {"n": 0}
     real_collate = loop.collate

@@ -46,7 +46,7 @@ def _adapter(run_dir):
 
 def test_sigterm_during_a_dev_evaluation_resumes_to_the_uninterrupted_run(base_model, splits, tmp_path,
                                                                            monkeypatch, caplog):
-    import nerft.train.loop as loop
+    import nerft.train.evaluation as loop  # the generative task's dev prediction, looked up at each evaluation
 
     real = loop.predict_documents
     calls = {"n": 0}

@@ -27,15 +27,16 @@ instead would leave their characters tagged O in a document the CRF trains on: a
 exactly the mentions the teacher found hard (and a teacher that misses mentions teaches the same lesson through
 its empty documents, hence the second choice).
 
-Choosing on dev, ``--choose-by student`` (a CRF's default; a tagger per candidate would take hours, so a tagger
-student's default is ``teacher``): for each candidate t (``--thresholds``) with the empty
+Choosing on dev, ``--choose-by student`` (a CRF student's default): for each candidate t (``--thresholds``) with the empty
 documents kept and left out, a CRF is trained on gold + that silver and scored on dev (strict F1); the best
 candidate's CRF is the result (ties: the lower t, then keeping the empty documents: more silver). It costs one CRF
 training per candidate (seconds with a few thousand documents, minutes with tens of thousands), and is resumable:
 each candidate's model and dev score are kept under ``DIR/choice/`` until the choice is made. ``--choose-by
 teacher`` (cheaper, a proxy): the teacher's strict F1 on the dev documents that pass t, the highest among the
 candidates keeping at least ``--min-keep`` of dev; empty documents kept. ``--threshold X`` fixes t (empty
-documents kept unless ``--drop-empty``).
+documents kept unless ``--drop-empty``). A tagger student would take minutes per candidate: its default, ``--choose-by
+crf``, lets the candidates' CRFs choose the silver (as ``student`` does for a CRF) and the tagger then learns from
+that silver.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import add_config_arguments, build_config, opt, to_dict
+from .config import add_config_arguments, build_config, load_yaml, opt, to_dict
 from .jsonl import read_documents
 from .metrics import score_documents
 from .schema import SCORE_DIGITS, Document, NerftError, check_output_apart, write_json
@@ -77,13 +78,15 @@ class DistillConfig:
                                                  "minutes) or tagger (the LLM as a tagger, nerft train --task tag on "
                                                  "the teacher's base model unless --student-config names another)")
     student_config: str | None = opt(None, "--student tagger: its training recipe (YAML, e.g. "
-                                           "configs/qwen2.5-0.5b-cpu-tagger.yaml); its data and output are set by "
-                                           "distill", path=True)
+                                           "configs/qwen2.5-0.5b-cpu-tagger.yaml); distill sets its data and output, "
+                                           "and its base model is the teacher's unless the recipe names one",
+                                     path=True)
     student_minutes: float | None = opt(None, "--student tagger: training minutes (default: the recipe's)")
-    choose_by: Literal["student", "teacher"] | None = opt(
-        None, "student: train a student for each candidate and keep the one with the best dev F1 (the default "
-              "for a CRF); teacher: the teacher's dev F1 on the documents a threshold keeps (cheaper, a proxy; the "
-              "default for a tagger, whose training takes minutes per candidate)")
+    choose_by: Literal["student", "crf", "teacher"] | None = opt(
+        None, "student: train the student for each candidate and keep the one with the best dev F1 (the default "
+              "for a CRF student); crf: a CRF for each candidate chooses the silver, which the student then learns "
+              "from (the default for a tagger, whose training takes minutes per candidate; a CRF takes seconds); "
+              "teacher: the teacher's dev F1 on the documents a threshold keeps (cheapest, a proxy)")
     drop_empty: bool = opt(False, "with --threshold: leave out the silver documents where the teacher found nothing")
     min_keep: float = opt(0.5, "--choose-by teacher: a candidate threshold must keep at least this share of dev")
     max_unlabeled: int | None = opt(None, "use only the first N unlabelled texts")
@@ -190,8 +193,8 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
     from .rundir import RunInfo
 
     _check(cfg)
-    choose_by = cfg.choose_by or ("student" if cfg.student == "crf" else "teacher")
-    if cfg.student == "crf":
+    choose_by = cfg.choose_by or ("student" if cfg.student == "crf" else "crf")
+    if cfg.student == "crf" or (choose_by == "crf" and cfg.threshold is None):
         require_crfsuite()  # before an hour of annotation, not after
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,12 +212,14 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
                               "chosen_on": "given (--threshold)"}
     table: list[dict[str, Any]] = []
     trained: dict[str, Any] | None = None
-    if cfg.dev and cfg.threshold is None and choose_by == "student":
+    if cfg.dev and cfg.threshold is None and choose_by in ("student", "crf"):  # a CRF per candidate (seconds)
         dev = read_documents(cfg.dev)
         table = student_table(gold, silver, dev, cfg, out / CHOICE_DIR, progress)
         choice = {**choose_student(table), "chosen_on": f"dev ({cfg.dev}), by the CRF's F1"}
-        trained = choice.pop("crf")
-        os.replace(out / CHOICE_DIR / choice.pop("model"), out / CRF_MODEL_FILE)
+        crf, model = choice.pop("crf"), choice.pop("model")
+        if cfg.student == "crf":  # the chosen candidate's CRF is the result
+            trained = crf
+            os.replace(out / CHOICE_DIR / model, out / CRF_MODEL_FILE)
         shutil.rmtree(out / CHOICE_DIR)
     elif cfg.dev:
         dev = read_documents(cfg.dev)
@@ -267,7 +272,8 @@ def train_tagger_student(cfg: DistillConfig, docs: list[Document], teacher: Any,
     write_json(labels_file, teacher.labels.to_dict())
     recipe = build_config(TrainConfig, config_path=cfg.student_config) if cfg.student_config else TrainConfig()
     recipe.task = "tag"
-    if not cfg.student_config:  # the teacher's own base model
+    given = load_yaml(cfg.student_config) if cfg.student_config else {}
+    if not (given.get("model") or {}).get("name_or_path"):  # the teacher's own base model
         from .inference.location import locate_model
         from .inference.options import LoadOptions
 
@@ -303,7 +309,7 @@ def _check(cfg: DistillConfig) -> None:
     check_output_apart(cfg.out, [cfg.model, cfg.unlabeled, cfg.gold, cfg.dev, cfg.student_config])
     if cfg.student == "tagger" and cfg.choose_by == "student" and cfg.threshold is None:
         raise NerftError("--choose-by student would train a tagger for every candidate threshold; use --choose-by "
-                         "teacher or --threshold X with --student tagger")
+                         "crf (the default), teacher, or --threshold X with --student tagger")
 
 
 def _open_teacher(model: str, args: argparse.Namespace | None = None):

@@ -36,6 +36,17 @@ class LabelSet:
             if lab.code in self._by_code:
                 raise NerftError(f"label code {lab.code!r} appears twice in the label set")
             self._by_code[lab.code] = lab
+        named: dict[str, str] = {}
+        for lab in self.labels:  # an answer names a label by its name: two labels may not share one
+            if lab.name in named:
+                raise NerftError(f"labels {named[lab.name]} and {lab.code} have the same name {lab.name!r}: an answer "
+                                 f"naming it could only ever mean {named[lab.name]}; give each label a name of its own")
+            named[lab.name] = lab.code
+        for lab in self.labels:
+            other = self._by_code.get(lab.name)
+            if other is not None and other is not lab:
+                raise NerftError(f"label {lab.code} is named {lab.name!r}, the code of label {other.code}: an answer "
+                                 f"naming it would mean {other.code}; give {lab.code} another name")
         # Codes win over names when the two collide; both are also matched case-insensitively.
         for lab in self.labels:
             for key in (lab.name, lab.name.lower()):
@@ -103,7 +114,10 @@ class LabelSet:
                     raise NerftError(f"{source}: label {i} must be a string or an object with 'code', got {item!r}")
         else:
             raise NerftError(f"{source}: expected a list or a mapping of labels")
-        return cls(labels)
+        try:
+            return cls(labels)
+        except NerftError as exc:
+            raise NerftError(f"{source}: {exc}") from None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> LabelSet:
