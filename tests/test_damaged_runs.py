@@ -50,6 +50,10 @@ ADAPTER_DAMAGE = {
     "base is not a model": (lambda run: _edit_json(run / "nerft.json",
                                                    lambda c: {**c, "base_model": {"name_or_path": "/etc"}}),
                             "holds no config.json: not a model"),
+    **{f"nerft.json holding {value}": (lambda run, value=value: (run / "nerft.json").write_text(value),
+                                       "a JSON object is expected") for value in ("[]", "5", "null")},
+    "empty tokenizer.json": (lambda run: (run / "tokenizer" / "tokenizer.json").write_text(""),
+                             "cannot load the tokenizer in"),
 }
 
 

@@ -155,3 +155,56 @@ def test_export_format_errors(run_dir, tmp_path):
     with pytest.raises(NerftError, match="not a gguf type"):
         export_for_engine(load, tmp_path / "b", "gguf", "int8")
     assert not (tmp_path / "b").exists()
+
+
+CT2_DAMAGE = {  # what is done to which file of a CTranslate2 export; every case is one line, exit status 2
+    f"{what} {name}": (name, what) for name in ("model.bin", "vocabulary.json", "config.json")
+    for what in ("truncated", "empty", "random")
+} | {"missing model.bin": ("model.bin", "missing"), "model.bin a folder": ("model.bin", "folder")}
+
+
+@pytest.fixture(scope="module")
+def ct2_export(run_dir, tmp_path_factory):
+    pytest.importorskip("ctranslate2", reason="CTranslate2 is not installed (pip install 'nerft[ct2]')")
+    return export(run_dir, tmp_path_factory, "ct2", "int8")
+
+
+@needs_ct2
+@pytest.mark.parametrize("damage", CT2_DAMAGE)
+def test_a_damaged_ct2_export_is_one_line(ct2_export, tmp_path, capsys, damage):
+    import os
+    import shutil
+
+    from nerft.cli import main
+
+    folder = tmp_path / "ct2"
+    shutil.copytree(ct2_export, folder)
+    name, what = CT2_DAMAGE[damage]
+    target = folder / name
+    data = target.read_bytes()
+    if what == "truncated":
+        target.write_bytes(data[: len(data) // 2])
+    elif what == "empty":
+        target.write_bytes(b"")
+    elif what == "random":
+        target.write_bytes(os.urandom(max(len(data) // 4, 64)))
+    elif what == "missing":
+        target.unlink()
+    else:
+        target.unlink()
+        target.mkdir()
+    assert main(["predict", "--model", str(folder), "--backend", "ct2", "张三在北京"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if "error" in line]) == 1, err[-400:]
+
+
+@needs_llamacpp
+def test_a_truncated_gguf_is_one_line(run_dir, tmp_path_factory, capsys):
+    from nerft.cli import main
+
+    folder = export(run_dir, tmp_path_factory, "gguf", "q8_0")
+    [gguf] = list(folder.glob("*.gguf"))
+    gguf.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 2])
+    assert main(["predict", "--model", str(folder), "--backend", "llamacpp", "张三在北京"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "llama.cpp cannot load" in err

@@ -129,6 +129,9 @@ class RunInfo:
             )
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(d, dict):
+                raise NerftError(f"{path}: not a valid nerft.json (a JSON object is expected, found "
+                                 f"{type(d).__name__ if d is not None else 'null'})")
             return cls(
                 base_model=BaseModelRef.from_value(d.get("base_model"), str(path)),
                 labels=LabelSet.from_dict(d["labels"], source=str(path)),

@@ -43,9 +43,14 @@ class CT2Engine:
         except ImportError:
             raise NerftError("the ct2 backend needs CTranslate2: pip install 'nerft[ct2]'") from None
         settings = settings or CT2Options()
-        self.generator = ctranslate2.Generator(str(folder), device=settings.device,
-                                               compute_type=settings.compute_type,
-                                               intra_threads=settings.threads)
+        try:
+            self.generator = ctranslate2.Generator(str(folder), device=settings.device,
+                                                   compute_type=settings.compute_type,
+                                                   intra_threads=settings.threads)
+        except (RuntimeError, ValueError, OSError) as exc:  # a truncated, empty or foreign model.bin/vocabulary
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise NerftError(f"CTranslate2 cannot load {folder} ({first[:160]}); the folder is damaged or not "
+                             "a CTranslate2 export: write it again with nerft export --output-format ct2") from None
         self.tokenizer, self.batch_size = tokenizer, batch_size
         self.stops = stop_token_ids(tokenizer)
         self.prefix = list(prefix or [])

@@ -50,9 +50,13 @@ class LlamaCppEngine:
 
         settings = settings or LlamaCppOptions()
         self.np = np
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=settings.n_ctx, n_batch=settings.n_batch,
-                                   n_threads=settings.threads, n_threads_batch=settings.batch_threads or
-                                   settings.threads, n_gpu_layers=0, logits_all=False, verbose=False)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=settings.n_ctx, n_batch=settings.n_batch,
+                                       n_threads=settings.threads, n_threads_batch=settings.batch_threads or
+                                       settings.threads, n_gpu_layers=0, logits_all=False, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:  # a truncated or foreign .gguf: llama.cpp says only
+            raise NerftError(f"llama.cpp cannot load {path} ({str(exc).strip()[:120]}); the file is damaged or "
+                             "not a GGUF export: write it again with nerft export --output-format gguf") from None
         self.n_vocab = self.llm.n_vocab()
         self.tokenizer = tokenizer
         self.stops = set(stop_token_ids(tokenizer))

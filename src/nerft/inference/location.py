@@ -210,5 +210,10 @@ def load_location_tokenizer(where: ModelLocation):
     """The tokenizer saved with the run (or adapter) when there is one, else the base model's."""
     for folder in where.tokenizer_dirs:
         if folder.is_dir() and any((folder / f).is_file() for f in TOKENIZER_FILES):
-            return with_pad_token(auto_tokenizer(str(folder)))
+            try:
+                return with_pad_token(auto_tokenizer(str(folder)))
+            except Exception as exc:  # an empty or truncated tokenizer.json: tokenizers' own error type, OSError, ...
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise NerftError(f"cannot load the tokenizer in {folder} ({first[:160]}); its files are damaged: "
+                                 "restore them from the base model's folder") from None
     return load_tokenizer(where.weights)
