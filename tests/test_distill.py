@@ -279,3 +279,27 @@ def test_distill_with_a_tagger_student_trains_a_tagging_run_that_opens_like_any(
     assert main(args) == 0  # done before: the run is kept as it is
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == mtime
     assert main([*args, "--choose-by", "student"]) == 2  # a tagger per candidate: refused
+
+
+def test_distill_refuses_what_would_teach_the_student_wrong(teacher, data, tmp_path, capsys):
+    """Gold with a label the teacher never writes, and no text to annotate, are refused before any annotation;
+    --encoding auto reads a GB18030 file as predict does."""
+    def distill_args(**over):
+        args = {"--model": str(teacher), "--unlabeled": str(data / "texts.txt"), "--gold": str(data / "train.jsonl"),
+                "--dev": str(data / "dev.jsonl"), "--out": str(tmp_path / "out"), "--iterations": "5",
+                "--thresholds": "0", **over}
+        return ["distill", *[x for kv in args.items() for x in kv]]
+
+    odd = tmp_path / "gold.jsonl"
+    write_jsonl(odd, [Document("x", "张三在火星。", [Entity(0, 2, "PER", "张三"), Entity(3, 5, "PLANET", "火星")])])
+    assert main(distill_args(**{"--gold": str(odd)})) == 2
+    assert "label(s) PLANET are not among the teacher's" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert main(distill_args(**{"--unlabeled": str(empty)})) == 2
+    assert "holds no text" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "silver.jsonl").exists()  # refused before the teacher annotated anything
+    gb = tmp_path / "gb.txt"
+    gb.write_bytes(("\n".join(UNLABELED[:2]) + "\n").encode("gb18030"))
+    assert main(distill_args(**{"--unlabeled": str(gb), "--encoding": "auto"})) == 0
+    assert [d.text for d in read_documents(tmp_path / "out" / "silver.jsonl")] == UNLABELED[:2]

@@ -90,6 +90,8 @@ class DistillConfig:
     drop_empty: bool = opt(False, "with --threshold: leave out the silver documents where the teacher found nothing")
     min_keep: float = opt(0.5, "--choose-by teacher: a candidate threshold must keep at least this share of dev")
     max_unlabeled: int | None = opt(None, "use only the first N unlabelled texts")
+    encoding: str = opt("utf-8", "the encoding of --unlabeled: a codec name, or auto (detected: UTF-8 with or "
+                                 "without BOM, UTF-16 with BOM, GB18030), as predict --encoding")
     iterations: int = opt(100, "L-BFGS iterations of the CRF")
     chunk_size: int = opt(32, "texts per prediction chunk (what an interruption can lose)")
 
@@ -200,13 +202,15 @@ def distill(cfg: DistillConfig, predictor: Any = None, progress: bool | None = N
     out.mkdir(parents=True, exist_ok=True)
     if predictor is None:
         predictor = _open_teacher(cfg.model)
-    unlabeled = _limited_input(cfg, out)
+    gold = read_documents(cfg.gold)
+    _check_inputs(cfg, gold, predictor.labels)  # before an hour of annotation, not after
+    unlabeled, encoding = _limited_input(cfg, out)
     stamp = {"teacher": str(Path(cfg.model).resolve())}  # resuming with another teacher is refused
     started = time.perf_counter()
-    predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress, stamp=stamp)
+    predict_file(predictor, unlabeled, out / SILVER_FILE, chunk_size=cfg.chunk_size, progress=progress, stamp=stamp,
+                 encoding=encoding)
     annotate_s = time.perf_counter() - started
 
-    gold = read_documents(cfg.gold)
     silver = read_documents(out / SILVER_FILE)
     choice: dict[str, Any] = {"threshold": cfg.threshold, "keep_empty": not cfg.drop_empty,
                               "chosen_on": "given (--threshold)"}
@@ -296,6 +300,23 @@ def train_tagger_student(cfg: DistillConfig, docs: list[Document], teacher: Any,
     return json.loads(metrics_file.read_text("utf-8"))
 
 
+def _check_inputs(cfg: DistillConfig, gold: list[Document], labels: Any) -> None:
+    """Gold (and dev) labels the teacher knows, and at least one unlabelled text: a student of gold alone, or one
+    that learns a label its teacher never writes, is not what distill is asked for."""
+    from .predict.files import read_inputs
+
+    for flag, path, docs in (("--gold", cfg.gold, gold), ("--dev", cfg.dev, read_documents(cfg.dev) if cfg.dev
+                                                                            else [])):
+        unknown = sorted({e.label for d in docs for e in d.entities} - set(labels.codes))
+        if unknown:
+            raise NerftError(f"{flag} {path}: label(s) {', '.join(unknown)} are not among the teacher's "
+                             f"({', '.join(labels.codes)}); the silver can never hold them: pass gold of the "
+                             "teacher's label set")
+    if not read_inputs(cfg.unlabeled, cfg.encoding):
+        raise NerftError(f"--unlabeled {cfg.unlabeled} holds no text: the student would learn from the gold alone "
+                         "(train it with nerft train instead, or pass texts to annotate)")
+
+
 def _check(cfg: DistillConfig) -> None:
     for name in ("model", "unlabeled", "gold", "out"):
         if not getattr(cfg, name):
@@ -324,17 +345,18 @@ def _open_teacher(model: str, args: argparse.Namespace | None = None):
     return open_predictor(load, decoding_options(load))
 
 
-def _limited_input(cfg: DistillConfig, out: Path) -> Path:
-    """The unlabelled file, or its first ``max_unlabeled`` texts as DIR/unlabeled.jsonl (same ids)."""
+def _limited_input(cfg: DistillConfig, out: Path) -> tuple[Path, str]:
+    """The unlabelled file and its encoding, or its first ``max_unlabeled`` texts as DIR/unlabeled.jsonl (same
+    ids; UTF-8)."""
     if cfg.max_unlabeled is None:
-        return Path(cfg.unlabeled)
+        return Path(cfg.unlabeled), cfg.encoding
     from .jsonl import write_jsonl
     from .predict.files import read_inputs
 
-    rows = read_inputs(cfg.unlabeled)[:cfg.max_unlabeled]
+    rows = read_inputs(cfg.unlabeled, cfg.encoding)[:cfg.max_unlabeled]
     target = out / "unlabeled.jsonl"
     write_jsonl(target, [{"id": i, "text": t} for i, t in rows])
-    return target
+    return target, "utf-8"
 
 
 def _as_inputs(docs: list[Document], path: Path) -> Path:
