@@ -315,3 +315,16 @@ def test_a_model_trained_with_lexicon_hints_reads_them_in_process_and_through_a_
         got = client.predict_detailed(TEXTS)
     assert [p.answers for p in got] == [p.answers for p in expected]
     assert [key(p.entities) for p in got] == [key(p.entities) for p in expected]
+
+
+@pytest.mark.parametrize("content", [5, {"text": "张三"}, [1, 2]])
+def test_a_malformed_chat_request_is_answered_in_openai_error_shape(run_dir, content):
+    """OpenAI clients read {"error": {"message", "type", ...}}: a message whose content is not text gets that
+    (400), not FastAPI's {"detail": [...]}, which is kept for nerft's own /v1/ner."""
+    predictor = load_predictor(run_dir, device="cpu", max_new_tokens=2)
+    with TestClient(create_app(predictor, routers=[openai_router()])) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]})
+        assert r.status_code == 400 and set(r.json()) == {"error"}
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"].startswith("messages.0.content")
+        assert c.post("/v1/ner", json={"texts": [5]}).json().keys() == {"detail"}

@@ -226,3 +226,11 @@ def test_predict_writes_the_html_sample(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert work.name == "sample.nerft.jsonl" and "nerft predict · nerft-run" in page
     assert '<mark class="ent c0" data-label="PER"' in page and "人名 (PER) [0, 2), score 0.950" in page
+
+
+def test_scores_the_page_cannot_show_are_left_out(tmp_path):
+    """A metrics.json holding Infinity or NaN (JSON accepts them as written by Python) must not reach the page's
+    header, where JSON would carry them as null and the script would stop."""
+    run = _stub_run(tmp_path)
+    (run / "metrics.json").write_text('{"dev": {"best_f1": Infinity}, "test": {"f1": NaN}}', encoding="utf-8")
+    assert describe_model(LoadOptions(model=str(run)))["scores"] == {}

@@ -24,6 +24,8 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
 from ..lexicon import HINT_HEADER
@@ -106,9 +108,28 @@ def _checked_text(request: ChatRequest, prompt: Prompt, max_chars: int) -> str:
     return text
 
 
+class OpenAIRoute(APIRoute):
+    """A route whose malformed requests are answered in OpenAI's error shape (400, ``{"error": {...}}``), as its
+    clients read them, instead of FastAPI's ``{"detail": [...]}``."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def openai_shaped(request: Request):
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                first = (exc.errors() or [{}])[0]
+                where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+                return openai_error(400, f"{where}: {first.get('msg', 'invalid request')}" if where else
+                                    str(first.get("msg", "invalid request")))
+
+        return openai_shaped
+
+
 def openai_router():
     """The router to pass to ``create_app(..., routers=[openai_router()])``."""
-    router = APIRouter(lifespan=_chat_batcher)
+    router = APIRouter(lifespan=_chat_batcher, route_class=OpenAIRoute)
 
     def served_name(state) -> str:
         return state.settings.model_name or state.predictor.name

@@ -10,6 +10,7 @@ from the run's files when there are some, ``base``, ``adapter``, ``decoding`` (t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,15 @@ def run_scores(home: Path | None) -> dict[str, float]:
         return {}
     scores: dict[str, float] = {}
     dev, test = metrics.get("dev") or {}, metrics.get("test") or {}
-    if isinstance(dev.get("best_f1"), (int, float)) and dev["best_f1"] >= 0:
+    def score(value: Any) -> bool:  # a number the page can show (JSON's Infinity and NaN cannot be)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+    if score(dev.get("best_f1")):
         scores["dev F1"] = float(dev["best_f1"])
     chosen = ((metrics.get("decoding") or {}).get("dev") or {}).get("chosen") or {}
-    if isinstance(chosen.get("f1"), (int, float)):
+    if score(chosen.get("f1")):
         scores["dev F1 (run decoding)"] = 100 * float(chosen["f1"])
-    if isinstance(test.get("f1"), (int, float)):
+    if score(test.get("f1")):
         scores["test F1"] = float(test["f1"])
     return scores
 

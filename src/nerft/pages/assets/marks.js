@@ -48,6 +48,13 @@ const NerftMarks = (() => {
     return out;
   }
 
+  // Bidirectional controls (U+202E and the like) in a text or an id would reverse what follows them on the page:
+  // they are shown as visible marks instead (the offsets are unchanged: this is applied to each piece as shown).
+  const BIDI = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+  function shown(text) {
+    return String(text).replace(BIDI, (c) => "\u27E8U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "\u27E9");
+  }
+
   function el(tag, className, text) {
     const node = document.createElement(tag);
     if (className) node.className = className;
@@ -74,9 +81,9 @@ const NerftMarks = (() => {
   function render(box, text, spans, opts) {
     box.replaceChildren();
     for (const piece of pieces(text, spans)) {
-      if (!piece.covering.length) { box.append(piece.text); continue; }
+      if (!piece.covering.length) { box.append(shown(piece.text)); continue; }
       const inner = spans[piece.covering[piece.covering.length - 1]];
-      const mark = el("mark", "ent " + opts.colour(inner.label), piece.text);
+      const mark = el("mark", "ent " + opts.colour(inner.label), shown(piece.text));
       if (piece.covering.length > 1) mark.classList.add("overlap", "o" + opts.colour(spans[piece.covering[0]].label).slice(1));
       if (opts.flag && piece.covering.some((k) => opts.flag(spans[k]))) mark.classList.add("flag");
       mark.dataset.label = inner.label;
@@ -113,5 +120,5 @@ const NerftMarks = (() => {
     });
   }
 
-  return {pieces, render, colourClasses, hoverTips, el, filterChip};
+  return {pieces, render, colourClasses, hoverTips, el, filterChip, shown};
 })();

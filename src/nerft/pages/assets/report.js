@@ -81,7 +81,7 @@
   function renderDoc(d) {
     const box = el("div", "err-doc");
     box.dataset.id = d.id;
-    box.append(el("div", "id", "id " + d.id));
+    box.append(el("div", "id", "id " + NerftMarks.shown(d.id)));
     const errs = el("div", "errs");
     const flagged = new Set();
     for (const e of d.errs) {

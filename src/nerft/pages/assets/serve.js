@@ -158,7 +158,7 @@
       shown += kept.length;
       const box = el("div", "result");
       box.dataset.index = String(k);
-      if (state.docs.length > 1) box.append(el("div", "id", "id " + d.id));
+      if (state.docs.length > 1) box.append(el("div", "id", "id " + NerftMarks.shown(d.id)));
       const text = el("div", "doc");
       NerftMarks.render(text, d.text, kept, {colour: state.colour, name: nameOf, about});
       box.append(text);
