@@ -32,6 +32,8 @@ boundary), for the error report that ``evaluate`` writes.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,27 @@ def _overlap(a: Span, b: Span) -> int:
     return min(a[1], b[1]) - max(a[0], b[0])
 
 
+class _SpanIndex:
+    """Spans sorted by start, with the furthest end reached so far: the spans overlapping a given one are found by
+    bisection and a walk back that stops where nothing earlier can reach it (a document of thousands of entities
+    costs n log n, not n^2)."""
+
+    def __init__(self, spans: Iterable[Span]):
+        self.spans = sorted(spans)
+        self.starts = [g[0] for g in self.spans]
+        self.reach = list(itertools.accumulate((g[1] for g in self.spans), max))
+
+    def overlapping(self, p: Span) -> list[Span]:
+        """The spans that overlap ``p``, in sorted order."""
+        found = []
+        i = bisect.bisect_left(self.starts, p[1]) - 1  # the last span starting before p ends
+        while i >= 0 and self.reach[i] > p[0]:
+            if self.spans[i][1] > p[0]:
+                found.append(self.spans[i])
+            i -= 1
+        return found[::-1]
+
+
 def partial_matches(gold: Iterable[Span], pred: Iterable[Span]) -> int:
     """How many (gold, pred) pairs with the same label and overlapping spans can be matched, each used once.
 
@@ -78,9 +101,10 @@ def partial_matches(gold: Iterable[Span], pred: Iterable[Span]) -> int:
     """
     gold_left = set(gold) - set(pred)
     matched = len(set(gold) & set(pred))
+    index = _SpanIndex(gold_left)
     for p in sorted(set(pred) - set(gold)):
         best = max(
-            (g for g in gold_left if g[2] == p[2] and _overlap(g, p) > 0),
+            (g for g in index.overlapping(p) if g in gold_left and g[2] == p[2]),
             key=lambda g: (_overlap(g, p), -g[0], -g[1]),
             default=None,
         )
@@ -245,9 +269,13 @@ def entity_errors(gold: Iterable[Span], pred: Iterable[Span]) -> list[EntityErro
     unfound, extra = sorted(gold - pred), sorted(pred - gold)
     paired: set[Span] = set()
     errors = []
+    by_span: dict[tuple[int, int], list[Span]] = {}
+    for g in unfound:
+        by_span.setdefault((g[0], g[1]), []).append(g)
+    index = _SpanIndex(unfound)
     for p in extra:
-        same_span = [g for g in unfound if g[:2] == p[:2]]
-        overlapping = [g for g in unfound if _overlap(g, p) > 0]
+        same_span = by_span.get((p[0], p[1]), [])
+        overlapping = index.overlapping(p)
         if same_span:
             errors.append(EntityError("wrong_label", same_span[0], p))
         elif overlapping:

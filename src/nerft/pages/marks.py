@@ -69,10 +69,15 @@ def pieces(text: str, spans: Sequence[Span]) -> list[Piece]:
     shown = {k: (cluster_start(text, s.start), cluster_end(text, s.end))  # type: ignore[arg-type]
              for k, s in enumerate(spans) if placeable(s, len(text))}
     cuts = sorted({0, len(text), *(b for pair in shown.values() for b in pair)})
-    order = sorted(shown, key=lambda k: (-(shown[k][1] - shown[k][0]), shown[k][0], k))
+    rank = {k: r for r, k in enumerate(sorted(shown, key=lambda k: (-(shown[k][1] - shown[k][0]), shown[k][0], k)))}
+    starting: dict[int, list[int]] = {}
+    for k, (a, _) in shown.items():
+        starting.setdefault(a, []).append(k)
+    active: set[int] = set()  # the spans over the current piece: one sweep over the cuts, not a scan per piece
     out = []
     for a, b in zip(cuts, cuts[1:], strict=False):
-        covering = tuple(k for k in order if shown[k][0] <= a and b <= shown[k][1])
+        active = {k for k in active if shown[k][1] > a} | set(starting.get(a, ()))
+        covering = tuple(sorted(active, key=rank.__getitem__))
         closing = tuple(k for k in reversed(covering) if shown[k][1] == b)
         out.append(Piece(a, b, text[a:b], covering, closing))
     return out

@@ -38,10 +38,15 @@ const NerftMarks = (() => {
       const [pa, pb] = shown.get(p), [qa, qb] = shown.get(q);
       return (qb - qa) - (pb - pa) || pa - qa || p - q;
     });
+    const rank = new Map(order.map((k, r) => [k, r]));
+    const starting = new Map();
+    for (const [k, [a]] of shown) { if (!starting.has(a)) starting.set(a, []); starting.get(a).push(k); }
+    let active = [];  // the spans over the current piece: one sweep over the cuts, not a scan per piece
     const out = [];
     for (let i = 0; i + 1 < cuts.length; i++) {
       const a = cuts[i], b = cuts[i + 1];
-      const covering = order.filter((k) => shown.get(k)[0] <= a && b <= shown.get(k)[1]);
+      active = active.filter((k) => shown.get(k)[1] > a).concat(starting.get(a) || []);
+      const covering = [...active].sort((p, q) => rank.get(p) - rank.get(q));
       const closing = covering.filter((k) => shown.get(k)[1] === b).reverse();
       out.push({start: a, end: b, text: chars.slice(a, b).join(""), covering, closing});
     }
