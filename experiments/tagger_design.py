@@ -40,6 +40,7 @@ VARIANTS = {  # name -> the flags that make it differ from the recipe
     "bio": ["--tagger.scheme", "bio"],
     "bidir-last8": ["--tagger.bidirectional-layers", "8"],
     "layers12": ["--tagger.layers", "12"],
+    "lr1e-3": ["--optim.lr", "1e-3"],
 }
 
 

@@ -203,7 +203,8 @@ def test_tune_and_serve_start_from_the_run_decoding(run, data, tmp_path, monkeyp
     # nerft serve: the run's decoding under the flags (the loader and uvicorn stand in; the options are real)
     opened: list = []
     monkeypatch.setattr(nerft.inference.loading, "open_predictor",
-                        lambda load, options: opened.append(options) or SimpleNamespace(name="run"))
+                        lambda load, options: opened.append(options) or SimpleNamespace(name="run",
+                                                                                         predict=lambda texts: [[]]))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     monkeypatch.setattr("nerft.serve.app.create_app", lambda predictor, settings, routers=(), connections=None: None)
     chosen = RunInfo.load(run).decoding["options"]

@@ -617,3 +617,27 @@ def test_real_tiny_predictor(tiny_tokenizer):
     assert all(r.status_code == 200 for r in responses)
     stats = app.state.stats
     assert stats.max_batch_seen > 1 and stats.texts == 6 and stats.batches < 6
+
+
+def test_nerft_serve_predicts_once_before_it_listens(monkeypatch):
+    """The first client must not pay the first call's set-up: one prediction runs before uvicorn opens the port."""
+    import uvicorn
+
+    import nerft.inference.loading
+
+    events: list[str] = []
+
+    class Recorder(FakePredictor):
+        def predict(self, texts, labels=None):
+            events.append("predict")
+            return super().predict(texts, labels)
+
+    monkeypatch.setattr(nerft.inference.loading, "open_predictor", lambda load, options: Recorder())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: events.append("listen"))
+    import socket
+
+    with socket.socket() as probe:  # a free port (serve checks it can listen before loading anything)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["serve", "--model", "unused", "--port", str(port)]) == 0
+    assert events == ["predict", "listen"]

@@ -119,3 +119,26 @@ def test_serve_throughput_refuses_a_server_without_a_name():
 
     with pytest.raises(SystemExit, match="NAME=FLAGS"):
         serve_throughput.main(["--server", "--model x"])
+
+
+def test_throughput_measures_a_tagger_beside_the_generative_engine(tmp_path, tiny_tokenizer, monkeypatch):
+    """--tagger RUN: the tagger-* engines run on the tagging run in the same benchmark, with their own model sizes
+    (no lm_head, no decode) in the roofline."""
+    from helpers_tagger import build_tagger_run
+
+    monkeypatch.setattr(common, "IN_PROCESS", True)
+    run = build_answering_run(tmp_path / "model", tiny_tokenizer)
+    tagger, _ = build_tagger_run(tmp_path / "tagger", tiny_tokenizer)
+    (tmp_path / "data").mkdir()
+    data = write_mini_data(tmp_path / "data", DOCS)
+    argv = ["--model", str(run), "--tagger", str(tagger), "--test", str(data / "test.jsonl"), "--engines",
+            "transformers-fp32,tagger-fp32", "--batch-sizes", "2", "--threads", "1", "--limits-seconds", "0.1",
+            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    assert throughput.main(argv) == 0
+    rows = {r["engine"]: r for r in json.loads((tmp_path / "results" / "throughput.json").read_text())["table"]}
+    assert set(rows) == {"transformers-fp32", "tagger-fp32"} and rows["tagger-fp32"]["docs"] == 3
+    assert rows["tagger-fp32"]["gflop_decode"] == 0 == rows["tagger-fp32"]["gflop_lm_head"]
+    assert rows["tagger-fp32"]["gflop_prefill"] > 0 and rows["tagger-fp32"]["roofline_share"] > 0
+    assert rows["transformers-fp32"]["gflop_decode"] > 0
+    with pytest.raises(SystemExit, match="tagger-fp32 needs --tagger RUN"):
+        throughput.main([*argv[:2], *argv[4:], "--fresh"])
