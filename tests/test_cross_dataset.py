@@ -157,3 +157,29 @@ def test_the_mix_rows_train_one_adapter_and_score_it_with_each_label_set(tmp_pat
         assert answers and {e["label"] for a in answers for e in a["entities"]} <= set(labels.codes)
     md = (tmp_path / "results" / "cross_dataset.md").read_text(encoding="utf-8")
     assert "`python -m benchmarks.cross_dataset --rows mix-weibo --train-args" in md and "mix rows:" in md
+
+
+@pytest.mark.integration  # nerft train and evaluate as child processes, ~30 s of CPU
+def test_a_tagger_row_trains_the_tagger_recipe_and_scores_it(tmp_path, tiny_tokenizer):
+    """tagger-D-kK: the tagger recipe (task: tag) on the dataset's split, scored like the nerft rows, with its
+    training pace recorded; a committed result the work folder lacks stays in the table."""
+    from nerft_helpers import save_base_model
+
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    weibo = _folder(tmp_path, "weibo", weibo_labels(), lambda i, k: Document(
+        i, f"张三和女人{k}", [Entity(0, 2, "PER.NAM", "张三"), Entity(3, 5, "PER.NOM", "女人")]))
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = {"row": "crf-weibo-kall", "dataset": "weibo", "command": "c", "precision": 1.0, "recall": 1.0,
+               "f1": 52.4}
+    (results / "cross_dataset.json").write_text(json.dumps({"rows": [earlier]}), encoding="utf-8")
+    train_args = (f"--base {base} --optim.max-steps 3 --optim.max-minutes 2 --optim.autocast off --optim.batch-size 4 "
+                  "--tracking.backend none --eval.dev-docs 2 --no-tune --tagger.max-length 32")
+    assert cross_dataset.main(["--rows", "tagger-weibo-kall", "--data", f"weibo={weibo}", "--train-args", train_args,
+                               "--results", str(results), "--work", str(tmp_path / "work")]) == 0
+    row = json.loads((tmp_path / "work" / "cross_dataset" / "rows" / "tagger-weibo-kall.json").read_text())
+    assert f1_follows(row) and row["train_steps"] == 3 and row["train_examples_per_s"] > 0
+    run = tmp_path / "work" / "cross_dataset" / "tagger-weibo-kall" / "run"
+    assert json.loads((run / "nerft.json").read_text())["kind"] == "tagger"
+    table = json.loads((results / "cross_dataset.json").read_text())["rows"]
+    assert {r["row"] for r in table} == {"crf-weibo-kall", "tagger-weibo-kall"}
