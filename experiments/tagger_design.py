@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-docs", type=int, default=400)
     parser.add_argument("--work", default=str(WORK))
     parser.add_argument("--results", default=str(REPO / "experiments" / "results"))
+    parser.add_argument("--note", default="", help="a sentence under the table (how the runs went)")
     args = parser.parse_args(argv)
     data = prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci")
     work = Path(args.work) / "tagger_design"
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     md = (f"## The tagger's design choices, {args.minutes:g} training minutes each (CCFBDCI, all 786 dev documents, "
           "strict micro F1 as decoded, no decoding tuned)\n\n" + markdown_table(rows, cols)
           + f"\n\npredict_docs_per_s_with_load: `nerft predict --input` of the first {args.speed_docs} test "
-          "documents, model load included (a process each).")
+          "documents, model load included (a process each)." + (f"\n\n{args.note}" if args.note else ""))
     write_results("tagger_design", {"experiment": "tagger_design", "minutes": args.minutes, "rows": rows}, md,
                   Path(args.results))
     return 0
