@@ -14,6 +14,9 @@ It builds a tiny random Qwen2 with a character tokenizer (as ``nerft demo`` does
 3. idle connections: 300 connections that send nothing or half a request line, beside 32 normal requests: all
    answered, the idle ones closed by ``--header-timeout``.
 4. SIGTERM with requests in flight: they must all finish with 200; the process must exit 0.
+5. connection attacks (``ATTACKS``), each against a fresh server under ``ulimit -n 1024``: 1,000 requests that
+   declare a body and send none (+ 40 idle sockets), and 1,040 idle sockets reopened every 10 s, while legitimate
+   clients ask every 0.25 s: how many of them are answered, how fast, and how much the server logs meanwhile.
 
 Writes ``serve_load.json`` and ``serve_load.md`` (latency p50/p95, status counts, server RSS, what else ran on the
 machine). The numbers describe the server's behaviour, not the model: the model is random and its answers are cut
@@ -71,12 +74,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int, key: str, log_file: Path) -> subprocess.Popen:
+def start_server(model: Path, port: int, key: str, log_file: Path, max_files: int | None = None
+                 ) -> subprocess.Popen:
+    """``nerft serve`` in a subprocess; ``max_files``: its descriptor limit (``ulimit -n``)."""
     env = {**os.environ, "NERFT_API_KEY": key, "OMP_NUM_THREADS": str(SERVER_THREADS), "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "nerft", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            *SERVER_FLAGS]
-    log("$ " + " ".join(cmd[1:]))
-    return subprocess.Popen(cmd, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
+    log("$ " + (f"(ulimit -n {max_files}) " if max_files else "") + " ".join(cmd[1:]))
+
+    def limit_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    return subprocess.Popen(cmd, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT,
+                            preexec_fn=limit_files if max_files else None)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log_file: Path, timeout: float = 180) -> float:
@@ -233,6 +245,93 @@ async def idle_connections(url: str, key: str, texts: list[str], n_idle: int = 3
             "timed_out_metric": metric(metrics_text, "nerft_connections_timed_out_total")}
 
 
+ATTACKS = {  # name -> (sockets kept open, what each sends, reopened every N s or as soon as the server closes it)
+    "slow_body": (1000, b"POST /v1/ner HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n", 0.0),
+    "idle_reopened": (1040, b"", 10.0),
+}
+
+
+async def connection_attack(url: str, key: str, texts: list[str], name: str, seconds: float = 30.0
+                            ) -> dict[str, Any]:
+    """An attacker keeps the sockets of ``ATTACKS[name]`` open against the server (slow_body: 1,000 requests that
+    declare a 100-byte body and send none, plus 40 idle sockets, each reopened as soon as it is closed;
+    idle_reopened: 1,040 sockets that send nothing, all reopened every 10 s) while 4 legitimate clients send a
+    request every 0.25 s (/health and a one-text /v1/ner by turns) for ``seconds``: how many got 200, and how
+    fast."""
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    count, payload, every = ATTACKS[name]
+    stop = asyncio.Event()
+    opened = failed = 0
+
+    async def hold(k: int) -> None:
+        nonlocal opened, failed
+        first = payload if k < count or not payload else b""
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                failed += 1
+                await asyncio.sleep(0.2)
+                continue
+            opened += 1
+            if first:
+                writer.write(first)
+            try:
+                await asyncio.wait_for(reader.read(), every or None)  # until the server closes it (or every s)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+            writer.close()
+
+    attackers = [asyncio.ensure_future(hold(k)) for k in range(count + (40 if payload else 0))]
+    await asyncio.sleep(3.0)  # the sockets are in place
+    results: list[tuple[str, int | str, float]] = []
+
+    async def legit(k: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+            end = time.monotonic() + seconds
+            turn = 0
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                try:
+                    if (turn + k) % 2:
+                        status: int | str = (await client.get("/health")).status_code
+                    else:
+                        body = json.dumps({"texts": [texts[turn % len(texts)]]}, ensure_ascii=False).encode()
+                        status = (await one_request(client, body, key))[0]
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                results.append(("health" if (turn + k) % 2 else "ner", status, time.monotonic() - t0))
+                turn += 1
+                await asyncio.sleep(0.25)
+
+    await asyncio.gather(*(legit(k) for k in range(4)))
+    stop.set()
+    for task in attackers:
+        task.cancel()
+    await asyncio.gather(*attackers, return_exceptions=True)
+    secs = sorted(r[2] for r in results)
+    metrics_text = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {key}"}).text
+    return {"attack": name, "attacker_sockets": count + (40 if payload else 0), "attacker_connections": opened,
+            "attacker_refused": failed, "legit_requests": len(results),
+            "legit_200": sum(r[1] == 200 for r in results),
+            "legit_statuses": dict(Counter(str(r[1]) for r in results)),
+            "legit_p50_s": round(statistics.median(secs), 3) if secs else None,
+            "legit_p95_s": round(secs[int(0.95 * (len(secs) - 1))], 3) if secs else None,
+            "closed_for_room": metric(metrics_text, 'nerft_connections_closed_total{reason="for_room"}'),
+            "closed_slow_body": metric(metrics_text, 'nerft_connections_closed_total{reason="slow_body"}'),
+            "accept_errors": metric(metrics_text, "nerft_accept_errors_total")}
+
+
+def raise_own_descriptor_limit(wanted: int = 4096) -> None:
+    """The attacker needs more sockets than the server it attacks may open."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
 def summarize(records: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for kind in KINDS:
@@ -295,7 +394,30 @@ async def sigterm_in_flight(url: str, key: str, texts: list[str], proc: subproce
 
 # --- the run ----------------------------------------------------------------------------------------------------
 
-def run(clients: int, requests: int, seed: int) -> dict[str, Any]:
+def run_attacks(model: Path, texts: list[str], tmp: Path, seconds: float = 30.0) -> list[dict[str, Any]]:
+    """Each of ``ATTACKS`` against a fresh server under ``ulimit -n 1024`` (the probe's conditions): the legitimate
+    clients' answers, and how much the server logged meanwhile."""
+    raise_own_descriptor_limit()
+    out = []
+    for name in ATTACKS:
+        port, key, log_file = free_port(), secrets.token_urlsafe(24), tmp / f"server-{name}.log"
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(model, port, key, log_file, max_files=1024)
+        try:
+            wait_ready(url, proc, log_file)
+            size_before = log_file.stat().st_size
+            row = asyncio.run(asyncio.wait_for(connection_attack(url, key, texts, name, seconds), seconds + 120))
+            row["server_log_bytes"] = log_file.stat().st_size - size_before
+            row["server_alive"] = proc.poll() is None
+        finally:
+            proc.kill()
+            proc.wait()
+        log(f"attack {name}: {row}")
+        out.append(row)
+    return out
+
+
+def run(clients: int, requests: int, seed: int, attack_seconds: float = 30.0) -> dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="nerft-serve-load-") as tmp:
         model, texts = build_model(Path(tmp) / "model", seed)
@@ -326,6 +448,7 @@ def run(clients: int, requests: int, seed: int) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         server_log = log_file.read_text(errors="replace")
+        attacks = run_attacks(model, texts, Path(tmp)) if attack_seconds else []
     sigterm["shutdown_completed"] = "Application shutdown complete" in server_log
     rows = summarize(records)
     return {
@@ -335,7 +458,7 @@ def run(clients: int, requests: int, seed: int) -> dict[str, Any]:
         "requests": len(records), "held": sum(r["held"] for r in records), "by_kind": rows,
         "status_counts": dict(Counter(str(r["status"]) for r in records)),
         "server_alive_after_load": alive, "server_rss": sampler.summary(),
-        "abandoned_work": abandoned, "idle_connections": idle, "sigterm": sigterm,
+        "abandoned_work": abandoned, "idle_connections": idle, "sigterm": sigterm, "attacks": attacks,
         "metrics_excerpt": [line for line in metrics_text.splitlines()
                             if line.startswith(("nerft_http_requests_total{path=\"/v1/ner\"", "nerft_texts",
                                                 "nerft_batch_texts_count", "nerft_batch_texts_sum",
@@ -384,6 +507,14 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"shutdown completed: {t['shutdown_completed']}; exit status {t['exit_code']} after {t['seconds_to_exit']} "
         "s (uvicorn re-raises SIGTERM once its graceful shutdown is done, hence -15).",
         "",
+        *(["**Connection attacks** (issue 43), each against a fresh server under `ulimit -n 1024` while 4 "
+           "clients send a request every 0.25 s (/health and a one-text /v1/ner by turns) for 30 s: slow_body = "
+           "1,000 requests declaring a 100-byte body that never comes + 40 idle sockets, each reopened as soon as "
+           "it is closed; idle_reopened = 1,040 sockets that send nothing, reopened every 10 s:", "",
+           markdown_table(r["attacks"], ["attack", "attacker_sockets", "attacker_connections", "legit_requests",
+                                         "legit_200", "legit_p50_s", "legit_p95_s", "closed_for_room",
+                                         "closed_slow_body", "accept_errors", "server_log_bytes", "server_alive"]),
+           ""] if r.get("attacks") else []),
         "Server metrics at the end of the load (before SIGTERM):",
         "",
         "```",
@@ -398,9 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=12, help="requests per client")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attack-seconds", type=float, default=30.0, help="each connection attack (0: none)")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    result = run(args.clients, args.requests, args.seed)
+    result = run(args.clients, args.requests, args.seed, args.attack_seconds)
     write_results("serve_load", result, to_markdown(result), args.results)
     return 0
 

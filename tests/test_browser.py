@@ -232,6 +232,31 @@ def test_a_dropped_jsonl_file_is_sent_in_batches(page, stub_server, tmp_path):
     assert page.inner_text("#results .result >> nth=4").startswith("id r4")
 
 
+def test_bidirectional_controls_are_shown_not_obeyed(page, stub_server, tmp_path):
+    """U+202E (right-to-left override) in a text or an id would reverse what follows it on the page: it is shown
+    as a visible mark, and the marks after it stay where their offsets put them."""
+    text = "张三\u202e在北京。\u2067李四"
+    page = _keyed(page, stub_server)
+    analyse(page, text)
+    shown = doc_text(page)
+    assert "\u202e" not in shown and "\u2067" not in shown
+    assert shown == "张三\u27e8U+202E\u27e9在北京。\u27e8U+2067\u27e9李四"
+    assert [t for t, _ in shown_marks(page)] == ["张三", "北京", "李四"]
+    path = tmp_path / "texts.jsonl"
+    write_jsonl(path, [{"id": "evil\u202eid", "text": "李四在北京"}, {"id": "b", "text": "北京"}])
+    page.set_input_files("#file", str(path))
+    expect(page.locator("#status")).to_contain_text("entities in")
+    assert page.inner_text("#results .result >> nth=0").startswith("id evil\u27e8U+202E\u27e9id")
+
+
+def _keyed(page, stub_server):
+    page.goto(stub_server.url + "/")
+    page.fill("#api-key", KEY)
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#model-info b")
+    return page
+
+
 def test_the_browser_cuts_texts_as_python_does(page, stub_server):
     page.goto(stub_server.url + "/")
     for name, (text, spans, _) in CASES.items():

@@ -208,3 +208,57 @@ def test_a_truncated_gguf_is_one_line(run_dir, tmp_path_factory, capsys):
     assert main(["predict", "--model", str(folder), "--backend", "llamacpp", "张三在北京"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "llama.cpp cannot load" in err
+
+
+def _word_level_tokenizer():
+    """A tokenizer no GGUF file can carry: word-level, no merges (what the demo used to build)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate([*specials, "<unk>", *"张三在北京工作。abc "])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", additional_special_tokens=specials,
+                                   chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf is not installed (pip install 'nerft[gguf]')")
+def test_a_tokenizer_no_gguf_can_carry_is_refused_before_the_merge(tmp_path, capsys):
+    from helpers_models import build_run_dir
+
+    from nerft.cli import main
+
+    run = build_run_dir(tmp_path / "w", _word_level_tokenizer())
+    out = tmp_path / "gguf"
+    assert main(["export", "--model", str(run), "--output-format", "gguf", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "byte-level BPE tokenizer with its merges" in err and "WordLevel" in err and "Traceback" not in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".gguf")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="gguf is not installed (pip install 'nerft[gguf]')")
+def test_the_demo_run_reaches_llama_cpp(tmp_path):
+    """The README's main job is the demo: its GGUF export carries the demo tokenizer's merges and, where
+    llama-cpp-python is installed, loads and answers as the transformers backend does."""
+    import gguf
+
+    from nerft.demo import DemoConfig, run_demo
+    from nerft.export import export_for_engine
+    from nerft.inference.options import LoadOptions
+
+    run_demo(DemoConfig(out=str(tmp_path / "demo"), docs=80, steps=4, eval_every=4, dev_docs=4, hidden_size=32))
+    run = tmp_path / "demo" / "run"
+    folder = export_for_engine(LoadOptions(model=str(run)), tmp_path / "gguf", "gguf", "f32")
+    [path] = list(folder.glob("*.gguf"))
+    reader = gguf.GGUFReader(str(path))
+    merges = reader.fields["tokenizer.ggml.merges"]
+    assert len(merges.data) > 0  # llama.cpp refuses a BPE without merges ("cannot find tokenizer merges")
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed: the GGUF file was checked, not loaded")
+    texts = ["王伟在北京工作。", "今天天气很好。"]
+    want = load_predictor(run, max_new_tokens=12).predict(texts)
+    got = load_predictor(folder, backend="llamacpp", max_new_tokens=12).predict(texts)
+    assert [[(e.start, e.end, e.label) for e in ents] for ents in got] == \
+        [[(e.start, e.end, e.label) for e in ents] for ents in want]

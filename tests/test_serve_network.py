@@ -21,10 +21,10 @@ from nerft.serve.connections import ConnectionGuard
 
 
 @contextlib.contextmanager
-def real_server(settings: ServeSettings):
+def real_server(settings: ServeSettings, predictor=None):
     """The app served by uvicorn as ``nerft serve`` runs it, in a thread, on a free loopback port."""
-    guard = ConnectionGuard(settings.header_timeout)
-    app = create_app(FakePredictor(), settings, connections=guard)
+    guard = ConnectionGuard(settings.header_timeout, settings.max_connections, settings.min_body_rate)
+    app = create_app(predictor or FakePredictor(), settings, connections=guard)
     sock = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", **uvicorn_options(settings, guard)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -93,15 +93,86 @@ def test_idle_connections_cannot_lock_clients_out():
         assert guard.open <= 2
 
 
-def test_a_request_beyond_the_connection_limit_gets_503_in_metrics():
-    with real_server(ServeSettings(max_connections=5, header_timeout=30)) as (url, _):
-        idle = idle_sockets(url, 6)
-        r = httpx.get(url + "/health")
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-connections" in r.text
+def test_a_full_server_closes_the_longest_waiting_connection_to_let_a_new_client_in():
+    """At --max-connections, a new connection closes the one that has waited longest without a request for the
+    app (an idle one, one stuck in its headers), oldest first: 1,000 idle sockets cannot lock clients out."""
+    with real_server(ServeSettings(max_connections=50, header_timeout=60)) as (url, guard):
+        idle = idle_sockets(url, 200)  # four times the limit, each holding its slot as long as it may
+        time.sleep(0.3)
+        assert guard.open <= 50
+        oldest_closed = [closed_by_server(s, 0.5) for s in idle[:150]]
+        assert all(oldest_closed) and not any(closed_by_server(s, 0.2) for s in idle[-40:])  # the newest kept
+        codes = [httpx.get(url + path).status_code for path in ("/health", "/v1/labels", "/metrics")]
+        assert codes == [200, 200, 200]
+        assert metric(url, 'nerft_connections_closed_total{reason="for_room"}') >= 150
         for s in idle:
             s.close()
-        time.sleep(0.2)
+
+
+def test_a_slow_body_is_closed_like_a_slow_header():
+    """A request that declares a body and sends none (or trickles it) is closed after header_timeout + its
+    length / --min-body-rate, not kept until --timeout."""
+    with real_server(ServeSettings(header_timeout=1.0, min_body_rate=1000, timeout=60)) as (url, guard):
+        port = int(url.rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/ner HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"texts\"")
+        start = time.monotonic()
+        assert closed_by_server(s, 5.0) and time.monotonic() - start < 3.0  # 1 s + 100 / 1000 s, not 60
+        s.close()
+        assert guard.slow_bodies == 1 and metric(url, 'nerft_connections_closed_total{reason="slow_body"}') == 1
+        r = httpx.post(url + "/v1/ner", json={"texts": ["张三在北京"]})  # a body that arrives is answered
+        assert r.status_code == 200
+
+
+def test_a_request_beyond_the_connection_limit_gets_503_in_metrics_but_health_answers():
+    """Only when every open connection's request is with the app does a new request get 503 (counted in
+    /metrics); /health is answered even then."""
+    predictor = FakePredictor(slow=2.0)
+    with real_server(ServeSettings(max_connections=3, header_timeout=30, max_batch=1), predictor) as (url, _):
+        def slow(k: int) -> int:
+            return httpx.post(url + "/v1/ner", json={"texts": [f"慢{k}"]}, timeout=30).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            busy = [pool.submit(slow, k) for k in range(3)]
+            time.sleep(0.5)  # the three requests are with the app
+            r = httpx.get(url + "/v1/labels")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-connections" in r.text
+            assert httpx.get(url + "/health").status_code == 200
+            assert [f.result() for f in busy] == [200, 200, 200]
         assert metric(url, 'nerft_http_requests_total{code="503"}') == 1
+
+
+def test_accept_errors_are_logged_once_per_interval_with_their_count(caplog):
+    """asyncio's 'socket.accept() out of system resource' (EMFILE) used to log a traceback per refused client."""
+    import asyncio
+    import logging
+
+    guard = ConnectionGuard(10.0)
+    loop = asyncio.new_event_loop()
+    try:
+        guard.watch_accept_errors(loop, interval=60.0)
+        error = OSError(24, "Too many open files")
+        with caplog.at_level(logging.ERROR, logger="nerft.serve"):
+            for _ in range(500):
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": error})
+        assert guard.accept_errors == 500
+        lines = [r for r in caplog.records if "accept() failed" in r.getMessage()]
+        assert len(lines) == 1 and "Too many open files" in lines[0].getMessage() and not lines[0].exc_info
+    finally:
+        loop.close()
+
+
+def test_the_connection_limit_stays_below_the_descriptor_limit():
+    import resource
+
+    from nerft.serve.connections import connection_limit
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit, why = connection_limit(soft * 2)
+    assert limit == soft - 64 and "ulimit -n" in why
+    assert connection_limit(10) == (10, None)
 
 
 def test_a_loopback_server_without_a_key_answers_only_loopback_host_names():

@@ -121,6 +121,11 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
     check_output_apart(output, export_inputs(load, where))
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
+    if fmt == "gguf":  # before the merge: a tokenizer llama.cpp cannot read is refused in a second
+        from .export_gguf import check_gguf_tokenizer
+        from .inference.location import load_location_tokenizer
+
+        check_gguf_tokenizer(load_location_tokenizer(where))
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.merged.", dir=output.parent) as tmp:
         merged = export_model(load, Path(tmp) / "merged", repo_id=repo_id)

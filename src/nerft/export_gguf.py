@@ -68,10 +68,20 @@ def _tokens(gguf, tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def check_gguf_tokenizer(tokenizer) -> None:
+    """A NerftError unless ``tokenizer`` is one a GGUF file can carry for llama.cpp (a BPE with its merges)."""
+    _merges(tokenizer)
+
+
 def _merges(tokenizer) -> list[str]:
-    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    if model.get("type") != "BPE":
-        raise NerftError(f"GGUF export needs a byte-level BPE tokenizer (Qwen2's); this one is {model.get('type')}")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise NerftError(f"GGUF export needs a fast (tokenizers) tokenizer; this one is {type(tokenizer).__name__}")
+    model = json.loads(backend.to_str())["model"]
+    if model.get("type") != "BPE" or not model.get("merges"):
+        raise NerftError(f"GGUF export needs a byte-level BPE tokenizer with its merges (Qwen2's); this one is "
+                         f"{model.get('type')}{' without merges' if model.get('type') == 'BPE' else ''}: llama.cpp "
+                         "could not load it")
     return [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
 
 
@@ -117,7 +127,8 @@ def write_gguf(merged: Path, path: Path, f16: bool = True) -> None:
     """The merged folder ``merged`` (safetensors, config.json, tokenizer) as one GGUF file: 2-D weights in f16
     (``f16=False``: f32), norms and biases in f32."""
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer
+
+    from .modeling import auto_tokenizer
 
     gguf = _gguf()
     config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
@@ -126,7 +137,7 @@ def write_gguf(merged: Path, path: Path, f16: bool = True) -> None:
     state: dict = {}
     for shard in sorted(merged.glob("*.safetensors")):
         state.update(load_file(str(shard)))
-    tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    tokenizer = auto_tokenizer(merged)  # as nerft reads it (transformers 5 would rebuild it from config.json)
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2])
     writer.add_name(merged.name)
     _hparams(writer, config)

@@ -10,6 +10,7 @@ Runtime state lives on ``app.state``: ``settings``, ``predictor``, ``stats`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -95,6 +96,8 @@ def create_app(predictor, settings: ServeSettings | None = None, routers: Sequen
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if connections is not None:  # accept() out of descriptors: one log line per interval, not per client
+            connections.watch_accept_errors(asyncio.get_running_loop())
         app.state.batcher = Batcher(predictor, settings, app.state.stats)
         await app.state.batcher.start()
         try:

@@ -11,7 +11,7 @@ import socket
 from .. import config as cfglib
 from ..inference.options import PredictOptions
 from ..schema import NerftError
-from .connections import ConnectionGuard
+from .connections import ConnectionGuard, connection_limit
 from .settings import ServeSettings
 
 API_KEY_ENV = "NERFT_API_KEY"
@@ -116,7 +116,10 @@ def run_serve(args: argparse.Namespace) -> int:
     routers = [openai_router(), page_router(describe_model(load))]
     # Connections that do not finish their headers in time are closed; beyond --max-connections the app answers
     # 503 (counted in /metrics), not uvicorn's limit_concurrency, which counted idle sockets and answered unseen.
-    guard = ConnectionGuard(settings.header_timeout)
+    settings.max_connections, lowered = connection_limit(settings.max_connections)
+    if lowered:
+        logging.getLogger("nerft.serve").warning(lowered)
+    guard = ConnectionGuard(settings.header_timeout, settings.max_connections, settings.min_body_rate)
     uvicorn.run(create_app(predictor, settings, routers=routers, connections=guard), host=args.host,
                 port=args.port, **uvicorn_options(settings, guard))
     return 0

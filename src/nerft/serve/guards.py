@@ -108,13 +108,14 @@ class BodyLimit:
 
 class ConnectionLimit:
     """503 with ``Retry-After: 1`` while more than ``max_connections`` connections are open (``count()``), answered
-    by the app so that ``/metrics`` counts it (uvicorn's own limit answers before any middleware)."""
+    by the app so that ``/metrics`` counts it (uvicorn's own limit answers before any middleware). ``/health`` is
+    answered even then: an orchestrator asking whether the server lives must not be told it does not."""
 
     def __init__(self, app, max_connections: int, count):
         self.app, self.max_connections, self.count = app, max_connections, count
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and self.count() > self.max_connections:
+        if scope["type"] == "http" and self.count() > self.max_connections and scope.get("path") != "/health":
             await reject(send, 503, f"more than {self.max_connections} open connections (--max-connections); "
                                     "retry later", ((b"retry-after", b"1"),))
             return

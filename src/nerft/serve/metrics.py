@@ -13,7 +13,10 @@ Series (``path`` is the template of the route that answered, or ``other``):
   request was abandoned or past its deadline; ``nerft_batch_failures_total``: predictor calls that raised (their
   requests were then retried one by one);
 - ``nerft_open_connections``: TCP connections open now; ``nerft_connections_timed_out_total``: connections closed
-  because their request headers were not complete in time (``--header-timeout``), both under ``nerft serve``.
+  because their request headers were not complete in time (``--header-timeout``); ``nerft_connections_closed_total``
+  by ``reason``: ``slow_body`` (a body below ``--min-body-rate``), ``for_room`` (the longest waiting connection,
+  closed to let a new one in at ``--max-connections``); ``nerft_accept_errors_total``: connections the operating
+  system refused to accept (out of file descriptors); all under ``nerft serve``.
 Each counter and histogram also has the library's ``_created`` series (when it started counting).
 """
 
@@ -55,6 +58,10 @@ class ServerStats:
         self._timed_out = Counter("nerft_connections_timed_out",
                                   "Connections closed because their request headers were not complete in time.",
                                   registry=r)  # counted by the connection guard, brought up to it when read
+        self._closed = Counter("nerft_connections_closed", "Connections closed by the server, by reason.",
+                               ["reason"], registry=r)
+        self._accept_errors = Counter("nerft_accept_errors", "Connections accept() failed on (out of descriptors).",
+                                      registry=r)
         self.max_batch_seen = 0  # the largest predictor call so far (for tests and logs; not exported)
 
     def add_batch(self, n_texts: int) -> None:
@@ -104,6 +111,9 @@ def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int, connec
     if connections is not None:
         stats._open_connections.set(connections.open)
         stats._timed_out.inc(connections.timed_out - stats.value("nerft_connections_timed_out_total"))
+        for reason, count in (("slow_body", connections.slow_bodies), ("for_room", connections.evicted)):
+            stats._closed.labels(reason).inc(count - stats.value("nerft_connections_closed_total", reason=reason))
+        stats._accept_errors.inc(connections.accept_errors - stats.value("nerft_accept_errors_total"))
     return generate_latest(stats.registry).decode("utf-8")
 
 

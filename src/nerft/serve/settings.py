@@ -28,6 +28,8 @@ class ServeSettings:
     max_connections: int = opt(1024, "open TCP connections; a request beyond them gets 503 (counted in /metrics)")
     header_timeout: float = opt(10.0, "seconds a connection may take to send its request line and headers (from "
                                       "its opening or its previous answer); a slower or idle one is closed")
+    min_body_rate: float = opt(8192.0, "bytes a second a request body must arrive at, after header_timeout seconds "
+                                       "of grace (from the end of its headers); a slower one is closed")
     allowed_hosts: list[str] | None = opt(None, "Host header names answered (a port is ignored; 'loopback': every "
                                                 "loopback name; '*': any); default on loopback without an API key: "
                                                 "loopback and the bound host (DNS rebinding), else any")
@@ -36,7 +38,8 @@ class ServeSettings:
         positive = {"max_batch": self.max_batch, "max_batch_chars": self.max_batch_chars,
                     "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
                     "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes,
-                    "max_connections": self.max_connections, "header_timeout": self.header_timeout}
+                    "max_connections": self.max_connections, "header_timeout": self.header_timeout,
+                    "min_body_rate": self.min_body_rate}
         for key, value in positive.items():
             if not 0 < value < float("inf"):  # also nan
                 raise ConfigError(f"{key} must be positive, got {value}")
