@@ -223,7 +223,7 @@ def test_options_flags_and_the_key_stay_out_of_reprs():
     assert "sk-secret" not in repr(load)
     import argparse
 
-    from nerft.predict.cli import add_load_arguments
+    from nerft.inference.options import add_load_arguments
 
     parser = argparse.ArgumentParser()
     add_load_arguments(parser)

@@ -381,7 +381,7 @@ def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParse
     parser = subparsers.add_parser(name, help=summary, description=summary)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of distill options; flags override it")
     add_config_arguments(parser, DistillConfig)
-    from .predict.cli import add_load_arguments
+    from .inference.options import add_load_arguments
 
     add_load_arguments(parser, skip={"model"})  # the teacher's backend, device, dtype, ...
     parser.set_defaults(func=_run)

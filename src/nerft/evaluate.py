@@ -104,7 +104,7 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
     if cfg.format is not None:
         get_format(cfg.format)  # a clear error for an unknown name
     started = time.perf_counter()
-    gold = _read_gold(cfg.gold, cfg.encoding)
+    gold = read_gold(cfg.gold, cfg.encoding)
     targets = None
     if cfg.map_labels:
         mapping = parse_label_map(cfg.map_labels)
@@ -139,7 +139,7 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
     return metrics
 
 
-def _read_gold(path: str, encoding: str = "utf-8") -> list[Document]:
+def read_gold(path: str, encoding: str = "utf-8") -> list[Document]:
     """Any format the readers know (nerft JSONL, chinese_ner_sft, CLUENER, CoNLL); spans are checked there."""
     from .readers import read_dataset
 
@@ -353,8 +353,7 @@ def register(subparsers: Any, name: str = "evaluate", summary: str = "") -> argp
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The load and decoding flags of ``--score-with`` (``predict``'s, without --model and --keep-hallucinated)."""
-    from .inference.options import PredictOptions
-    from .predict.cli import add_load_arguments
+    from .inference.options import PredictOptions, add_load_arguments
 
     add_load_arguments(parser, skip={"model"})
     parser.add_argument("--decoding", metavar="FILE.yaml",

@@ -162,7 +162,7 @@ def copy_decoding(decoding: dict[str, Any], run_dir: Path | None, folder: Path) 
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
-    from .predict.cli import add_load_arguments
+    from .inference.options import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
     add_load_arguments(p, skip={"backend", "vllm", "openai", "llamacpp", "ct2"})

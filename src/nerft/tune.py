@@ -36,8 +36,7 @@ MIN_RATES = [0.1, 0.2, 0.3, 0.5, 0.7]
 
 
 def register(subparsers: Any, name: str = "tune", summary: str = "") -> argparse.ArgumentParser:
-    from .inference.options import PredictOptions
-    from .predict.cli import add_load_arguments
+    from .inference.options import PredictOptions, add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=__doc__.split("\n\n")[1])
     p.add_argument("--dev", required=True, help="gold documents to tune on (nerft JSONL or any format nerft "
@@ -82,9 +81,9 @@ def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates:
          per_label: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Answer ``dev`` once (into ``out``), score every candidate (``choose``), write the report and
     decoding.yaml; returns the report."""
-    from .evaluate import _read_gold
+    from .evaluate import read_gold
 
-    gold = _read_gold(dev)
+    gold = read_gold(dev)
     if not gold:
         raise NerftError(f"--dev {dev} holds no documents")
     return tune_documents(load, options, gold, str(dev), out, min_scores, min_rates, per_label=per_label,

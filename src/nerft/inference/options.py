@@ -160,3 +160,11 @@ class PredictOptions:
     def min_score_of(self, label: str) -> float:
         """The confidence a mention of ``label`` needs to be kept."""
         return self._floors.get(label, self.min_score)
+
+
+def add_load_arguments(parser, skip: set[str] = frozenset()) -> None:
+    """The model-loading flags every command that opens a model shares (``LoadOptions``), on ``parser``."""
+    from ..config import add_config_arguments
+
+    add_config_arguments(parser, LoadOptions, skip=set(skip))
+

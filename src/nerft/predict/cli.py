@@ -10,18 +10,13 @@ from pathlib import Path
 
 from .. import config as cfglib
 from ..flags import add_deprecated, add_deprecated_value
-from ..inference.options import LoadOptions, PredictOptions
+from ..inference.options import LoadOptions, PredictOptions, add_load_arguments
 from ..schema import Entity, NerftError
 from ..textio import ENCODING_HELP, require_file, require_output_file
 from .ray_engine import RayOptions
 from .writers import OUTPUT_FORMATS
 
 logger = logging.getLogger("nerft.predict")
-
-
-def add_load_arguments(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
-    """The model-loading flags every command that opens a model shares (``LoadOptions``)."""
-    cfglib.add_config_arguments(parser, LoadOptions, skip=set(skip))
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:

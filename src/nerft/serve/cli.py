@@ -18,7 +18,7 @@ API_KEY_ENV = "NERFT_API_KEY"
 
 
 def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
-    from ..predict.cli import add_load_arguments
+    from ..inference.options import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
     add_load_arguments(p)
