@@ -97,3 +97,59 @@ def test_shared_modules_import_no_stage():
     for name in shared:
         upward = sorted(t for t in graph[name] if t.startswith(above))
         assert not upward, f"{name} imports {upward}"
+
+
+# The layers the README draws, lowest first: a module imports only its own layer or lower ones.
+CLI = ("nerft.cli", "nerft.__main__")
+STAGES = ("nerft.prepare", "nerft.dataset_stats", "nerft.trainer_formats", "nerft.train", "nerft.predict",
+          "nerft.evaluate", "nerft.tune", "nerft.serve", "nerft.export", "nerft.export_gguf", "nerft.export_ct2",
+          "nerft.model_card", "nerft.distill", "nerft.demo")
+LAYERS = ("shared vocabulary", "inference library", "stages", "CLI")
+
+
+def layer_of(module: str) -> int:
+    if module in CLI:
+        return 3
+    if any(module == s or module.startswith(s + ".") for s in STAGES):
+        return 2
+    return 1 if module == "nerft.inference" or module.startswith("nerft.inference.") else 0
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{m} ({LAYERS[layer_of(m)]}) imports {d} ({LAYERS[layer_of(d)]})"
+            for m, deps in sorted(graph.items()) for d in sorted(deps) if layer_of(d) > layer_of(m)]
+
+
+def foreign_private_and_cli_imports(src: Path) -> list[str]:
+    """Imports of another package's command-line module, or of another module's private (``_name``) names."""
+    bad = []
+    for path in src.rglob("*.py"):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        is_init = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if is_init else parts)
+        package = module.split(".") if is_init else module.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if not target.startswith("nerft") or module in CLI:
+                continue
+            same_package = target.split(".")[:2] == module.split(".")[:2]
+            names = [target, *(f"{target}.{a.name}" for a in node.names)]
+            if not same_package and any(n.endswith(".cli") and n not in CLI for n in names):
+                bad.append(f"{module} imports {target}'s command line")
+            bad += [f"{module} imports {target}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__") and not same_package]
+    return sorted(set(bad))
+
+
+def test_layers_are_checked_on_a_made_up_package():
+    graph = {"nerft.schema": {"nerft.tune"}, "nerft.tune": {"nerft.schema"}, "nerft.inference.base": set()}
+    assert upward_imports(graph) == ["nerft.schema (shared vocabulary) imports nerft.tune (stages)"]
+
+
+def test_nothing_imports_upward_and_no_stage_reaches_into_another():
+    graph = module_graph(SRC)
+    assert upward_imports(graph) == []
+    assert foreign_private_and_cli_imports(SRC) == []
