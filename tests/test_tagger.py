@@ -305,3 +305,22 @@ def test_a_run_without_a_task_is_a_generative_run(tmp_path, tiny_tokenizer):
     assert "kind" not in info and "tagger" not in info
     assert RunInfo.load(run).kind == "llm"
     assert isinstance(load_predictor(run, device="cpu", max_new_tokens=2), TransformersPredictor)
+
+
+def test_prompt_options_and_unknown_labels_are_refused_for_a_tagger(tmp_path, tiny_tokenizer):
+    from nerft_helpers import save_base_model, tiny_recipe
+
+    from nerft import config as cfglib
+    from nerft.jsonl import write_jsonl
+    from nerft.schema import NerftError
+    from nerft.train import TrainConfig, train
+
+    base = save_base_model(tmp_path / "base", tiny_tokenizer)
+    write_jsonl(tmp_path / "train.jsonl", [Document("x1", "张三在火星", [Entity(3, 5, "PLANET", "火星")])])
+    splits = {"train": str(tmp_path / "train.jsonl"), "labels": "ccfbdci"}
+    recipe = tiny_recipe(base, splits, tmp_path / "run", data__shared_prefix=True) | {"task": "tag"}
+    with pytest.raises(NerftError, match="data.shared_prefix apply to task generate only"):
+        train(cfglib.from_dict(TrainConfig, recipe))
+    recipe = tiny_recipe(base, splits, tmp_path / "run") | {"task": "tag"}
+    with pytest.raises(NerftError, match="training document x1: label.s. PLANET are not in the run's label set"):
+        train(cfglib.from_dict(TrainConfig, recipe))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..schema import Document
+from ..schema import Document, NerftError
 from ..tagger.model import TaggerSettings
 from ..tagger.positions import IGNORE, Alignment, align, count_positions
 from ..tagger.scheme import TagScheme
@@ -47,9 +47,14 @@ def encode_tagging(docs: list[Document], tokenizer, scheme: TagScheme, settings:
     def count(text: str) -> int:
         return count_positions(text, tokenizer, settings.positions, cache)
 
+    known = set(scheme.codes)
     for doc in docs:
         if not doc.text:
             continue
+        unknown = {e.label for e in doc.entities} - known
+        if unknown:
+            raise NerftError(f"training document {doc.id}: label(s) {', '.join(sorted(unknown))} are not in the "
+                             f"run's label set ({', '.join(scheme.codes)}); pass --labels with them")
         windows = make_windows(doc.text, settings.max_length, count)
         out.overlong += len(windows) > 1
         for w in windows:

@@ -66,6 +66,19 @@ class TaggingTask(GenerativeTask):
 
     kind = "tagger"
 
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        from ..schema import NerftError
+
+        prompt_only = [name for name, on in (("data.mixture", bool(cfg.data.mixture)), ("data.packing", cfg.data.packing),
+                                             ("data.shared_prefix", cfg.data.shared_prefix),
+                                             ("data.lexicon_hints", bool(cfg.data.lexicon_hints)),
+                                             ("data.examples_in_prompt", bool(cfg.data.examples_in_prompt)))
+                       if on]
+        if prompt_only:
+            raise NerftError(f"task tag reads the text alone (no prompt, no answer): {', '.join(prompt_only)} "
+                             "apply to task generate only; leave them out")
+
     def encode(self, docs: list[Document], tokenizer, prompt: Prompt, labels: LabelSet, main: bool,
                lexicon: Lexicon):
         from ..schema import NerftError
