@@ -99,8 +99,8 @@ def locate_model(opts: LoadOptions) -> ModelLocation:
 def _with_label_set(where: ModelLocation, spec: str) -> RunInfo:
     """The located model's run info with another label set and its prompt rebuilt for it (``--label-set``)."""
     if where.info is None or where.info.kind != "llm":
-        raise NerftError("--label-set needs a fine-tuned LLM folder written by nerft train or export (a CRF knows "
-                         "only the tags it was trained on)")
+        raise NerftError("--label-set needs a fine-tuned LLM that answers (task generate), written by nerft train "
+                         "or export: a tagger or a CRF knows only the tags it was trained on")
     labels = load_label_set(spec)
     prompt = where.info.trained_prompt(labels) or prompt_for_labels(where.info.prompt, where.info.labels, labels)
     return dataclasses.replace(where.info, labels=labels, prompt=prompt)
