@@ -43,7 +43,7 @@ INPUT_SUFFIXES = (".txt", ".jsonl")
 
 @dataclass
 class RayOptions:
-    """Where the actors run and what each one takes (``--ray.*`` flags of ``nerft predict --engine ray``)."""
+    """Where the actors run and what each one takes (``--ray.*`` flags of ``nerft predict --ray``)."""
 
     address: str | None = opt(None, "cluster to join: ray://head:10001, auto, or unset (then RAY_ADDRESS, else a "
                                     "new local cluster)")
