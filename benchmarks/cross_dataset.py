@@ -113,17 +113,18 @@ def source(dataset: str) -> list:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, measure: tuple[str, ...] = ()):
         self.args = args
         self.work = Path(args.work) / "cross_dataset"
         self.rows_dir = self.work / "rows"
         self.rows_dir.mkdir(parents=True, exist_ok=True)
         self.data = dict(spec.split("=", 1) for spec in args.data.split(",")) if args.data else {}
-        committed = Path(args.results) / "cross_dataset.json"  # rows measured on another machine stay in the table
+        # rows measured on another machine stay in the table, except those named to be measured here (`measure`)
+        committed = Path(args.results) / "cross_dataset.json"
         if committed.is_file():
             for row in json.loads(committed.read_text(encoding="utf-8")).get("rows", []):
                 path = self.rows_dir / f"{row['row']}.json"
-                if not path.is_file():
+                if not path.is_file() and row["row"] not in measure:
                     path.write_text(json.dumps(row, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     def folder(self, dataset: str) -> Path:
@@ -498,7 +499,9 @@ def row_command(name: str, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="", help="comma-separated row names or prefixes (crf, nerft-weibo, ...); "
-                                                   "default: every row")
+                                                   "default: every row not measured yet (in --work, or in the "
+                                                   "committed table); rows named here are measured unless --work "
+                                                   "has them")
     parser.add_argument("--list", action="store_true", help="print the rows in the order to run them and exit")
     parser.add_argument("--data", default="", help="prepared folders to use instead: ccfbdci=DIR,weibo=DIR,...")
     parser.add_argument("--train-args", default="", help="extra flags for nerft train (e.g. a tiny model for tests)")
@@ -512,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(rows))
         return 0
     wanted = [n for n in rows if not args.rows or any(n.startswith(w) for w in args.rows.split(","))]
-    b = Bench(args)
+    b = Bench(args, tuple(wanted) if args.rows else ())
     for name in wanted:
         path = b.rows_dir / f"{name}.json"
         if path.is_file():

@@ -179,11 +179,6 @@ def test_to_code_accepts_codes_and_names_case_insensitively():
     assert "PER" in labels and "人名" not in labels and labels.name_of("CITY") == "CITY"
 
 
-def test_code_wins_over_a_name_that_collides():
-    labels = LabelSet([Label("A", "B"), Label("B", "b-name")])
-    assert labels.to_code("B") == "B"
-
-
 @pytest.mark.parametrize(
     "data",
     [

@@ -89,7 +89,7 @@ def test_the_inference_library_does_not_import_the_stages():
 
 def test_shared_modules_import_no_stage():
     """The shared vocabulary (answers, formats, modeling, ...) sits under every stage and the inference library."""
-    above = ("nerft.__main__", "nerft.cli", "nerft.api", "nerft.prepare", "nerft.demo", "nerft.distill", "nerft.predict", "nerft.serve", "nerft.train",
+    above = ("nerft.__main__", "nerft.cli", "nerft.api", "nerft.spacy_component", "nerft.prepare", "nerft.demo", "nerft.distill", "nerft.predict", "nerft.serve", "nerft.train",
              "nerft.evaluate", "nerft.tune", "nerft.export", "nerft.inference")
     graph = module_graph(SRC)
     shared = [name for name in graph if name.count(".") == 1 and not name.startswith(above)]
@@ -100,7 +100,8 @@ def test_shared_modules_import_no_stage():
 
 
 # The layers the README draws, lowest first: a module imports only its own layer or lower ones.
-CLI = ("nerft.cli", "nerft.__main__", "nerft.api")  # the entry points: the command line and the Python API
+CLI = ("nerft.cli", "nerft.__main__", "nerft.api", "nerft.spacy_component")  # the entry points: the command
+# line, the Python API and the spaCy component
 STAGES = ("nerft.prepare", "nerft.dataset_stats", "nerft.trainer_formats", "nerft.train", "nerft.predict",
           "nerft.evaluate", "nerft.tune", "nerft.serve", "nerft.export", "nerft.export_gguf", "nerft.export_ct2",
           "nerft.model_card", "nerft.distill", "nerft.demo")

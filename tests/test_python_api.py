@@ -67,6 +67,8 @@ def test_load_opens_a_hub_id_from_the_cache_offline(run, tmp_path, monkeypatch):
 
 
 def test_evaluate_returns_typed_scores():
+    import nerft.evaluate  # noqa: F401 - the CLI module of the same name once replaced the function when imported first
+
     gold = [nerft.Document("a", "张三在北京", [nerft.Entity(0, 2, "PER", "张三"), nerft.Entity(3, 5, "GPE", "北京")])]
     scores = nerft.evaluate(gold, [[nerft.Entity(0, 2, "PER", "张三")]], labels=["PER", "GPE", "ORG"])
     assert (scores.precision, scores.recall) == (1.0, 0.5) and abs(scores.f1 - 2 / 3) < 1e-9

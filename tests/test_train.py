@@ -285,12 +285,15 @@ def test_train_with_a_byte_level_bpe_tokenizer(which, splits, tmp_path, request)
 # Per-step losses of the tiny char-tokenizer model under a fixed recipe, as measured when this test was written
 # (torch 2.13 CPU, fp32, one thread). A change to data order, masking, the loss, LoRA or the optimizer moves them;
 # a deliberate change re-pins them (run the test, copy the new values, say why in the commit).
-PINNED_LOSSES = [6.22683, 6.23127, 6.20307, 6.13102, 6.12368, 6.11299, 6.0862, 6.07204]
+# Re-pinned (12 steps) when the demo tokenizer became a byte-level BPE (issue 43.4): its larger vocabulary starts
+# higher (about ln 800) and learns more slowly, so 8 steps no longer cleared the 0.1 drop below.
+PINNED_LOSSES = [6.68785, 6.70613, 6.67622, 6.61118, 6.61677, 6.62351, 6.60599, 6.5921, 6.54815, 6.56281, 6.56153,
+                 6.55519]
 
 
 def test_the_tiny_recipe_reproduces_its_pinned_losses(base_model, splits, tmp_path):
     recipe = tiny_recipe(base_model, splits, tmp_path / "run", eval__every=0, data__dev=None,
-                         data__empty_share=0.5, optim__autocast="off", optim__lr=3e-2, optim__max_steps=8)
+                         data__empty_share=0.5, optim__autocast="off", optim__lr=3e-2, optim__max_steps=12)
     out = train(_cfg(recipe))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]

@@ -10,7 +10,11 @@ __all__ = ["load", "evaluate", "NER", "Scores", "LabelScores", "Entity", "Docume
 
 
 def __getattr__(name: str):  # the API on first use: `import nerft` (every CLI command) stays light
-    if name in ("load", "evaluate", "NER", "Scores", "LabelScores"):
+    if name == "evaluate":  # the module, callable as the scoring function (see nerft/evaluate.py)
+        import importlib
+
+        return importlib.import_module(".evaluate", __name__)
+    if name in ("load", "NER", "Scores", "LabelScores"):
         from . import api
 
         return getattr(api, name)

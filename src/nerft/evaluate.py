@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+import types
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,3 +388,17 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("nerft.evaluate").info(f"wrote {Path(cfg.out) / 'metrics.json'}, report.md, report.html, "
                                                  f"per_label.png ({metrics['seconds']:.2f}s)")
     return 0
+
+
+class _ScoringModule(types.ModuleType):
+    """``nerft.evaluate`` is both this module and the public scoring function (issue 42): a Python import of the
+    module (every CLI command makes one) would otherwise replace the package attribute ``nerft.evaluate`` with the
+    module, and ``nerft.evaluate(gold, predictions)`` would stop working depending on what was imported first."""
+
+    def __call__(self, gold, predictions, labels=None):
+        from .metrics import typed_scores
+
+        return typed_scores(gold, predictions, labels)
+
+
+sys.modules[__name__].__class__ = _ScoringModule

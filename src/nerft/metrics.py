@@ -36,7 +36,7 @@ import bisect
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .labels import LabelSet
@@ -304,3 +304,40 @@ def format_table(metrics: dict[str, Any]) -> str:
     counts = ", ".join(f"{k.replace('_', ' ')} {metrics[k]}" for k in
                        ("documents", "documents_with_errors", "parse_failures", "hallucinations", "duplicates"))
     return "\n".join(rows) + f"\n\n{counts}"
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """Strict scores of one label (precision, recall, F1 in [0, 1]; ``support``: gold entities)."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Strict micro scores (same span and label) in [0, 1], per label, and the looser rules' micro F1:
+    ``boundary`` (same span, any label) and ``partial`` (overlapping span, same label)."""
+
+    precision: float
+    recall: float
+    f1: float
+    per_label: dict[str, LabelScores] = field(default_factory=dict)
+    macro_f1: float = 0.0
+    boundary_f1: float = 0.0
+    partial_f1: float = 0.0
+    documents: int = 0
+
+
+def typed_scores(gold: Sequence[Document], predictions: Sequence[Document | Sequence[Entity]],
+                 labels: Sequence[str] | None = None) -> Scores:
+    """Score ``predictions[i]`` (a document or its entities) against ``gold[i]``, as ``nerft evaluate`` does."""
+    result = score_documents(gold, predictions, labels=list(labels) if labels is not None else None)
+    strict = result["strict"]
+    return Scores(strict["micro"]["precision"], strict["micro"]["recall"], strict["micro"]["f1"],
+                  {label: LabelScores(d["precision"], d["recall"], d["f1"], d["support"])
+                   for label, d in strict["per_label"].items()},
+                  strict["macro"]["f1"], result["boundary"]["micro"]["f1"], result["partial"]["micro"]["f1"],
+                  result["documents"])
