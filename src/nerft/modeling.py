@@ -253,12 +253,30 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None, lm_head: bo
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device}
     try:
-        model = (AutoModelForCausalLM if lm_head else AutoModel).from_pretrained(path, **kwargs)
+        loader = AutoModelForCausalLM if lm_head else _body_class(AutoModel, path, kwargs)
+        model = loader.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise NerftError(f"cannot load a model from {path}: {exc}") from None
     if not cfg.load_in_4bit:
         model.to(device)
     return model.eval()
+
+
+def _body_class(auto_model, path: str, kwargs: dict):
+    """AutoModel's class for ``path`` told that a causal LM checkpoint's ``lm_head`` is left out on purpose (else
+    transformers prints a loading report naming it as unexpected at every tagger load); missing or mismatched
+    weights are still reported. AutoModel itself where the class cannot be told (remote code, a GGUF file)."""
+    from transformers import AutoConfig
+
+    if kwargs.get("gguf_file") or kwargs.get("trust_remote_code"):
+        return auto_model
+    try:
+        config = AutoConfig.from_pretrained(path, revision=kwargs.get("revision"))
+        cls = auto_model._model_mapping[type(config)]
+    except (OSError, ValueError, KeyError):
+        return auto_model
+    ignored = [*(cls._keys_to_ignore_on_load_unexpected or ()), r"(^|\.)lm_head\."]
+    return type(cls.__name__, (cls,), {"_keys_to_ignore_on_load_unexpected": ignored, "__module__": cls.__module__})
 
 
 def build_lora(cfg: LoraSettings, num_layers: int | None = None, trained_in_full: Sequence[str] = (),
