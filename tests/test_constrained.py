@@ -127,3 +127,15 @@ def test_byte_tables_belong_to_tokenizer_objects_not_to_their_ids(tiny_tokenizer
     table = vocab_bytes(second)
     assert table is not first_table and len(table.bytes) == len(second) == len(first_table.bytes) + 1
     assert vocab_bytes(second) is table  # still built once per tokenizer
+
+
+def test_the_byte_table_is_transformers_own():
+    """constrained._byte_decoder keeps its own copy of GPT-2's byte table, as transformers moved its function
+    between releases (4.x: models.gpt2.tokenization_gpt2; 5.x: convert_slow_tokenizer): the two must agree."""
+    try:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+    except ImportError:
+        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from nerft.constrained import _byte_decoder
+
+    assert _byte_decoder() == {c: b for b, c in bytes_to_unicode().items()}

@@ -31,7 +31,8 @@ from .generation import stop_token_ids
 
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode: the printable character standing for each byte in byte-level BPE."""
+    """Inverse of GPT-2's bytes_to_unicode: the printable character standing for each byte in byte-level BPE (a copy:
+    transformers moved its function between 4.x and 5.x; tests/test_constrained.py holds the two equal)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
