@@ -324,3 +324,32 @@ def test_prompt_options_and_unknown_labels_are_refused_for_a_tagger(tmp_path, ti
     recipe = tiny_recipe(base, splits, tmp_path / "run") | {"task": "tag"}
     with pytest.raises(NerftError, match="training document x1: label.s. PLANET are not in the run's label set"):
         train(cfglib.from_dict(TrainConfig, recipe))
+
+
+def test_batches_of_like_lengths_bound_the_padding():
+    from nerft.inference.base import sorted_batches
+
+    lengths = [224, 30, 28, 100, 35, 40, 31, 95, 29, 33, 60, 27, 26, 90, 32, 30]
+    plain = sorted_batches(lengths, 16)
+    assert len(plain) == 1 and max(lengths) * 16 / sum(lengths) > 3  # one batch padded to the longest
+    bounded = sorted_batches(lengths, 16, max_padding=1.3, free_positions=64)
+    assert sorted(i for b in bounded for i in b) == list(range(16)) and all(len(b) <= 16 for b in bounded)
+    for b in bounded:
+        padded, real = lengths[b[0]] * len(b), sum(lengths[i] for i in b)
+        assert lengths[b[0]] == max(lengths[i] for i in b) and (padded <= 1.3 * real or padded <= 64)
+    assert len(bounded) < 6  # like lengths still share a call
+    assert sorted_batches([5] * 40, 16, max_padding=1.3) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
+
+
+def test_a_tagger_answers_the_same_whatever_else_is_in_its_call(tagger_run):
+    """A text's entities do not depend on the texts batched with it (a server's batch mixes lengths)."""
+    from nerft.inference.loading import load_predictor
+
+    run, _ = tagger_run
+    predictor = load_predictor(run, device="cpu")
+    docs = synthetic_docs(12, 3)
+    texts = [d.text * (1 + k % 4) for k, d in enumerate(docs)]  # lengths 1x-4x, mixed in one call
+    together = predictor.predict(texts)
+    alone = [predictor.predict([t])[0] for t in texts]
+    assert [_spans(e) for e in together] == [_spans(e) for e in alone]
+    assert [e.score for es in together for e in es] == pytest.approx([e.score for es in alone for e in es], abs=2e-4)

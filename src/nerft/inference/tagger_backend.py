@@ -30,6 +30,10 @@ from .base import Prediction, PredictStats, finish_entities, sorted_batches
 from .location import ModelLocation
 from .options import PredictOptions
 
+# A call's windows run in batches of like lengths: padded positions at most 1.3x the real ones, unless the batch
+# has at most 256 positions in all (a smaller call would cost more than the padding it saves).
+PADDING, FREE_POSITIONS = 1.3, 256
+
 
 class TaggerPredictor:
     backend = "tagger"
@@ -106,7 +110,8 @@ class TaggerPredictor:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         try:
             todo = [i for i, a in enumerate(aligned) if a.char_token]
-            for batch in sorted_batches([len(aligned[i].input_ids) for i in todo], self.options.batch_size):
+            lengths = [len(aligned[i].input_ids) for i in todo]
+            for batch in sorted_batches(lengths, self.options.batch_size, PADDING, FREE_POSITIONS):
                 rows = [todo[k] for k in batch]
                 tensors = {k: v.to(device) for k, v in collate_tags([aligned[i] for i in rows], pad).items()}
                 with torch.no_grad(), mixed:
