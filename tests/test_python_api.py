@@ -4,6 +4,7 @@ the cache, typed scores) holds."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -22,8 +23,11 @@ def run(tmp_path_factory, tiny_tokenizer):
 
 def test_every_example_of_the_python_page_runs(run, capsys):
     blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) >= 4
+    assert len(blocks) >= 5
+    spacy_installed = importlib.util.find_spec("spacy") is not None  # the spacy extra (installed by .ci/run)
     for code in blocks:
+        if "import spacy" in code and not spacy_installed:
+            continue
         exec(compile(code.replace('"runs/ccfbdci"', repr(str(run))), str(DOCS), "exec"), {})  # noqa: S102
     out = capsys.readouterr().out
     assert "strict F1 0.500, boundary F1 1.000" in out and "1.0 1" in out
