@@ -63,7 +63,7 @@ def learning_panels(panels: Mapping[str, Mapping[str, Any]], columns: Sequence[s
     nrows = max(math.ceil(count / ncols), 1)
     fig = Figure(figsize=(5.6 * ncols, 4.2 * nrows))
     axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
-    line_colours = ["#999999", "#2a7ab9", "#55a868", "#8172b3"]
+    line_colours = ["#999999", "#2a7ab9", "#55a868", "#8172b3", "#da8bc3", "#8c613c"]
     point_styles = [("#dd8452", "X"), ("#c44e52", "*"), ("#937860", "D")]  # colour, marker
     where = {c: i for i, c in enumerate(columns)}
     to_label = []  # (axes, its points) for the value labels, written once the layout is final
