@@ -113,6 +113,36 @@ def test_a_full_server_closes_the_longest_waiting_connection_to_let_a_new_client
             s.close()
 
 
+def test_a_served_keep_alive_connection_outlasts_fresh_ones_when_the_server_is_full():
+    """A client's connection between two requests is closed for room only after every connection that has never
+    had an answer: a flood of fresh connections does not cut legitimate keep-alive clients off (under serve_load's
+    slow-body attack 36 of 132 legitimate requests lost their connection so)."""
+    with real_server(ServeSettings(max_connections=10, header_timeout=60)) as (url, guard):
+        port = int(url.rsplit(":", 1)[1])
+        client = socket.create_connection(("127.0.0.1", port))
+        request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+        def answered() -> bool:
+            client.sendall(request)
+            client.settimeout(5)
+            response = b""
+            while not response.endswith(b"}"):  # the head and the JSON body may come in two reads
+                part = client.recv(4096)
+                if not part:
+                    return False
+                response += part
+            return response.startswith(b"HTTP/1.1 200")
+
+        assert answered()
+        idle = idle_sockets(url, 40)  # four times the limit, all newer than the client's connection
+        time.sleep(0.3)
+        assert guard.open <= 10 and sum(closed_by_server(s, 0.5) for s in idle) >= 30
+        assert answered()  # the same connection, still open
+        client.close()
+        for s in idle:
+            s.close()
+
+
 def test_a_slow_body_is_closed_like_a_slow_header():
     """A request that declares a body and sends none (or trickles it) is closed after header_timeout + its
     length / --min-body-rate, not kept until --timeout."""

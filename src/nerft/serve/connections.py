@@ -58,12 +58,16 @@ class ConnectionGuard:
 
     def make_room(self, newcomer) -> None:
         """Close the connection that has waited longest without giving the app a request (never one the app is
-        answering, nor the newcomer), when the limit is passed."""
+        answering, nor the newcomer; one that has been answered before only when no other waits), when the limit
+        is passed."""
         if self.max_connections is None or self.open <= self.max_connections:
             return
-        waiting = [(since, p) for p, (phase, since) in self.connections.items() if phase != APP and p is not newcomer]
+        # a connection that has been answered before (a client's keep-alive between requests) goes only after every
+        # one that has not: under a flood of fresh connections, closing it races the client's next request
+        waiting = [(p.answered > 0, since, p) for p, (phase, since) in self.connections.items()
+                   if phase != APP and p is not newcomer]
         if waiting:
-            _, victim = min(waiting, key=lambda item: item[0])
+            *_, victim = min(waiting, key=lambda item: item[:2])
             self.evicted += 1
             victim.close_for_room()
 
@@ -103,6 +107,7 @@ class ConnectionGuard:
             _timer: asyncio.TimerHandle | None = None
             _armed_cycle = None  # the request cycle at arming time: a new one means the headers arrived
             _counted = False
+            answered = 0  # responses completed on this connection
 
             def connection_made(self, transport) -> None:
                 super().connection_made(transport)
@@ -120,6 +125,7 @@ class ConnectionGuard:
                 self._follow()
 
             def on_response_complete(self) -> None:
+                self.answered += 1
                 self._wait_for_headers()  # the next request's headers get the same time (before pipelined ones)
                 super().on_response_complete()
                 if self.transport.is_closing():
