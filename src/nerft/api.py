@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from .metrics import LabelScores, Scores, typed_scores  # noqa: F401 - LabelScores: part of the API
-from .schema import Document, Entity, NerftError
+from .metrics import LabelScores, Scores, typed_scores  # noqa: F401 - Scores, LabelScores: part of the API
+from .schema import Document, Entity, NerftError  # noqa: F401 - Document: part of the API
 
 
 class NER:
@@ -98,7 +98,4 @@ def resolve_model(model: str, revision: str | None = None) -> str:
                          f"fetched ({first[:200]})") from None
 
 
-def evaluate(gold: Sequence[Document], predictions: Sequence[Document | Sequence[Entity]],
-             labels: Sequence[str] | None = None) -> Scores:
-    """Score ``predictions[i]`` (a document or its entities) against ``gold[i]``, as ``nerft evaluate`` does."""
-    return typed_scores(gold, predictions, labels)
+evaluate = typed_scores  # nerft.evaluate (the module of that name, callable) calls the same function

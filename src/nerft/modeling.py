@@ -265,7 +265,8 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None, lm_head: bo
 def _body_class(auto_model, path: str, kwargs: dict):
     """AutoModel's class for ``path`` told that a causal LM checkpoint's ``lm_head`` is left out on purpose (else
     transformers prints a loading report naming it as unexpected at every tagger load); missing or mismatched
-    weights are still reported. AutoModel itself where the class cannot be told (remote code, a GGUF file)."""
+    weights are still reported. AutoModel itself where the class cannot be told (remote code, a GGUF file).
+    Puts the config it read into ``kwargs`` for ``from_pretrained``."""
     from transformers import AutoConfig
 
     if kwargs.get("gguf_file") or kwargs.get("trust_remote_code"):
@@ -275,6 +276,7 @@ def _body_class(auto_model, path: str, kwargs: dict):
         cls = auto_model._model_mapping[type(config)]
     except (OSError, ValueError, KeyError):
         return auto_model
+    kwargs["config"] = config  # read once: from_pretrained takes it instead of reading config.json again
     ignored = [*(cls._keys_to_ignore_on_load_unexpected or ()), r"(^|\.)lm_head\."]
     return type(cls.__name__, (cls,), {"_keys_to_ignore_on_load_unexpected": ignored, "__module__": cls.__module__})
 

@@ -51,20 +51,12 @@ class NerftComponent:
         return self._annotate(doc, self.ner(doc.text, labels=self.labels))
 
     def pipe(self, docs: Iterable[Any], batch_size: int | None = None) -> Iterator[Any]:
-        size = batch_size or self.batch_size
-        batch: list[Any] = []
-        for doc in docs:
-            batch.append(doc)
-            if len(batch) >= size:
-                yield from self._batch(batch)
-                batch = []
-        if batch:
-            yield from self._batch(batch)
+        from spacy.util import minibatch
 
-    def _batch(self, docs: list[Any]) -> Iterator[Any]:
-        found = self.ner([d.text for d in docs], labels=self.labels)
-        for doc, entities in zip(docs, found, strict=True):
-            yield self._annotate(doc, entities)
+        for batch in minibatch(docs, batch_size or self.batch_size):
+            found = self.ner([d.text for d in batch], labels=self.labels)
+            for doc, entities in zip(batch, found, strict=True):
+                yield self._annotate(doc, entities)
 
     def _annotate(self, doc, entities):
         from spacy.util import filter_spans

@@ -64,10 +64,10 @@ class ConnectionGuard:
             return
         # a connection that has been answered before (a client's keep-alive between requests) goes only after every
         # one that has not: under a flood of fresh connections, closing it races the client's next request
-        waiting = [(p.answered > 0, since, p) for p, (phase, since) in self.connections.items()
-                   if phase != APP and p is not newcomer]
+        waiting = {p: (p.answered > 0, since) for p, (phase, since) in self.connections.items()
+                   if phase != APP and p is not newcomer}
         if waiting:
-            *_, victim = min(waiting, key=lambda item: item[:2])
+            victim = min(waiting, key=waiting.__getitem__)
             self.evicted += 1
             victim.close_for_room()
 

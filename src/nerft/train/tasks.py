@@ -13,7 +13,7 @@ from ..labels import LabelSet
 from ..lexicon import Lexicon
 from ..modeling import add_lora, load_model
 from ..prompts import Prompt
-from ..schema import Document
+from ..schema import Document, NerftError
 from .config import TrainConfig
 
 
@@ -68,20 +68,14 @@ class TaggingTask(GenerativeTask):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
-        from ..schema import NerftError
-
-        prompt_only = [name for name, on in (("data.mixture", bool(cfg.data.mixture)), ("data.packing", cfg.data.packing),
-                                             ("data.shared_prefix", cfg.data.shared_prefix),
-                                             ("data.lexicon_hints", bool(cfg.data.lexicon_hints)),
-                                             ("data.examples_in_prompt", bool(cfg.data.examples_in_prompt)))
-                       if on]
+        prompt_only = [f"data.{key}" for key in ("mixture", "packing", "shared_prefix", "lexicon_hints",
+                                                 "examples_in_prompt") if getattr(cfg.data, key)]
         if prompt_only:
             raise NerftError(f"task tag reads the text alone (no prompt, no answer): {', '.join(prompt_only)} "
                              "apply to task generate only; leave them out")
 
     def encode(self, docs: list[Document], tokenizer, prompt: Prompt, labels: LabelSet, main: bool,
                lexicon: Lexicon):
-        from ..schema import NerftError
         from ..tagger.scheme import TagScheme
         from .tagging import encode_tagging
 
