@@ -273,8 +273,8 @@ def _body_class(auto_model, path: str, kwargs: dict):
         return auto_model
     try:
         config = AutoConfig.from_pretrained(path, revision=kwargs.get("revision"))
-        cls = auto_model._model_mapping[type(config)]
-    except (OSError, ValueError, KeyError):
+        cls = auto_model._model_mapping[type(config)]  # private to transformers: if it moves, the report is back
+    except (OSError, ValueError, KeyError, AttributeError):
         return auto_model
     kwargs["config"] = config  # read once: from_pretrained takes it instead of reading config.json again
     ignored = [*(cls._keys_to_ignore_on_load_unexpected or ()), r"(^|\.)lm_head\."]
