@@ -23,10 +23,9 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-log = logging.getLogger("nerft.spacy")
+from .readers.spacy_docbin import SCORE_EXTENSION, SPANS_KEY
 
-SPANS_KEY = "nerft"
-SCORE_EXTENSION = "nerft_score"
+log = logging.getLogger("nerft.spacy")
 
 
 class NerftComponent:

@@ -17,6 +17,12 @@
     ``nerft prepare`` has the model's codes.
 ``doccano``
     O is JSONL in doccano's sequence-labelling import layout: ``{"id", "text", "label": [[start, end, code]]}``.
+``spacy``
+    O is a spaCy DocBin (``.spacy``, ``pip install 'nerft[spacy]'``), the corpus ``spacy train`` reads: one Doc a
+    document, one token a character (so every entity lies on token boundaries whatever the language;
+    ``spacy train`` aligns them with its own tokenizer), ``doc.ents`` the entities without overlaps (the longest,
+    then the first, as spaCy keeps), ``doc.spans["nerft"]`` all of them with ``span._.nerft_score``, the
+    document id in ``doc.user_data["id"]``. ``nerft prepare --input-format spacy`` reads it back.
 ``html``
     O is one self-contained HTML page for a quick look in a browser: up to 200 documents spread evenly over the
     corpus, their entities marked in the label colours (label, offsets and score on hover), each label's count
@@ -35,11 +41,12 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from ..fileio import atomic_write, write_json
 from ..jsonl import iter_jsonl, write_jsonl
 from ..labels import LabelSet
-from ..schema import InputError, NerftError, atomic_write, write_json
+from ..schema import InputError, NerftError
 
-OUTPUT_FORMATS = ("nerft", "label-studio", "doccano", "html")
+OUTPUT_FORMATS = ("nerft", "label-studio", "doccano", "spacy", "html")
 FROM_NAME, TO_NAME = "label", "text"  # the names of the <Labels> and <Text> tags in the labelling config
 # Label Studio's default label colours, cycled (its config editor picks the same kind of palette).
 COLOURS = ("#FFA39E", "#D4380D", "#FFC069", "#AD8B00", "#D3F261", "#389E0D", "#5CDBD3", "#096DD9", "#ADC6FF",
@@ -92,6 +99,35 @@ def doccano_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "text": row["text"], "label": [[e["start"], e["end"], e["label"]] for e in _placed(row)]}
 
 
+def write_docbin(output: Path, rows: list[dict[str, Any]]) -> None:
+    """The prediction rows as a DocBin of character-token Docs (see ``spacy`` above), written atomically."""
+    try:
+        from spacy.tokens import Doc, DocBin, Span
+        from spacy.util import filter_spans
+        from spacy.vocab import Vocab
+    except ImportError:
+        raise NerftError("--output-format spacy needs spaCy: pip install 'nerft[spacy]'") from None
+    from ..readers.spacy_docbin import ID_KEY, SCORE_EXTENSION, SPANS_KEY
+
+    if not Span.has_extension(SCORE_EXTENSION):
+        Span.set_extension(SCORE_EXTENSION, default=None)
+    vocab, corpus = Vocab(), DocBin(store_user_data=True)
+    for row in rows:
+        text = row["text"]
+        doc = Doc(vocab, words=list(text), spaces=[False] * len(text))
+        spans = []
+        for e in _placed(row):
+            span = Span(doc, e["start"], e["end"], label=e["label"])
+            span._.set(SCORE_EXTENSION, e.get("score"))
+            spans.append(span)
+        doc.spans[SPANS_KEY] = spans
+        doc.ents = filter_spans(spans)
+        doc.user_data[ID_KEY] = str(row["id"])
+        corpus.add(doc)
+    with atomic_write(output, "wb") as f:
+        f.write(corpus.to_bytes())
+
+
 def _placed(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in row["entities"] if e.get("start") is not None and e.get("end") is not None]
 
@@ -114,6 +150,9 @@ def write_tool_file(work: str | Path, output: str | Path, output_format: str, la
         with atomic_write(config_file(output)) as f:
             f.write(labeling_config(labels))
         return [output, config_file(output)]
+    if output_format == "spacy":
+        write_docbin(output, rows)
+        return [output]
     if output_format == "html":
         from ..pages.corpus import corpus_page
 

@@ -21,6 +21,10 @@ Formats (``--input-format``):
     word-segmentation position) are recognised and the digits stripped.
 ``nerft``
     The canonical JSONL (see :mod:`nerft.schema`).
+``spacy``
+    A spaCy DocBin (``.spacy``, what ``spacy convert`` writes and ``spacy train`` reads): ``doc.ents`` and the
+    ``doc.spans["nerft"]`` group (see :mod:`.spacy_docbin`; needs ``pip install 'nerft[spacy]'``). Detected by
+    its extension.
 
 Every reader validates offsets (in range, non-empty, matching the text), sorts entities, drops exact duplicate
 entities, counts overlapping spans (kept unless ``reject_overlaps``) and returns a :class:`ReadReport` with the
@@ -44,6 +48,7 @@ from .base import ReadReport, WrongFormatError
 from .conll import TagScheme, read_conll, split_columns
 from .doccano import is_doccano_record, read_doccano
 from .label_studio import is_label_studio_record, read_label_studio
+from .spacy_docbin import read_spacy
 from .spans import (
     HUB_PREFIX,
     HUB_REPO,
@@ -55,8 +60,8 @@ from .spans import (
     read_nerft,
 )
 
-FORMATS = ("chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft")
-Format = Literal["chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"]
+FORMATS = ("chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft", "spacy")
+Format = Literal["chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft", "spacy"]
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev", "test": "test"}
@@ -97,8 +102,10 @@ def read_dataset(
     if path.is_dir():
         raise NerftError(f"{path} is a directory; read its split files with read_split_dir")
     require_file(path, "input")
-    encoding = resolve_encoding(path, encoding)
     fmt = detect_format(path, encoding) if format == "auto" else format
+    if fmt == "spacy":  # binary: no text encoding
+        return read_spacy(path, skip_invalid=skip_invalid, reject_overlaps=reject_overlaps, progress=progress)
+    encoding = resolve_encoding(path, encoding)
     options = {"skip_invalid": skip_invalid, "reject_overlaps": reject_overlaps, "progress": progress,
                "encoding": encoding}
     if fmt == "chinese_ner_sft":
@@ -169,6 +176,8 @@ def detect_format(path: str | os.PathLike, encoding: str = "utf-8") -> Format:
     path = Path(path)
     if path.is_dir():
         return detect_format(next(iter(find_split_files(path).values())), encoding)
+    if path.suffix.lower() == ".spacy":  # a binary DocBin: its extension is the only sign
+        return "spacy"
     head = _head(path, resolve_encoding(path, encoding))
     stripped = head.lstrip("\ufeff \t\r\n")
     if not stripped:

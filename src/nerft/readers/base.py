@@ -19,7 +19,7 @@ MAX_WARNINGS = 50  # a report keeps the first warnings verbatim and counts the r
 
 # Extensions that name a format rather than a split; kept out of document ids ("weiboNER_2nd_conll.train" keeps
 # its ".train" so the three Weibo files give distinct ids).
-_FORMAT_SUFFIXES = {".jsonl", ".json", ".txt", ".tsv", ".conll", ".bio", ".bioes", ".bmes", ".char"}
+_FORMAT_SUFFIXES = {".jsonl", ".json", ".txt", ".tsv", ".conll", ".bio", ".bioes", ".bmes", ".char", ".spacy"}
 
 
 @dataclass
