@@ -145,6 +145,56 @@ def test_llamacpp_quantized_export_predicts(run_dir, reference, tmp_path_factory
     assert same >= len(TEXTS) - 1, [g.answers for g in got]
 
 
+@needs_llamacpp
+def test_llama_cpp_s_own_server_through_the_openai_backend_gives_the_in_process_entities(run_dir, tmp_path_factory):
+    """llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``, llama-cpp-python's ``server`` extra)
+    on the run's GGUF export, read by ``--backend openai``: the entities of ``--backend llamacpp`` in process, and
+    scores from the log-probabilities that server returns."""
+    if importlib.util.find_spec("sse_starlette") is None or importlib.util.find_spec("starlette_context") is None:
+        pytest.skip("llama-cpp-python's server extra is not installed (pip install 'llama-cpp-python[server]')")
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from nerft.inference.options import LoadOptions, OpenAIOptions, PredictOptions
+
+    folder = export(run_dir, tmp_path_factory, "gguf", "f16")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(folder / "model-f16.gguf"),
+                               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias",
+                               "nerft-gguf"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "llama.cpp's server did not start in 60 s"
+            time.sleep(0.2)
+        from nerft.inference.loading import open_predictor
+
+        load = LoadOptions(model=str(folder), backend="openai",
+                           openai=OpenAIOptions(base_url=f"http://127.0.0.1:{port}/v1"))
+        got = open_predictor(load, PredictOptions()).predict_detailed(TEXTS)
+    finally:
+        server.terminate()
+        server.wait(30)
+    want = load_predictor(folder, backend="llamacpp").predict_detailed(TEXTS)
+    assert [[(e.start, e.end, e.label, e.text) for e in p.entities] for p in got] == \
+        [[(e.start, e.end, e.label, e.text) for e in p.entities] for p in want]
+    assert sum(len(p.entities) for p in got) >= 4
+    assert all(abs(a.score - b.score) <= 2e-2 for g, w in zip(got, want, strict=True)
+               for a, b in zip(g.entities, w.entities, strict=True))
+
+
 def test_export_format_errors(run_dir, tmp_path):
     from nerft.export import export_for_engine
     from nerft.inference.options import LoadOptions

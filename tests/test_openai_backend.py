@@ -100,6 +100,28 @@ def test_openai_backend_gives_the_in_process_entities(served, run_dir, reference
     assert client.stats.windows == sum(len(p.answers) for p in reference)
 
 
+def test_the_openai_sdk_reads_nerft_serve_with_usage(served, run_dir):
+    """OpenAI's own Python client against nerft serve: the model list, a completion with the in-process answer,
+    and ``usage`` counting the prompt the model read and the tokens it wrote."""
+    openai = pytest.importorskip("openai", reason="the openai package is not installed (a dev dependency)")
+    from nerft.generation import prompt_ids
+
+    local = load_predictor(run_dir, device="cpu", constrained=True)
+    text = TEXTS[1]
+    [expected] = local.predict_detailed([text])
+    client = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0)
+    [model] = client.models.list().data
+    assert model.id == "run" and model.owned_by == "nerft"
+    completion = client.chat.completions.create(model=model.id, messages=local.prompt.messages(text))
+    assert completion.choices[0].message.content == "\n".join(expected.answers) and expected.entities
+    assert completion.choices[0].finish_reason == "stop"
+    usage = completion.usage
+    assert usage.prompt_tokens == len(prompt_ids(local.tokenizer, local.prompt, text))
+    answer_tokens = len(local.tokenizer.encode(completion.choices[0].message.content, add_special_tokens=False))
+    assert usage.completion_tokens in (answer_tokens, answer_tokens + 1)  # + the end-of-turn token it wrote
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
 def test_cli_predict_and_evaluate_score_with_openai(served, run_dir, reference, tmp_path, capsys):
     flags = ["--backend", "openai", "--base-url", served, "--model-name", "run", "--window", "12",
              "--window-overlap", "0"]
@@ -259,8 +281,8 @@ class RawPredictor:
 
     def predict_detailed(self, texts, labels=None):
         self.texts += texts
-        return [Prediction([], ["\n".join(f"PER:{w}" for w in ("张三", "李四") if w in t)], finished="李四" not in t)
-                for t in texts]
+        return [Prediction([], ["\n".join(f"PER:{w}" for w in ("张三", "李四") if w in t)], finished="李四" not in t,
+                           prompt_tokens=10 + len(t), completion_tokens=len(t)) for t in texts]
 
 
 def test_chat_completions_schema_and_errors():
@@ -275,6 +297,7 @@ def test_chat_completions_schema_and_errors():
         assert body["object"] == "chat.completion" and body["model"] == "fake" and body["id"].startswith("chatcmpl-")
         assert body["choices"][0]["message"] == {"role": "assistant", "content": "PER:张三"}
         assert body["choices"][0]["finish_reason"] == "stop"
+        assert body["usage"] == {"prompt_tokens": 14, "completion_tokens": 4, "total_tokens": 18}
         bare = client.post("/v1/chat/completions", json={"messages": [
             {"role": "user", "content": [{"type": "text", "text": "李四和张三"}]}]}).json()
         assert bare["choices"][0]["message"]["content"] == "PER:张三\nPER:李四"

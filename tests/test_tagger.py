@@ -248,6 +248,8 @@ def test_predict_evaluate_tune_serve_export_and_reopen_a_tagger(tagger_run, tmp_
         chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": texts[0]}]})
         assert chat.status_code == 200 and all(e[3] in chat.json()["choices"][0]["message"]["content"]
                                                for e in direct[0])
+        read = len(predictor.tokenizer(texts[0], add_special_tokens=False)["input_ids"])  # token positions
+        assert chat.json()["usage"] == {"prompt_tokens": read, "completion_tokens": 0, "total_tokens": read}
     # export: a merged folder (body + head), reopened from another folder, predicts the same entities
     out = tmp_path / "exported"
     assert main(["export", "--model", str(run), "--out", str(out)]) == 0

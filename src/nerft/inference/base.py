@@ -32,6 +32,8 @@ class Prediction:
     finished: bool = True  # every window's answer ended by itself (not at its token bound)
     hallucinated: int = 0  # mentions dropped because they are not in the text
     parse_failures: int = 0  # windows whose answer had unreadable or off-format pieces
+    prompt_tokens: int = 0  # tokens the model read for it (every window's whole prompt)
+    completion_tokens: int = 0  # tokens it wrote (0 where nothing is generated: a tagger, a CRF)
 
 
 @dataclass
@@ -173,13 +175,19 @@ class DecodingPlan:
         names = [self.labels.name_of(c) for c in self.labels.codes if allowed is None or c in allowed]
         pieces = [(i, w) for i, t in enumerate(texts) for w in self.windows(t)]
         window_texts = [texts[i][w.start:w.end] for i, w in pieces]
-        answers = generate(window_texts, [prompt_ids(self.tokenizer, self.prompt, t, self.hint(t))
-                                          for t in window_texts],
-                           [self.limit(t) for t in window_texts], names)
+        ids = [prompt_ids(self.tokenizer, self.prompt, t, self.hint(t)) for t in window_texts]
+        answers = generate(window_texts, ids, [self.limit(t) for t in window_texts], names)
         per_text: list[list[tuple[Window, Generated]]] = [[] for _ in texts]
-        for (i, w), g in zip(pieces, answers, strict=True):
+        read, wrote = [0] * len(texts), [0] * len(texts)
+        for (i, w), g, p in zip(pieces, answers, ids, strict=True):
             per_text[i].append((w, g))
-        return [self._merge(text, found, allowed) for text, found in zip(texts, per_text, strict=True)]
+            read[i] += len(p)
+            wrote[i] += len(g.token_ids) or len(g.pieces or ()) or len(  # a server that said nothing of tokens
+                self.tokenizer.encode(g.text, add_special_tokens=False))
+        results = [self._merge(text, found, allowed) for text, found in zip(texts, per_text, strict=True)]
+        for result, n_read, n_wrote in zip(results, read, wrote, strict=True):
+            result.prompt_tokens, result.completion_tokens = n_read, n_wrote
+        return results
 
     def _merge(self, text: str, found: list[tuple[Window, Generated]], allowed: set[str] | None) -> Prediction:
         readings, raws = [], []

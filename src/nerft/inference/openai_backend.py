@@ -96,8 +96,8 @@ class OpenAIEngine:
                                    "max_tokens": max_tokens, "n": 1}
         if self.stop:
             payload["stop"] = self.stop
-        if self.logprobs:
-            payload["logprobs"] = True
+        if self.logprobs:  # top_logprobs 0 (valid in OpenAI's API): llama.cpp's server returns none without it
+            payload["logprobs"], payload["top_logprobs"] = True, 0
         return read_completion(self._request("POST", self.url, payload), self.url)
 
     def _request(self, method: str, url: str, payload: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..lexicon import Lexicon
 from ..prompts import Prompt
 from ..schema import SCORE_DIGITS, Entity, NerftError
 from ..tagger.model import TaggerModel, TaggerSettings
-from ..tagger.positions import align, collate_tags, count_positions
+from ..tagger.positions import Alignment, align, collate_tags, count_positions
 from ..windows import Window, make_windows, merge_window_entities, owned_entities
 from .base import Prediction, PredictStats, finish_entities, sorted_batches
 from .location import ModelLocation
@@ -80,27 +80,31 @@ class TaggerPredictor:
     def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
         allowed = set(self.labels.subset(labels).codes) if labels is not None else self.codes
         pieces = [(i, w) for i, t in enumerate(texts) for w in self.windows(t)]
-        found = self.tag_windows([texts[i][w.start:w.end] for i, w in pieces])
+        window_texts = [texts[i][w.start:w.end] for i, w in pieces]
+        aligned = [align(t, self.tokenizer, self.settings.positions, self.settings.slots, self._char_ids)
+                   for t in window_texts]
+        found = self.tag_windows(window_texts, aligned)
         per_text: list[list[tuple[Window, list[Entity]]]] = [[] for _ in texts]
-        for (i, w), entities in zip(pieces, found, strict=True):
+        read = [0] * len(texts)
+        for (i, w), entities, a in zip(pieces, found, aligned, strict=True):
             per_text[i].append((w, [e for e in entities if e.label in allowed]))
+            read[i] += len(a.input_ids)
         out = []
-        for text, parts in zip(texts, per_text, strict=True):
+        for text, parts, n_read in zip(texts, per_text, read, strict=True):
             if len(parts) == 1 and parts[0][0].start == 0:
                 entities = parts[0][1]
             else:  # each window's own part (the middle of each overlap), then the generative backends' merge
                 windows = [w for w, _ in parts]
                 entities = merge_window_entities(windows, owned_entities(windows, [e for _, e in parts]), len(text))
             entities = finish_entities(text, entities, self.options, self.lexicon, allowed)
-            out.append(Prediction(entities, [self.format.render(entities, self.labels)]))
+            out.append(Prediction(entities, [self.format.render(entities, self.labels)], prompt_tokens=n_read))
         self.stats.texts += len(texts)
         self.stats.windows += len(pieces)
         return out
 
-    def tag_windows(self, texts: list[str]) -> list[list[Entity]]:
-        """The entities of each text (read whole: one window), in input order, batched by length."""
-        aligned = [align(t, self.tokenizer, self.settings.positions, self.settings.slots, self._char_ids)
-                   for t in texts]
+    def tag_windows(self, texts: list[str], aligned: list[Alignment]) -> list[list[Entity]]:
+        """The entities of each text (read whole: one window; ``aligned``: its positions), in input order, batched
+        by length."""
         results: list[list[Entity]] = [[] for _ in texts]
         was_training = self.model.training
         self.model.eval()

@@ -7,7 +7,10 @@ same answer, because the served predictor builds its own prompt. The assistant m
 (its windows' answers joined by newlines for a text longer than one window); the caller parses it (nerft's
 ``read_answer``) and grounds it. Decoding is the predictor's own: greedy, its answer bound, its options;
 ``temperature``, ``max_tokens``, ``stop`` and ``logprobs`` are accepted and ignored, and no log-probabilities are
-returned. Errors have OpenAI's shape (``{"error": {"message", "type", "code"}}``).
+returned. ``usage`` counts the tokens the model read (the whole prompt of every window, the cached system prompt
+included) and wrote (0 for a tagger, which writes nothing: its answer is rendered from its tags). Responses are
+typed (``ChatCompletion``, ``ModelList``: the fields OpenAI's clients read); errors have OpenAI's shape
+(``{"error": {"message", "type", "code"}}``).
 
 The router is one of ``serve.create_app``'s ``routers``: it sits behind the server's authentication, body limit and
 metrics, and reads the predictor and settings from ``app.state``. Chat requests are micro-batched by a second
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +49,45 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage]
     n: int = 1
     stream: bool = False
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "nerft"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 def chat_text(messages: list[ChatMessage], prompt: Prompt) -> str | None:
@@ -135,11 +177,10 @@ def openai_router():
         return state.settings.model_name or state.predictor.name
 
     @router.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": served_name(request.app.state), "object": "model", "created": 0,
-                                            "owned_by": "nerft"}]}
+    async def models(request: Request) -> ModelList:
+        return ModelList(data=[ModelCard(id=served_name(request.app.state))])
 
-    @router.post("/v1/chat/completions")
+    @router.post("/v1/chat/completions", response_model=ChatCompletion)
     async def chat_completions(body: ChatRequest, request: Request):
         state = request.app.state
         model_name = served_name(state)
@@ -158,9 +199,11 @@ def openai_router():
         except RequestFailed as exc:
             return openai_error(exc.status, exc.detail, "model_not_found" if exc.status == 404 else None,
                                 exc.headers)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n".join(prediction.answers)},
-                             "logprobs": None, "finish_reason": "stop" if prediction.finished else "length"}]}
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
+            choices=[ChatChoice(index=0, message=AssistantMessage(content="\n".join(prediction.answers)),
+                                finish_reason="stop" if prediction.finished else "length")],
+            usage=Usage(prompt_tokens=prediction.prompt_tokens, completion_tokens=prediction.completion_tokens,
+                        total_tokens=prediction.prompt_tokens + prediction.completion_tokens))
 
     return router
