@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nerft.schema import atomic_write
+from nerft.fileio import atomic_write
 
 
 def _save(fig: Any, path: str | os.PathLike) -> None:

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nerft.fileio import write_json
 from nerft.jsonl import write_jsonl
-from nerft.schema import write_json
 
 from .common import (
     DEFAULT_MODEL,

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nerft.fileio import write_json
 from nerft.jsonl import write_jsonl
-from nerft.schema import write_json
 
 from .common import Progress, nerft_evaluate, read_jsonl, strict_row
 

@@ -32,9 +32,9 @@ def build_tagger_run(root: Path, tiny_tokenizer) -> tuple[Path, Path]:
     from nerft_helpers import save_base_model, tiny_recipe
 
     from nerft import config as cfglib
+    from nerft.fileio import write_json
     from nerft.jsonl import write_jsonl
     from nerft.labels import ccfbdci_labels
-    from nerft.schema import write_json
     from nerft.train import TrainConfig, train
 
     base = save_base_model(root / "base", tiny_tokenizer)

@@ -103,8 +103,7 @@ def test_shared_modules_import_no_stage():
 CLI = ("nerft.cli", "nerft.__main__", "nerft.api", "nerft.spacy_component")  # the entry points: the command
 # line, the Python API and the spaCy component
 STAGES = ("nerft.prepare", "nerft.dataset_stats", "nerft.trainer_formats", "nerft.train", "nerft.predict",
-          "nerft.evaluate", "nerft.tune", "nerft.serve", "nerft.export", "nerft.export_gguf", "nerft.export_ct2",
-          "nerft.model_card", "nerft.distill", "nerft.demo")
+          "nerft.evaluate", "nerft.tune", "nerft.serve", "nerft.export", "nerft.distill", "nerft.demo")
 LAYERS = ("shared vocabulary", "inference library", "stages", "entry points")
 
 

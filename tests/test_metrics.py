@@ -251,3 +251,63 @@ def test_errors_and_partial_matches_equal_the_scan_of_every_pair(gold, pred):
 
     assert entity_errors(gold, pred) == scanned_errors(gold, pred)
     assert partial_matches(gold, pred) == scanned_partial(gold, pred)
+
+
+# ------------------------------------------------------------------------ typed scores against seqeval's strict ones
+
+
+def _spans_of_length(draw, n: int) -> list[tuple[int, int, str]]:
+    """Non-overlapping spans over n characters (what BIO tags can hold), random labels."""
+    spans, pos = [], 0
+    while pos < n:
+        pos += draw(st.integers(0, 3))
+        length = draw(st.integers(1, 4))
+        if pos + length > n:
+            break
+        spans.append((pos, pos + length, draw(st.sampled_from(["PER", "LOC", "ORG"]))))
+        pos += length
+    return spans
+
+
+@st.composite
+def gold_and_predicted(draw):
+    lengths = draw(st.lists(st.integers(1, 24), min_size=1, max_size=6))
+    pairs = [(n, _spans_of_length(draw, n), _spans_of_length(draw, n)) for n in lengths]
+    if not any(gold for _, gold, _ in pairs):  # seqeval leaves scores undefined without any gold entity
+        n, _, pred = pairs[0]
+        pairs[0] = (n, [(0, 1, "PER")], pred)
+    return pairs
+
+
+def _bio(n: int, spans: list[tuple[int, int, str]]) -> list[str]:
+    tags = ["O"] * n
+    for start, end, label in spans:
+        tags[start:end] = [f"B-{label}"] + [f"I-{label}"] * (end - start - 1)
+    return tags
+
+
+@settings(max_examples=150, deadline=None)
+@given(gold_and_predicted())
+def test_typed_scores_equal_seqeval_strict_scores(pairs):
+    """nerft's strict scores are seqeval's (strict mode, IOB2) on documents whose entities BIO can hold."""
+    seqeval = pytest.importorskip("seqeval.metrics", reason="seqeval is not installed (a dev dependency)")
+    from seqeval.scheme import IOB2
+
+    from nerft.metrics import typed_scores
+
+    texts = ["x" * n for n, _, _ in pairs]
+    gold = [Document(f"d{k}", t, [E(s, e, lab, t[s:e]) for s, e, lab in g]) for k, (t, (_, g, _)) in
+            enumerate(zip(texts, pairs, strict=True))]
+    pred = [[E(s, e, lab, t[s:e]) for s, e, lab in p] for t, (_, _, p) in zip(texts, pairs, strict=True)]
+    ours = typed_scores(gold, pred)
+    y_true, y_pred = [_bio(n, g) for n, g, _ in pairs], [_bio(n, p) for n, _, p in pairs]
+    report = seqeval.classification_report(y_true, y_pred, mode="strict", scheme=IOB2, output_dict=True,
+                                           zero_division=0)
+    theirs = report["micro avg"]
+    assert (ours.precision, ours.recall, ours.f1) == pytest.approx(
+        (theirs["precision"], theirs["recall"], theirs["f1-score"]), abs=1e-9)
+    for label, scores in ours.per_label.items():
+        if scores.support:
+            mine = report[label]
+            assert (scores.precision, scores.recall, scores.f1, scores.support) == pytest.approx(
+                (mine["precision"], mine["recall"], mine["f1-score"], mine["support"]), abs=1e-9)

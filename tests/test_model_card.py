@@ -13,9 +13,9 @@ from helpers_models import shared_run_dir
 
 from nerft import cli
 from nerft.config import to_dict
+from nerft.export.model_card import model_card, push_to_hub
 from nerft.inference.loading import load_predictor
 from nerft.labels import ccfbdci_labels
-from nerft.model_card import model_card, push_to_hub
 from nerft.prompts import build_prompt
 from nerft.rundir import RunInfo
 from nerft.schema import NerftError

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serve_stub import LABELS, StubPredictor
 
+from nerft.fileio import write_json
 from nerft.inference.options import LoadOptions
 from nerft.metrics import score_documents
 from nerft.pages.bundle import asset, build_page, json_block
@@ -24,7 +25,7 @@ from nerft.pages.marks import Span, colour_classes, escape, marked_html, pieces
 from nerft.pages.report import error_documents, report_page
 from nerft.prompts import build_prompt
 from nerft.rundir import BaseModelRef, RunInfo
-from nerft.schema import Document, Entity, write_json
+from nerft.schema import Document, Entity
 from nerft.serve import ServeSettings, create_app
 from nerft.serve.page import describe_model, page_router
 

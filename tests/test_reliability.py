@@ -16,6 +16,7 @@ import pytest
 
 from nerft.cli import main
 from nerft.evaluate import EvaluateConfig, evaluate
+from nerft.fileio import atomic_dir
 from nerft.inference.base import Prediction
 from nerft.jsonl import JsonlAppender, cut_torn_tail, iter_jsonl, read_documents, write_jsonl
 from nerft.predict.files import predict_file, read_inputs
@@ -28,7 +29,7 @@ from nerft.readers import (
     read_dataset,
     read_nerft,
 )
-from nerft.schema import Document, Entity, InputError, NerftError, atomic_dir
+from nerft.schema import Document, Entity, InputError, NerftError
 from nerft.textio import detect_encoding, iter_lines, read_text
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -477,12 +478,12 @@ def test_prepare_and_evaluate_path_errors_are_one_line(tmp_path, capsys):
 def test_a_full_disk_while_writing_names_the_file(tmp_path, monkeypatch, capsys):
     gold = tmp_path / "gold.jsonl"
     write_jsonl(gold, GOLD)
-    import nerft.schema
+    import nerft.fileio
 
     def no_space(fd):
         raise ENOSPC
 
-    monkeypatch.setattr(nerft.schema.os, "fsync", no_space)
+    monkeypatch.setattr(nerft.fileio.os, "fsync", no_space)
     out = tmp_path / "eval"
     one_line_error(capsys, ["evaluate", "--gold", str(gold), "--pred", str(gold), "--out", str(out), "--quiet"],
                    f"{out / 'metrics.json'}: No space left on device")

@@ -73,6 +73,24 @@ def metric(url: str, series: str) -> float:
                                                       ",".join(f'{k}="{v}"' for k, v in s.labels.items())))
 
 
+def test_the_uvicorn_internals_the_guard_subclasses_are_where_it_expects():
+    """``ConnectionGuard.protocol_class`` subclasses uvicorn's private ``H11Protocol`` (pyproject pins uvicorn's
+    range for it): the hooks it overrides and the attributes it reads must still be there. When a uvicorn release
+    moves them, this fails by name before the network tests fail by symptom."""
+    import inspect
+    import re
+
+    from uvicorn.protocols.http import h11_impl
+
+    for hook in ("connection_made", "connection_lost", "data_received", "on_response_complete"):
+        assert callable(getattr(h11_impl.H11Protocol, hook, None)), hook
+    protocol, cycle = inspect.getsource(h11_impl.H11Protocol), inspect.getsource(h11_impl.RequestResponseCycle)
+    for attribute in ("cycle", "headers", "transport", "loop"):
+        assert re.search(rf"self\.{attribute}\b\s*(:[^=\n]*)?=[^=]", protocol), attribute
+    assert re.search(r"self\.more_body\b\s*(:[^=\n]*)?=[^=]", cycle)
+    assert ConnectionGuard(1.0).protocol_class().__mro__[1] is h11_impl.H11Protocol
+
+
 def test_idle_connections_cannot_lock_clients_out():
     settings = ServeSettings(header_timeout=8.0, queue_size=16, max_batch=4)  # the old limit: 16 + 4 + 16 = 36
     with real_server(settings) as (url, guard):

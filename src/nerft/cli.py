@@ -19,8 +19,9 @@ import warnings
 from collections.abc import Iterator
 
 from . import __version__
+from .fileio import describe_os_error
 from .progress import chosen, write_line
-from .schema import NerftError, describe_os_error
+from .schema import NerftError
 
 # command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from . import config as cfglib
 from .config import opt
+from .fileio import write_json
 from .formats import FORMATS, TUTORIAL_NONE
 from .jsonl import read_documents, write_jsonl
 from .labels import ccfbdci_labels
 from .prompts import build_prompt
 from .resources.demo_corpus import generate_corpus
 from .resources.demo_tokenizer import build_char_tokenizer
-from .schema import Document, write_json
+from .schema import Document
 
 DEMO_SYSTEM_PROMPT = "抽取实体，每行输出“类型:实体”。"
 

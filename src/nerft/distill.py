@@ -51,9 +51,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import add_config_arguments, build_config, load_yaml, opt, to_dict
+from .fileio import check_output_apart, write_json
 from .jsonl import read_documents
 from .metrics import score_documents
-from .schema import SCORE_DIGITS, Document, NerftError, check_output_apart, write_json
+from .schema import SCORE_DIGITS, Document, NerftError
 
 SILVER_FILE = "silver.jsonl"
 TEACHER_DEV_FILE = "teacher_dev.jsonl"

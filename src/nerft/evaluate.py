@@ -44,20 +44,13 @@ from typing import Any, Literal
 
 from .answers import read_answer
 from .config import add_config_arguments, build_config, opt, to_dict
+from .fileio import atomic_write, write_json
 from .formats import Mention, get_format
 from .grounding import ground_mentions
 from .jsonl import iter_jsonl
 from .labels import LabelSet, load_label_set, map_document_labels, parse_label_map
 from .metrics import format_table, score_documents
-from .schema import (
-    Document,
-    Entity,
-    InputError,
-    NerftError,
-    atomic_write,
-    entity_from_dict,
-    write_json,
-)
+from .schema import Document, Entity, InputError, NerftError, entity_from_dict
 from .textio import ENCODING_HELP, require_file, resolve_encoding
 
 

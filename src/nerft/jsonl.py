@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .schema import Document, InputError, NerftError, atomic_write, document_from_dict
+from .fileio import atomic_write
+from .schema import Document, InputError, NerftError, document_from_dict
 from .textio import check_json_text, iter_lines, require_file
 
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import Document, Entity, NerftError, write_json
+from .fileio import write_json
+from .schema import Document, Entity, NerftError
 
 LEXICON_FILE = "lexicon.json"
 FORMAT = "nerft-lexicon"

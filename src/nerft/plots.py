@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .schema import atomic_write
+from .fileio import atomic_write
 
 PRECISION, RECALL, F1, LOSS = "#4c72b0", "#dd8452", "#2e8b57", "#3b6ea8"  # the same meaning, the same colour
 

@@ -45,10 +45,11 @@ from typing import Any, Literal
 
 from .config import ConfigError, add_config_arguments, build_config, opt, to_dict
 from .dataset_stats import build_stats, plot_entities_per_label, stats_markdown
+from .fileio import atomic_dir, atomic_write, write_json
 from .jsonl import write_jsonl
 from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
 from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
-from .schema import Document, Entity, NerftError, atomic_dir, atomic_write, write_json
+from .schema import Document, Entity, NerftError
 from .textio import ENCODING_HELP
 from .trainer_formats import SftExportConfig, write_sft_export
 
@@ -62,7 +63,7 @@ class PrepareConfig:
     input: str = opt("", "dataset file, split directory (train/dev/test files), or hub:qgyd2021/chinese_ner_sft:SUBSET",
                      path=True)
     out: str = opt("", "output directory for train/dev/test.jsonl, labels.json and stats", aliases=("--output",))
-    format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft"] = opt(
+    format: Literal["auto", "chinese_ner_sft", "cluener", "conll", "doccano", "label-studio", "nerft", "spacy"] = opt(
         "auto", "format of --input", flag="--input-format", deprecated=("--format",))
     conll_scheme: Literal["auto", "bio", "bioes", "bmes"] = opt("auto", "tag scheme of CoNLL input")
     labels: str | None = opt(None, "label set: a built-in (ccfbdci, cluener) or a YAML/JSON file; default: a "

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .fileio import write_json
 from .labels import LabelSet
 from .prompts import Prompt
-from .schema import NerftError, write_json
+from .schema import NerftError
 
 INFO_FILE = "nerft.json"
 DECODING_FILE = "decoding.yaml"

@@ -50,11 +50,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import ConfigError, check_output_format, opt
+from .fileio import write_json
 from .formats import NONE_ANSWERS, get_format
 from .jsonl import iter_jsonl, write_jsonl
 from .labels import LabelSet
 from .prompts import Prompt, build_prompt
-from .schema import Document, InputError, NerftError, write_json
+from .schema import Document, InputError, NerftError
 
 EXPORT_FORMATS = ("llamafactory-alpaca", "llamafactory-sharegpt", "messages")
 PRED_FORMATS = ("nerft", "llamafactory", "swift")

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from . import config as cfglib
+from .fileio import atomic_write, write_json
 from .jsonl import iter_jsonl, write_jsonl
-from .schema import Document, Entity, NerftError, atomic_write, entity_from_dict, write_json
+from .schema import Document, Entity, NerftError, entity_from_dict
 
 MIN_SCORES = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
 MIN_RATES = [0.1, 0.2, 0.3, 0.5, 0.7]

@@ -20,9 +20,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..fileio import atomic_write, write_json
 from ..jsonl import JsonlAppender, cut_torn_tail, iter_jsonl
 from ..progress import progress as progress_of
-from ..schema import InputError, NerftError, atomic_write, write_json
+from ..schema import InputError, NerftError
 from ..textio import iter_lines, require_file, require_output_file, unfinished_tail
 
 if TYPE_CHECKING:  # base imports torch; reading and writing files does not need it

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import opt
+from ..fileio import atomic_write
 from ..inference.options import LoadOptions, PredictOptions
 from ..jsonl import dumps_line
 from ..progress import choice, wants_bar
-from ..schema import NerftError, atomic_write
+from ..schema import NerftError
 from .files import prediction_row, read_inputs
 
 logger = logging.getLogger("nerft.predict")

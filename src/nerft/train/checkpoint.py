@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..schema import NerftError, atomic_dir, write_errors, write_json
+from ..fileio import atomic_dir, write_errors, write_json
+from ..schema import NerftError
 
 STATE_JSON = "trainer_state.json"
 CHECKPOINT_NAME = re.compile(r"step-[0-9]{1,12}")

@@ -22,13 +22,14 @@ import torch
 import yaml
 
 from .. import config as cfglib
+from ..fileio import atomic_write, check_output_apart, write_json
 from ..generation import pad_token_id
 from ..jsonl import read_documents, read_records, write_jsonl
 from ..lexicon import LEXICON_FILE
 from ..modeling import base_model_record, load_tokenizer, resolve_autocast, resolve_device
 from ..progress import progress
 from ..rundir import BaseModelRef, RunInfo, adapter_dir, tokenizer_dir
-from ..schema import Document, NerftError, atomic_write, check_output_apart, write_json
+from ..schema import Document, NerftError
 from ..tracking import Tracker
 from .checkpoint import (
     find_resume_checkpoint,
@@ -66,45 +67,27 @@ class Position:
 
 
 class Trainer:
-    """One training run: built from a config, ``run()`` loops until steps, time budget or a stop signal."""
+    """One training run: built from a config (set-up: ``_claim_run_dir``, ``_set_up_data``, ``_set_up_model``,
+    ``_set_up_optimizer``, ``_restore``, ``_open_run_dir``), ``run()`` loops until steps, time budget or a stop
+    signal (checkpoints as due), ``finish()`` closes it (``_keep_best``, ``choose_decoding``, ``_score_test``,
+    ``_write_results``)."""
 
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator
 
         self.cfg = cfg
         self.run_dir = Path(cfg.output.dir)
-        data = cfg.data
-        check_output_apart(self.run_dir, [data.train, data.dev, data.test, data.labels, *data.mixture,
-                                          cfg.model.name_or_path], "--out", writes=RUN_FILES)
-        self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir) if cfg.resume else None
-        if self.resume_from is None and (self.run_dir / "nerft.json").exists() and not cfg.output.overwrite:
-            raise NerftError(f"{self.run_dir} already holds a run; pass --resume latest, --output.overwrite, "
-                             "or another --out")
+        self._claim_run_dir()
         self.accelerator = Accelerator(cpu=resolve_device(cfg.model).type == "cpu")
         self.main, self.world = self.accelerator.is_main_process, self.accelerator.num_processes
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
         self.task = build_task(cfg)
-        train_docs, self.dev_docs, self.lexicon = load_training_documents(cfg, self.main)
-        self.labels = resolve_label_set(cfg.data, train_docs)
-        self.prompt = build_training_prompt(cfg, self.labels, train_docs)
-        self.tokenizer = load_tokenizer(cfg.model)
-        self.data = self.task.encode(train_docs, self.tokenizer, self.prompt, self.labels, self.main, self.lexicon)
-        self.model, base_config = self.task.build_model(self.labels, self.accelerator.device)
-        self.base_record = base_model_record(cfg.model, base_config)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._set_up_data()
+        self._set_up_model()
         self._plan_steps()
         self.clock = TrainingClock()
-        optimizer = torch.optim.AdamW(self.task.param_groups(self.model), lr=cfg.optim.lr,
-                                      weight_decay=cfg.optim.weight_decay)
-        self.scheduler = build_schedule(optimizer, cfg.optim, self.total_steps, self.clock.seconds)
-        # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
-        # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
-        weight_dtype = next(p for p in self.model.parameters() if not p.requires_grad).dtype
-        self.autocast, self.autocast_note = resolve_autocast(cfg.optim.autocast, self.accelerator.device,
-                                                             weight_dtype)
-        self.loss_module, self.optimizer = self.accelerator.prepare(self.task.loss_module(self.model, self.autocast),
-                                                                    optimizer)
+        self._set_up_optimizer()
         self.position = Position()
         self.best_f1, self.best_step, self.best_state = -1.0, None, None
         # a dev evaluation that a stop interrupted: recorded in the checkpoint, run first on --resume, so the
@@ -118,6 +101,46 @@ class Trainer:
         self.checkpointed_step = self.position.step if self.resume_from is not None else None
         self.meter = ThroughputMeter(self.world)
         self.tracker = self._open_run_dir()
+
+    # --- set-up ------------------------------------------------------------------------------------------------
+
+    def _claim_run_dir(self) -> None:
+        """The output folder holds no input, and no other run unless resumed or overwritten."""
+        cfg, data = self.cfg, self.cfg.data
+        check_output_apart(self.run_dir, [data.train, data.dev, data.test, data.labels, *data.mixture,
+                                          cfg.model.name_or_path], "--out", writes=RUN_FILES)
+        self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir) if cfg.resume else None
+        if self.resume_from is None and (self.run_dir / "nerft.json").exists() and not cfg.output.overwrite:
+            raise NerftError(f"{self.run_dir} already holds a run; pass --resume latest, --output.overwrite, "
+                             "or another --out")
+
+    def _set_up_data(self) -> None:
+        """Documents, labels, prompt and tokenizer; the training examples encoded by the task."""
+        cfg = self.cfg
+        train_docs, self.dev_docs, self.lexicon = load_training_documents(cfg, self.main)
+        self.labels = resolve_label_set(cfg.data, train_docs)
+        self.prompt = build_training_prompt(cfg, self.labels, train_docs)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.data = self.task.encode(train_docs, self.tokenizer, self.prompt, self.labels, self.main, self.lexicon)
+
+    def _set_up_model(self) -> None:
+        self.model, base_config = self.task.build_model(self.labels, self.accelerator.device)
+        self.base_record = base_model_record(self.cfg.model, base_config)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        weight_dtype = next(p for p in self.model.parameters() if not p.requires_grad).dtype
+        self.autocast, self.autocast_note = resolve_autocast(self.cfg.optim.autocast, self.accelerator.device,
+                                                             weight_dtype)
+
+    def _set_up_optimizer(self) -> None:
+        """AdamW and the schedule over ``total_steps``; the loss module and optimizer prepared by accelerate."""
+        optim = self.cfg.optim
+        optimizer = torch.optim.AdamW(self.task.param_groups(self.model), lr=optim.lr,
+                                      weight_decay=optim.weight_decay)
+        self.scheduler = build_schedule(optimizer, optim, self.total_steps, self.clock.seconds)
+        # The scheduler stays outside accelerator.prepare: prepared, it steps once per process and optimizer step
+        # (it expects steps counted over the whole dataset), which would run the schedule `world` times too fast.
+        self.loss_module, self.optimizer = self.accelerator.prepare(self.task.loss_module(self.model, self.autocast),
+                                                                    optimizer)
 
     def _plan_steps(self) -> None:
         cfg, world = self.cfg.optim, self.world
@@ -355,50 +378,66 @@ class Trainer:
     # --- the end -----------------------------------------------------------------------------------------------
 
     def finish(self, stopped_by: str) -> dict[str, Any]:
-        """Checkpoint an unfinished run; put the best adapter in RUN/adapter; score test; write metrics and curves."""
-        from peft import set_peft_model_state_dict
-
-        from ..plots import safe_plot, training_curves
-
+        """Checkpoint an unfinished run; put the best adapter in RUN/adapter; choose the decoding and score test
+        when training is done; write metrics and curves."""
         done = stopped_by in ("steps", "time budget")
         if self.checkpointed_step != self.position.step:  # a finished run too: --resume then chooses again
             self.checkpoint()
-        if not done:
-            if self.main:
-                logger.warning(f"stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
-                               f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
-        metrics: dict[str, Any] = {"train": {
-            "steps": self.position.step, "total_steps": self.total_steps, "examples": len(self.data.examples),
-            "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
-            "supervised_tokens": self.data.supervised_tokens, "seconds": round(self.meter.elapsed(), 1),
-            "finished": done, "world_size": self.world, "train_seconds": round(self.clock.seconds(), 3),
-            "stopped_by": stopped_by, "autocast": self.autocast_note}}
+        if not done and self.main:
+            logger.warning(f"stopped at step {self.position.step}/{self.total_steps} ({stopped_by}); "
+                           f"checkpoint saved, continue with --resume latest --out {self.run_dir}")
+        metrics: dict[str, Any] = {"train": self._train_record(done, stopped_by)}
         if self.main:
-            if self.best_state is not None:
-                set_peft_model_state_dict(self.model, self.best_state)
-                metrics["dev"] = {"best_f1": self.best_f1, "best_step": self.best_step}
-                if self.start_scores is not None:
-                    metrics["dev"]["f1_before_training"] = self.start_scores["f1"]
-            else:
-                save_adapter(self.model, adapter_dir(self.run_dir))
+            if (dev := self._keep_best()) is not None:
+                metrics["dev"] = dev
             decoding = self.choose_decoding() if done else None
             if decoding is not None:
                 metrics["decoding"] = decoding
             if done and self.cfg.data.test:
-                test_scores = self.evaluate(read_documents(self.cfg.data.test), "test",
-                                            self.run_dir / "test_predictions.jsonl", decoded=decoding is not None)
-                metrics["test"] = test_scores
-                how = (f" with the run decoding; as answered {test_scores['as_answered']['f1']:.2f}"
-                       if "as_answered" in test_scores else "")
-                logger.info(f"test: F1 {test_scores['f1']:.2f} (P {test_scores['precision']:.2f}, "
-                            f"R {test_scores['recall']:.2f}){how}")
-            write_json(self.run_dir / "metrics.json", metrics)
-            log_path = self.run_dir / "train_log.jsonl"
-            safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
-                      self.run_dir / "curves.png", budget_minutes=self.cfg.optim.max_minutes)
+                metrics["test"] = self._score_test(decoded=decoding is not None)
+            self._write_results(metrics)
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return metrics
+
+    def _train_record(self, done: bool, stopped_by: str) -> dict[str, Any]:
+        return {"steps": self.position.step, "total_steps": self.total_steps, "examples": len(self.data.examples),
+                "overlong": self.data.overlong, "overlong_action": self.cfg.data.overlong,
+                "supervised_tokens": self.data.supervised_tokens, "seconds": round(self.meter.elapsed(), 1),
+                "finished": done, "world_size": self.world, "train_seconds": round(self.clock.seconds(), 3),
+                "stopped_by": stopped_by, "autocast": self.autocast_note}
+
+    def _keep_best(self) -> dict[str, Any] | None:
+        """The best dev adapter back in the model (RUN/adapter holds it already); without dev evaluations the
+        last one is saved there. Returns the dev record, or None."""
+        from peft import set_peft_model_state_dict
+
+        if self.best_state is None:
+            save_adapter(self.model, adapter_dir(self.run_dir))
+            return None
+        set_peft_model_state_dict(self.model, self.best_state)
+        dev: dict[str, Any] = {"best_f1": self.best_f1, "best_step": self.best_step}
+        if self.start_scores is not None:
+            dev["f1_before_training"] = self.start_scores["f1"]
+        return dev
+
+    def _score_test(self, decoded: bool) -> dict[str, Any]:
+        """Test scores of the kept adapter (with the run decoding when one was chosen), its predictions written."""
+        scores = self.evaluate(read_documents(self.cfg.data.test), "test", self.run_dir / "test_predictions.jsonl",
+                               decoded=decoded)
+        how = (f" with the run decoding; as answered {scores['as_answered']['f1']:.2f}"
+               if "as_answered" in scores else "")
+        logger.info(f"test: F1 {scores['f1']:.2f} (P {scores['precision']:.2f}, R {scores['recall']:.2f}){how}")
+        return scores
+
+    def _write_results(self, metrics: dict[str, Any]) -> None:
+        """RUN/metrics.json and the training curves (curves.png)."""
+        from ..plots import safe_plot, training_curves
+
+        write_json(self.run_dir / "metrics.json", metrics)
+        log_path = self.run_dir / "train_log.jsonl"
+        safe_plot(training_curves, read_records(log_path) if log_path.is_file() else [],
+                  self.run_dir / "curves.png", budget_minutes=self.cfg.optim.max_minutes)
 
     def choose_decoding(self) -> dict[str, Any] | None:
         """RUN/decoding.yaml chosen on dev (``decoding.choose_run_decoding``), or None with the reason printed."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .schema import NerftError, atomic_write
+from ..fileio import atomic_write
+from ..schema import NerftError
 
 CT2_QUANTS = ("int8", "int8_float32", "int8_bfloat16", "int16", "bfloat16", "float16", "float32")
 DEFAULT_CT2_QUANT = "int8"
@@ -30,6 +31,13 @@ def convert_ct2(merged: Path, dest: Path, quant: str = DEFAULT_CT2_QUANT) -> Pat
     hf = json.loads((merged / "config.json").read_text(encoding="utf-8"))
     ct2 = json.loads((dest / "config.json").read_text(encoding="utf-8"))
     ct2.update({k: hf[k] for k in ("model_type", "transformers_version") if k in hf})
+    # a tokenizer without a bos or unk token (Qwen's) on a base whose converter copies them as they are (Llama's)
+    # leaves null there, which CTranslate2 cannot load (its Qwen converters write a stand-in: so does this; nerft
+    # passes prompt ids itself, so the bos token is never added)
+    if ct2.get("bos_token") is None:
+        ct2["bos_token"] = ct2.get("eos_token")
+    if ct2.get("unk_token") is None:
+        ct2["unk_token"] = ""
     with atomic_write(dest / "config.json") as f:
         json.dump(ct2, f, indent=2)
     return dest / "model.bin"

@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .formats import get_format
-from .labels import LabelSet
-from .prompts import Prompt
-from .schema import Entity, NerftError
+from .. import __version__
+from ..formats import get_format
+from ..labels import LabelSet
+from ..prompts import Prompt
+from ..schema import Entity, NerftError
 
 EXAMPLE_TEXT = "……"  # stands for the text to analyse in the code examples
 

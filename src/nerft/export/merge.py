@@ -1,32 +1,24 @@
-"""``nerft export``: merge the LoRA adapter into the base weights and write a standard Hugging Face folder.
-
-The folder (safetensors, config.json, generation_config.json, tokenizer files) loads with plain transformers and
-vLLM; its nerft.json (``merged: true``, no base model) lets ``nerft predict/serve --model`` use it directly, and its
-README.md is a model card (``model_card``: base model, labels, prompt, training data and scores, how to load it).
-It is written to a temporary folder beside the destination and renamed into place only when complete;
-``--push-to-hub REPO_ID`` then uploads it to the Hugging Face Hub. The run's decoding.yaml (the decoding
-``nerft train`` chose on dev) comes along with the lexicon it reads, so ``nerft predict --model OUT`` decodes as
-``--model RUN`` does (``--no-run-decoding``: the folder gets none).
-"""
+"""The merge behind ``nerft export``: the LoRA adapter merged into the base weights, written as a standard Hugging
+Face folder (``export_model``), then converted for an engine when asked (``export_for_engine``: GGUF through
+``gguf_file``, CTranslate2 through ``ct2``), the run's decoding carried along (``copy_decoding``)."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 from typing import Any
 
-from . import config as cfglib
-from .lexicon import LEXICON_FILE, Lexicon
-from .rundir import DECODING_FILE, RunInfo
-from .schema import NerftError, atomic_dir, atomic_write, check_output_apart, write_errors
+from ..fileio import atomic_dir, atomic_write, check_output_apart, write_errors
+from ..lexicon import LEXICON_FILE, Lexicon
+from ..rundir import DECODING_FILE, RunInfo
+from ..schema import NerftError
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
                   adapter: str | Path | None = None, dtype: str = "auto", device: str = "cpu",
                   revision: str | None = None, overwrite: bool = False) -> Path:
     """Merge and write; returns the output folder."""
-    from .inference.options import LoadOptions
+    from ..inference.options import LoadOptions
 
     return export_model(LoadOptions(model=str(model) if model else None, base=str(base) if base else None,
                                     revision=revision, adapter=str(adapter) if adapter else None, device=device,
@@ -35,9 +27,9 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
 
 def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
     """``repo_id``: the hub repository the folder is meant for (the model card's examples load it)."""
-    from .generation import stop_token_ids
-    from .inference.loading import load_model_and_tokenizer
-    from .inference.location import locate_model
+    from ..generation import stop_token_ids
+    from ..inference.loading import load_model_and_tokenizer
+    from ..inference.location import locate_model
     from .model_card import model_card
 
     output = Path(output)
@@ -57,7 +49,7 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
                    "adapter": str(where.adapter.resolve()) if where.adapter else None}
     with write_errors(output), atomic_dir(output) as tmp:  # a full disk: one error naming the folder
         if tagger is not None:  # the body (a plain transformers model) and the head's weights
-            from .tagger.model import save_merged
+            from ..tagger.model import save_merged
 
             save_merged(lm, tmp)
         else:
@@ -105,14 +97,14 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
         return export_model(load, output, overwrite=overwrite, repo_id=repo_id)
     if fmt not in ENGINE_FORMATS:
         raise NerftError(f"unknown --output-format {fmt!r}; choose {', '.join(ENGINE_FORMATS)}")
-    from .inference.location import locate_model
+    from ..inference.location import locate_model
 
     where = locate_model(load)
     if where.info is not None and where.info.kind == "tagger":
         raise NerftError(f"{load.model} is a tagger (task: tag): llama.cpp and CTranslate2 generate text and cannot "
                          "run it; export it with --output-format hf (transformers), which predict and serve load")
-    from .export_ct2 import CT2_QUANTS
-    from .export_gguf import GGUF_QUANTS
+    from .ct2 import CT2_QUANTS
+    from .gguf_file import GGUF_QUANTS
 
     if quant and quant not in (GGUF_QUANTS if fmt == "gguf" else CT2_QUANTS):
         raise NerftError(f"--quant {quant!r} is not a {fmt} type nerft writes; choose "
@@ -122,8 +114,8 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
     if output.exists() and not overwrite:
         raise NerftError(f"{output} exists; pass --overwrite to replace it")
     if fmt == "gguf":  # before the merge: a tokenizer llama.cpp cannot read is refused in a second
-        from .export_gguf import check_gguf_tokenizer
-        from .inference.location import load_location_tokenizer
+        from ..inference.location import load_location_tokenizer
+        from .gguf_file import check_gguf_tokenizer
 
         check_gguf_tokenizer(load_location_tokenizer(where))
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +123,11 @@ def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = No
         merged = export_model(load, Path(tmp) / "merged", repo_id=repo_id)
         with write_errors(output), atomic_dir(output) as dest:
             if fmt == "gguf":
-                from .export_gguf import DEFAULT_GGUF_QUANT, convert_gguf
+                from .gguf_file import DEFAULT_GGUF_QUANT, convert_gguf
 
                 convert_gguf(merged, dest, quant or DEFAULT_GGUF_QUANT)
             else:
-                from .export_ct2 import DEFAULT_CT2_QUANT, convert_ct2
+                from .ct2 import DEFAULT_CT2_QUANT, convert_ct2
 
                 convert_ct2(merged, dest, quant or DEFAULT_CT2_QUANT)
             for f in merged.iterdir():  # the engine's own files (ct2's config.json) are kept
@@ -159,39 +151,3 @@ def copy_decoding(decoding: dict[str, Any], run_dir: Path | None, folder: Path) 
     with atomic_write(folder / DECODING_FILE) as f:
         f.write("# the decoding nerft train chose on dev for the exported run (nerft predict/serve start from it)\n")
         yaml.safe_dump(data, f, allow_unicode=True, sort_keys=False)
-
-
-def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
-    from .inference.options import add_load_arguments
-
-    p = subparsers.add_parser(name, help=summary, description=summary)
-    add_load_arguments(p, skip={"backend", "vllm", "openai", "llamacpp", "ct2"})
-    p.add_argument("--output", "--out", dest="output", required=True, help="destination folder")
-    p.add_argument("--output-format", dest="export_format", choices=ENGINE_FORMATS, default="hf",
-                   help="hf: merged Hugging Face folder (transformers, vLLM); gguf: one GGUF file + Ollama Modelfile "
-                        "(--backend llamacpp); ct2: CTranslate2 model (--backend ct2)")
-    p.add_argument("--quant", help="weights of --output-format gguf: q8_0 (default), q4_k_m, f16, f32; of --output-format ct2: "
-                                   "int8 (default), int8_float32, int8_bfloat16, int16, bfloat16, float16, float32")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face Hub model "
-                                                             "repository (created if needed; token from HF_TOKEN)")
-    p.add_argument("--private", action="store_true", help="create the --push-to-hub repository private")
-    p.set_defaults(func=run_export)
-    return p
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from .inference.options import LoadOptions
-
-    load = cfglib.build_config(LoadOptions, args)
-    if args.private and not args.push_to_hub:
-        raise NerftError("--private goes with --push-to-hub REPO_ID")
-    out = export_for_engine(load, args.output, args.export_format, args.quant, overwrite=args.overwrite,
-                            repo_id=args.push_to_hub)
-    print(f"wrote merged model to {out}" if args.export_format == "hf" else
-          f"wrote the merged model for {args.export_format} to {out}")
-    if args.push_to_hub:
-        from .model_card import push_to_hub
-
-        print(f"uploaded to {push_to_hub(out, args.push_to_hub, private=args.private)}")
-    return 0

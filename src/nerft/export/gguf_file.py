@@ -1,11 +1,15 @@
 """``nerft export --output-format gguf``: the merged model as one GGUF file for llama.cpp (and Ollama, through the
 ``Modelfile`` written beside it).
 
-The merged Qwen2 weights are written with the ``gguf`` package's ``GGUFWriter``: Hugging Face tensor names mapped
-to llama.cpp's by ``gguf.TensorNameMap`` (``MODEL_ARCH.QWEN2``), the hyperparameters from config.json, and the
-tokenizer as llama.cpp reads a GPT-2-style byte-level BPE: every token of the model's vocabulary (ids the tokenizer
+The merged weights of a Qwen2/Qwen2.5, Qwen3 or Llama-family model are written with the ``gguf`` package's
+``GGUFWriter``: Hugging Face tensor names mapped to llama.cpp's by ``gguf.TensorNameMap`` for the model's
+architecture (``ARCHS``; Qwen3's per-head q/k norms included), Llama's q/k projections permuted into the rotary
+layout llama.cpp's ``llama`` architecture computes with (as llama.cpp's own ``convert_hf_to_gguf.py`` does; Qwen
+models use the NeoX layout, unpermuted), the hyperparameters from config.json (head size written out: Qwen3's is
+not hidden / heads), and the tokenizer as llama.cpp reads a GPT-2-style byte-level BPE: every token of the model's vocabulary (ids the tokenizer
 does not use become unused ``[PAD<id>]`` entries, as the embedding has more rows than the tokenizer has tokens), its
-type (special tokens are control tokens), the merges, the end-of-turn / padding ids and the exact chat template.
+type (special tokens are control tokens), the merges, its pre-tokenisation (``llama-bpe`` for Llama 3's split, else ``qwen2``), the end-of-turn / padding ids
+and the exact chat template.
 ``f16``/``f32`` are written directly; ``q8_0`` and ``q4_k_m`` are written as f32 and quantized with llama.cpp's
 own quantizer (``llama_cpp.llama_model_quantize``, ``pip install 'nerft[llamacpp]'``).
 """
@@ -17,9 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .schema import NerftError, atomic_write
+from ..fileio import atomic_write
+from ..schema import NerftError
 
 GGUF_QUANTS = ("q8_0", "q4_k_m", "f16", "f32")
+ARCHS = {"qwen2": "QWEN2", "qwen3": "QWEN3", "llama": "LLAMA"}  # config.json model_type -> gguf.MODEL_ARCH name
+# Llama 3's pre-tokenisation split (its tokenizer.json); Qwen2's differs only in \p{N} (one digit a piece)
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 DEFAULT_GGUF_QUANT = "q8_0"
 MODELFILE = "Modelfile"
 
@@ -36,6 +45,22 @@ def _gguf():
     return gguf
 
 
+def _arch(gguf, config: dict, merged: Path):
+    model_type = config.get("model_type")
+    if model_type not in ARCHS:
+        raise NerftError(f"GGUF export writes {', '.join(ARCHS)} models; {merged} is {model_type!r}")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        raise NerftError(f"GGUF export: {merged} uses {rope.get('rope_type') or rope.get('type')!r} rope scaling, "
+                         "which nerft does not write; convert the merged folder (nerft export --output-format hf) "
+                         "with llama.cpp's convert_hf_to_gguf.py")
+    return gguf.MODEL_ARCH[ARCHS[model_type]]
+
+
+def _head_size(config: dict) -> int:
+    return int(config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"]))
+
+
 def _hparams(writer, config: dict) -> None:
     rope = config.get("rope_parameters") or {}
     writer.add_context_length(int(config["max_position_embeddings"]))
@@ -46,6 +71,9 @@ def _hparams(writer, config: dict) -> None:
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or config["num_attention_heads"]))
     writer.add_rope_freq_base(float(config.get("rope_theta") or rope.get("rope_theta") or 10000.0))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    writer.add_key_length(_head_size(config))
+    writer.add_value_length(_head_size(config))
+    writer.add_rope_dimension_count(_head_size(config))
 
 
 def _tokens(gguf, tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
@@ -73,11 +101,24 @@ def check_gguf_tokenizer(tokenizer) -> None:
     _merges(tokenizer)
 
 
-def _merges(tokenizer) -> list[str]:
+def _pipeline(tokenizer) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise NerftError(f"GGUF export needs a fast (tokenizers) tokenizer; this one is {type(tokenizer).__name__}")
-    model = json.loads(backend.to_str())["model"]
+    return json.loads(backend.to_str())
+
+
+def _pre_tokenizer(tokenizer) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenisation: ``llama-bpe`` when it splits as Llama 3's, else
+    ``qwen2`` (nerft's own tokenizers split as Qwen2's, or finer: one character a piece, which merges never cross)."""
+    pre = _pipeline(tokenizer).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    patterns = [(s.get("pattern") or {}).get("Regex") for s in steps if s.get("type") == "Split"]
+    return "llama-bpe" if LLAMA3_SPLIT in patterns else "qwen2"
+
+
+def _merges(tokenizer) -> list[str]:
+    model = _pipeline(tokenizer)["model"]
     if model.get("type") != "BPE" or not model.get("merges"):
         raise NerftError(f"GGUF export needs a byte-level BPE tokenizer with its merges (Qwen2's); this one is "
                          f"{model.get('type')}{' without merges' if model.get('type') == 'BPE' else ''}: llama.cpp "
@@ -86,11 +127,11 @@ def _merges(tokenizer) -> list[str]:
 
 
 def _tokenizer(gguf, writer, tokenizer, n_vocab: int) -> None:
-    from .generation import end_of_turn_id, pad_token_id
+    from ..generation import end_of_turn_id, pad_token_id
 
     tokens, types = _tokens(gguf, tokenizer, n_vocab)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")  # Qwen2's pre-tokenisation regex, which nerft's tokenizers share
+    writer.add_tokenizer_pre(_pre_tokenizer(tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(_merges(tokenizer))
@@ -108,16 +149,28 @@ def _tokenizer(gguf, writer, tokenizer, n_vocab: int) -> None:
     writer.add_chat_template(tokenizer.chat_template)
 
 
-def _tensors(gguf, writer, state: dict, config: dict, f16: bool) -> None:
-    names = gguf.TensorNameMap(gguf.MODEL_ARCH.QWEN2, int(config["num_hidden_layers"]))
+def rotary_permute(weights: np.ndarray, heads: int) -> np.ndarray:
+    """A q/k projection's rows from Hugging Face's rotary layout (each head's first half, then its second) to the
+    interleaved pairs llama.cpp's ``llama`` architecture rotates (``convert_hf_to_gguf.py``'s ``permute``)."""
+    return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
+        weights.shape)
+
+
+def _tensors(gguf, writer, state: dict, config: dict, f16: bool, arch) -> None:
+    names = gguf.TensorNameMap(arch, int(config["num_hidden_layers"]))
     tied = bool(config.get("tie_word_embeddings"))
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
     for hf_name, tensor in state.items():
         if tied and hf_name == "lm_head.weight":
-            continue  # llama.cpp's qwen2 reads the output projection from token_embd when output.weight is absent
+            continue  # llama.cpp reads the output projection from token_embd when output.weight is absent
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise NerftError(f"GGUF export: no llama.cpp name for the tensor {hf_name} (not a Qwen2 model?)")
+            raise NerftError(f"GGUF export: no llama.cpp name for the tensor {hf_name} of a "
+                             f"{config.get('model_type')} model")
         data = tensor.detach().float().cpu().numpy()
+        if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith((".q_proj.weight", ".k_proj.weight")):
+            data = rotary_permute(data, heads if hf_name.endswith(".q_proj.weight") else kv_heads)
         if f16 and data.ndim == 2:
             data = data.astype(np.float16)
         writer.add_tensor(name, data)
@@ -128,23 +181,22 @@ def write_gguf(merged: Path, path: Path, f16: bool = True) -> None:
     (``f16=False``: f32), norms and biases in f32."""
     from safetensors.torch import load_file
 
-    from .modeling import auto_tokenizer
+    from ..modeling import auto_tokenizer
 
     gguf = _gguf()
     config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
-    if config.get("model_type") != "qwen2":
-        raise NerftError(f"GGUF export writes Qwen2 models; {merged} is {config.get('model_type')!r}")
+    arch = _arch(gguf, config, merged)
     state: dict = {}
     for shard in sorted(merged.glob("*.safetensors")):
         state.update(load_file(str(shard)))
     tokenizer = auto_tokenizer(merged)  # as nerft reads it (transformers 5 would rebuild it from config.json)
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2])
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(merged.name)
     _hparams(writer, config)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _tokenizer(gguf, writer, tokenizer, int(config["vocab_size"]))
-    _tensors(gguf, writer, state, config, f16)
+    _tensors(gguf, writer, state, config, f16, arch)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -184,7 +236,7 @@ def ollama_modelfile(gguf_file: str, system: str, stops: list[str], n_ctx: int =
 
 def convert_gguf(merged: Path, dest: Path, quant: str = DEFAULT_GGUF_QUANT) -> Path:
     """Write ``dest``/model-QUANT.gguf and ``dest``/Modelfile from the merged folder ``merged``."""
-    from .rundir import RunInfo
+    from ..rundir import RunInfo
 
     if quant not in GGUF_QUANTS:
         raise NerftError(f"--quant {quant!r} is not a GGUF type nerft writes; choose {', '.join(GGUF_QUANTS)}")
