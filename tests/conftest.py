@@ -99,20 +99,28 @@ def qwen2_tokenizer(request):
     return request.getfixturevalue("_real_qwen2_tokenizer")
 
 
-def make_tiny_qwen2(vocab_size: int = 151936, seed: int = 0, tokenizer=None):
-    """A randomly initialised Qwen2ForCausalLM small enough to train in seconds on a CPU. With ``tokenizer``: its
-    vocabulary sized to it (a little larger, as Qwen2's) and its bos/eos ids from it; without: the real Qwen2's."""
+TINY_ARCHS = ("qwen2", "qwen3", "llama")  # the base-model families nerft trains, predicts and exports
+
+
+def make_tiny_qwen2(vocab_size: int = 151936, seed: int = 0, tokenizer=None, arch: str = "qwen2"):
+    """A randomly initialised causal LM small enough to train in seconds on a CPU: Qwen2 (default), Qwen3 (its
+    per-head q/k norms, a head size that is not hidden / heads) or Llama. With ``tokenizer``: its vocabulary sized to
+    it (a little larger, as Qwen2's) and its bos/eos ids from it; without: the real Qwen2's."""
     import torch
+    import transformers
     from tiny_tokenizer import model_vocab_size
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     bos, eos = 151643, 151645
     if tokenizer is not None:
         vocab_size, bos, eos = model_vocab_size(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=bos, eos_token_id=eos,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    common = {"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+              "tie_word_embeddings": True, "bos_token_id": bos, "eos_token_id": eos}
+    if arch == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common)).eval()
+    if arch == "qwen3":
+        return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, head_dim=16)).eval()
+    if arch == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**common)).eval()
+    raise ValueError(f"no tiny {arch!r}; choose one of {TINY_ARCHS}")

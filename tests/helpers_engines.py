@@ -35,9 +35,9 @@ def _fit(model, params, rows, steps: int, lr: float) -> None:
     model.eval()
 
 
-def build_answering_run(root: Path, tokenizer, seed: int = 4) -> Path:
-    """root/base (trained to answer ``ANSWER``) and root/run (nerft.json, a random LoRA adapter trained to keep
-    that answer, the tokenizer). Returns the run directory."""
+def build_answering_run(root: Path, tokenizer, seed: int = 4, arch: str = "qwen2") -> Path:
+    """root/base (a tiny ``arch`` model trained to answer ``ANSWER``) and root/run (nerft.json, a random LoRA
+    adapter trained to keep that answer, the tokenizer). Returns the run directory."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -46,7 +46,7 @@ def build_answering_run(root: Path, tokenizer, seed: int = 4) -> Path:
     answer = get_format("compact").render(ANSWER, labels)
     target = tokenizer.encode(answer, add_special_tokens=False) + [end_of_turn_id(tokenizer)]
     rows = [(prompt_ids(tokenizer, prompt, t), target) for t in TRAIN_TEXTS]
-    base = make_tiny_qwen2(seed=seed, tokenizer=tokenizer)
+    base = make_tiny_qwen2(seed=seed, tokenizer=tokenizer, arch=arch)
     _fit(base, list(base.parameters()), rows, 80, 1e-2)
     base_dir, run = root / "base", root / "run"
     base.save_pretrained(base_dir)

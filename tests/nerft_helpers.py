@@ -8,12 +8,13 @@ from pathlib import Path
 
 from conftest import make_tiny_qwen2
 
+from nerft.fileio import write_json
 from nerft.jsonl import write_jsonl
 from nerft.labels import ccfbdci_labels
 from nerft.prompts import build_prompt
 from nerft.resources.demo_corpus import generate_corpus
 from nerft.resources.demo_tokenizer import build_char_tokenizer
-from nerft.schema import Document, write_json
+from nerft.schema import Document
 
 
 def sample_docs(n: int = 24, seed: int = 0) -> list[Document]:
@@ -28,9 +29,9 @@ def char_tokenizer(docs: list[Document] | None = None):
     return build_char_tokenizer(texts)
 
 
-def save_base_model(folder: Path, tokenizer, seed: int = 0) -> Path:
-    """A tiny random Qwen2 (hidden 32, 2 layers) sized to ``tokenizer``, saved with it."""
-    make_tiny_qwen2(seed=seed, tokenizer=tokenizer).save_pretrained(folder)
+def save_base_model(folder: Path, tokenizer, seed: int = 0, arch: str = "qwen2") -> Path:
+    """A tiny random Qwen2 (hidden 32, 2 layers; or ``arch`` qwen3, llama) sized to ``tokenizer``, saved with it."""
+    make_tiny_qwen2(seed=seed, tokenizer=tokenizer, arch=arch).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
