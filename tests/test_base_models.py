@@ -99,14 +99,14 @@ def test_a_llama_tokenizer_split_is_written_as_llama_bpe():
     from tiny_tokenizer import QWEN2_SPLIT, build_tiny_qwen2_tokenizer
     from tokenizers import Regex, pre_tokenizers
 
-    from nerft.export.gguf_file import LLAMA3_SPLIT, _pre_tokenizer
+    from nerft.export.gguf_file import LLAMA3_SPLIT, _pipeline, _pre_tokenizer
 
     tok = build_tiny_qwen2_tokenizer()
-    assert _pre_tokenizer(tok) == "qwen2" and LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}") == QWEN2_SPLIT
+    assert _pre_tokenizer(_pipeline(tok)) == "qwen2" and LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}") == QWEN2_SPLIT
     tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
-    assert _pre_tokenizer(tok) == "llama-bpe"
+    assert _pre_tokenizer(_pipeline(tok)) == "llama-bpe"
 
 
 def test_rope_scaling_nerft_does_not_write_is_refused_in_one_line(tmp_path):

@@ -7,6 +7,7 @@ Tests needing an engine that is not installed skip with the extra to install."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 
@@ -172,11 +173,9 @@ def test_llama_cpp_s_own_server_through_the_openai_backend_gives_the_in_process_
         deadline = time.monotonic() + 60
         while True:
             assert server.poll() is None, server.stderr.read()[-2000:]
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             assert time.monotonic() < deadline, "llama.cpp's server did not start in 60 s"
             time.sleep(0.2)
         from nerft.inference.loading import open_predictor

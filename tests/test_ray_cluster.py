@@ -6,6 +6,7 @@ without Ray or when its nodes cannot start."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,10 +100,8 @@ def test_a_node_killed_mid_run_loses_no_document(cluster, tiny_tokenizer, tmp_pa
         victims = _worker_processes(worker_port)
         assert victims, "the worker node's raylet was not found"
         for pid in victims:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # a worker that exited with its raylet
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         output, _ = job.communicate(timeout=300)
     finally:
         if job.poll() is None:

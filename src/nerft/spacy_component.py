@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .readers.spacy_docbin import SCORE_EXTENSION, SPANS_KEY
+from .readers.spacy_docbin import SCORE_EXTENSION, SPANS_KEY, score_extension
 
 log = logging.getLogger("nerft.spacy")
 
@@ -33,14 +33,11 @@ class NerftComponent:
 
     def __init__(self, nlp: Any, name: str, model: str, alignment_mode: str = "expand", spans_key: str = SPANS_KEY,
                  batch_size: int = 32, labels: list[str] | None = None, options: dict[str, Any] | None = None):
-        from spacy.tokens import Span
-
         from .api import load
 
         if alignment_mode not in ("strict", "contract", "expand"):
             raise ValueError(f"alignment_mode must be strict, contract or expand, got {alignment_mode!r}")
-        if not Span.has_extension(SCORE_EXTENSION):
-            Span.set_extension(SCORE_EXTENSION, default=None)
+        score_extension()
         self.name, self.alignment_mode, self.spans_key = name, alignment_mode, spans_key
         self.batch_size, self.labels = batch_size, labels
         self.ner = load(model, **(options or {}))

@@ -98,7 +98,7 @@ def _tokens(gguf, tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
 
 def check_gguf_tokenizer(tokenizer) -> None:
     """A NerftError unless ``tokenizer`` is one a GGUF file can carry for llama.cpp (a BPE with its merges)."""
-    _merges(tokenizer)
+    _merges(_pipeline(tokenizer))
 
 
 def _pipeline(tokenizer) -> dict:
@@ -108,17 +108,18 @@ def _pipeline(tokenizer) -> dict:
     return json.loads(backend.to_str())
 
 
-def _pre_tokenizer(tokenizer) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenisation: ``llama-bpe`` when it splits as Llama 3's, else
-    ``qwen2`` (nerft's own tokenizers split as Qwen2's, or finer: one character a piece, which merges never cross)."""
-    pre = _pipeline(tokenizer).get("pre_tokenizer") or {}
+def _pre_tokenizer(pipeline: dict) -> str:
+    """llama.cpp's name for the pre-tokenisation of a tokenizer's ``pipeline`` (its tokenizer.json): ``llama-bpe``
+    when it splits as Llama 3's, else ``qwen2`` (nerft's own tokenizers split as Qwen2's, or finer: one character a
+    piece, which merges never cross)."""
+    pre = pipeline.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre])
     patterns = [(s.get("pattern") or {}).get("Regex") for s in steps if s.get("type") == "Split"]
     return "llama-bpe" if LLAMA3_SPLIT in patterns else "qwen2"
 
 
-def _merges(tokenizer) -> list[str]:
-    model = _pipeline(tokenizer)["model"]
+def _merges(pipeline: dict) -> list[str]:
+    model = pipeline["model"]
     if model.get("type") != "BPE" or not model.get("merges"):
         raise NerftError(f"GGUF export needs a byte-level BPE tokenizer with its merges (Qwen2's); this one is "
                          f"{model.get('type')}{' without merges' if model.get('type') == 'BPE' else ''}: llama.cpp "
@@ -130,11 +131,12 @@ def _tokenizer(gguf, writer, tokenizer, n_vocab: int) -> None:
     from ..generation import end_of_turn_id, pad_token_id
 
     tokens, types = _tokens(gguf, tokenizer, n_vocab)
+    pipeline = _pipeline(tokenizer)  # the tokenizer.json, serialised and parsed once
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(tokenizer))
+    writer.add_tokenizer_pre(_pre_tokenizer(pipeline))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(_merges(tokenizer))
+    writer.add_token_merges(_merges(pipeline))
     eot = end_of_turn_id(tokenizer)
     writer.add_eos_token_id(eot)
     writer.add_eot_token_id(eot)

@@ -107,10 +107,9 @@ def write_docbin(output: Path, rows: list[dict[str, Any]]) -> None:
         from spacy.vocab import Vocab
     except ImportError:
         raise NerftError("--output-format spacy needs spaCy: pip install 'nerft[spacy]'") from None
-    from ..readers.spacy_docbin import ID_KEY, SCORE_EXTENSION, SPANS_KEY
+    from ..readers.spacy_docbin import ID_KEY, SCORE_EXTENSION, SPANS_KEY, score_extension
 
-    if not Span.has_extension(SCORE_EXTENSION):
-        Span.set_extension(SCORE_EXTENSION, default=None)
+    score_extension()
     vocab, corpus = Vocab(), DocBin(store_user_data=True)
     for row in rows:
         text = row["text"]

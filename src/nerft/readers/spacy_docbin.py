@@ -23,6 +23,14 @@ SCORE_EXTENSION = "nerft_score"  # the Span extension holding an entity's score
 ID_KEY = "id"  # the Doc's user_data key holding the document id
 
 
+def score_extension() -> None:
+    """Register ``Span._.nerft_score`` with spaCy (once; the component and the DocBin writer both set it)."""
+    from spacy.tokens import Span
+
+    if not Span.has_extension(SCORE_EXTENSION):
+        Span.set_extension(SCORE_EXTENSION, default=None)
+
+
 def read_spacy(path: str | os.PathLike, *, encoding: str = "utf-8", **options: Any) -> tuple[list[Document], ReadReport]:
     """A DocBin file as Documents (``encoding`` is accepted for the common reader signature; a DocBin has none)."""
     path = Path(path)
