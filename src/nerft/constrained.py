@@ -22,6 +22,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ def _byte_decoder() -> dict[str, int]:
 class VocabBytes:
     """The bytes each token id stands for (None for special tokens), and a reverse index bytes -> ids."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer: Any):
         special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
         size = len(tokenizer)
         dec = _byte_decoder()
@@ -89,7 +90,7 @@ _VOCAB_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _VOCAB_TABLES_LOCK = threading.Lock()
 
 
-def vocab_bytes(tokenizer) -> VocabBytes:
+def vocab_bytes(tokenizer: Any) -> VocabBytes:
     """The byte table of a tokenizer, built once per tokenizer object (about two seconds for 151k tokens)."""
     try:
         with _VOCAB_TABLES_LOCK:
@@ -202,7 +203,7 @@ class ConstrainedAnswer:
     first call (all rows are padded to it).
     """
 
-    def __init__(self, tokenizer, texts: Sequence[str], label_names: Sequence[str],
+    def __init__(self, tokenizer: Any, texts: Sequence[str], label_names: Sequence[str],
                  output_format: str | OutputFormat):
         self.vocab = vocab_bytes(tokenizer)
         self.stops = stop_token_ids(tokenizer)
@@ -241,4 +242,4 @@ class ConstrainedAnswer:
             answer = b"".join(self.vocab.bytes[t] or b"" for t in input_ids[b, self.prompt_width:].tolist()
                               if t not in self.stops)
             mask[b, self.allowed_ids(self.rows[b], answer)] = 0.0
-        return scores + mask
+        return scores + mask  # type: ignore[return-value]  # torch types FloatTensor + Tensor as Tensor

@@ -16,12 +16,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from .config import opt
 from .schema import NerftError
+
+if TYPE_CHECKING:
+    from transformers import AutoModel, PreTrainedModel
 
 TUTORIAL_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODELSCOPE_PREFIX = "modelscope:"
@@ -192,7 +195,7 @@ def resolve_autocast(setting: str, device: torch.device, weight_dtype: torch.dty
 GENERIC_FAST_TOKENIZERS = ("PreTrainedTokenizerFast", "TokenizersBackend")  # the latter as transformers 5 saves it
 
 
-def auto_tokenizer(path: str | Path, **kwargs):
+def auto_tokenizer(path: str | Path, **kwargs: Any) -> Any:
     """``AutoTokenizer.from_pretrained``, except for a local folder whose tokenizer_config.json names the generic
     tokenizers-backed class: that loads as ``PreTrainedTokenizerFast``. transformers 5 otherwise takes the class from
     the folder's config.json (Qwen2Tokenizer for a Qwen2 model), which rebuilds a byte-level BPE and, for any other
@@ -210,7 +213,7 @@ def auto_tokenizer(path: str | Path, **kwargs):
     return AutoTokenizer.from_pretrained(path, **kwargs)
 
 
-def with_pad_token(tokenizer):
+def with_pad_token(tokenizer: Any) -> Any:
     """Qwen2 pads with <|endoftext|>; a tokenizer without a pad token gets that, or its eos token."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.eos_token
@@ -258,11 +261,11 @@ def load_model(cfg: ModelConfig, device: torch.device | None = None, lm_head: bo
     except OSError as exc:
         raise NerftError(f"cannot load a model from {path}: {exc}") from None
     if not cfg.load_in_4bit:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers' typing of to() asks for a model
     return model.eval()
 
 
-def _body_class(auto_model, path: str, kwargs: dict):
+def _body_class(auto_model: type[AutoModel], path: str, kwargs: dict) -> type[AutoModel | PreTrainedModel]:
     """AutoModel's class for ``path`` told that a causal LM checkpoint's ``lm_head`` is left out on purpose (else
     transformers prints a loading report naming it as unexpected at every tagger load); missing or mismatched
     weights are still reported. AutoModel itself where the class cannot be told (remote code, a GGUF file).
@@ -273,7 +276,8 @@ def _body_class(auto_model, path: str, kwargs: dict):
         return auto_model
     try:
         config = AutoConfig.from_pretrained(path, revision=kwargs.get("revision"))
-        cls = auto_model._model_mapping[type(config)]  # private to transformers: if it moves, the report is back
+        # private to transformers: if it moves, the report is back (typed with tokenizer pairs as values too)
+        cls: type[PreTrainedModel] = auto_model._model_mapping[type(config)]  # type: ignore[assignment]
     except (OSError, ValueError, KeyError, AttributeError):
         return auto_model
     kwargs["config"] = config  # read once: from_pretrained takes it instead of reading config.json again
@@ -302,8 +306,8 @@ def build_lora(cfg: LoraSettings, num_layers: int | None = None, trained_in_full
                       inference_mode=False, modules_to_save=to_save or None, layers_to_transform=layers)
 
 
-def add_lora(model, cfg: LoraSettings, gradient_checkpointing: bool = False, trained_in_full: Sequence[str] = (),
-             transformer=None):
+def add_lora(model: Any, cfg: LoraSettings, gradient_checkpointing: bool = False,
+             trained_in_full: Sequence[str] = (), transformer: Any = None):
     """Wrap a base model with fresh LoRA adapters (k-bit models are prepared for training first). ``transformer``:
     the transformers model inside ``model`` when ``model`` is not one itself (the tagger's body): checkpointing and
     k-bit preparation apply to it; ``trained_in_full``: modules saved whole with the adapter (``build_lora``)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .. import config as cfglib
 from ..schema import NerftError
 from .merge import ENGINE_FORMATS, export_for_engine
 
 
-def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
     from ..inference.options import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..fileio import atomic_write
 from ..schema import NerftError
+
+if TYPE_CHECKING:
+    from gguf import MODEL_ARCH, GGUFWriter
 
 GGUF_QUANTS = ("q8_0", "q4_k_m", "f16", "f32")
 ARCHS = {"qwen2": "QWEN2", "qwen3": "QWEN3", "llama": "LLAMA"}  # config.json model_type -> gguf.MODEL_ARCH name
@@ -37,7 +42,7 @@ def gguf_name(quant: str) -> str:
     return f"model-{quant}.gguf"
 
 
-def _gguf():
+def _gguf() -> ModuleType:
     try:
         import gguf
     except ImportError:
@@ -45,7 +50,7 @@ def _gguf():
     return gguf
 
 
-def _arch(gguf, config: dict, merged: Path):
+def _arch(gguf: ModuleType, config: dict, merged: Path) -> MODEL_ARCH:
     model_type = config.get("model_type")
     if model_type not in ARCHS:
         raise NerftError(f"GGUF export writes {', '.join(ARCHS)} models; {merged} is {model_type!r}")
@@ -61,7 +66,7 @@ def _head_size(config: dict) -> int:
     return int(config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"]))
 
 
-def _hparams(writer, config: dict) -> None:
+def _hparams(writer: GGUFWriter, config: dict) -> None:
     rope = config.get("rope_parameters") or {}
     writer.add_context_length(int(config["max_position_embeddings"]))
     writer.add_embedding_length(int(config["hidden_size"]))
@@ -76,7 +81,7 @@ def _hparams(writer, config: dict) -> None:
     writer.add_rope_dimension_count(_head_size(config))
 
 
-def _tokens(gguf, tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
+def _tokens(gguf: ModuleType, tokenizer: Any, n_vocab: int) -> tuple[list[str], list[int]]:
     """Every id's token text and llama.cpp token type, for the model's ``n_vocab`` embedding rows."""
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder  # id -> AddedToken
@@ -96,12 +101,12 @@ def _tokens(gguf, tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def check_gguf_tokenizer(tokenizer) -> None:
+def check_gguf_tokenizer(tokenizer: Any) -> None:
     """A NerftError unless ``tokenizer`` is one a GGUF file can carry for llama.cpp (a BPE with its merges)."""
     _merges(_pipeline(tokenizer))
 
 
-def _pipeline(tokenizer) -> dict:
+def _pipeline(tokenizer: Any) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise NerftError(f"GGUF export needs a fast (tokenizers) tokenizer; this one is {type(tokenizer).__name__}")
@@ -127,7 +132,7 @@ def _merges(pipeline: dict) -> list[str]:
     return [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
 
 
-def _tokenizer(gguf, writer, tokenizer, n_vocab: int) -> None:
+def _tokenizer(gguf: ModuleType, writer: GGUFWriter, tokenizer: Any, n_vocab: int) -> None:
     from ..generation import end_of_turn_id, pad_token_id
 
     tokens, types = _tokens(gguf, tokenizer, n_vocab)
@@ -158,7 +163,8 @@ def rotary_permute(weights: np.ndarray, heads: int) -> np.ndarray:
         weights.shape)
 
 
-def _tensors(gguf, writer, state: dict, config: dict, f16: bool, arch) -> None:
+def _tensors(gguf: ModuleType, writer: GGUFWriter, state: dict, config: dict, f16: bool,
+             arch: MODEL_ARCH) -> None:
     names = gguf.TensorNameMap(arch, int(config["num_hidden_layers"]))
     tied = bool(config.get("tie_word_embeddings"))
     heads = int(config["num_attention_heads"])

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..fileio import atomic_dir, atomic_write, check_output_apart, write_errors
 from ..lexicon import LEXICON_FILE, Lexicon
 from ..rundir import DECODING_FILE, RunInfo
 from ..schema import NerftError
+
+if TYPE_CHECKING:
+    from ..inference.location import ModelLocation
+    from ..inference.options import LoadOptions
 
 
 def export_merged(model: str | Path | None, output: str | Path, *, base: str | Path | None = None,
@@ -25,7 +29,8 @@ def export_merged(model: str | Path | None, output: str | Path, *, base: str | P
                                     dtype=dtype), output, overwrite=overwrite)
 
 
-def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
+def export_model(load: LoadOptions, output: str | Path, overwrite: bool = False,
+                 repo_id: str | None = None) -> Path:
     """``repo_id``: the hub repository the folder is meant for (the model card's examples load it)."""
     from ..generation import stop_token_ids
     from ..inference.loading import load_model_and_tokenizer
@@ -74,7 +79,7 @@ def export_model(load, output: str | Path, overwrite: bool = False, repo_id: str
     return output
 
 
-def export_inputs(load, where) -> list[str | None]:
+def export_inputs(load: LoadOptions, where: ModelLocation) -> list[str | None]:
     """Every local file or folder an export reads: the model, base and adapter given, and the base weights the
     run names (the output may be none of them, nor hold nor lie inside one)."""
     return [load.model, load.base, load.adapter, str(where.adapter) if where.adapter else None,
@@ -84,8 +89,8 @@ def export_inputs(load, where) -> list[str | None]:
 ENGINE_FORMATS = ("hf", "gguf", "ct2")
 
 
-def export_for_engine(load, output: str | Path, fmt: str, quant: str | None = None, overwrite: bool = False,
-                      repo_id: str | None = None) -> Path:
+def export_for_engine(load: LoadOptions, output: str | Path, fmt: str, quant: str | None = None,
+                      overwrite: bool = False, repo_id: str | None = None) -> Path:
     """``--output-format gguf`` (llama.cpp, Ollama) or ``ct2`` (CTranslate2): the merged folder is written to a temporary
     place, converted into ``output``, and its other files (nerft.json, tokenizer, decoding, lexicon, model card)
     copied beside the engine's; ``hf``: the merged folder itself."""

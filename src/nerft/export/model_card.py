@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..formats import get_format
+from ..formats import OutputFormat, get_format
 from ..labels import LabelSet
 from ..prompts import Prompt
 from ..schema import Entity, NerftError
@@ -138,7 +138,7 @@ def tagger_card(labels: LabelSet, *, model_id: str, merged_from: dict[str, Any] 
     return "\n".join(lines)
 
 
-def _prompt_section(labels: LabelSet, prompt: Prompt, fmt) -> list[str]:
+def _prompt_section(labels: LabelSet, prompt: Prompt, fmt: OutputFormat) -> list[str]:
     example = fmt.render([Entity(0, 9, code, "<mention>") for code in labels.codes[:2]], labels)
     user = f"`{prompt.user_prefix}` followed by the text" if prompt.user_prefix else "the text itself"
     none = f"`{fmt.none_text}`" if fmt.none_text else "an empty answer"
@@ -149,9 +149,14 @@ def _prompt_section(labels: LabelSet, prompt: Prompt, fmt) -> list[str]:
             "```text", example, "```", "", f"and is {none} when the text has no entity.", ""]
 
 
+def _section(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _training_section(config: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
-    data, lora, optim = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("data", "lora", "optim"))
-    train, dev, test = (metrics.get(k) if isinstance(metrics.get(k), dict) else {} for k in ("train", "dev", "test"))
+    data, lora, optim = (_section(config, k) for k in ("data", "lora", "optim"))
+    train, dev, test = (_section(metrics, k) for k in ("train", "dev", "test"))
     if not (data or lora or optim or train or dev or test):
         return ["## Training", "", "Not recorded: the folder was exported from a run without config.yaml and "
                 "metrics.json.", ""]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..answers import complete_prefix, piece_unit_scores, read_answer, unit_scores
 from ..formats import OutputFormat, get_format
@@ -61,7 +61,7 @@ class Predictor(Protocol):
         ...
 
 
-def entity_overhead_tokens(tokenizer, labels: LabelSet, output_format: str) -> int:
+def entity_overhead_tokens(tokenizer: Any, labels: LabelSet, output_format: str) -> int:
     """Tokens an answer spends per entity beyond the mention itself (label, punctuation, separators)."""
     fmt = get_format(output_format)
     worst = 0
@@ -127,7 +127,7 @@ def finish_entities(text: str, entities: list[Entity], options: PredictOptions, 
 class DecodingPlan:
     """Prompts, answer bounds and answer reading for one model: what both backends share."""
 
-    def __init__(self, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions,
+    def __init__(self, tokenizer: Any, labels: LabelSet, prompt: Prompt, options: PredictOptions,
                  hint_lexicon: Lexicon | None = None):
         """``hint_lexicon``: the run's lexicon, for a model trained with lexicon hints (``prompt.hints``)."""
         self.tokenizer, self.labels, self.prompt, self.options = tokenizer, labels, prompt, options
@@ -224,8 +224,9 @@ class EnginePredictor:
 
     backend = "engine"
 
-    def __init__(self, engine, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft", hint_lexicon: Lexicon | None = None):
+    def __init__(self, engine: Any, tokenizer: Any, labels: LabelSet, prompt: Prompt,
+                 options: PredictOptions | None = None, name: str = "nerft",
+                 hint_lexicon: Lexicon | None = None):
         self.engine, self.tokenizer, self.labels, self.prompt = engine, tokenizer, labels, prompt
         self.options = options or PredictOptions()
         for flag, on in (("--constrained", self.options.constrained), ("--none-bias", self.options.none_bias)):
@@ -260,7 +261,8 @@ class RepetitionGuard:
     the signature of a repetition loop (a real duplicate, a mention that occurs twice, is allowed). Units are
     the output format's (None: lines and JSON objects, what every shipped format writes)."""
 
-    def __init__(self, tokenizer, texts: Sequence[str], labels: LabelSet, output_format: OutputFormat | None = None):
+    def __init__(self, tokenizer: Any, texts: Sequence[str], labels: LabelSet,
+                 output_format: OutputFormat | None = None):
         self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
         self.format = output_format or OutputFormat()
 
@@ -278,7 +280,8 @@ class RepetitionGuard:
         return repeats > max(1, occurs)
 
 
-def guarded_generate(predictor, texts: list[str], ids: list[list[int]], limits: list[int]) -> list[Generated]:
+def guarded_generate(predictor: EnginePredictor, texts: list[str], ids: list[list[int]],
+                     limits: list[int]) -> list[Generated]:
     """``predictor.engine.generate`` with a ``RepetitionGuard`` over ``texts`` (the local engines, llama.cpp and
     CTranslate2, ask it after each token of each row, so a looping row stops where the transformers backend stops
     it); the predictor's stats counted."""

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..generation import Generated, shared_prefix_ids, stop_token_ids
 from ..schema import NerftError
 from .base import EnginePredictor, guarded_generate, sorted_batches
 from .location import ModelLocation
 from .options import CT2Options, PredictOptions
+
+if TYPE_CHECKING:
+    from ctranslate2 import GenerationStepResult
 
 CT2_MODEL_FILE = "model.bin"
 
@@ -36,8 +40,8 @@ class CT2Engine:
     """Greedy generation with ``ctranslate2.Generator`` from prompt token ids; ``prefix``: token ids every prompt
     starts with (sent once as the static prompt)."""
 
-    def __init__(self, folder: str | Path, tokenizer, *, prefix: list[int] | None = None, batch_size: int = 32,
-                 settings: CT2Options | None = None):
+    def __init__(self, folder: str | Path, tokenizer: Any, *, prefix: list[int] | None = None,
+                 batch_size: int = 32, settings: CT2Options | None = None):
         try:
             import ctranslate2
         except ImportError:
@@ -79,7 +83,7 @@ class CT2Engine:
 
         # The callback must not hold the engine: CTranslate2 may drop it last in its own worker thread, and a
         # Generator freed there would join that thread from itself (abort: "Resource deadlock avoided").
-        def step(result) -> bool:  # one generated token of one row; True stops that row
+        def step(result: GenerationStepResult) -> bool:  # one generated token of one row; True stops that row
             b = result.batch_id
             if result.token_id in stops:
                 ended[b] = True
@@ -108,7 +112,7 @@ class CT2Predictor(EnginePredictor):
     backend = "ct2"
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, settings: CT2Options, options: PredictOptions
+    def from_location(cls, where: ModelLocation, tokenizer: Any, settings: CT2Options, options: PredictOptions
                       ) -> CT2Predictor:
         labels, prompt = where.labels_and_prompt
         prefix = shared_prefix_ids(tokenizer, prompt) if options.prefix_cache else []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..generation import Generated, stop_token_ids
 from ..schema import NerftError
@@ -41,7 +42,7 @@ def gguf_file(where: ModelLocation, settings: LlamaCppOptions) -> Path:
 class LlamaCppEngine:
     """Greedy generation with llama-cpp-python's ``Llama`` from prompt token ids."""
 
-    def __init__(self, path: str | Path, tokenizer, settings: LlamaCppOptions | None = None):
+    def __init__(self, path: str | Path, tokenizer: Any, settings: LlamaCppOptions | None = None):
         try:
             import llama_cpp
         except ImportError:
@@ -112,8 +113,8 @@ class LlamaCppPredictor(EnginePredictor):
     backend = "llamacpp"
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, settings: LlamaCppOptions, options: PredictOptions
-                      ) -> LlamaCppPredictor:
+    def from_location(cls, where: ModelLocation, tokenizer: Any, settings: LlamaCppOptions,
+                      options: PredictOptions) -> LlamaCppPredictor:
         labels, prompt = where.labels_and_prompt
         engine = LlamaCppEngine(gguf_file(where, settings), tokenizer, settings)
         return cls(engine, tokenizer, labels, prompt, options, name=where.name, hint_lexicon=where.hint_lexicon(prompt))

@@ -10,9 +10,10 @@ torch. They import ``location`` and ``base``, never this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..labels import LabelSet
 from ..modeling import load_model, resolve_device
@@ -21,6 +22,10 @@ from ..rundir import INFO_FILE, check_adapter_folder, target_pattern
 from ..schema import NerftError
 from .location import ModelLocation, decoding_options, load_location_tokenizer, locate_model
 from .options import LoadOptions, PredictOptions
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftConfig
 
 BACKENDS = ("transformers", "vllm", "openai", "llamacpp", "ct2")
 
@@ -44,7 +49,7 @@ def load_weights(where: ModelLocation, merge: bool = True):
     return with_adapter(lm, where, merge).eval()
 
 
-def with_adapter(model, where: ModelLocation, merge: bool = True):
+def with_adapter(model: Any, where: ModelLocation, merge: bool = True) -> Any:
     """``model`` with ``where``'s adapter put on (and merged unless ``merge`` is False), checked first."""
     if where.adapter is None:
         return model
@@ -54,8 +59,9 @@ def with_adapter(model, where: ModelLocation, merge: bool = True):
         raise NerftError(f"{where.adapter} holds no peft adapter (adapter_config.json)")
     check_adapter_folder(where.adapter)  # a tampered config or truncated weights: one line, not a hang
     config = resolved_targets_config(where.adapter, model)
+    given: dict[str, Any] = {"config": config} if config else {}
     try:
-        model = PeftModel.from_pretrained(model, str(where.adapter), **({"config": config} if config else {}))
+        model = PeftModel.from_pretrained(model, str(where.adapter), **given)
     except (ValueError, KeyError, RuntimeError) as exc:  # shapes or names that do not fit the base model
         raise NerftError(f"cannot put the adapter {where.adapter} on {where.weights.name_or_path}: "
                          f"{str(exc).splitlines()[0][:160]}") from None
@@ -78,7 +84,7 @@ def load_tagger(where: ModelLocation, merge: bool = True):
     return tagger.eval()
 
 
-def resolved_targets_config(adapter: Path, lm, seconds: float = 2.0):
+def resolved_targets_config(adapter: Path, lm: torch.nn.Module, seconds: float = 2.0) -> PeftConfig | None:
     """The adapter's peft config with a ``target_modules`` regular expression replaced by the module names it
     matches, found with the ``regex`` module under a time limit (None when the config lists names): peft would
     run the pattern through ``re.fullmatch`` on every module name without one."""
@@ -174,7 +180,8 @@ def open_predictor(opts: LoadOptions, options: PredictOptions):
 AUTOCAST_MIN_PARAMETERS = 50_000_000  # below this, casts and Python cost more than bf16 matmuls save
 
 
-def inference_autocast(setting: str, model, speedup=None, min_parameters: int = AUTOCAST_MIN_PARAMETERS):
+def inference_autocast(setting: str, model: torch.nn.Module, speedup: Callable[[], float] | None = None,
+                       min_parameters: int = AUTOCAST_MIN_PARAMETERS) -> torch.dtype | None:
     """The dtype to run ``model``'s transformer blocks in under torch.autocast, or None (``LoadOptions.autocast``):
     as training's ``optim.autocast`` decides it (``speedup``: the CPU's bf16/fp32 matmul ratio, measured when not
     given), except that ``auto`` on a CPU leaves models under ``min_parameters`` alone."""

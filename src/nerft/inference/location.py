@@ -170,6 +170,7 @@ def _locate_nerft_folder(folder: Path, opts: LoadOptions) -> ModelLocation:
     info = RunInfo.load(folder)
     if info.kind == "crf":  # a character CRF (nerft distill): no weights or tokenizer to locate
         return ModelLocation(ModelConfig(name_or_path=str(folder.resolve())), None, [], info, folder.name, folder)
+    ref: BaseModelRef | None
     if info.merged:
         ref = BaseModelRef(str(folder.resolve()))
         return ModelLocation(_weights(ref, opts), None, [folder, tokenizer_dir(folder)], info, folder.name, folder)

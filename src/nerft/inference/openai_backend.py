@@ -18,13 +18,16 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..generation import Generated, stop_token_ids
 from ..schema import NerftError
 from .base import EnginePredictor
 from .location import ModelLocation
 from .options import OpenAIOptions, PredictOptions
+
+if TYPE_CHECKING:
+    import httpx
 
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 MAX_BACKOFF_S = 30.0
@@ -38,7 +41,7 @@ def chat_url(base_url: str) -> str:
     return (base if base.endswith("/v1") else base + "/v1") + "/chat/completions"
 
 
-def stop_strings(tokenizer) -> list[str]:
+def stop_strings(tokenizer: Any) -> list[str]:
     """The end-of-turn tokens as text (``<|im_end|>``, ...): the request's ``stop`` (at most 4, the API's limit)."""
     return [t for t in tokenizer.convert_ids_to_tokens(stop_token_ids(tokenizer)) if t][:4]
 
@@ -127,7 +130,7 @@ class OpenAIEngine:
         raise NerftError(f"{url} failed after {tries}: {problem}")
 
 
-def _error_message(response) -> str:
+def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -147,7 +150,7 @@ def _hint(status: int) -> str:
     return ""
 
 
-def _retry_after(response) -> float | None:
+def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return min(max(float(value), 0.0), MAX_BACKOFF_S) if value is not None else None
@@ -182,8 +185,8 @@ class OpenAIPredictor(EnginePredictor):
         return [self.prompt.messages(t, self.plan.hint(t)) for t in texts]
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, settings: OpenAIOptions, options: PredictOptions
-                      ) -> OpenAIPredictor:
+    def from_location(cls, where: ModelLocation, tokenizer: Any, settings: OpenAIOptions,
+                      options: PredictOptions) -> OpenAIPredictor:
         """The labels, prompt and tokenizer come from ``where``; the weights stay on the server."""
         if not settings.base_url:
             raise NerftError("--backend openai needs --base-url (the server, e.g. http://localhost:8000/v1)")

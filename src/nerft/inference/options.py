@@ -4,6 +4,8 @@ decodes (``PredictOptions``: ``predict`` and ``serve``). Both are config datacla
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -162,7 +164,7 @@ class PredictOptions:
         return self._floors.get(label, self.min_score)
 
 
-def add_load_arguments(parser, skip: set[str] = frozenset()) -> None:
+def add_load_arguments(parser: argparse.ArgumentParser, skip: Collection[str] = frozenset()) -> None:
     """The model-loading flags every command that opens a model shares (``LoadOptions``), on ``parser``."""
     from ..config import add_config_arguments
 

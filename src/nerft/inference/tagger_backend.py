@@ -15,6 +15,7 @@ it never hallucinates. Its ``answers`` (one per text) are its entities written i
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -38,8 +39,9 @@ PADDING, FREE_POSITIONS = 1.3, 256
 class TaggerPredictor:
     backend = "tagger"
 
-    def __init__(self, model, tokenizer, labels: LabelSet, prompt: Prompt, options: PredictOptions | None = None,
-                 name: str = "nerft", autocast: torch.dtype | None = None):
+    def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, prompt: Prompt,
+                 options: PredictOptions | None = None, name: str = "nerft",
+                 autocast: torch.dtype | None = None):
         """``model``: a ``TaggerModel``, or the peft model around one while it trains (its mode is given back
         after each call)."""
         self.model, self.tokenizer, self.labels, self.prompt = model, tokenizer, labels, prompt
@@ -60,8 +62,9 @@ class TaggerPredictor:
         self._char_ids: dict[str, list[int]] = {}
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, model, options: PredictOptions | None = None,
-                      autocast: torch.dtype | None = None) -> TaggerPredictor:
+    def from_location(cls, where: ModelLocation, tokenizer: Any, model: Any,
+                      options: PredictOptions | None = None, autocast: torch.dtype | None = None
+                      ) -> TaggerPredictor:
         labels, prompt = where.labels_and_prompt
         return cls(model, tokenizer, labels, prompt, options, name=where.name, autocast=autocast)
 

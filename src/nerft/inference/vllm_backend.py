@@ -24,9 +24,9 @@ VLLM_DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "f
 class VllmEngine:
     """Greedy generation with ``vllm.LLM``; ``adapter``: a peft LoRA folder applied per request."""
 
-    def __init__(self, model: str | Path, tokenizer, *, revision: str | None = None, adapter: str | Path | None = None,
-                 dtype: str = "auto", max_num_seqs: int | None = None, prefix_cache: bool = True,
-                 settings: VllmOptions | None = None):
+    def __init__(self, model: str | Path, tokenizer: Any, *, revision: str | None = None,
+                 adapter: str | Path | None = None, dtype: str = "auto", max_num_seqs: int | None = None,
+                 prefix_cache: bool = True,                  settings: VllmOptions | None = None):
         try:
             import vllm
         except ImportError:
@@ -80,7 +80,7 @@ class VllmPredictor(EnginePredictor):
             raise NerftError("the vllm backend runs on CUDA GPUs only; use --backend transformers on this machine")
 
     @classmethod
-    def from_location(cls, where: ModelLocation, tokenizer, opts: LoadOptions, options: PredictOptions
+    def from_location(cls, where: ModelLocation, tokenizer: Any, opts: LoadOptions, options: PredictOptions
                       ) -> VllmPredictor:
         cls.check_device(where)
         labels, prompt = where.labels_and_prompt
