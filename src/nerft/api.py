@@ -29,13 +29,16 @@ class NER:
         self._predictor, self.folder = predictor, folder
         self.labels = predictor.labels
 
+    # a str is also a Sequence[str]: the first overload wins for it, as the call does
     @overload
-    def __call__(self, texts: str, labels: Sequence[str] | None = None) -> list[Entity]: ...
+    def __call__(  # type: ignore[overload-overlap]
+            self, texts: str, labels: Sequence[str] | None = None) -> list[Entity]: ...
 
     @overload
     def __call__(self, texts: Sequence[str], labels: Sequence[str] | None = None) -> list[list[Entity]]: ...
 
-    def __call__(self, texts, labels=None):
+    def __call__(self, texts: str | Sequence[str],
+                 labels: Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
         """The entities of ``texts`` (character offsets into each text, a label code, a score in [0, 1]),
         decoded as the model's own decoding.yaml says; ``labels``: only these label codes."""
         if self._predictor is None:

@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .readers.spacy_docbin import SCORE_EXTENSION, SPANS_KEY, score_extension
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
+
+    from .schema import Entity
 
 log = logging.getLogger("nerft.spacy")
 
@@ -43,7 +48,7 @@ class NerftComponent:
         self.ner = load(model, **(options or {}))
         self.unaligned = 0
 
-    def __call__(self, doc):
+    def __call__(self, doc: Doc) -> Doc:
         return self._annotate(doc, self.ner(doc.text, labels=self.labels))
 
     def pipe(self, docs: Iterable[Any], batch_size: int | None = None) -> Iterator[Any]:
@@ -54,7 +59,7 @@ class NerftComponent:
             for doc, entities in zip(batch, found, strict=True):
                 yield self._annotate(doc, entities)
 
-    def _annotate(self, doc, entities):
+    def _annotate(self, doc: Doc, entities: list[Entity]) -> Doc:
         from spacy.util import filter_spans
 
         spans, lost = [], []

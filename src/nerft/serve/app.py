@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -25,6 +25,11 @@ from .batching import Batcher, RequestFailed
 from .guards import BearerAuth, BodyLimit, ConnectionLimit, HostCheck, SafeJSONResponse
 from .metrics import CONTENT_TYPE, RequestMetrics, ServerStats, prometheus_text
 from .settings import ServeSettings
+
+if TYPE_CHECKING:
+    from ..inference.base import Predictor
+    from ..labels import LabelSet
+    from .connections import ConnectionGuard
 
 
 # Request and response bodies (module level: FastAPI resolves the annotations by name).
@@ -71,7 +76,7 @@ def checked_texts(texts: list[Any], settings: ServeSettings) -> list[str]:
     return texts
 
 
-def checked_labels(labels: list[Any] | None, label_set) -> tuple[str, ...] | None:
+def checked_labels(labels: list[Any] | None, label_set: LabelSet) -> tuple[str, ...] | None:
     """The label subset in the model's order (None: all labels), or RequestFailed naming unknown codes."""
     if labels is None:
         return None
@@ -84,7 +89,8 @@ def checked_labels(labels: list[Any] | None, label_set) -> tuple[str, ...] | Non
     return None if len(wanted) == len(label_set.codes) else wanted  # all labels: batch with the default
 
 
-def create_app(predictor, settings: ServeSettings | None = None, routers: Sequence[Any] = (), connections=None):
+def create_app(predictor: Predictor, settings: ServeSettings | None = None, routers: Sequence[Any] = (),
+               connections: ConnectionGuard | None = None) -> FastAPI:
     """A FastAPI app over ``predictor``. ``routers``: more ``fastapi.APIRouter``s to include (e.g. another API
     over the same model); they sit behind the same authentication, body limit and metrics, and reach the
     predictor and the batch queue through ``request.app.state`` (``await state.batcher.submit(texts, labels,
@@ -95,7 +101,7 @@ def create_app(predictor, settings: ServeSettings | None = None, routers: Sequen
     label_set = predictor.labels
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if connections is not None:  # accept() out of descriptors: one log line per interval, not per client
             connections.watch_accept_errors(asyncio.get_running_loop())
         app.state.batcher = Batcher(predictor, settings, app.state.stats)

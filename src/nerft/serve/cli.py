@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING, Any
 
 from .. import config as cfglib
 from ..inference.options import PredictOptions
@@ -14,10 +15,13 @@ from ..schema import NerftError
 from .connections import ConnectionGuard, connection_limit
 from .settings import ServeSettings
 
+if TYPE_CHECKING:
+    from ..inference.base import Predictor
+
 API_KEY_ENV = "NERFT_API_KEY"
 
 
-def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
     from ..inference.options import add_load_arguments
 
     p = subparsers.add_parser(name, help=summary, description=summary)
@@ -78,7 +82,7 @@ def uvicorn_options(settings: ServeSettings, guard: ConnectionGuard) -> dict:
 WARM_UP_TEXT = "张三昨天在北京参观了清华大学。John Smith visited Paris."
 
 
-def warm_up(predictor) -> float:
+def warm_up(predictor: Predictor) -> float:
     """One prediction before the server listens (kernels chosen, caches built, lazy imports done: the first call
     of a model costs seconds more than the next, measured 7.2 s against 0.2-1 s); returns its seconds, logged."""
     import time

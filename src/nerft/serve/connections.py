@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 log = logging.getLogger("nerft.serve")
 
@@ -56,7 +57,7 @@ class ConnectionGuard:
         self.timed_out = self.slow_bodies = self.evicted = self.accept_errors = 0
         self.connections: dict = {}  # protocol -> (phase, since): the ones that can be asked to make room
 
-    def make_room(self, newcomer) -> None:
+    def make_room(self, newcomer: asyncio.Protocol) -> None:
         """Close the connection that has waited longest without giving the app a request (never one the app is
         answering, nor the newcomer; one that has been answered before only when no other waits), when the limit
         is passed."""
@@ -77,7 +78,7 @@ class ConnectionGuard:
         previous = loop.get_exception_handler()
         last = {"logged": 0.0, "count": 0}
 
-        def handler(loop, context) -> None:
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
             if "out of system resource" not in str(context.get("message", "")):
                 if previous is not None:
                     previous(loop, context)
@@ -109,14 +110,15 @@ class ConnectionGuard:
             _counted = False
             answered = 0  # responses completed on this connection
 
-            def connection_made(self, transport) -> None:
+            # a Transport, as uvicorn's own connection_made takes (narrower than asyncio's BaseTransport)
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 super().connection_made(transport)
                 guard.open += 1
                 self._counted = True
                 self._wait_for_headers()
                 guard.make_room(self)
 
-            def connection_lost(self, exc) -> None:
+            def connection_lost(self, exc: Exception | None) -> None:
                 self._forget()
                 super().connection_lost(exc)
 

@@ -9,9 +9,11 @@ import hmac
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # reachable without the API key: probes of a load balancer, and the page at / (static: it asks for the key)
 OPEN_PATHS = frozenset({"/health", "/"})
@@ -25,7 +27,7 @@ class SafeJSONResponse(JSONResponse):
             "utf-8", "backslashreplace")
 
 
-async def reject(send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+async def reject(send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """Answer ``{"detail": ...}`` and close the connection (the rest of the body is never read)."""
     body = SafeJSONResponse({"detail": detail}).body
     await send({"type": "http.response.start", "status": status,
@@ -34,24 +36,24 @@ async def reject(send, status: int, detail: str, headers: tuple[tuple[bytes, byt
     await send({"type": "http.response.body", "body": body})
 
 
-def header(scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     return next((v for k, v in scope["headers"] if k.lower() == name), None)
 
 
 class BearerAuth:
     """Every HTTP path but ``OPEN_PATHS`` needs ``Authorization: Bearer <key>`` (compared in constant time)."""
 
-    def __init__(self, app, api_key: str):
+    def __init__(self, app: ASGIApp, api_key: str):
         self.app, self.key = app, api_key.encode("ascii")
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self.authorized(scope):
             await reject(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                          ((b"www-authenticate", b"Bearer"),))
             return
         await self.app(scope, receive, send)
 
-    def authorized(self, scope) -> bool:
+    def authorized(self, scope: Scope) -> bool:
         scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
 
@@ -61,10 +63,10 @@ class BodyLimit:
     soon as the declared Content-Length or the bytes received pass the limit, 408 for a body that trickles in too
     slowly. The app then reads the buffered body as usual."""
 
-    def __init__(self, app, max_bytes: int, read_timeout: float):
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float):
         self.app, self.max_bytes, self.read_timeout = app, max_bytes, read_timeout
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -93,7 +95,7 @@ class BodyLimit:
                 break
         buffered: dict | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal buffered
             if buffered is not None:
                 message, buffered = buffered, None
@@ -111,10 +113,10 @@ class ConnectionLimit:
     by the app so that ``/metrics`` counts it (uvicorn's own limit answers before any middleware). ``/health`` is
     answered even then: an orchestrator asking whether the server lives must not be told it does not."""
 
-    def __init__(self, app, max_connections: int, count):
+    def __init__(self, app: ASGIApp, max_connections: int, count: Callable[[], int]):
         self.app, self.max_connections, self.count = app, max_connections, count
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.count() > self.max_connections and scope.get("path") != "/health":
             await reject(send, 503, f"more than {self.max_connections} open connections (--max-connections); "
                                     "retry later", ((b"retry-after", b"1"),))
@@ -145,13 +147,13 @@ class HostCheck:
     own DNS name to 127.0.0.1 cannot use it. ``allowed``: host names (a port is ignored); ``loopback`` stands for
     every loopback name and address; ``*`` allows any."""
 
-    def __init__(self, app, allowed: list[str]):
+    def __init__(self, app: ASGIApp, allowed: list[str]):
         self.app = app
         self.any = "*" in allowed
         self.allowed = {host_name(a.encode()) for a in allowed}
         self.loopback = "loopback" in self.allowed
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.any and not self.accepts(header(scope, b"host")):
             await reject(send, 421, "this server answers only requests addressed to an allowed host name "
                                     "(--allowed-hosts); on loopback: localhost, 127.0.0.1 or [::1]")

@@ -24,9 +24,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .connections import ConnectionGuard
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -103,7 +108,8 @@ class ServerStats:
         return int(self.value("nerft_http_requests_total", path=path, code=str(status)))
 
 
-def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int, connections=None) -> str:
+def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int,
+                    connections: ConnectionGuard | None = None) -> str:
     """The exposition of ``stats``, with the gauges read at this moment (``connections``: the server's
     ``ConnectionGuard``, when there is one)."""
     stats._queue_depth.set(queue_depth)
@@ -120,16 +126,16 @@ def prometheus_text(stats: ServerStats, queue_depth: int, in_flight: int, connec
 class RequestMetrics:
     """ASGI middleware (outermost): counts every HTTP response by route and status code and times it."""
 
-    def __init__(self, app, stats: ServerStats, routes: Callable[[], list]):
+    def __init__(self, app: ASGIApp, stats: ServerStats, routes: Callable[[], list]):
         self.app, self.stats, self.routes = app, stats, routes
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start, status, failed = time.monotonic(), None, False
 
-        async def send_and_note(message) -> None:
+        async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -144,7 +150,7 @@ class RequestMetrics:
             code = status if status is not None else (500 if failed else CLIENT_GONE)
             self.stats.add_request(self.route_of(scope), code, time.monotonic() - start)
 
-    def route_of(self, scope) -> str:
+    def route_of(self, scope: Scope) -> str:
         """The path template of the route that answered (or, for a request answered before routing, such as a 401,
         the route it was meant for); ``other`` for anything else, so that the label set stays bounded."""
         route = scope.get("route")  # set by the router once it dispatched

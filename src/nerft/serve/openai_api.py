@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +36,11 @@ from ..lexicon import HINT_HEADER
 from ..prompts import Prompt
 from .batching import Batcher, RequestFailed, predictor_lock
 from .guards import SafeJSONResponse
+
+if TYPE_CHECKING:
+    from starlette.datastructures import State
+
+    from ..inference.base import Predictor
 
 
 class ChatMessage(BaseModel):
@@ -118,7 +124,7 @@ class RawAnswers:
     """A predictor seen through its raw answers: ``predict`` gives each text's ``Prediction`` (what a ``Batcher``
     hands back to the route)."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor: Predictor):
         self.predictor = predictor
 
     def predict(self, texts: list[str], labels: list[str] | None = None):
@@ -126,7 +132,7 @@ class RawAnswers:
 
 
 @contextlib.asynccontextmanager
-async def _chat_batcher(app):
+async def _chat_batcher(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
     state.chat_batcher = Batcher(RawAnswers(state.predictor), state.settings, state.stats,
                                  lock=predictor_lock(state.predictor))
@@ -173,7 +179,7 @@ def openai_router():
     """The router to pass to ``create_app(..., routers=[openai_router()])``."""
     router = APIRouter(lifespan=_chat_batcher, route_class=OpenAIRoute)
 
-    def served_name(state) -> str:
+    def served_name(state: State) -> str:
         return state.settings.model_name or state.predictor.name
 
     @router.get("/v1/models")

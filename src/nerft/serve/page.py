@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -20,8 +20,11 @@ from fastapi.responses import HTMLResponse
 from ..pages.serve_page import serve_page
 from ..schema import NerftError
 
+if TYPE_CHECKING:
+    from ..inference.options import LoadOptions
 
-def describe_model(load) -> dict[str, Any]:
+
+def describe_model(load: LoadOptions) -> dict[str, Any]:
     """What the page's header shows of the model ``load`` (``LoadOptions``) names; {} when it cannot be located
     (the predictor, already open, is what serves: a description is not worth refusing to start over)."""
     from ..inference.location import locate_model
