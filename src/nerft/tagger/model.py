@@ -75,6 +75,10 @@ class TagHead(torch.nn.Module):
     """Tag scores of each character from its token's hidden state: ``slots`` linear maps (one per character
     position in a token), and the chain scores (``crf``: learned, added to the scheme's constraints)."""
 
+    allowed_trans: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    allowed_start: torch.Tensor
+    allowed_end: torch.Tensor
+
     def __init__(self, hidden: int, scheme: TagScheme, slots: int, crf: bool):
         super().__init__()
         self.n_tags, self.slots = len(scheme), slots
@@ -109,7 +113,7 @@ class TagHead(torch.nn.Module):
 class TaggerModel(torch.nn.Module):
     """``body`` (a transformers base model: embeddings + decoder layers + norm) and ``head``."""
 
-    def __init__(self, body: torch.nn.Module, scheme: TagScheme, settings: TaggerSettings):
+    def __init__(self, body: Any, scheme: TagScheme, settings: TaggerSettings):  # a transformers decoder
         super().__init__()
         self.body, self.scheme, self.settings = body, scheme, settings
         self.head = TagHead(body.config.hidden_size, scheme, settings.slots if settings.positions == "token" else 1,
@@ -128,7 +132,8 @@ class TaggerModel(torch.nn.Module):
     def config(self):  # peft and the trainer read the model's config (name, dtype, layers)
         return self.body.config
 
-    def _bidirectional_mask(self, module, args, kwargs):
+    def _bidirectional_mask(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                            ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Pre-hook of a bidirectional layer: its attention sees every real position of the window (padding
         keys masked), in the format the layer's attention function reads (bool for sdpa, additive for eager).
         The mask stays set until the next forward pass, so a recomputation under gradient checkpointing sees it."""
@@ -194,7 +199,7 @@ def load_head(tagger: TaggerModel, path: Path) -> None:
         raise NerftError(f"{path} does not fit this tagger: {str(exc).splitlines()[0][:160]}") from None
 
 
-def keep_first_layers(body: torch.nn.Module, n: int | None) -> None:
+def keep_first_layers(body: Any, n: int | None) -> None:
     """Cut ``body`` to its first ``n`` decoder layers (in place; None: all)."""
     if n is None:
         return
@@ -207,7 +212,7 @@ def keep_first_layers(body: torch.nn.Module, n: int | None) -> None:
         body.config.layer_types = list(body.config.layer_types)[:n]
 
 
-def build_tagger(causal_lm: torch.nn.Module, labels: list[str], settings: TaggerSettings) -> TaggerModel:
+def build_tagger(causal_lm: Any, labels: list[str], settings: TaggerSettings) -> TaggerModel:
     """A ``TaggerModel`` on ``causal_lm``'s body (the lm_head is left behind) for the label codes ``labels``."""
     body = getattr(causal_lm, "model", None)
     if body is None and hasattr(causal_lm, "get_decoder"):

@@ -19,7 +19,7 @@ characters ``str`` has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -39,7 +39,7 @@ class Alignment:
     tags: list[int] | None = None
 
 
-def align(text: str, tokenizer, positions: str = "token", slots: int = 8,
+def align(text: str, tokenizer: Any, positions: str = "token", slots: int = 8,
           char_ids: dict[str, list[int]] | None = None) -> Alignment:
     """The ``Alignment`` of ``text`` under ``positions``; ``slots``: outputs per token (characters past the last
     slot share it). ``char_ids``: a cache of single-character encodings (``char`` layout), filled as it goes."""
@@ -62,7 +62,8 @@ def align(text: str, tokenizer, positions: str = "token", slots: int = 8,
         if owner[c] < 0:
             owner[c] = last
         last = owner[c]
-    slot, char_slot = {}, []
+    slot: dict[int, int] = {}
+    char_slot: list[int] = []
     for t in owner:
         k = slot.get(t, 0)
         char_slot.append(min(k, slots - 1))
@@ -70,7 +71,7 @@ def align(text: str, tokenizer, positions: str = "token", slots: int = 8,
     return Alignment(ids, owner, char_slot)
 
 
-def _align_chars(text: str, tokenizer, cache: dict[str, list[int]]) -> Alignment:
+def _align_chars(text: str, tokenizer: Any, cache: dict[str, list[int]]) -> Alignment:
     ids: list[int] = []
     char_token = []
     for ch in text:
@@ -83,7 +84,7 @@ def _align_chars(text: str, tokenizer, cache: dict[str, list[int]]) -> Alignment
     return Alignment(ids, char_token, [0] * len(text))
 
 
-def count_positions(text: str, tokenizer, positions: str = "token",
+def count_positions(text: str, tokenizer: Any, positions: str = "token",
                     char_ids: dict[str, list[int]] | None = None) -> int:
     """Token positions ``text`` takes under ``positions`` (what a window is measured in)."""
     if positions == "char":

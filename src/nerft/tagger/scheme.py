@@ -83,7 +83,7 @@ class TagScheme:
         start, label = 0, None
         for i, t in enumerate([*tag_ids, 0]):
             kind, lab = self._parts(t)
-            if kind in ("I", "E") and label == lab:
+            if kind in ("I", "E") and label is not None and label == lab:  # an I or E tag always has a label
                 if kind == "E":
                     out.append((start, i + 1, label))
                     label = None

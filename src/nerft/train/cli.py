@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from .. import config as cfglib
 from ..flags import add_deprecated
@@ -16,7 +17,7 @@ SHORTCUTS = {  # flag -> dotted config key
 }
 
 
-def register(subparsers, name: str = "train", summary: str = "") -> argparse.ArgumentParser:
+def register(subparsers: Any, name: str = "train", summary: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=summary, description=summary)
     parser.add_argument("--config", metavar="FILE.yaml", help="a recipe, e.g. configs/qwen2.5-0.5b-cpu.yaml")
     for flag, dest in SHORTCUTS.items():

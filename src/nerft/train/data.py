@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -50,12 +50,12 @@ class EncodedData:
     prompts: list[tuple[LabelSet, Prompt]] = field(default_factory=list)  # data.mixture: each folder's
 
 
-def answer_end_id(tokenizer, end_token: str) -> int:
+def answer_end_id(tokenizer: Any, end_token: str) -> int:
     """<|im_end|> closes the assistant turn; the tutorial ends its answers with the pad token instead."""
     return pad_token_id(tokenizer) if end_token == "pad" else end_of_turn_id(tokenizer)
 
 
-def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
+def encode_document(doc: Document, tokenizer: Any, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
                     end_id: int, hint: str = "") -> Example:
     """Chat prompt ids (ending with the assistant header) + answer ids + end token; labels mask the prompt."""
     prompt_part = prompt_ids(tokenizer, prompt, doc.text, hint)
@@ -64,8 +64,9 @@ def encode_document(doc: Document, tokenizer, prompt: Prompt, fmt: OutputFormat,
     return Example(prompt_part + answer_part, [IGNORE] * len(prompt_part) + answer_part)
 
 
-def encode_documents(docs: list[Document], tokenizer, prompt: Prompt, fmt: OutputFormat, labels: LabelSet,
-                     end_id: int, max_length: int, overlong: str, lexicon: Lexicon | None = None) -> EncodedData:
+def encode_documents(docs: list[Document], tokenizer: Any, prompt: Prompt, fmt: OutputFormat,
+                     labels: LabelSet, end_id: int, max_length: int, overlong: str,
+                     lexicon: Lexicon | None = None) -> EncodedData:
     """``lexicon``: the hints' counts when ``prompt.hints`` (each document's own counts left out)."""
     if prompt.hints and lexicon is None:
         raise NerftError("the prompt asks for lexicon hints but no lexicon was given")
@@ -144,9 +145,9 @@ def collate(examples: list[Example], pad_id: int, packing: bool, shared_prefix: 
         return collate_shared_prefix(examples, pad_id)
     if packing:
         ids = [t for ex in examples for t in ex.input_ids]
-        labels = [t for ex in examples for t in ex.labels]
+        label_ids = [t for ex in examples for t in ex.labels]
         positions = [p for ex in examples for p in range(len(ex.input_ids))]
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([label_ids]),
                 "position_ids": torch.tensor([positions])}
     width = max(len(ex.input_ids) for ex in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -338,7 +339,7 @@ def check_shared_prefix(cfg: TrainConfig) -> None:
         raise NerftError("data.shared_prefix does not work with optim.gradient_checkpointing: turn one off")
 
 
-def encode_mixture(cfg: TrainConfig, tokenizer, end_id: int) -> EncodedData:
+def encode_mixture(cfg: TrainConfig, tokenizer: Any, end_id: int) -> EncodedData:
     """Every ``data.mixture`` folder's documents, each prompted with its own folder's label set (and worked
     examples from its own documents); with ``data.mixture_balance`` equal, as many examples of each folder as of
     the largest."""
@@ -375,8 +376,8 @@ def _balance(parts: list[EncodedData], seed: int) -> None:
         part.examples = part.examples * (target // n) + extra
 
 
-def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer, prompt: Prompt, labels,
-                         main: bool, lexicon: Lexicon | None = None) -> EncodedData:
+def encode_training_data(cfg: TrainConfig, docs: list[Document], tokenizer: Any, prompt: Prompt,
+                         labels: LabelSet, main: bool, lexicon: Lexicon | None = None) -> EncodedData:
     """Encode the training documents as configured; with ``data.shared_prefix`` each example records how many
     leading tokens are the prompt prefix every example shares; with ``data.lexicon_hints`` each prompt carries
     its text's hint from ``lexicon``."""

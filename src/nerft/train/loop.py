@@ -89,7 +89,9 @@ class Trainer:
         self.clock = TrainingClock()
         self._set_up_optimizer()
         self.position = Position()
-        self.best_f1, self.best_step, self.best_state = -1.0, None, None
+        self.best_f1 = -1.0
+        self.best_step: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
         # a dev evaluation that a stop interrupted: recorded in the checkpoint, run first on --resume, so the
         # resumed run is the uninterrupted one whatever the moment of the signal
         self.eval_pending = False
@@ -423,6 +425,7 @@ class Trainer:
 
     def _score_test(self, decoded: bool) -> dict[str, Any]:
         """Test scores of the kept adapter (with the run decoding when one was chosen), its predictions written."""
+        assert self.cfg.data.test is not None  # called only when the run has a test split
         scores = self.evaluate(read_documents(self.cfg.data.test), "test", self.run_dir / "test_predictions.jsonl",
                                decoded=decoded)
         how = (f" with the run decoding; as answered {scores['as_answered']['f1']:.2f}"

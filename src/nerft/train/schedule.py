@@ -36,7 +36,8 @@ class TrainingClock:
             self._paused += time.perf_counter() - started
 
 
-def build_schedule(optimizer, cfg: OptimConfig, total_steps: int, spent: Callable[[], float] | None = None):
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
+                   spent: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule. With ``cfg.max_minutes`` the schedule's clock is the share of the budget that
     ``spent()`` (training seconds so far) says is used, or the share of ``total_steps`` done if that is larger."""
     from transformers import get_scheduler

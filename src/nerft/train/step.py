@@ -29,7 +29,7 @@ class SupervisedLoss(torch.nn.Module):
     dtype the forward pass runs its matmuls in (``optim.autocast``); the loss is computed in fp32 either way.
     """
 
-    def __init__(self, peft_model, autocast: torch.dtype | None = None):
+    def __init__(self, peft_model: Any, autocast: torch.dtype | None = None):
         super().__init__()
         self.peft_model = peft_model
         self.autocast = autocast
@@ -54,7 +54,7 @@ class SupervisedLoss(torch.nn.Module):
 
 
 def rows_after_prefix(body: torch.nn.Module, prefix_ids: torch.Tensor, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None) -> torch.Tensor:
     """Hidden states of the rows of a ``collate_shared_prefix`` batch: the shared prefix (1 x P) runs once, with
     gradients, its KV cache is repeated over the B rows, and the rows (B x W) run after it.
 
@@ -86,11 +86,13 @@ def count_batch(batch: dict[str, torch.Tensor]) -> StepStats:
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
     if "tags" in batch:  # a tagger's batch (tagger.positions.collate_tags): each character with a known tag
-        return StepStats(0.0, int((batch["tags"] != IGNORE).sum()), int(mask.sum()), ids.numel(), ids.shape[0])
+        return StepStats(0.0, int((batch["tags"] != IGNORE).sum()), int(batch["attention_mask"].sum()),
+                         ids.numel(), ids.shape[0])
     supervised = int((batch["labels"][:, 1:] != IGNORE).sum())
     if "prefix_ids" in batch:
         n = batch["prefix_ids"].shape[1]
-        return StepStats(0.0, supervised, n + int(mask[:, n:].sum()), n + ids.numel(), ids.shape[0])
+        return StepStats(0.0, supervised, n + int(batch["attention_mask"][:, n:].sum()), n + ids.numel(),
+                         ids.shape[0])
     if mask is None:  # packed: one row, position ids restart at each example
         return StepStats(0.0, supervised, ids.numel(), ids.numel(), int((batch["position_ids"] == 0).sum()))
     return StepStats(0.0, supervised, int(mask.sum()), ids.numel(), ids.shape[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -38,7 +39,8 @@ def window_tags(doc: Document, start: int, end: int, scheme: TagScheme) -> list[
     return tags
 
 
-def encode_tagging(docs: list[Document], tokenizer, scheme: TagScheme, settings: TaggerSettings) -> TagData:
+def encode_tagging(docs: list[Document], tokenizer: Any, scheme: TagScheme,
+                   settings: TaggerSettings) -> TagData:
     """Every document as one example, or (longer than ``settings.max_length`` positions) one per window of whole
     sentences; documents without text are skipped."""
     out = TagData([])
@@ -74,7 +76,7 @@ class TaggingLoss(torch.nn.Module):
     """The summed tagging loss of a batch and its count of characters with a known tag (``SupervisedLoss``'s
     contract, so ``step.accumulate_gradients`` runs it unchanged); ``autocast``: the dtype the body runs in."""
 
-    def __init__(self, peft_model, autocast: torch.dtype | None = None):
+    def __init__(self, peft_model: Any, autocast: torch.dtype | None = None):
         super().__init__()
         self.peft_model = peft_model
         self.autocast = autocast

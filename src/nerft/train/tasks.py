@@ -25,7 +25,7 @@ class GenerativeTask:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
 
-    def encode(self, docs: list[Document], tokenizer, prompt: Prompt, labels: LabelSet, main: bool,
+    def encode(self, docs: list[Document], tokenizer: Any, prompt: Prompt, labels: LabelSet, main: bool,
                lexicon: Lexicon):
         from .data import encode_training_data
 
@@ -36,7 +36,7 @@ class GenerativeTask:
         base = load_model(self.cfg.model, device)
         return add_lora(base, self.cfg.lora, self.cfg.optim.gradient_checkpointing), getattr(base, "config", None)
 
-    def loss_module(self, model, autocast: torch.dtype | None) -> torch.nn.Module:
+    def loss_module(self, model: Any, autocast: torch.dtype | None) -> torch.nn.Module:
         from .step import SupervisedLoss
 
         return SupervisedLoss(model, autocast)
@@ -46,11 +46,12 @@ class GenerativeTask:
 
         return collate(examples, pad_id, self.cfg.data.packing, self.cfg.data.shared_prefix)
 
-    def param_groups(self, model) -> list[dict[str, Any]]:
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
-    def predict(self, model, tokenizer, prompt: Prompt, labels: LabelSet, docs: list[Document], lexicon: Lexicon,
-                constrained: bool, autocast: torch.dtype | None) -> tuple[list[Document], dict[str, int]]:
+    def predict(self, model: Any, tokenizer: Any, prompt: Prompt, labels: LabelSet, docs: list[Document],
+                lexicon: Lexicon, constrained: bool, autocast: torch.dtype | None
+                ) -> tuple[list[Document], dict[str, int]]:
         from .evaluation import predict_documents
 
         return predict_documents(model, tokenizer, prompt, labels, docs, self.cfg.eval.batch_size,
@@ -74,7 +75,7 @@ class TaggingTask(GenerativeTask):
             raise NerftError(f"task tag reads the text alone (no prompt, no answer): {', '.join(prompt_only)} "
                              "apply to task generate only; leave them out")
 
-    def encode(self, docs: list[Document], tokenizer, prompt: Prompt, labels: LabelSet, main: bool,
+    def encode(self, docs: list[Document], tokenizer: Any, prompt: Prompt, labels: LabelSet, main: bool,
                lexicon: Lexicon):
         from ..tagger.scheme import TagScheme
         from .tagging import encode_tagging
@@ -94,7 +95,7 @@ class TaggingTask(GenerativeTask):
                          transformer=tagger.body)
         return model, body.config
 
-    def loss_module(self, model, autocast: torch.dtype | None) -> torch.nn.Module:
+    def loss_module(self, model: Any, autocast: torch.dtype | None) -> torch.nn.Module:
         from .tagging import TaggingLoss
 
         return TaggingLoss(model, autocast)
@@ -104,7 +105,7 @@ class TaggingTask(GenerativeTask):
 
         return collate_tags(examples, pad_id)
 
-    def param_groups(self, model) -> list[dict[str, Any]]:
+    def param_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
         """The head at ``tagger.head_lr`` when set, the adapters at ``optim.lr``."""
         trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if self.cfg.tagger.head_lr is None:
@@ -113,8 +114,9 @@ class TaggingTask(GenerativeTask):
         rest = [p for n, p in trained if ".head." not in f".{n}"]
         return [{"params": rest}, {"params": head, "lr": self.cfg.tagger.head_lr}]
 
-    def predict(self, model, tokenizer, prompt: Prompt, labels: LabelSet, docs: list[Document], lexicon: Lexicon,
-                constrained: bool, autocast: torch.dtype | None) -> tuple[list[Document], dict[str, int]]:
+    def predict(self, model: Any, tokenizer: Any, prompt: Prompt, labels: LabelSet, docs: list[Document],
+                lexicon: Lexicon, constrained: bool, autocast: torch.dtype | None
+                ) -> tuple[list[Document], dict[str, int]]:
         from ..inference.options import PredictOptions
         from ..inference.tagger_backend import TaggerPredictor
 
