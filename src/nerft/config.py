@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import types
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -66,7 +67,7 @@ def _conventions(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]
         where = prefix + key
         if value is None and not optional:
             raise ConfigError(f"config key '{where}' must not be null")
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
             value = _conventions(tp, value, where + ".")
         elif get_origin(tp) is Literal and isinstance(value, bool) and (word := "on" if value else "off") in get_args(tp):
             value = word
@@ -119,7 +120,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown keys and wrong types raise ConfigError naming the dotted key."""
     data = _conventions(cls, data, prefix)
     try:
-        return _validator(cls).validate_python(data)
+        return _validator(cls).validate_python(data)  # type: ignore[arg-type]  # a type[T] is hashable
     except ValidationError as exc:
         raise ConfigError("; ".join(_explain(e, prefix) for e in exc.errors())) from None
 
@@ -160,7 +161,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[parts[-1]] = value
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: set[str] = frozenset()) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
+                         skip: Collection[str] = frozenset()) -> None:
     """Add one ``--a.b`` flag per leaf field of a config dataclass (help text from the field's metadata)."""
     hints = get_type_hints(cls)
     group = parser if not prefix else parser.add_argument_group(prefix.rstrip("."))
@@ -170,11 +172,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str
         tp = hints[f.name]
         _, inner = _is_optional(tp)
         dest = prefix + f.name
-        if dataclasses.is_dataclass(inner):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
             add_config_arguments(parser, inner, prefix=dest + ".")
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
         helptext = f.metadata.get("help", "")
         helptext = f"{helptext} (default: {default!r})" if helptext else f"(default: {default!r})"
@@ -218,7 +220,7 @@ def _beside(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
     for f in dataclasses.fields(cls):
         value = out.get(f.name)
         _, inner = _is_optional(hints[f.name])
-        if dataclasses.is_dataclass(inner) and isinstance(value, dict):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner) and isinstance(value, dict):
             out[f.name] = _beside(inner, value, folder)
         elif f.metadata.get("path") and isinstance(value, str) and value and not os.path.isabs(value) \
                 and not value.startswith("~") and (folder / value).exists():
@@ -231,7 +233,7 @@ def _leaf_names(cls: type, prefix: str = "") -> set[str]:
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         _, inner = _is_optional(hints[f.name])
-        if dataclasses.is_dataclass(inner):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
             out |= _leaf_names(inner, prefix + f.name + ".")
         else:
             out.add(prefix + f.name)

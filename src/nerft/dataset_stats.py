@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def stats_markdown(stats: dict[str, Any]) -> str:
     table = {split: stats["splits"][split] for split in SPLITS} | {"all": stats["all"]}
     lines += ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
 
-    def row(name: str, value) -> str:
+    def row(name: str, value: Callable[..., Any]) -> str:  # value(one column's stats)
         return f"| {name} | " + " | ".join(str(value(table[c])) for c in columns) + " |"
 
     lines.append(row("documents", lambda s: s["docs"]))

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import config as cfglib
 from .config import opt
@@ -153,7 +154,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     return summary
 
 
-def register(subparsers, name: str = "demo", summary: str = "") -> argparse.ArgumentParser:
+def register(subparsers: Any, name: str = "demo", summary: str = "") -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=summary, description=summary,
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cfglib.add_config_arguments(parser, DemoConfig)

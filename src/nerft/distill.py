@@ -152,6 +152,7 @@ def student_table(gold: list[Document], silver: list[Document], dev: list[Docume
             key = {"threshold": t, "keep_empty": empty, "gold": len(gold), "silver_kept": len(kept),
                    "iterations": cfg.iterations}
             record, model = folder / f"{name}.json", folder / f"{name}.crfsuite"
+            row: dict[str, Any] | None
             if kept_at in by_kept:  # the same silver as a lower threshold: its CRF and scores
                 row = {**by_kept[kept_at], "threshold": t, "keep_empty": empty}
             else:

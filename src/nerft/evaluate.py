@@ -38,9 +38,10 @@ import sys
 import time
 import types
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .answers import read_answer
 from .config import add_config_arguments, build_config, opt, to_dict
@@ -49,9 +50,12 @@ from .formats import Mention, get_format
 from .grounding import ground_mentions
 from .jsonl import iter_jsonl
 from .labels import LabelSet, load_label_set, map_document_labels, parse_label_map
-from .metrics import format_table, score_documents
+from .metrics import Scores, format_table, score_documents
 from .schema import Document, Entity, InputError, NerftError, entity_from_dict
 from .textio import ENCODING_HELP, require_file, resolve_encoding
+
+if TYPE_CHECKING:
+    from .inference.base import Predictor
 
 
 @dataclass
@@ -91,7 +95,7 @@ class _PredRow:
     data: dict[str, Any]
 
 
-def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
+def evaluate(cfg: EvaluateConfig, predictor: Predictor | None = None) -> dict[str, Any]:
     """Score cfg.pred (or, given a ``Predictor``, its predictions of the gold texts) against cfg.gold; write OUT
     when given; return the metrics dict."""
     if not cfg.gold or not (cfg.pred or predictor is not None):
@@ -110,7 +114,7 @@ def evaluate(cfg: EvaluateConfig, predictor=None) -> dict[str, Any]:
     if targets is not None and predictor is None and not cfg.labels:  # labels.json beside gold names unmapped codes
         labels = LabelSet.infer(dict.fromkeys(mapping.values()))
     matched = _match(gold, rows, cfg)
-    preds, counts, unknown, unmapped = [], model_counts, Counter(), Counter()
+    preds, counts, unknown, unmapped = [], model_counts, Counter[str](), Counter[str]()
     for doc, row in zip(gold, matched, strict=True):
         entities = [] if row is None else _entities_of(doc, row, cfg, labels, counts, unknown)
         if targets is not None:  # a type the gold set has no counterpart of can be neither right nor wrong here
@@ -148,7 +152,7 @@ def _read_prediction_file(cfg: EvaluateConfig, gold: list[Document]) -> list[_Pr
     from .trainer_formats import detect_prediction_format, read_trainer_predictions
 
     require_file(cfg.pred, "prediction file")
-    fmt = cfg.pred_format
+    fmt: str = cfg.pred_format
     if fmt == "auto":  # LLaMA-Factory and ms-swift write UTF-8: a file in another encoding is nerft's layout
         fmt = detect_prediction_format(cfg.pred) if resolve_encoding(cfg.pred, cfg.encoding) == "utf-8" else "nerft"
     if fmt == "nerft":
@@ -172,7 +176,8 @@ def _read_pred_rows(path: str, encoding: str = "utf-8") -> list[_PredRow]:
     return rows
 
 
-def _predicted_rows(gold: list[Document], predictor, cfg: EvaluateConfig, counts: dict[str, int]) -> list[_PredRow]:
+def _predicted_rows(gold: list[Document], predictor: Predictor, cfg: EvaluateConfig,
+                    counts: dict[str, int]) -> list[_PredRow]:
     """``predictor``'s rows for the gold texts, as ``nerft predict`` writes them; the answers' parse failures and
     dropped hallucinations go into ``counts`` (the rows no longer show them). With OUT, also predictions.jsonl."""
     from .jsonl import write_jsonl
@@ -211,6 +216,7 @@ def _match(gold: list[Document], rows: list[_PredRow], cfg: EvaluateConfig) -> l
     gold_ids = [d.id for d in gold]
     by_id = len(set(gold_ids)) == len(gold_ids) and with_id is not None
     matched: list[_PredRow | None]
+    r: _PredRow | None
     if by_id:
         index = {doc_id: i for i, doc_id in enumerate(gold_ids)}
         matched = [None] * len(gold)
@@ -388,7 +394,8 @@ class _ScoringModule(types.ModuleType):
     module (every CLI command makes one) would otherwise replace the package attribute ``nerft.evaluate`` with the
     module, and ``nerft.evaluate(gold, predictions)`` would stop working depending on what was imported first."""
 
-    def __call__(self, gold, predictions, labels=None):
+    def __call__(self, gold: Sequence[Document], predictions: Sequence[Document | Sequence[Entity]],
+                 labels: Sequence[str] | None = None) -> Scores:
         from .metrics import typed_scores
 
         return typed_scores(gold, predictions, labels)

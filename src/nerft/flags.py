@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger("nerft")
@@ -28,7 +29,8 @@ def add_deprecated(parser: argparse.ArgumentParser | Any, old: str, new: str, **
         raise TypeError(f"add_deprecated: unknown action {action!r}")
 
     class Deprecated(base):  # type: ignore[misc, valid-type]
-        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
             used = option_string or old
             spelled = "--no-" + new[2:] if used.startswith("--no-") and not old.startswith("--no-") else new
             logger.warning(deprecation_note(used, spelled))
@@ -43,7 +45,9 @@ def add_deprecated_value(parser: argparse.ArgumentParser | Any, old: str, dest: 
     and how to spell it now (``{"ray": (True, "--ray"), "local": (False, "--no-ray")}``)."""
 
     class DeprecatedValue(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+            assert isinstance(values, str)  # one of the choices (no nargs)
             value, spelling = mapping[values]
             logger.warning(deprecation_note(f"{option_string or old} {values}", spelling))
             setattr(namespace, dest, value)

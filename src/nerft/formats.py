@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .answer_reader import NONE_ANSWERS, TUTORIAL_NONE, Mention, ParseResult, parse_answer
 from .labels import LabelSet
@@ -92,7 +93,7 @@ class OutputFormat:
     def units(self, answer: str) -> list[str]:
         """The entity units of an answer (each scored on its own): lines, and the ``{...}`` objects of a line
         that holds several."""
-        units = []
+        units: list[str] = []
         for line in answer.split("\n"):
             if line.count("}") > 1:
                 units.extend(piece + "}" for piece in line.split("}") if piece.strip())
@@ -110,7 +111,7 @@ class OutputFormat:
             answer = answer[: answer.rfind("\n")]
         return self.units(answer)
 
-    def none_start_ids(self, tokenizer, stop_ids: Sequence[int]) -> list[int]:
+    def none_start_ids(self, tokenizer: Any, stop_ids: Sequence[int]) -> list[int]:
         """Tokens that begin a "no entity" answer: an immediate end of turn (``stop_ids``), or the first token
         of ``none_text``."""
         ids = list(stop_ids)

@@ -91,11 +91,13 @@ class _Trie:
 
     def matches_at(self, text: str, start: int) -> list[str]:
         """Strings that occur at ``start``, shortest first."""
-        found, node = [], self.root
+        found: list[str] = []
+        node = self.root
         for ch in text[start:]:
-            node = node.get(ch)
-            if node is None:
+            child = node.get(ch)
+            if child is None:
                 break
+            node = child
             if None in node:
                 found.append(node[None])
         return found
@@ -155,7 +157,7 @@ class Lexicon:
         strings, trie = self._tries[key]
         out = [Entity(e.start, e.end, strings[e.text], e.text, e.score)
                if e.start is not None and e.text in strings else e for e in entities]
-        taken = [(e.start, e.end) for e in out if e.start is not None]
+        taken = [(e.start, e.end) for e in out if e.start is not None and e.end is not None]
         for i in range(len(text)):
             for s in reversed(trie.matches_at(text, i)):  # longest first
                 end = i + len(s)

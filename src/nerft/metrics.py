@@ -215,7 +215,8 @@ def score_documents(
 
 
 def _count_per_label(counts: dict[str, Counter[str]], gold: set[Span], pred: set[Span],
-                     gold_bounds: set[tuple[int, int]], pred_bounds: set[tuple[int, int]], ungrounded) -> None:
+                     gold_bounds: set[tuple[int, int]], pred_bounds: set[tuple[int, int]],
+                     ungrounded: list[Entity]) -> None:
     """One document's boundary and partial counts per label into ``counts[label]``."""
     for label in {s[2] for s in gold | pred} | {e.label for e in ungrounded}:
         g = {s for s in gold if s[2] == label}

@@ -180,7 +180,8 @@ def label_points(ax: Any, marked: Sequence[tuple[float, float, Any]], fontsize: 
             low, high = centre - len(group) * gap / 2, centre + len(group) * gap / 2
             preferred = 1 if points[0][0] == last_x else -1
             side = min((preferred, -preferred),
-                       key=lambda s: crossings(*sorted((px + 7 * s, px + (7 + width) * s)), low, high))
+                       key=lambda s: crossings(min(px + 7 * s, px + (7 + width) * s),
+                                               max(px + 7 * s, px + (7 + width) * s), low, high))
             for n, i in enumerate(group):
                 x, y, colour = points[i]
                 dy = centre + (n - (len(group) - 1) / 2) * gap - at[i]

@@ -223,8 +223,9 @@ def _previous_outputs(out: Path) -> set[str]:
 
 def _read_input(cfg: PrepareConfig) -> tuple[dict[str, list[Document]], ReadReport, str, list[str]]:
     """Documents per split, the read report, ``random``/``predefined``, and notes on what was done."""
-    options = {"skip_invalid": cfg.skip_invalid, "reject_overlaps": cfg.reject_overlaps,
-               "conll_scheme": cfg.conll_scheme, "encoding": cfg.encoding, "use_predictions": cfg.use_predictions}
+    options: dict[str, Any] = {"skip_invalid": cfg.skip_invalid, "reject_overlaps": cfg.reject_overlaps,
+                               "conll_scheme": cfg.conll_scheme, "encoding": cfg.encoding,
+                               "use_predictions": cfg.use_predictions}
     source = Path(cfg.input)
     is_dir = not cfg.input.startswith(HUB_PREFIX) and source.is_dir()
     if cfg.keep_split and not is_dir:

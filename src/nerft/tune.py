@@ -24,13 +24,19 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as cfglib
 from .fileio import atomic_write, write_json
 from .jsonl import iter_jsonl, write_jsonl
 from .schema import Document, Entity, NerftError, entity_from_dict
+
+if TYPE_CHECKING:
+    from .inference.options import LoadOptions, PredictOptions
+    from .labels import LabelSet
+    from .lexicon import Lexicon
 
 MIN_SCORES = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
 MIN_RATES = [0.1, 0.2, 0.3, 0.5, 0.7]
@@ -78,8 +84,8 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates: list[float], *,
-         per_label: bool = True, progress: bool | None = None) -> dict[str, Any]:
+def tune(load: LoadOptions, options: PredictOptions, dev: str, out: Path, min_scores: list[float],
+         min_rates: list[float], *, per_label: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Answer ``dev`` once (into ``out``), score every candidate (``choose``), write the report and
     decoding.yaml; returns the report."""
     from .evaluate import read_gold
@@ -91,9 +97,9 @@ def tune(load, options, dev: str, out: Path, min_scores: list[float], min_rates:
                           progress=progress)
 
 
-def tune_documents(load, options, gold: list[Document], dev: str, out: Path, min_scores: list[float],
-                   min_rates: list[float], *, per_label: bool = True, progress: bool | None = None,
-                   decoding_file: Path | None = None) -> dict[str, Any]:
+def tune_documents(load: LoadOptions, options: PredictOptions, gold: list[Document], dev: str, out: Path,
+                   min_scores: list[float], min_rates: list[float], *, per_label: bool = True,
+                   progress: bool | None = None, decoding_file: Path | None = None) -> dict[str, Any]:
     """``tune`` on gold documents already read (``dev`` names them in the report); the chosen options go to
     ``decoding_file`` (default OUT/decoding.yaml), their lexicon named relative to it."""
     from .inference.options import PredictOptions
@@ -111,8 +117,9 @@ def tune_documents(load, options, gold: list[Document], dev: str, out: Path, min
     return report
 
 
-def choose(gold: list[Document], answers: list[list[Entity]], labels, answering, lexicon_path: str | None,
-           lexicon, min_scores: list[float], min_rates: list[float], per_label: bool = True):
+def choose(gold: list[Document], answers: list[list[Entity]], labels: LabelSet, answering: PredictOptions,
+           lexicon_path: str | None, lexicon: Lexicon | None, min_scores: list[float], min_rates: list[float],
+           per_label: bool = True) -> tuple[PredictOptions, dict[str, Any]]:
     """The best decoding options for ``answers`` (the model's entities per gold document, as answered with
     ``answering``), and a report of every candidate scored: each min-score, without the lexicon and with it at
     each min-rate (when there is one), then per label. The answers as they are (min-score 0, no lexicon) are
@@ -120,7 +127,7 @@ def choose(gold: list[Document], answers: list[list[Entity]], labels, answering,
     min_scores, min_rates = sorted({0.0, *min_scores}), sorted(set(min_rates))
     codes = set(labels.codes)
 
-    def scored(candidate) -> dict[str, Any]:
+    def scored(candidate: PredictOptions) -> dict[str, Any]:
         return {**settings(candidate), **score(gold, answers, candidate, lexicon, codes, labels)}
 
     candidates = [dataclasses.replace(answering, min_score=m) for m in min_scores]  # [0]: as answered
@@ -129,13 +136,15 @@ def choose(gold: list[Document], answers: list[list[Entity]], labels, answering,
                        for rate in min_rates for m in min_scores]
     rows = [scored(c) for c in candidates]
     i = max(range(len(rows)), key=lambda k: (rows[k]["f1"], -len(rows[k]["setting"])))
-    best, per_label_rows = candidates[i], []
+    best = candidates[i]
+    per_label_rows: list[dict[str, Any]] = []
     if per_label:
         best, per_label_rows = refine_per_label(best, rows[i]["f1"], min_scores, labels.codes, scored)
     return best, {"answered": rows[0], "best": scored(best), "grid": rows, "per_label": per_label_rows}
 
 
-def answer_dev(load, options, gold: list[Document], out: Path, progress: bool | None):
+def answer_dev(load: LoadOptions, options: PredictOptions, gold: list[Document], out: Path,
+               progress: bool | None) -> tuple[LabelSet, list[list[Entity]]]:
     """The model's answers to the dev texts (resumed from ``out`` when it holds them), as entity lists."""
     from .inference.loading import open_predictor
     from .predict.files import predict_file
@@ -165,7 +174,8 @@ def answer_dev(load, options, gold: list[Document], out: Path, progress: bool | 
     return predictor.labels, answers
 
 
-def score(gold: list[Document], answers, candidate, lexicon, codes: set[str], labels) -> dict[str, float]:
+def score(gold: list[Document], answers: list[list[Entity]], candidate: PredictOptions,
+          lexicon: Lexicon | None, codes: set[str], labels: LabelSet) -> dict[str, float]:
     from .inference.base import finish_entities
     from .metrics import score_documents
 
@@ -175,7 +185,7 @@ def score(gold: list[Document], answers, candidate, lexicon, codes: set[str], la
     return {k: micro[k] for k in ("precision", "recall", "f1")}
 
 
-def settings(candidate) -> dict[str, Any]:
+def settings(candidate: PredictOptions) -> dict[str, Any]:
     floors = candidate.label_min_score_map()
     parts = [f"min-score {candidate.min_score:g}"] if candidate.min_score else []
     parts += [f"{code} {floors[code]:g}" for code in floors]
@@ -186,7 +196,9 @@ def settings(candidate) -> dict[str, Any]:
             "lexicon_min_rate": candidate.lexicon_min_rate if candidate.lexicon else None}
 
 
-def refine_per_label(best, best_f1: float, min_scores: list[float], codes: list[str], scored):
+def refine_per_label(best: PredictOptions, best_f1: float, min_scores: list[float], codes: list[str],
+                     scored: Callable[[PredictOptions], dict[str, Any]]
+                     ) -> tuple[PredictOptions, list[dict[str, Any]]]:
     """One pass over the labels: each label's own threshold, the others' as chosen so far; a label keeps the
     overall one unless its own raises dev F1."""
     tried: list[dict[str, Any]] = []
@@ -203,7 +215,7 @@ def refine_per_label(best, best_f1: float, min_scores: list[float], codes: list[
     return dataclasses.replace(best, label_min_scores=[f"{c}={v:g}" for c, v in floors.items()]), tried
 
 
-def decoding_dict(best, out: Path) -> dict[str, Any]:
+def decoding_dict(best: PredictOptions, out: Path) -> dict[str, Any]:
     """The options that differ from PredictOptions' defaults, the lexicon named relative to ``out`` (a config's
     relative paths are read from its own folder)."""
     from .inference.options import PredictOptions

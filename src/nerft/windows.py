@@ -136,7 +136,7 @@ def merge_window_entities(windows: Sequence[Window], per_window: Sequence[Sequen
             s, t = e.start + win.start, e.end + win.start
             at_edge = (s == win.start and win.start > 0) or (t == win.end and win.end < text_length)
             found.append((Entity(s, t, e.label, e.text, e.score), at_edge))
-    best: dict[tuple[int, int, str], tuple[Entity, bool]] = {}
+    best: dict[tuple[int | None, int | None, str], tuple[Entity, bool]] = {}  # (grounded: never None)
     for e, edge in found:
         key = (e.start, e.end, e.label)
         old = best.get(key)

@@ -21,7 +21,7 @@ _UNSAFE_IN_SCRIPT = re.compile("[<>&\u2028\u2029\ud800-\udfff]")
 
 def asset(name: str) -> str:
     """The text of ``pages/assets/<name>`` (package data)."""
-    return resources.files("nerft.pages").joinpath("assets", name).read_text(encoding="utf-8")
+    return resources.files("nerft.pages").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
 def json_block(data: Any) -> str:

@@ -26,9 +26,11 @@ def error_documents(gold: Sequence[Document], preds: Sequence[Sequence[Entity]])
     A prediction without offsets is a spurious error listed apart from the text."""
     out = []
     for doc, predicted in zip(gold, preds, strict=True):
-        gold_spans = sorted({(e.start, e.end, e.label) for e in doc.entities if e.start is not None})
+        gold_spans = sorted({(e.start, e.end, e.label) for e in doc.entities
+                             if e.start is not None and e.end is not None})
         placed = [e for e in predicted if e.start is not None and e.end is not None]
-        pred_spans = sorted({(e.start, e.end, e.label) for e in placed})
+        pred_spans = sorted({(e.start, e.end, e.label) for e in predicted
+                             if e.start is not None and e.end is not None})
         score = {(e.start, e.end, e.label): e.score for e in placed}
         errors = [[err.kind, gold_spans.index(err.gold) if err.gold else -1,
                    pred_spans.index(err.pred) if err.pred else -1] for err in entity_errors(gold_spans, pred_spans)]

@@ -7,10 +7,12 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from .. import config as cfglib
 from ..flags import add_deprecated, add_deprecated_value
 from ..inference.options import LoadOptions, PredictOptions, add_load_arguments
+from ..prompts import Prompt
 from ..schema import Entity, NerftError
 from ..textio import ENCODING_HELP, require_file, require_output_file
 from .ray_engine import RayOptions
@@ -19,7 +21,7 @@ from .writers import OUTPUT_FORMATS
 logger = logging.getLogger("nerft.predict")
 
 
-def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
+def register(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=summary, description=summary)
     p.add_argument("texts", nargs="*", help="texts to analyse (or use --input)")
     p.add_argument("--input", help="a .txt (one text a line) or .jsonl (text, id) file")
@@ -56,7 +58,7 @@ def register(subparsers, name: str, summary: str) -> argparse.ArgumentParser:
     return p
 
 
-def check_preset(prompt, output_format: str | None, preset: str | None) -> None:
+def check_preset(prompt: Prompt, output_format: str | None, preset: str | None) -> None:
     if output_format and output_format != prompt.output_format:
         raise NerftError(f"--answer-format {output_format} does not match the model, trained with "
                          f"answer format {prompt.output_format}; leave --answer-format out")

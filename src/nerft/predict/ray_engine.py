@@ -82,7 +82,8 @@ def plan_shards(inputs: Sequence[Path], output_dir: str | Path) -> list[Shard]:
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise NerftError(f"--output {out} is a file; with --engine ray it is a folder (one JSONL per input file)")
-    shards, owner = [], {}
+    shards: list[Shard] = []
+    owner: dict[Path, Path] = {}
     for path in inputs:
         target = out / f"{path.stem}.jsonl"
         if target in owner:

@@ -106,8 +106,8 @@ def read_dataset(
     if fmt == "spacy":  # binary: no text encoding
         return read_spacy(path, skip_invalid=skip_invalid, reject_overlaps=reject_overlaps, progress=progress)
     encoding = resolve_encoding(path, encoding)
-    options = {"skip_invalid": skip_invalid, "reject_overlaps": reject_overlaps, "progress": progress,
-               "encoding": encoding}
+    options: dict[str, Any] = {"skip_invalid": skip_invalid, "reject_overlaps": reject_overlaps,
+                               "progress": progress, "encoding": encoding}
     if fmt == "chinese_ner_sft":
         return read_chinese_ner_sft(path, **options)
     if fmt == "cluener":

@@ -123,7 +123,7 @@ def json_line_records(path: Path, convert: Callable[[Any, int, str], Document], 
 def collect(
     source: str | os.PathLike,
     fmt: str,
-    records: Iterable[tuple[int, Document | InputError]],
+    records: Iterable[tuple[int | None, Document | InputError]],
     *,
     skip_invalid: bool = False,
     reject_overlaps: bool = False,
@@ -133,7 +133,7 @@ def collect(
     """Validate each record; raise on the first bad one, or skip and count it with ``skip_invalid``."""
     report = ReadReport(str(source), fmt)
     docs: list[Document] = []
-    first_line_of_id: dict[str, int] = {}
+    first_line_of_id: dict[str, int | None] = {}
     name = Path(str(source)).name
     for line, item in track(records, f"reading {name}", unit="doc", total=total, show=progress):
         try:

@@ -41,7 +41,7 @@ def read_conll(
     allowed = _allowed_prefixes(scheme)
     repaired_total = 0
 
-    def records() -> Iterator[tuple[int, Document | InputError]]:
+    def records() -> Iterator[tuple[int | None, Document | InputError]]:
         nonlocal repaired_total
         for index, sentence in enumerate(sentences):
             first_line = sentence[0].line if isinstance(sentence[0], InputError) else sentence[0][0]

@@ -254,9 +254,9 @@ def _placed(text: str, start: Any, end: Any, mention: Any) -> tuple[int, int] | 
     if mention is None or text[start:end] == mention:
         return start, end
     starts = utf16_to_code_points(text)
-    if 0 <= start < end < len(starts) and starts[start] is not None and starts[end] is not None:
+    if 0 <= start < end < len(starts):
         a, b = starts[start], starts[end]
-        if text[a:b] == mention:
+        if a is not None and b is not None and text[a:b] == mention:
             return a, b
     return None
 
