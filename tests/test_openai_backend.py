@@ -2,18 +2,16 @@
 ``/v1/chat/completions``) must give the entities the in-process predictor gives; a small scripted server checks
 retries, the API key, log-probabilities and the errors. The chat endpoint's schema is checked in-process."""
 
-import contextlib
 import json
 import re
 import socket
-import threading
-import time
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from helpers_models import shared_run_dir
+from helpers_serve import serving
 
 from nerft import cli
 from nerft.config import build_config
@@ -38,28 +36,6 @@ from nerft.serve.openai_api import openai_router
 TEXTS = ["北京是中国的首都。", "张三在上海工作，他喜欢华为公司。", "今天天气不错", "联合国秘书长访问了巴黎和伦敦，会见了马克龙。"]
 # The client cuts texts into windows of 12 tokens: several requests per long text, offsets merged back by nerft.
 WINDOW = {"window": 12, "window_overlap": 0}
-
-
-@contextlib.contextmanager
-def serving(app):
-    """``app`` served by uvicorn on 127.0.0.1 (a free port, bound before the server starts) in a thread."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def key(entities: list[Entity]):

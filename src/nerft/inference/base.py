@@ -124,6 +124,29 @@ def finish_entities(text: str, entities: list[Entity], options: PredictOptions, 
     return entities
 
 
+@dataclass
+class WindowPlan:
+    """What ``DecodingPlan.prepare`` makes of a call's texts: one entry per window (``pieces``: its text's index and
+    its span), in text order."""
+
+    texts: list[str]
+    pieces: list[tuple[int, Window]]
+    window_texts: list[str]
+    ids: list[list[int]]  # prompt token ids
+    limits: list[int]  # answer bounds in tokens
+    names: list[str]  # label names the answers may use
+    allowed: set[str] | None  # label codes kept (None: all)
+    _by_text: list[list[int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_text = [[] for _ in self.texts]
+        for k, (i, _) in enumerate(self.pieces):
+            self._by_text[i].append(k)
+
+    def windows_of(self, i: int) -> list[int]:
+        return self._by_text[i]
+
+
 class DecodingPlan:
     """Prompts, answer bounds and answer reading for one model: what both backends share."""
 
@@ -168,26 +191,30 @@ class DecodingPlan:
         limit = answer_budget(self.count_tokens(text), self.overhead, self.none_tokens)
         return min(limit, self.options.max_new_tokens) if self.options.max_new_tokens else limit
 
-    def run(self, texts: list[str], labels: list[str] | None, generate: Generate) -> list[Prediction]:
-        """Split each text into windows, generate an answer for every window at once, read the answers and merge
-        the windows' entities back per text (offsets into the whole text)."""
+    def prepare(self, texts: list[str], labels: list[str] | None) -> WindowPlan:
+        """Each text's windows, their prompts and answer bounds, and the label names the answers may use."""
         allowed = self.allowed(labels)
         names = [self.labels.name_of(c) for c in self.labels.codes if allowed is None or c in allowed]
         pieces = [(i, w) for i, t in enumerate(texts) for w in self.windows(t)]
         window_texts = [texts[i][w.start:w.end] for i, w in pieces]
         ids = [prompt_ids(self.tokenizer, self.prompt, t, self.hint(t)) for t in window_texts]
-        answers = generate(window_texts, ids, [self.limit(t) for t in window_texts], names)
-        per_text: list[list[tuple[Window, Generated]]] = [[] for _ in texts]
-        read, wrote = [0] * len(texts), [0] * len(texts)
-        for (i, w), g, p in zip(pieces, answers, ids, strict=True):
-            per_text[i].append((w, g))
-            read[i] += len(p)
-            wrote[i] += len(g.token_ids) or len(g.pieces or ()) or len(  # a server that said nothing of tokens
-                self.tokenizer.encode(g.text, add_special_tokens=False))
-        results = [self._merge(text, found, allowed) for text, found in zip(texts, per_text, strict=True)]
-        for result, n_read, n_wrote in zip(results, read, wrote, strict=True):
-            result.prompt_tokens, result.completion_tokens = n_read, n_wrote
-        return results
+        return WindowPlan(texts, pieces, window_texts, ids, [self.limit(t) for t in window_texts], names, allowed)
+
+    def prediction(self, plan: WindowPlan, i: int, answers: Sequence[Generated]) -> Prediction:
+        """Text ``i``'s prediction from the answers of its windows (``plan.windows_of(i)``, in order)."""
+        found = [(plan.pieces[k][1], g) for k, g in zip(plan.windows_of(i), answers, strict=True)]
+        result = self._merge(plan.texts[i], found, plan.allowed)
+        result.prompt_tokens = sum(len(plan.ids[k]) for k in plan.windows_of(i))
+        result.completion_tokens = sum(len(g.token_ids) or len(g.pieces or ()) or len(  # a server that said
+            self.tokenizer.encode(g.text, add_special_tokens=False)) for g in answers)  # nothing of tokens
+        return result
+
+    def run(self, texts: list[str], labels: list[str] | None, generate: Generate) -> list[Prediction]:
+        """Split each text into windows, generate an answer for every window at once, read the answers and merge
+        the windows' entities back per text (offsets into the whole text)."""
+        plan = self.prepare(texts, labels)
+        answers = generate(plan.window_texts, plan.ids, plan.limits, plan.names)
+        return [self.prediction(plan, i, [answers[k] for k in plan.windows_of(i)]) for i in range(len(texts))]
 
     def _merge(self, text: str, found: list[tuple[Window, Generated]], allowed: set[str] | None) -> Prediction:
         readings, raws = [], []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from .batching import Batcher, RequestFailed
+from ..config import ConfigError
+from .batching import Batcher, ContinuousBatcher, RequestFailed
 from .guards import BearerAuth, BodyLimit, ConnectionLimit, HostCheck, SafeJSONResponse
 from .metrics import CONTENT_TYPE, RequestMetrics, ServerStats, prometheus_text
 from .settings import ServeSettings
+
+logger = logging.getLogger("nerft.serve")
 
 if TYPE_CHECKING:
     from ..inference.base import Predictor
@@ -89,6 +93,28 @@ def checked_labels(labels: list[Any] | None, label_set: LabelSet) -> tuple[str, 
     return None if len(wanted) == len(label_set.codes) else wanted  # all labels: batch with the default
 
 
+def make_batcher(predictor: Predictor, settings: ServeSettings, stats: ServerStats) -> Batcher:
+    """The scheduler ``settings.scheduler`` names: continuous over a predictor that has a ContinuousDecoder (the
+    transformers backend), else micro-batching (``auto`` says which in the log; ``continuous`` over a predictor
+    without one is a ConfigError)."""
+    from ..generation import ContinuousBatchingUnsupported
+
+    if settings.scheduler != "micro":
+        why = f"the {type(predictor).__name__} decodes in calls of its own engine"
+        if hasattr(predictor, "continuous"):
+            try:
+                decoder = predictor.continuous(settings.max_batch, settings.max_batch_tokens)
+                logger.info(f"scheduler: continuous batching, up to {settings.max_batch} rows and "
+                            f"{settings.max_batch_tokens} KV positions")
+                return ContinuousBatcher(predictor, settings, stats, decoder)
+            except ContinuousBatchingUnsupported as exc:
+                why = str(exc)
+        if settings.scheduler == "continuous":
+            raise ConfigError(f"--scheduler continuous is not possible here: {why}")
+        logger.info(f"scheduler: micro-batching ({why})")
+    return Batcher(predictor, settings, stats)
+
+
 def create_app(predictor: Predictor, settings: ServeSettings | None = None, routers: Sequence[Any] = (),
                connections: ConnectionGuard | None = None) -> FastAPI:
     """A FastAPI app over ``predictor``. ``routers``: more ``fastapi.APIRouter``s to include (e.g. another API
@@ -104,7 +130,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, rout
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if connections is not None:  # accept() out of descriptors: one log line per interval, not per client
             connections.watch_accept_errors(asyncio.get_running_loop())
-        app.state.batcher = Batcher(predictor, settings, app.state.stats)
+        app.state.batcher = make_batcher(predictor, settings, app.state.stats)
         await app.state.batcher.start()
         try:
             yield

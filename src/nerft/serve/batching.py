@@ -18,10 +18,15 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..schema import Entity, NerftError
 from .metrics import CLIENT_GONE, ServerStats
 from .settings import ServeSettings
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.types import Receive
 
 logger = logging.getLogger("nerft.serve")
 
@@ -34,7 +39,7 @@ _LOCKS_LOCK = threading.Lock()
 RETRY_SOON = {"Retry-After": "1"}
 
 
-def predictor_lock(predictor) -> threading.Lock:
+def predictor_lock(predictor: Any) -> threading.Lock:
     """The lock every Batcher over ``predictor`` holds while it calls the predictor."""
     with _LOCKS_LOCK:
         return _PREDICTOR_LOCKS.setdefault(predictor, threading.Lock())
@@ -64,6 +69,7 @@ class Job:
     deadline: float  # time.monotonic()
     future: asyncio.Future
     results: list[list[Entity] | None] = field(init=False)
+    released: bool = field(default=False, init=False)  # task_done() called for it (continuous scheduler)
 
     def __post_init__(self) -> None:
         self.results = [None] * len(self.texts)
@@ -82,7 +88,7 @@ class Job:
             self.future.set_result(self.results)
 
 
-async def _client_gone(receive) -> None:
+async def _client_gone(receive: Receive) -> None:
     """Returns when the client disconnects: once the body is read, the next ASGI message is the disconnect."""
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -92,7 +98,8 @@ class Batcher:
     """The queue and its worker. ``submit`` is what a route calls; ``start``/``stop`` belong to the app's
     lifespan (``stop`` refuses new work and finishes what is queued or running)."""
 
-    def __init__(self, predictor, settings: ServeSettings, stats: ServerStats, lock: threading.Lock | None = None):
+    def __init__(self, predictor: Any, settings: ServeSettings, stats: ServerStats,
+                 lock: threading.Lock | None = None):
         """``lock``: held around each predictor call (default: ``predictor_lock(predictor)``; a Batcher over a
         wrapper of a predictor passes the predictor's)."""
         self.predictor, self.settings, self.stats = predictor, settings, stats
@@ -116,7 +123,7 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
 
-    async def submit(self, texts: list[str], labels: tuple[str, ...] | None, request=None) -> list[list[Entity]]:
+    async def submit(self, texts: list[str], labels: tuple[str, ...] | None, request: Request | None = None) -> list[Any]:
         """Entities for each text, or RequestFailed: 503 (stopping, or the queue is full), 504 (no answer by the
         deadline), 499 (``request``'s client disconnected), 400 / 500 (the predictor raised)."""
         if not self.accepting:
@@ -228,3 +235,120 @@ class Batcher:
         for job in jobs:
             if job.wanted:
                 await self._predict(labels, [(j, i) for j, i in chunk if j is job])
+
+
+class ContinuousBatcher(Batcher):
+    """Iteration-level scheduling over a predictor's ``ContinuousDecoder`` (the transformers backend): the worker
+    runs decode steps back to back; before each, every queued request joins (its texts' prefill runs in that step)
+    and requests no one waits for any more (client gone, deadline passed) leave, their rows freed at once; after
+    each, every text whose answer ended goes back to its request, which is answered when its last text is.
+
+    Kept from the micro-batching worker: the bounded queue (503 beyond it), deadlines (504), the client-gone check
+    (499), bad input failing only its own request (400: a label subset is checked when the request joins), the
+    predictor's lock around each step, and a failed step's requests rerun one by one through ``predict`` so only
+    the request that caused it fails. Results are ``Prediction``s; ``submit`` gives entities, or the predictions
+    themselves with ``detailed=True`` (the chat route's raw answers)."""
+
+    def __init__(self, predictor: Any, settings: ServeSettings, stats: ServerStats, decoder: Any,
+                 lock: threading.Lock | None = None):
+        super().__init__(predictor, settings, stats, lock)
+        self.decoder = decoder
+        self.running: dict[int, Job] = {}  # admitted to the decoder, by id
+
+    async def submit(self, texts: list[str], labels: tuple[str, ...] | None, request: Any = None,
+                     detailed: bool = False) -> list[Any]:
+        predictions: list[Any] = await super().submit(texts, labels, request)
+        return predictions if detailed else [p.entities for p in predictions]
+
+    def _call(self, texts: list[str], labels: list[str] | None) -> list[Any]:
+        with self.lock:
+            return self.predictor.predict_detailed(texts, labels)
+
+    async def _run(self) -> None:
+        while True:
+            joining = [] if self.running else [await self.queue.get()]
+            while True:
+                try:
+                    joining.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await self._advance(joining)
+            except Exception as exc:  # a fault of the worker itself fails the jobs it holds, never the server
+                for job in list(self.running.values()) + joining:
+                    job.fail(failure_of(exc))
+                    self._release(job)
+                self.running.clear()
+                await asyncio.to_thread(self._reset)
+
+    async def _advance(self, joining: list[Job]) -> None:
+        # jobs no one waits for any more (answered, failed, client gone, past the deadline) leave in this step
+        leaving = [job for job in self.running.values() if not job.wanted]
+        for job in joining:
+            if not job.wanted:
+                self.stats.skip_texts(len(job.texts))
+                self._release(job)
+        joining = [job for job in joining if job.wanted]
+        self.running.update((id(job), job) for job in joining)
+        try:
+            completed, refused, rows = await asyncio.to_thread(self._step, joining, leaving)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the step itself failed: start afresh, rerun each request alone
+            self.stats.add_failed_batch()
+            jobs = list(self.running.values())
+            self.running.clear()
+            await asyncio.to_thread(self._reset)
+            await self._isolate_all([job for job in jobs if job.wanted], exc)
+            for job in jobs:
+                self._release(job)
+            return
+        for job in leaving:
+            self.running.pop(id(job), None)
+            self._release(job)
+        for job, error in refused:
+            job.fail(failure_of(error))
+        for job, i, prediction in completed:
+            job.results[i] = prediction
+            job.finish_if_complete()
+        for job in {id(j): j for j in [job for job, _ in refused] + [job for job, _, _ in completed]}.values():
+            if job.future.done():  # answered or failed: its rows are already out of the decoder
+                self.running.pop(id(job), None)
+                self._release(job)
+        self.stats.add_step(rows, len(completed))
+
+    def _release(self, job: Job) -> None:
+        """The job is done with the queue (once): ``stop`` waits for every queued job to be released."""
+        if not job.released:
+            job.released = True
+            self.queue.task_done()
+
+    def _step(self, joining: list[Job], leaving: list[Job]) -> tuple[list, list, int]:
+        completed, refused = [], []
+        with self.lock:
+            for job in leaving:
+                self.decoder.drop(job)
+            for job in joining:
+                try:
+                    completed += self.decoder.admit(job, job.texts, list(job.labels) if job.labels else None)
+                except BAD_INPUT as exc:
+                    self.decoder.drop(job)
+                    refused.append((job, exc))
+            rows = 0
+            if self.decoder.busy:
+                completed += self.decoder.step()
+                rows = self.decoder.rows_last_step
+        return completed, refused, rows
+
+    def _reset(self) -> None:
+        with self.lock:
+            self.decoder.reset()
+
+    async def _isolate_all(self, jobs: list[Job], exc: BaseException) -> None:
+        """A step failed: with one request in it, that request fails; with several, each is rerun alone."""
+        if len(jobs) == 1:
+            jobs[0].fail(failure_of(exc))
+            return
+        for job in jobs:
+            if job.wanted:
+                await self._predict(job.labels, [(job, i) for i in range(len(job.texts)) if job.results[i] is None])

@@ -8,7 +8,7 @@ Series (``path`` is the template of the route that answered, or ``other``):
 - ``nerft_http_request_duration_seconds{path}``: histogram of the time from the request's arrival to its last byte;
 - ``nerft_requests_in_flight``: NER requests waiting for their answer;
 - ``nerft_queue_depth``: requests queued for the batch worker (not yet taken into a batch);
-- ``nerft_batch_texts``: histogram of texts per predictor call;
+- ``nerft_batch_texts``: histogram of texts per predictor call (the continuous scheduler: rows per decode step);
 - ``nerft_texts_total``: texts predicted; ``nerft_texts_skipped_total``: texts never computed because their
   request was abandoned or past its deadline; ``nerft_batch_failures_total``: predictor calls that raised (their
   requests were then retried one by one);
@@ -73,6 +73,12 @@ class ServerStats:
         self._batch_texts.observe(n_texts)
         self._texts.inc(n_texts)
         self.max_batch_seen = max(self.max_batch_seen, n_texts)
+
+    def add_step(self, rows: int, texts_done: int) -> None:
+        """One decode step of the continuous scheduler over ``rows`` rows, which completed ``texts_done`` texts."""
+        self._batch_texts.observe(rows)
+        self._texts.inc(texts_done)
+        self.max_batch_seen = max(self.max_batch_seen, rows)
 
     def add_request(self, path: str, status: int, seconds: float) -> None:
         self._requests.labels(path, str(status)).inc()

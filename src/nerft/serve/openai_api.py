@@ -13,10 +13,11 @@ typed (``ChatCompletion``, ``ModelList``: the fields OpenAI's clients read); err
 (``{"error": {"message", "type", "code"}}``).
 
 The router is one of ``serve.create_app``'s ``routers``: it sits behind the server's authentication, body limit and
-metrics, and reads the predictor and settings from ``app.state``. Chat requests are micro-batched by a second
-``serve.batching.Batcher`` of the same settings (deadlines, client-gone, failure isolation) over the predictor's
-``predict_detailed``, which holds the raw answers; ``/v1/ner`` and chat requests batch separately, and the two
-batchers never call the model at the same time (both hold ``serve.batching.predictor_lock(predictor)``).
+metrics, and reads the predictor and settings from ``app.state``. Under the continuous scheduler chat requests join
+the same running batch as ``/v1/ner``'s (``ContinuousBatcher.submit(..., detailed=True)`` gives the raw answers).
+Under micro-batching they are batched by a second ``serve.batching.Batcher`` of the same settings (deadlines,
+client-gone, failure isolation) over the predictor's ``predict_detailed``, and the two batchers never call the model
+at the same time (both hold ``serve.batching.predictor_lock(predictor)``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..lexicon import HINT_HEADER
 from ..prompts import Prompt
-from .batching import Batcher, RequestFailed, predictor_lock
+from .batching import Batcher, ContinuousBatcher, RequestFailed, predictor_lock
 from .guards import SafeJSONResponse
 
 if TYPE_CHECKING:
@@ -134,6 +135,10 @@ class RawAnswers:
 @contextlib.asynccontextmanager
 async def _chat_batcher(app: FastAPI) -> AsyncIterator[None]:
     state = app.state
+    if isinstance(getattr(state, "batcher", None), ContinuousBatcher):  # one scheduler for both routes
+        state.chat_batcher = state.batcher
+        yield
+        return
     state.chat_batcher = Batcher(RawAnswers(state.predictor), state.settings, state.stats,
                                  lock=predictor_lock(state.predictor))
     await state.chat_batcher.start()
@@ -201,7 +206,10 @@ def openai_router():
             batcher = getattr(state, "chat_batcher", None)
             if batcher is None:
                 raise RequestFailed(503, "the server is starting")
-            [prediction] = await batcher.submit([text], None, request)
+            if isinstance(batcher, ContinuousBatcher):
+                [prediction] = await batcher.submit([text], None, request, detailed=True)
+            else:  # micro-batching over RawAnswers, whose results are the predictions
+                [prediction] = await batcher.submit([text], None, request)
         except RequestFailed as exc:
             return openai_error(exc.status, exc.detail, "model_not_found" if exc.status == 404 else None,
                                 exc.headers)

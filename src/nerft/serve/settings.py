@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal
 
 from ..config import ConfigError, opt
 
@@ -11,8 +12,16 @@ from ..config import ConfigError, opt
 class ServeSettings:
     """Limits and batching of one server (flags of ``nerft serve``; keywords of ``create_app``)."""
 
-    max_batch: int = opt(16, "texts per generation batch (and per predictor call)", flag="--batch-size",
-                         deprecated=("--max-batch",))
+    scheduler: Literal["auto", "continuous", "micro"] = opt(
+        "auto", "how requests share the model. continuous: a request's texts join the running generation batch at "
+                "its next decode step and each text is answered as soon as its own answer ends (the transformers "
+                "backend); micro: requests gathered for up to --max-wait-ms, then one predictor call per batch "
+                "(every backend); auto: continuous where the backend supports it")
+    max_batch: int = opt(16, "texts per generation batch and per predictor call (continuous: rows decoding "
+                             "together)", flag="--batch-size", deprecated=("--max-batch",))
+    max_batch_tokens: int = opt(16384, "continuous scheduler: KV positions the running batch may hold (rows x "
+                                       "cached tokens, padding included), which bounds its memory; a longer "
+                                       "window still runs, alone")
     max_batch_chars: int = opt(8192, "characters per predictor call (a longer text is a call of its own): bounds "
                                      "the work a request whose client left can still cost")
     max_wait_ms: float = opt(10.0, "how long the first request of a batch waits for company")
@@ -35,8 +44,8 @@ class ServeSettings:
                                                 "loopback and the bound host (DNS rebinding), else any")
 
     def __post_init__(self) -> None:
-        positive = {"max_batch": self.max_batch, "max_batch_chars": self.max_batch_chars,
-                    "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
+        positive = {"max_batch": self.max_batch, "max_batch_tokens": self.max_batch_tokens,
+                    "max_batch_chars": self.max_batch_chars, "max_texts": self.max_texts, "max_text_chars": self.max_text_chars,
                     "queue_size": self.queue_size, "timeout": self.timeout, "max_body_bytes": self.max_body_bytes,
                     "max_connections": self.max_connections, "header_timeout": self.header_timeout,
                     "min_body_rate": self.min_body_rate}
