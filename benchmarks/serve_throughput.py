@@ -12,6 +12,14 @@ measured alone, and stopped. The texts are the seeded CCFBDCI test split's, one 
    ``--clients`` in flight; rates at ``--rate-shares`` of the saturated requests/s. ``rps_at_p95_1s``: the highest
    rate tried whose p95 latency stayed <= ``--p95`` seconds (0 when none did).
 
+3. idle latency: ``--idle`` sentences one at a time, each sent when the last is answered (p50/p95).
+4. one request holding the first ``--request-texts`` texts, alone on the server.
+
+Baseline in the same run, on the same texts: the bulk path (``benchmarks.bulk_rate``: what ``nerft predict --input``
+does once the model is loaded) with the server's model flags (serve-only flags dropped), on the ``--texts-limit``
+texts the clients send and on the request's texts. ``vs_bulk``: saturated requests/s over the bulk path's
+documents/s (one text per request); ``request_vs_bulk``: the request's seconds over the bulk path's on its texts.
+
 The server's resident memory is sampled every 0.25 s (``peak_rss_gb``, model load included). Writes
 ``serve_throughput.{json,md}``.
 """
@@ -103,6 +111,53 @@ async def open_loop(url: str, key: str, texts: list[str], clients: int, rate: fl
     return {"rate": round(rate, 2), **summary(records, elapsed)}
 
 
+SERVE_ONLY = {"--scheduler", "--max-batch-tokens", "--max-wait-ms", "--queue-size", "--timeout", "--max-texts",
+              "--max-batch-chars"}  # flags nerft predict does not take (each with a value)
+
+
+def bulk_flags(flags: str) -> list[str]:
+    words, out = shlex.split(flags), []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w.split("=", 1)[0] in SERVE_ONLY:
+            skip = "=" not in w
+            continue
+        out.append(w)
+    return out
+
+
+def measure_bulk(flags: str, texts_file: Path, sizes: list[int], threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "benchmarks.bulk_rate", "--texts", str(texts_file),
+           "--sizes", ",".join(map(str, sizes)), "--", *bulk_flags(flags)]
+    log("$ " + " ".join(cmd[2:]))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bulk baseline failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def idle_latency(url: str, key: str, texts: list[str], n: int) -> dict:
+    records = []
+    async with http_client(url, 1) as client:
+        for text in texts[:n]:
+            records.append(await post(client, text, key))
+    return summary(records, sum(t for _, t in records) or 1.0)
+
+
+async def one_request(url: str, key: str, texts: list[str]) -> float:
+    async with http_client(url, 1) as client:
+        t0 = time.monotonic()
+        r = await client.post("/v1/ner", json={"texts": texts}, headers={"authorization": f"Bearer {key}"})
+        seconds = time.monotonic() - t0
+    if r.status_code != 200:
+        raise SystemExit(f"a request of {len(texts)} texts failed: {r.status_code} {r.text[:300]}")
+    return seconds
+
+
 def measure_server(name: str, flags: str, texts: list[str], args, work: Path) -> dict:
     port, key = free_port(), secrets.token_hex(8)
     url = f"http://127.0.0.1:{port}"
@@ -128,6 +183,12 @@ def measure_server(name: str, flags: str, texts: list[str], args, work: Path) ->
             r = asyncio.run(open_loop(url, key, texts, args.clients, rate, args.seconds))
             log(f"  open loop at {r['rate']}/s: p95 {r['p95_s']}s")
             opens.append(r)
+        idle = asyncio.run(idle_latency(url, key, texts, args.idle)) if args.idle else None
+        if idle:
+            log(f"  idle, one at a time: p50 {idle['p50_s']}s p95 {idle['p95_s']}s")
+        request_s = asyncio.run(one_request(url, key, texts[:args.request_texts])) if args.request_texts else None
+        if request_s is not None:
+            log(f"  one request of {args.request_texts} texts: {request_s:.2f}s")
     finally:
         proc.terminate()
         try:
@@ -137,22 +198,33 @@ def measure_server(name: str, flags: str, texts: list[str], args, work: Path) ->
         rss.stop.set()
     within = [r for r in opens if r["ok"] == r["requests"] and r["p95_s"] <= args.p95]
     return {"server": name, "flags": flags, "ready_s": round(ready_s, 1), "closed": closed, "open": opens,
+            "idle": idle, "request_s": round(request_s, 2) if request_s is not None else None,
             "rps_at_p95_1s": max((r["rps"] for r in within), default=0.0),
             "peak_rss_gb": round(rss.summary()["max_mb"] / 1024, 2), "others_busy": busy}
 
 
 def to_markdown(rows: list[dict], args) -> str:
     table = [{"server": r["server"], "clients": args.clients, "saturated_rps": r["closed"]["rps"],
-              "p50_s": r["closed"]["p50_s"], "p95_s": r["closed"]["p95_s"], "p99_s": r["closed"]["p99_s"],
-              f"rps_at_p95_{args.p95:g}s": r["rps_at_p95_1s"], "peak_rss_gb": r["peak_rss_gb"],
-              "ready_s": r["ready_s"]} for r in rows]
+              "bulk_docs_s": r.get("bulk_docs_s"), "vs_bulk": r.get("vs_bulk"),
+              "p50_s": r["closed"]["p50_s"], "p95_s": r["closed"]["p95_s"],
+              f"rps_at_p95_{args.p95:g}s": r["rps_at_p95_1s"],
+              "idle_p50_s": (r.get("idle") or {}).get("p50_s"), "idle_p95_s": (r.get("idle") or {}).get("p95_s"),
+              f"request_{args.request_texts}_s": r.get("request_s"), f"bulk_{args.request_texts}_s":
+              r.get("bulk_request_s"), "request_vs_bulk": r.get("request_vs_bulk"),
+              "peak_rss_gb": r["peak_rss_gb"], "ready_s": r["ready_s"]} for r in rows]
     cols = list(table[0]) if table else []
-    lines = [f"## nerft serve under {args.clients} concurrent one-sentence clients\n", markdown_table(table, cols), "",
+    lines = [f"## nerft serve under {args.clients} concurrent one-sentence clients, beside the bulk path\n",
+             markdown_table(table, cols), "",
              "Open-loop rates tried (requests/s offered -> served, p95):", ""]
     for r in rows:
         tried = "; ".join(f"{o['rate']} -> {o['rps']}, p95 {o['p95_s']} s" for o in r["open"])
         lines.append(f"- {r['server']} (`nerft serve {r['flags']}`): {tried}")
-    lines += ["", f"saturated_rps and p50/p95/p99: {args.clients} clients in a closed loop for {args.seconds:g} s. "
+    lines += ["", f"Texts: the first {args.texts_limit} of the seeded CCFBDCI test split, in order, cycling. "
+              f"bulk_docs_s: `benchmarks.bulk_rate` (nerft predict --input after loading) with the server's model "
+              f"flags on those texts; vs_bulk = saturated_rps / bulk_docs_s. idle: {args.idle} sentences one at a "
+              f"time. request_{args.request_texts}_s: one request of the first {args.request_texts} texts, alone; "
+              f"bulk_{args.request_texts}_s: the bulk path on the same texts.", "",
+              f"saturated_rps and p50/p95: {args.clients} clients in a closed loop for {args.seconds:g} s. "
               f"rps_at_p95: the highest open-loop rate whose p95 latency (waiting for a client included) stayed "
               f"<= {args.p95:g} s. peak_rss_gb: the server process, model load included."]
     return "\n".join(lines)
@@ -168,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="open-loop rates as shares of the saturated requests/s")
     parser.add_argument("--p95", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--texts-limit", type=int, default=128, help="the first N test texts are sent (and bulk)")
+    parser.add_argument("--idle", type=int, default=100, help="sentences sent one at a time (0: skip)")
+    parser.add_argument("--request-texts", type=int, default=32, help="texts in the one big request (0: skip)")
+    parser.add_argument("--no-bulk", action="store_true", help="skip the bulk baseline")
     parser.add_argument("--out-name", default="serve_throughput")
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK))
@@ -180,14 +256,34 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--server {spec!r}: expected NAME=FLAGS")
         servers.append((name.strip(), flags.strip()))
     test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
-    texts = [d["text"] for d in read_jsonl(test_file)]
+    texts = [d["text"] for d in read_jsonl(test_file)][:args.texts_limit]
     work = Path(args.work) / "serve_throughput"
     work.mkdir(parents=True, exist_ok=True)
-    rows = [measure_server(name, flags, texts, args, work) for name, flags in servers]
+    texts_file = work / "texts.jsonl"
+    texts_file.write_text("".join(json.dumps({"id": str(i), "text": t}, ensure_ascii=False) + "\n"
+                                  for i, t in enumerate(texts)), encoding="utf-8")
+    bulk: dict[str, dict] = {}
+    rows = []
+    for name, flags in servers:
+        key = " ".join(bulk_flags(flags))
+        if not args.no_bulk and key not in bulk:
+            sizes = sorted({len(texts), *([args.request_texts] if args.request_texts else [])})
+            bulk[key] = measure_bulk(flags, texts_file, sizes, args.threads)
+            log(f"bulk ({key}): {bulk[key]}")
+        row = measure_server(name, flags, texts, args, work)
+        if key in bulk:
+            b = bulk[key]["sizes"]
+            row["bulk_docs_s"] = b[str(len(texts))]["docs_per_s"]
+            row["vs_bulk"] = round(row["closed"]["rps"] / row["bulk_docs_s"], 2)
+            if args.request_texts and row["request_s"]:
+                row["bulk_request_s"] = b[str(args.request_texts)]["seconds"]
+                row["request_vs_bulk"] = round(row["request_s"] / row["bulk_request_s"], 2)
+        rows.append(row)
     write_results(args.out_name, {"benchmark": "serve_throughput", "clients": args.clients,
                                   "seconds": args.seconds, "p95_bound_s": args.p95, "rows": rows},
                   to_markdown(rows, args), Path(args.results))
-    print(json.dumps([{k: r[k] for k in ("server", "rps_at_p95_1s", "peak_rss_gb")} for r in rows]))
+    print(json.dumps([{k: r.get(k) for k in ("server", "vs_bulk", "rps_at_p95_1s", "request_vs_bulk", "peak_rss_gb")}
+                      for r in rows]))
     return 0
 
 

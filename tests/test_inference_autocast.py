@@ -83,3 +83,35 @@ def test_predict_cli_takes_autocast(run, tmp_path):
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(run), "--input", str(src), "--output", str(tmp_path / "x.jsonl"),
               "--autocast", "fp8"])
+
+
+def test_linear_weights_are_stored_in_bf16_once_and_answer_as_casting_each_call(run):
+    """A frozen predictor under autocast keeps its blocks' linear weights in bf16 (autocast would recast fp32
+    weights at every call); the head and the embeddings stay fp32, and the logits are bit for bit autocast's."""
+    from nerft.generation import prompt_ids
+
+    predictor = _open(run, "bf16")
+    model = predictor.model
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert model.model.layers[0].self_attn.q_proj.bias.dtype == torch.bfloat16
+    assert model.get_output_embeddings().weight.dtype == torch.float32
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    plain = _open(run, "off").model  # fp32 weights, cast by autocast at each call
+    ids = torch.tensor([prompt_ids(predictor.tokenizer, predictor.prompt, TEXTS[0])])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        stored = model(input_ids=ids).logits
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain.set_output_embeddings(FullPrecisionHead(plain.get_output_embeddings()))
+        cast_each_call = plain(input_ids=ids).logits
+    assert torch.equal(stored, cast_each_call)
+
+
+def test_continuous_decoding_under_autocast_answers_as_predict(run):
+    predictor = _open(run, "bf16")
+    bulk = predictor.predict_detailed(TEXTS)
+    decoder = predictor.continuous(max_rows=2, max_positions=100_000)
+    got = {i: p for _, i, p in decoder.admit("caller", list(TEXTS), None)}
+    while decoder.busy:
+        got.update((i, p) for _, i, p in decoder.step())
+    assert [got[i].answers for i in range(len(TEXTS))] == [p.answers for p in bulk]
+    assert any(p.entities for p in bulk)

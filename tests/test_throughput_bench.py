@@ -102,11 +102,17 @@ def test_serve_throughput_measures_a_real_server(tmp_path, tiny_tokenizer):
     run = build_answering_run(tmp_path / "model", tiny_tokenizer)
     (tmp_path / "data").mkdir()
     data = write_mini_data(tmp_path / "data", DOCS)
-    assert serve_throughput.main(["--server", f"tiny=--model {run} --device cpu", "--test", str(data / "test.jsonl"),
-                                  "--clients", "4", "--seconds", "1", "--rate-shares", "0.5", "--threads", "1",
+    assert serve_throughput.main(["--server", f"tiny=--model {run} --device cpu --scheduler continuous",
+                                  "--test", str(data / "test.jsonl"), "--clients", "4", "--seconds", "1",
+                                  "--rate-shares", "0.5", "--threads", "1", "--idle", "3", "--request-texts", "2",
                                   "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
     result = json.loads((tmp_path / "results" / "serve_throughput.json").read_text())
     (row,) = result["rows"]
+    # the bulk baseline ran on the same texts, without the serve-only flag, and the ratios are its
+    assert row["bulk_docs_s"] > 0 and row["vs_bulk"] == pytest.approx(row["closed"]["rps"] / row["bulk_docs_s"],
+                                                                     abs=0.01)
+    assert row["idle"]["ok"] == 3 and row["request_s"] > 0 and row["bulk_request_s"] > 0
+    assert row["request_vs_bulk"] == pytest.approx(row["request_s"] / row["bulk_request_s"], abs=0.01)
     assert row["server"] == "tiny" and row["closed"]["ok"] == row["closed"]["requests"] > 0
     assert row["closed"]["rps"] > 0 and row["closed"]["p50_s"] <= row["closed"]["p95_s"]
     assert len(row["open"]) == 1 and row["peak_rss_gb"] >= 0.1

@@ -149,22 +149,26 @@ class TransformersPredictor:
     def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
         was_training = self.model.training
         self.model.eval()
-        mixed = (torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast)
-                 if self.autocast is not None else contextlib.nullcontext())
         try:
-            with mixed:
+            with self.precision():
                 results = self.plan.run(texts, labels, self._generate)
         finally:
             self.model.train(was_training)
         self.stats.texts += len(texts)
         return results
 
+    def precision(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass of this predictor runs in: torch.autocast to ``autocast``, or none."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast)
+
     def continuous(self, max_rows: int, max_positions: int) -> ContinuousDecoder:
         """A ContinuousDecoder over this predictor (a server's scheduler); ContinuousBatchingUnsupported for a model
         being trained or a KV cache whose rows cannot be joined."""
         if not self.frozen:
             raise ContinuousBatchingUnsupported("the model is being trained")
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision():
             probe = self.model(input_ids=torch.tensor([[self.tokenizer.eos_token_id or 0]],
                                                       device=next(self.model.parameters()).device),
                                use_cache=True, logits_to_keep=1)
@@ -303,10 +307,8 @@ class ContinuousDecoder:
         p = self.predictor
         was_training = p.model.training
         p.model.eval()
-        mixed = (torch.autocast(next(p.model.parameters()).device.type, dtype=p.autocast)
-                 if p.autocast is not None else contextlib.nullcontext())
         try:
-            with mixed:
+            with p.precision():
                 done: list[DecodeRow] = []
                 joining: list[DecodeRow] = []
                 while self.waiting and len(self.batch) + len(joining) < self.max_rows and (
