@@ -148,3 +148,25 @@ def test_throughput_measures_a_tagger_beside_the_generative_engine(tmp_path, tin
     assert rows["transformers-fp32"]["gflop_decode"] > 0
     with pytest.raises(SystemExit, match="tagger-fp32 needs --tagger RUN"):
         throughput.main([*argv[:2], *argv[4:], "--fresh"])
+
+
+def test_profile_serve_splits_a_loaded_server_s_samples(tmp_path, tiny_tokenizer):
+    from benchmarks import profile_serve
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("MainThread;forward (transformers/models/qwen2/modeling_qwen2.py:10) 6\n"
+                   "MainThread;_leave (nerft/generation.py:400) 2\n"
+                   "MainThread;run (asyncio/base_events.py:1) 1\n"
+                   "MainThread;elsewhere (x.py:1) 1\n")
+    shares = profile_serve.bucket_shares(raw)
+    assert shares["model forward"] == 0.6 and shares["decoding bookkeeping"] == 0.2
+    assert shares["event loop"] == 0.1 and shares["other"] == 0.1 and sum(shares.values()) == pytest.approx(1)
+
+    run = build_answering_run(tmp_path / "model", tiny_tokenizer)
+    (tmp_path / "data").mkdir()
+    data = write_mini_data(tmp_path / "data", DOCS)
+    assert profile_serve.main(["--server", f"tiny=--model {run} --device cpu", "--test", str(data / "test.jsonl"),
+                               "--clients", "2", "--seconds", "8", "--threads", "1",
+                               "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work")]) == 0
+    (row,) = json.loads((tmp_path / "results" / "profile_serve.json").read_text())["rows"]
+    assert row["rps"] > 0 and row["server_cpu_s"] > 0 and 0 < row["server_cpu_share"] <= 1.05
