@@ -102,7 +102,7 @@ def test_shared_modules_import_no_stage():
 # The layers the README draws, lowest first: a module imports only its own layer or lower ones.
 CLI = ("nerft.cli", "nerft.__main__", "nerft.api", "nerft.spacy_component")  # the entry points: the command
 # line, the Python API and the spaCy component
-STAGES = ("nerft.prepare", "nerft.dataset_stats", "nerft.trainer_formats", "nerft.train", "nerft.predict",
+STAGES = ("nerft.prepare", "nerft.train", "nerft.predict",
           "nerft.evaluate", "nerft.tune", "nerft.serve", "nerft.export", "nerft.distill", "nerft.demo")
 LAYERS = ("shared vocabulary", "inference library", "stages", "entry points")
 

@@ -382,16 +382,16 @@ def test_a_full_disk_in_the_middle_of_prepare_keeps_the_previous_folder(tmp_path
     source, out = sft_file(tmp_path), tmp_path / "prepared"
     assert main(["prepare", "--input", str(source), "--out", str(out), "--no-plot", "--seed", "1"]) == 0
     before = snapshot(out)
-    import nerft.prepare
+    import nerft.prepare.core
 
-    real_write_json = nerft.prepare.write_json
+    real_write_json = nerft.prepare.core.write_json
 
     def full_after_the_splits(path, obj):  # train/dev/test.jsonl are written by then
         if Path(path).name == "labels.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write_json(path, obj)
 
-    monkeypatch.setattr(nerft.prepare, "write_json", full_after_the_splits)
+    monkeypatch.setattr(nerft.prepare.core, "write_json", full_after_the_splits)
     line = one_line_error(capsys, ["prepare", "--input", str(source), "--out", str(out), "--no-plot", "--seed", "2"],
                           f"cannot write {out} (labels.json): No space left on device",
                           "the previous folder is unchanged")
@@ -402,7 +402,7 @@ def test_a_full_disk_in_the_middle_of_prepare_keeps_the_previous_folder(tmp_path
     one_line_error(capsys, ["prepare", "--input", str(source), "--out", str(fresh), "--no-plot"],
                    "nothing was written")
     assert not fresh.exists()
-    monkeypatch.setattr(nerft.prepare, "write_json", real_write_json)
+    monkeypatch.setattr(nerft.prepare.core, "write_json", real_write_json)
     assert main(["prepare", "--input", str(source), "--out", str(out), "--no-plot", "--seed", "2"]) == 0
     assert snapshot(out) != before and json.loads((out / "stats.json").read_text())["seed"] == 2
 

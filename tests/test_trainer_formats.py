@@ -17,7 +17,7 @@ from nerft.labels import ccfbdci_labels
 from nerft.prepare import PrepareConfig, prepare
 from nerft.prompts import build_prompt
 from nerft.schema import Document, Entity, InputError
-from nerft.trainer_formats import (
+from nerft.prepare.trainer_formats import (
     SftExportConfig,
     conversation,
     detect_prediction_format,

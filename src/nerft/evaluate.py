@@ -20,7 +20,7 @@ unknown label as a parse failure.
 Other trainers' prediction files are read directly (``--pred-format``, detected by ``auto``): LLaMA-Factory's
 ``generated_predictions.jsonl`` (``prompt``/``predict``/``label``) and ms-swift's ``swift infer`` results
 (``response``/``labels``/``messages``). They carry no ids: line k is matched to gold document k and must show it
-(its prompt holds the gold text); the answer is read like an ``output`` (see :mod:`nerft.trainer_formats`).
+(its prompt holds the gold text); the answer is read like an ``output`` (see :mod:`nerft.prepare.trainer_formats`).
 
 With ``--score-with MODEL`` instead of ``--pred``, evaluate predicts the gold texts itself (``predict``'s load and
 decoding flags, any backend: ``--backend openai --base-url URL`` scores a served model).
@@ -149,7 +149,7 @@ def read_gold(path: str, encoding: str = "utf-8") -> list[Document]:
 
 def _read_prediction_file(cfg: EvaluateConfig, gold: list[Document]) -> list[_PredRow]:
     """nerft's prediction rows, or another trainer's predictions matched to ``gold`` as ``{"id", "output"}`` rows."""
-    from .trainer_formats import detect_prediction_format, read_trainer_predictions
+    from .prepare.trainer_formats import detect_prediction_format, read_trainer_predictions
 
     require_file(cfg.pred, "prediction file")
     fmt: str = cfg.pred_format

@@ -9,7 +9,7 @@ Output directory::
                                            duplicate texts, conflicting annotations, reader warnings
       entities_per_label.png               entities per label and split
       <export format>/                     with --export-format: the training conversations for LLaMA-Factory
-                                           or ms-swift (see :mod:`nerft.trainer_formats`)
+                                           or ms-swift (see :mod:`nerft.prepare.trainer_formats`)
 
 OUT is written under a temporary name beside it and renamed into place once complete, so an interrupted prepare
 (a full disk, Ctrl-C, a kill) leaves the previous OUT or none, never a part. An existing OUT is replaced only when it
@@ -43,14 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import ConfigError, add_config_arguments, build_config, opt, to_dict
-from .dataset_stats import build_stats, plot_entities_per_label, stats_markdown
-from .fileio import atomic_dir, atomic_write, write_json
-from .jsonl import write_jsonl
-from .labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
-from .readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
-from .schema import Document, Entity, NerftError
-from .textio import ENCODING_HELP
+from ..config import ConfigError, add_config_arguments, build_config, opt, to_dict
+from .stats import build_stats, plot_entities_per_label, stats_markdown
+from ..fileio import atomic_dir, atomic_write, write_json
+from ..jsonl import write_jsonl
+from ..labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
+from ..readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
+from ..schema import Document, Entity, NerftError
+from ..textio import ENCODING_HELP
 from .trainer_formats import SftExportConfig, write_sft_export
 
 PLOT_FILE = "entities_per_label.png"

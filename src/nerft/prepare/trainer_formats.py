@@ -49,13 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import ConfigError, check_output_format, opt
-from .fileio import write_json
-from .formats import NONE_ANSWERS, get_format
-from .jsonl import iter_jsonl, write_jsonl
-from .labels import LabelSet
-from .prompts import Prompt, build_prompt
-from .schema import Document, InputError, NerftError
+from ..config import ConfigError, check_output_format, opt
+from ..fileio import write_json
+from ..formats import NONE_ANSWERS, get_format
+from ..jsonl import iter_jsonl, write_jsonl
+from ..labels import LabelSet
+from ..prompts import Prompt, build_prompt
+from ..schema import Document, InputError, NerftError
 
 EXPORT_FORMATS = ("llamafactory-alpaca", "llamafactory-sharegpt", "messages")
 PRED_FORMATS = ("nerft", "llamafactory", "swift")

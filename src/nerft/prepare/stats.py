@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .labels import LabelSet
-from .readers import SPLITS
-from .schema import Document
+from ..labels import LabelSet
+from ..readers import SPLITS
+from ..schema import Document
 
 MAX_LISTED_CONFLICTS = 50  # in stats.md; stats.json lists all
 
@@ -128,7 +128,7 @@ def stats_markdown(stats: dict[str, Any]) -> str:
 
 def plot_entities_per_label(stats: dict[str, Any], path: Path) -> None:
     """A grouped bar chart: entities per label, one bar per split."""
-    from .plots import grouped_bars
+    from ..plots import grouped_bars
 
     labels = stats["labels"]
     grouped_bars(labels, {split: [stats["splits"][split]["entities_per_label"][code] for code in labels]
