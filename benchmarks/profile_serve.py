@@ -19,8 +19,6 @@ import asyncio
 import collections
 import os
 import resource
-import secrets
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,9 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from .common import RESULTS, WORK, log, markdown_table, prepare_ccfbdci, read_jsonl, write_results
-from .serve_load import free_port, wait_ready
-from .serve_throughput import closed_loop
+from .common import RESULTS, WORK, markdown_table, write_results
+from .serve_throughput import closed_loop, servers_and_texts, started_server
 
 BUCKETS = [("model forward", ("modeling_", "torch/nn/modules", "nerft/tagger/model.py")),
            ("decoding bookkeeping", ("nerft/generation.py", "nerft/constrained.py", "nerft/tagger/")),
@@ -60,18 +57,8 @@ def bucket_shares(raw: Path) -> dict[str, float]:
 
 
 def profile_server(name: str, flags: str, texts: list[str], args: argparse.Namespace, work: Path) -> dict:
-    port, key = free_port(), secrets.token_hex(8)
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "NERFT_API_KEY": key, "OMP_NUM_THREADS": str(args.threads),
-           "TOKENIZERS_PARALLELISM": "false"}
-    log_file = work / f"{name}.log"
-    cmd = [sys.executable, "-m", "nerft", "-q", "serve", *shlex.split(flags), "--host", "127.0.0.1", "--port",
-           str(port)]
-    log("$ " + " ".join(cmd[2:]))
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
-    try:
-        wait_ready(url, proc, log_file, timeout=600)
-        asyncio.run(closed_loop(url, key, texts[:8], 4, 5))  # warm-up
+    with started_server(name, flags, args.threads, work, texts) as server:
+        proc, url, key = server["proc"], server["url"], server["key"]
         result: dict = {}
         loader = threading.Thread(target=lambda: result.update(
             asyncio.run(closed_loop(url, key, texts, args.clients, args.seconds))))
@@ -93,12 +80,6 @@ def profile_server(name: str, flags: str, texts: list[str], args: argparse.Names
         client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
         shares = bucket_shares(raw) if spy and raw.exists() else None
         loader.join()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     cores = os.cpu_count() or 1
     return {"server": name, "flags": flags, "rps": result.get("rps"), "wall_s": round(wall, 1),
             "server_cpu_s": round(server_cpu, 1), "server_cpu_share": round(server_cpu / (wall * cores), 2),
@@ -131,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--work", default=str(WORK))
     args = parser.parse_args(argv)
-    servers = []
-    for spec in args.server:
-        name, sep, flags = spec.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"--server {spec!r}: expected NAME=FLAGS")
-        servers.append((name.strip(), flags.strip()))
-    test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
-    texts = [d["text"] for d in read_jsonl(test_file)][:args.texts_limit]
+    servers, texts = servers_and_texts(args)
     work = Path(args.work) / "profile_serve"
     work.mkdir(parents=True, exist_ok=True)
     rows = [profile_server(name, flags, texts, args, work) for name, flags in servers]

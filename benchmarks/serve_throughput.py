@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -158,11 +160,14 @@ async def one_request(url: str, key: str, texts: list[str]) -> float:
     return seconds
 
 
-def measure_server(name: str, flags: str, texts: list[str], args, work: Path) -> dict:
+@contextlib.contextmanager
+def started_server(name: str, flags: str, threads: int, work: Path, texts: list[str]) -> Iterator[dict]:
+    """``nerft serve FLAGS`` on a free loopback port with a fresh API key, ready and warmed up (a few requests of
+    ``texts``); yields ``{"proc", "url", "key", "ready_s", "rss"}`` (``rss``: its resident memory, sampled from
+    the start, model load included) and stops the server afterwards. Its log: ``work/NAME.log``."""
     port, key = free_port(), secrets.token_hex(8)
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "NERFT_API_KEY": key, "OMP_NUM_THREADS": str(args.threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "NERFT_API_KEY": key, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "nerft", "-q", "serve", *shlex.split(flags), "--host", "127.0.0.1", "--port",
            str(port)]
     log_file = work / f"{name}.log"
@@ -171,8 +176,22 @@ def measure_server(name: str, flags: str, texts: list[str], args, work: Path) ->
     rss = RssSampler(proc.pid)
     rss.thread.start()
     try:
-        ready_s = wait_ready(url, proc, log_file, timeout=600)
+        server = {"proc": proc, "url": url, "key": key, "rss": rss}
+        server["ready_s"] = wait_ready(url, proc, log_file, timeout=600)
         asyncio.run(closed_loop(url, key, texts[:8], 4, 5))  # warm-up: first batches, caches
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        rss.stop.set()
+
+
+def measure_server(name: str, flags: str, texts: list[str], args, work: Path) -> dict:
+    with started_server(name, flags, args.threads, work, texts) as server:
+        proc, url, key, ready_s, rss = (server[k] for k in ("proc", "url", "key", "ready_s", "rss"))
         busy = others_running({os.getpid(), proc.pid})
         log(f"{name}: ready in {ready_s:.0f}s; {args.clients} clients, closed loop, {args.seconds:.0f}s")
         closed = asyncio.run(closed_loop(url, key, texts, args.clients, args.seconds))
@@ -189,13 +208,6 @@ def measure_server(name: str, flags: str, texts: list[str], args, work: Path) ->
         request_s = asyncio.run(one_request(url, key, texts[:args.request_texts])) if args.request_texts else None
         if request_s is not None:
             log(f"  one request of {args.request_texts} texts: {request_s:.2f}s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        rss.stop.set()
     within = [r for r in opens if r["ok"] == r["requests"] and r["p95_s"] <= args.p95]
     return {"server": name, "flags": flags, "ready_s": round(ready_s, 1), "closed": closed, "open": opens,
             "idle": idle, "request_s": round(request_s, 2) if request_s is not None else None,
@@ -230,6 +242,19 @@ def to_markdown(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def servers_and_texts(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[str]]:
+    """``--server NAME=FLAGS`` specs as (name, flags), and the first ``--texts-limit`` texts of ``--test`` (default:
+    the seeded CCFBDCI test split, prepared from ../shared)."""
+    servers = []
+    for spec in args.server:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--server {spec!r}: expected NAME=FLAGS")
+        servers.append((name.strip(), flags.strip()))
+    test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
+    return servers, [d["text"] for d in read_jsonl(test_file)][:args.texts_limit]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="append", required=True, help="NAME=FLAGS for nerft serve (repeatable)")
@@ -249,14 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(WORK))
     args = parser.parse_args(argv)
     args.rate_shares = [float(x) for x in args.rate_shares.split(",") if x.strip()]
-    servers = []
-    for spec in args.server:
-        name, sep, flags = spec.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"--server {spec!r}: expected NAME=FLAGS")
-        servers.append((name.strip(), flags.strip()))
-    test_file = args.test or str(prepare_ccfbdci(out_dir=Path(args.work) / "ccfbdci") / "test.jsonl")
-    texts = [d["text"] for d in read_jsonl(test_file)][:args.texts_limit]
+    servers, texts = servers_and_texts(args)
     work = Path(args.work) / "serve_throughput"
     work.mkdir(parents=True, exist_ok=True)
     texts_file = work / "texts.jsonl"
