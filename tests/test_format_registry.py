@@ -179,8 +179,8 @@ def test_the_predictor_decodes_the_format_end_to_end(angle, tiny_tokenizer, mode
 
 def test_a_registered_format_is_one_training_and_export_configs_accept(angle):
     from nerft.config import ConfigError, from_dict
-    from nerft.train import TrainConfig
     from nerft.prepare.trainer_formats import SftExportConfig
+    from nerft.train import TrainConfig
 
     assert from_dict(TrainConfig, {"data": {"output_format": angle.name}}).data.output_format == angle.name
     assert from_dict(SftExportConfig, {"output_format": angle.name}).output_format == angle.name

@@ -15,8 +15,6 @@ from nerft.formats import get_format
 from nerft.jsonl import write_jsonl
 from nerft.labels import ccfbdci_labels
 from nerft.prepare import PrepareConfig, prepare
-from nerft.prompts import build_prompt
-from nerft.schema import Document, Entity, InputError
 from nerft.prepare.trainer_formats import (
     SftExportConfig,
     conversation,
@@ -24,6 +22,8 @@ from nerft.prepare.trainer_formats import (
     export_prompt,
     read_trainer_predictions,
 )
+from nerft.prompts import build_prompt
+from nerft.schema import Document, Entity, InputError
 
 LABELS = ccfbdci_labels()
 DOCS = [

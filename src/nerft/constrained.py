@@ -239,7 +239,9 @@ class ConstrainedAnswer:
             self.prompt_width = input_ids.shape[1]
         mask = torch.full_like(scores, float("-inf"))
         for b in range(scores.shape[0]):
-            answer = b"".join(self.vocab.bytes[t] or b"" for t in input_ids[b, self.prompt_width:].tolist()
-                              if t not in self.stops)
-            mask[b, self.allowed_ids(self.rows[b], answer)] = 0.0
+            mask[b, self.allowed_after(self.rows[b], input_ids[b, self.prompt_width:].tolist())] = 0.0
         return scores + mask  # type: ignore[return-value]  # torch types FloatTensor + Tensor as Tensor
+
+    def allowed_after(self, row: int, generated: Sequence[int]) -> list[int]:
+        """Tokens that may follow the answer ``generated`` (its token ids so far) of ``row``'s text."""
+        return self.allowed_ids(row, b"".join(self.vocab.bytes[t] or b"" for t in generated if t not in self.stops))

@@ -111,6 +111,29 @@ class PrefixCache:
         return cache
 
 
+def prompt_layout(batch_ids: Sequence[Sequence[int]], pad: int, prefix: PrefixCache | None,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any, int]:
+    """Prompts laid out for one prefill: ``[prefix][left padding][row tokens]``, with their attention mask, and the
+    number of leading columns already computed: when every row starts with ``prefix``'s ids (and goes beyond them),
+    a copy of its KV cache for the batch and its length (else None and 0: the whole prompts are computed)."""
+    n = len(batch_ids)
+    skip = 0
+    if prefix is not None and all(list(ids[: len(prefix.ids)]) == prefix.ids and len(ids) > len(prefix.ids)
+                                  for ids in batch_ids):
+        skip = len(prefix.ids)
+    rows = [list(ids[skip:]) for ids in batch_ids]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((n, skip + width), pad, dtype=torch.long)
+    attention = torch.zeros((n, skip + width), dtype=torch.long)
+    for i, ids in enumerate(batch_ids):
+        input_ids[i, :skip] = torch.tensor(list(ids[:skip]), dtype=torch.long)
+        attention[i, :skip] = 1
+        input_ids[i, skip + width - len(rows[i]):] = torch.tensor(rows[i], dtype=torch.long)
+        attention[i, skip + width - len(rows[i]):] = 1
+    cache = prefix.for_batch(n) if skip and prefix is not None else None
+    return input_ids.to(device), attention.to(device), cache, skip
+
+
 @torch.inference_mode()
 def generate_batch(model: Any, tokenizer: Any, batch_ids: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                    logits_processor: Any = None, *, prefix: PrefixCache | None = None,
@@ -126,21 +149,7 @@ def generate_batch(model: Any, tokenizer: Any, batch_ids: Sequence[Sequence[int]
     stops = stop_token_ids(tokenizer)
     n = len(batch_ids)
     limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    skip = 0
-    if prefix is not None and all(list(ids[: len(prefix.ids)]) == prefix.ids and len(ids) > len(prefix.ids)
-                                  for ids in batch_ids):
-        skip = len(prefix.ids)
-    rows = [list(ids[skip:]) for ids in batch_ids]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((n, skip + width), pad, dtype=torch.long)
-    attention = torch.zeros((n, skip + width), dtype=torch.long)
-    for i, ids in enumerate(batch_ids):
-        input_ids[i, :skip] = torch.tensor(list(ids[:skip]), dtype=torch.long)
-        attention[i, :skip] = 1
-        input_ids[i, skip + width - len(rows[i]):] = torch.tensor(rows[i], dtype=torch.long)
-        attention[i, skip + width - len(rows[i]):] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    cache = prefix.for_batch(n) if skip and prefix is not None else None
+    input_ids, attention, cache, skip = prompt_layout(batch_ids, pad, prefix, device)
     step_input = input_ids[:, skip:]
     out_ids: list[list[int]] = [[] for _ in range(n)]
     out_lps: list[list[float]] = [[] for _ in range(n)]
@@ -287,20 +296,7 @@ class DecodeBatch:
         rows = [r for r in rows if r.limit > 0]
         if not rows:
             return done
-        skip = 0
-        if self.prefix is not None and all(r.ids[: len(self.prefix.ids)] == self.prefix.ids
-                                           and len(r.ids) > len(self.prefix.ids) for r in rows):
-            skip = len(self.prefix.ids)
-        n, width = len(rows), max(len(r.ids) - skip for r in rows)
-        input_ids = torch.full((n, skip + width), self.pad, dtype=torch.long)
-        attention = torch.zeros((n, skip + width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, :skip] = torch.tensor(r.ids[:skip], dtype=torch.long)
-            attention[i, :skip] = 1
-            input_ids[i, skip + width - (len(r.ids) - skip):] = torch.tensor(r.ids[skip:], dtype=torch.long)
-            attention[i, skip + width - (len(r.ids) - skip):] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        cache = self.prefix.for_batch(n) if skip and self.prefix is not None else None
+        input_ids, attention, cache, skip = prompt_layout([r.ids for r in rows], self.pad, self.prefix, self.device)
         step_input = input_ids[:, skip:]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
         out = self.model(input_ids=step_input, attention_mask=attention, position_ids=positions, use_cache=True,

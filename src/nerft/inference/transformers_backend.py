@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,28 +147,31 @@ class TransformersPredictor:
         return [p.entities for p in self.predict_detailed(texts, labels)]
 
     def predict_detailed(self, texts: list[str], labels: list[str] | None = None) -> list[Prediction]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.precision():
-                results = self.plan.run(texts, labels, self._generate)
-        finally:
-            self.model.train(was_training)
+        with self.predicting():
+            results = self.plan.run(texts, labels, self._generate)
         self.stats.texts += len(texts)
         return results
 
-    def precision(self) -> contextlib.AbstractContextManager:
-        """The context every forward pass of this predictor runs in: torch.autocast to ``autocast``, or none."""
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast)
+    @contextlib.contextmanager
+    def predicting(self) -> Iterator[None]:
+        """What every forward pass of this predictor runs in: eval mode (the model's mode is given back after) and
+        torch.autocast to ``autocast``, if any."""
+        was_training = self.model.training
+        self.model.eval()
+        mixed = (torch.autocast(next(self.model.parameters()).device.type, dtype=self.autocast)
+                 if self.autocast is not None else contextlib.nullcontext())
+        try:
+            with mixed:
+                yield
+        finally:
+            self.model.train(was_training)
 
     def continuous(self, max_rows: int, max_positions: int) -> ContinuousDecoder:
         """A ContinuousDecoder over this predictor (a server's scheduler); ContinuousBatchingUnsupported for a model
         being trained or a KV cache whose rows cannot be joined."""
         if not self.frozen:
             raise ContinuousBatchingUnsupported("the model is being trained")
-        with torch.inference_mode(), self.precision():
+        with torch.inference_mode(), self.predicting():
             probe = self.model(input_ids=torch.tensor([[self.tokenizer.eos_token_id or 0]],
                                                       device=next(self.model.parameters()).device),
                                use_cache=True, logits_to_keep=1)
@@ -284,10 +287,9 @@ class ContinuousDecoder:
         def adjust(out: list[int], scores: torch.Tensor) -> torch.Tensor:
             if bias and not out:  # FirstTokenBias, for this row's first token
                 scores[none_start] -= bias
-            if constraint is not None:
-                answer = b"".join(constraint.vocab.bytes[t] or b"" for t in out if t not in constraint.stops)
+            if constraint is not None:  # ConstrainedAnswer, for this row
                 mask = torch.full_like(scores, float("-inf"))
-                mask[constraint.allowed_ids(k, answer)] = 0.0
+                mask[constraint.allowed_after(k, out)] = 0.0
                 scores = scores + mask
             return scores
 
@@ -305,23 +307,18 @@ class ContinuousDecoder:
     def step(self) -> list[tuple[Any, int, Prediction]]:
         """Let waiting rows join, decode one step; ``(owner, text index, prediction)`` for every text completed."""
         p = self.predictor
-        was_training = p.model.training
-        p.model.eval()
-        try:
-            with p.precision():
-                done: list[DecodeRow] = []
-                joining: list[DecodeRow] = []
-                while self.waiting and len(self.batch) + len(joining) < self.max_rows and (
-                        not joining and not len(self.batch)
-                        or self.batch.cost_with(joining + [self.waiting[0]]) <= self.max_positions):
-                    joining.append(self.waiting.popleft())
-                if joining:
-                    done += self.batch.add(joining)
-                    p.stats.batches += 1
-                self.rows_last_step = len(self.batch)
-                done += self.batch.step()
-        finally:
-            p.model.train(was_training)
+        with p.predicting():
+            done: list[DecodeRow] = []
+            joining: list[DecodeRow] = []
+            while self.waiting and len(self.batch) + len(joining) < self.max_rows and (
+                    not (joining or len(self.batch))  # an empty batch takes the next row whatever its size
+                    or self.batch.cost_with(joining + [self.waiting[0]]) <= self.max_positions):
+                joining.append(self.waiting.popleft())
+            if joining:
+                done += self.batch.add(joining)
+                p.stats.batches += 1
+            self.rows_last_step = len(self.batch)
+            done += self.batch.step()
         completed: list[tuple[Any, int, Prediction]] = []
         for row in done:
             ticket: Ticket

@@ -5,7 +5,15 @@ folder; ``stats``: stats.json/md and the per-label chart; ``trainer_formats``: t
 datasets (LLaMA-Factory, ms-swift) and the reading of their predictions back (``nerft evaluate``).
 """
 
-from .core import PLOT_FILE, PrepareConfig, PrepareReport, check_output_folder, prepare, register, split_documents
+from .core import (
+           PLOT_FILE,
+           PrepareConfig,
+           PrepareReport,
+           check_output_folder,
+           prepare,
+           register,
+           split_documents,
+)
 
 __all__ = ["PLOT_FILE", "PrepareConfig", "PrepareReport", "check_output_folder", "prepare", "register",
            "split_documents"]

@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import ConfigError, add_config_arguments, build_config, opt, to_dict
-from .stats import build_stats, plot_entities_per_label, stats_markdown
 from ..fileio import atomic_dir, atomic_write, write_json
 from ..jsonl import write_jsonl
 from ..labels import BUILTIN_LABEL_SETS, LabelSet, load_label_set
 from ..readers import HUB_PREFIX, SPLITS, ReadReport, read_dataset, read_split_dir
 from ..schema import Document, Entity, NerftError
 from ..textio import ENCODING_HELP
+from .stats import build_stats, plot_entities_per_label, stats_markdown
 from .trainer_formats import SftExportConfig, write_sft_export
 
 PLOT_FILE = "entities_per_label.png"

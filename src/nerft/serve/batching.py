@@ -213,7 +213,7 @@ class Batcher:
             raise
         except BaseException as exc:  # BaseException too: a tokenizer panic (pyo3's PanicException) is one
             self.stats.add_failed_batch()
-            await self._isolate(labels, chunk, exc)
+            await self._isolate(chunk, exc)
             return
         self.stats.add_batch(len(texts))
         for (job, i), entities in zip(chunk, results, strict=True):
@@ -225,16 +225,16 @@ class Batcher:
         with self.lock:
             return self.predictor.predict(texts, labels)
 
-    async def _isolate(self, labels: tuple[str, ...] | None, chunk: list[tuple[Job, int]],
-                       exc: BaseException) -> None:
-        """A call failed: with one request in it, that request fails; with several, each is rerun alone."""
+    async def _isolate(self, chunk: list[tuple[Job, int]], exc: BaseException) -> None:
+        """A call (or a decode step) failed: with one request in it, that request fails; with several, each is rerun
+        alone (with its own label subset)."""
         jobs = list(dict.fromkeys(job for job, _ in chunk))
         if len(jobs) == 1:
             jobs[0].fail(failure_of(exc))
             return
         for job in jobs:
             if job.wanted:
-                await self._predict(labels, [(j, i) for j, i in chunk if j is job])
+                await self._predict(job.labels, [(j, i) for j, i in chunk if j is job])
 
 
 class ContinuousBatcher(Batcher):
@@ -299,7 +299,8 @@ class ContinuousBatcher(Batcher):
             jobs = list(self.running.values())
             self.running.clear()
             await asyncio.to_thread(self._reset)
-            await self._isolate_all([job for job in jobs if job.wanted], exc)
+            await self._isolate([(job, i) for job in jobs if job.wanted
+                                 for i in range(len(job.texts)) if job.results[i] is None], exc)
             for job in jobs:
                 self._release(job)
             return
@@ -311,7 +312,7 @@ class ContinuousBatcher(Batcher):
         for job, i, prediction in completed:
             job.results[i] = prediction
             job.finish_if_complete()
-        for job in {id(j): j for j in [job for job, _ in refused] + [job for job, _, _ in completed]}.values():
+        for job in dict.fromkeys([job for job, _ in refused] + [job for job, _, _ in completed]):
             if job.future.done():  # answered or failed: its rows are already out of the decoder
                 self.running.pop(id(job), None)
                 self._release(job)
@@ -343,12 +344,3 @@ class ContinuousBatcher(Batcher):
     def _reset(self) -> None:
         with self.lock:
             self.decoder.reset()
-
-    async def _isolate_all(self, jobs: list[Job], exc: BaseException) -> None:
-        """A step failed: with one request in it, that request fails; with several, each is rerun alone."""
-        if len(jobs) == 1:
-            jobs[0].fail(failure_of(exc))
-            return
-        for job in jobs:
-            if job.wanted:
-                await self._predict(job.labels, [(job, i) for i in range(len(job.texts)) if job.results[i] is None])
